@@ -1,0 +1,228 @@
+//! Digest authentication of a request against an account's users
+//! (RFC 3261 §22, RFC 7616, RFC 8760). Unknown users and wrong passwords
+//! take the same path and get the same verdict, so responses never reveal
+//! which extensions exist.
+
+use super::failure_guard::{FailureGuard, GuardPolicy, GuardVerdict};
+use crate::config::{Account, User};
+use crate::sip::digest::{self, Algorithm, Credentials, NonceKeeper, NonceStatus};
+use crate::sip::{HeaderName, SipMessage};
+use std::net::IpAddr;
+use std::time::Instant;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthVerdict<'a> {
+    Authenticated(&'a User),
+    /// Send 401/407 with fresh challenges (`stale` per RFC 7616 §3.3).
+    Challenge { stale: bool },
+    /// Wrong credentials (or unknown user): 403.
+    Rejected,
+    /// Too many recent failures: 503 with Retry-After.
+    Throttled,
+    /// Source is banned: drop without answering.
+    Banned,
+}
+
+pub struct Authenticator {
+    nonces: NonceKeeper,
+    guard: FailureGuard,
+    algorithms: Vec<Algorithm>,
+    /// Password used to hash for unknown users, so their attempts cost the
+    /// same work as real ones.
+    decoy_password: String,
+}
+
+impl Authenticator {
+    pub fn new(nonce_lifetime_s: u64, algorithms: Vec<Algorithm>, policy: GuardPolicy) -> Authenticator {
+        Authenticator {
+            nonces: NonceKeeper::new(nonce_lifetime_s),
+            guard: FailureGuard::new(policy),
+            algorithms,
+            decoy_password: hex::encode(rand::random::<[u8; 16]>()),
+        }
+    }
+
+    pub fn reconfigure(&mut self, nonce_lifetime_s: u64, algorithms: Vec<Algorithm>, policy: GuardPolicy) {
+        self.nonces.set_lifetime(nonce_lifetime_s);
+        self.algorithms = algorithms;
+        self.guard.set_policy(policy);
+    }
+
+    pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
+        self.guard.is_banned(ip, now)
+    }
+
+    pub fn guard(&self) -> &FailureGuard {
+        &self.guard
+    }
+
+    /// Verifies the credentials in `header` (Authorization or
+    /// Proxy-Authorization) for `account`'s realm.
+    pub fn verify<'a>(
+        &mut self,
+        req: &SipMessage,
+        header: &HeaderName,
+        account: &'a Account,
+        source: IpAddr,
+        now: Instant,
+        now_unix: u64,
+    ) -> AuthVerdict<'a> {
+        let creds = req
+            .header_values(header)
+            .filter_map(Credentials::parse)
+            .find(|c| c.realm.eq_ignore_ascii_case(&account.domain));
+        let Some(creds) = creds else {
+            return AuthVerdict::Challenge { stale: false };
+        };
+        match self.guard.check(source, now) {
+            GuardVerdict::Allow => {}
+            GuardVerdict::Throttle => return AuthVerdict::Throttled,
+            GuardVerdict::Banned => return AuthVerdict::Banned,
+        }
+        let Some(alg) = creds.algorithm().filter(|a| self.algorithms.contains(a)) else {
+            return AuthVerdict::Challenge { stale: false };
+        };
+        if creds.qop.as_deref().is_some_and(|q| !q.eq_ignore_ascii_case("auth")) {
+            return AuthVerdict::Challenge { stale: false };
+        }
+        match self.nonces.check(&creds.nonce, creds.nc.as_deref(), now_unix) {
+            NonceStatus::Valid => {}
+            NonceStatus::Stale => return AuthVerdict::Challenge { stale: true },
+            // Forged nonce or replayed nonce-count: ask again (RFC 7616 §5.11).
+            NonceStatus::Invalid => return AuthVerdict::Challenge { stale: false },
+        }
+        let user = account.user(&creds.username);
+        let password = user.map_or(self.decoy_password.as_str(), |u| u.password.as_str());
+        let method = req.method().map(|m| m.as_str()).unwrap_or("");
+        let expected = digest::compute_response(alg, &creds.username, &creds.realm, password, method, &creds);
+        match user {
+            Some(u) if digest::constant_time_eq(&expected, &creds.response) => AuthVerdict::Authenticated(u),
+            _ => {
+                if self.guard.record_failure(source, now) {
+                    AuthVerdict::Banned
+                } else {
+                    AuthVerdict::Rejected
+                }
+            }
+        }
+    }
+
+    /// Challenge header values, one per offered algorithm, most preferred first.
+    pub fn challenges(&self, realm: &str, stale: bool, now_unix: u64) -> Vec<String> {
+        self.algorithms
+            .iter()
+            .map(|&alg| digest::challenge(realm, &self.nonces.issue(now_unix), alg, stale))
+            .collect()
+    }
+
+    pub fn purge(&mut self, now: Instant, now_unix: u64) {
+        self.nonces.purge(now_unix);
+        self.guard.purge(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use bytes::Bytes;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn account() -> Account {
+        let cfg = Config::parse(
+            Path::new("t"),
+            "[[accounts]]\ndomain = \"pbx.test\"\n[[accounts.users]]\nextension = \"1001\"\npassword = \"secret\"\n",
+        )
+        .unwrap();
+        cfg.accounts[0].clone()
+    }
+
+    fn policy() -> GuardPolicy {
+        GuardPolicy {
+            throttle_after: 3,
+            throttle_interval: Duration::from_secs(1),
+            max_failures: 5,
+            window: Duration::from_secs(60),
+            ban: Duration::from_secs(60),
+        }
+    }
+
+    fn register_with(user: &str, password: &str, nonce: &str, alg: Algorithm, nc: &str) -> SipMessage {
+        let mut c = Credentials {
+            username: user.into(),
+            realm: "pbx.test".into(),
+            nonce: nonce.into(),
+            uri: "sip:pbx.test".into(),
+            algorithm: Some(alg.as_str().into()),
+            cnonce: Some("abc".into()),
+            qop: Some("auth".into()),
+            nc: Some(nc.into()),
+            ..Default::default()
+        };
+        c.response = digest::compute_response(alg, user, "pbx.test", password, "REGISTER", &c);
+        let auth = format!(
+            r#"Digest username="{}", realm="pbx.test", nonce="{}", uri="sip:pbx.test", response="{}", algorithm={}, cnonce="abc", qop=auth, nc={}"#,
+            user, nonce, c.response, alg.as_str(), nc
+        );
+        let raw = format!(
+            "REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:{user}@pbx.test>;tag=1\r\nTo: <sip:{user}@pbx.test>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nAuthorization: {auth}\r\n\r\n"
+        );
+        SipMessage::parse_datagram(Bytes::from(raw)).unwrap()
+    }
+
+    fn nonce_of(challenge: &str) -> String {
+        challenge.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_string()
+    }
+
+    #[test]
+    fn md5_and_sha256_credentials_verify() {
+        let acct = account();
+        let mut a = Authenticator::new(300, vec![Algorithm::Sha256, Algorithm::Md5], policy());
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let now = Instant::now();
+        let ch = a.challenges("pbx.test", false, 1000);
+        assert!(ch[0].contains("algorithm=SHA-256") && ch[1].contains("algorithm=MD5"));
+        for (alg, c) in [(Algorithm::Sha256, &ch[0]), (Algorithm::Md5, &ch[1])] {
+            let req = register_with("1001", "secret", &nonce_of(c), alg, "00000001");
+            let v = a.verify(&req, &HeaderName::Authorization, &acct, ip, now, 1001);
+            assert!(matches!(v, AuthVerdict::Authenticated(u) if u.extension == "1001"), "{alg:?}: {v:?}");
+            // The same nonce count again is a replay.
+            let v = a.verify(&req, &HeaderName::Authorization, &acct, ip, now, 1001);
+            assert_eq!(v, AuthVerdict::Challenge { stale: false });
+        }
+    }
+
+    #[test]
+    fn unknown_user_and_wrong_password_look_the_same() {
+        let acct = account();
+        let mut a = Authenticator::new(300, vec![Algorithm::Md5], policy());
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let now = Instant::now();
+        let n1 = nonce_of(&a.challenges("pbx.test", false, 1000)[0]);
+        let n2 = nonce_of(&a.challenges("pbx.test", false, 1000)[0]);
+        let wrong = a.verify(&register_with("1001", "bad", &n1, Algorithm::Md5, "1"), &HeaderName::Authorization, &acct, ip, now, 1000);
+        let unknown = a.verify(&register_with("9999", "x", &n2, Algorithm::Md5, "1"), &HeaderName::Authorization, &acct, ip, now, 1000);
+        assert_eq!(wrong, AuthVerdict::Rejected);
+        assert_eq!(unknown, AuthVerdict::Rejected);
+    }
+
+    #[test]
+    fn expired_nonce_is_stale_and_missing_credentials_challenge() {
+        let acct = account();
+        let mut a = Authenticator::new(300, vec![Algorithm::Md5], policy());
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let n = nonce_of(&a.challenges("pbx.test", false, 1000)[0]);
+        let req = register_with("1001", "secret", &n, Algorithm::Md5, "1");
+        assert_eq!(
+            a.verify(&req, &HeaderName::Authorization, &acct, ip, Instant::now(), 1400),
+            AuthVerdict::Challenge { stale: true }
+        );
+        let mut bare = req.clone();
+        bare.remove_headers(&HeaderName::Authorization);
+        assert_eq!(
+            a.verify(&bare, &HeaderName::Authorization, &acct, ip, Instant::now(), 1000),
+            AuthVerdict::Challenge { stale: false }
+        );
+    }
+}

@@ -1,0 +1,367 @@
+//! Configuration: TOML (see `schema`) validated once into an immutable
+//! [`Config`]; every error names file:line:col and the reason.
+
+pub mod schema;
+#[cfg(test)]
+mod tests;
+
+use crate::sip::digest::Algorithm;
+use crate::sip::transaction::TimerConfig;
+pub use schema::Role;
+use schema::{AccountSection, RawConfig};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One configuration error at a place in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.col, self.message)
+    }
+}
+
+/// All errors found in one file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub extension: String,
+    pub display_name: String,
+    pub password: String,
+    pub role: Role,
+    pub outbound: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub domain: String,
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub is_default: bool,
+    pub users: Vec<User>,
+    by_extension: HashMap<String, usize>,
+}
+
+impl Account {
+    pub fn user(&self, extension: &str) -> Option<&User> {
+        self.by_extension.get(extension).map(|&i| &self.users[i])
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSettings {
+    pub timers: TimerConfig,
+    pub max_message_size: usize,
+    pub tcp_partial_timeout: Duration,
+    pub user_agent: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrarSettings {
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub max_contacts: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecuritySettings {
+    pub nonce_lifetime_s: u64,
+    pub max_auth_failures: u32,
+    pub failure_window: Duration,
+    pub ban: Duration,
+    pub digest_algorithms: Vec<Algorithm>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated, immutable configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub source: PathBuf,
+    pub listen: Vec<SocketAddr>,
+    pub udp: bool,
+    pub tcp: bool,
+    pub data_dir: PathBuf,
+    pub control_socket: PathBuf,
+    pub sip: SipSettings,
+    pub registrar: RegistrarSettings,
+    pub security: SecuritySettings,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub accounts: Vec<Account>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                col: 0,
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates config text; `path` is used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let mut v = Validator {
+            file: path,
+            text,
+            errors: Vec::new(),
+        };
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                v.error(span, e.message().to_string());
+                return Err(ConfigErrors(v.errors));
+            }
+        };
+        let cfg = v.validate(raw);
+        if v.errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(v.errors))
+        }
+    }
+
+    /// The account a request host belongs to: by domain or alias, else
+    /// the default account when the host is an IP address.
+    pub fn account_for_host(&self, host: &str) -> Option<&Account> {
+        let host = host.trim_matches(|c| c == '[' || c == ']');
+        self.accounts
+            .iter()
+            .find(|a| a.domain.eq_ignore_ascii_case(host) || a.aliases.iter().any(|x| x.eq_ignore_ascii_case(host)))
+            .or_else(|| {
+                host.parse::<std::net::IpAddr>()
+                    .ok()
+                    .and_then(|_| self.accounts.iter().find(|a| a.is_default))
+            })
+    }
+
+    pub fn with_overrides(mut self, listen: &[SocketAddr], data_dir: Option<&Path>) -> Config {
+        if !listen.is_empty() {
+            self.listen = listen.to_vec();
+        }
+        if let Some(d) = data_dir {
+            if self.control_socket.starts_with(&self.data_dir) {
+                self.control_socket = d.join("control.sock");
+            }
+            self.data_dir = d.to_path_buf();
+        }
+        self
+    }
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, col) = line_col(self.text, span.start);
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            col,
+            message: message.into(),
+        });
+    }
+
+    fn validate(&mut self, raw: RawConfig) -> Config {
+        let mut listen = Vec::new();
+        for l in &raw.server.listen {
+            match l.get_ref().parse::<SocketAddr>() {
+                Ok(a) => listen.push(a),
+                Err(_) => self.error(
+                    l.span(),
+                    format!("invalid listen address {:?}: expected IP:PORT, e.g. 127.0.0.1:5060 or [::1]:5060", l.get_ref()),
+                ),
+            }
+        }
+        if raw.server.listen.is_empty() {
+            self.error(0..0, "server.listen is empty: give at least one address");
+        }
+        let (mut udp, mut tcp) = (false, false);
+        for t in &raw.server.transports {
+            match t.get_ref().to_ascii_lowercase().as_str() {
+                "udp" => udp = true,
+                "tcp" => tcp = true,
+                other => self.error(t.span(), format!("unknown transport {other:?}: expected \"udp\" or \"tcp\"")),
+            }
+        }
+        let sip = &raw.sip;
+        if *sip.t1_ms.get_ref() == 0 {
+            self.error(sip.t1_ms.span(), "t1_ms must be greater than 0");
+        }
+        if sip.t2_ms.get_ref() < sip.t1_ms.get_ref() {
+            self.error(sip.t2_ms.span(), "t2_ms must be at least t1_ms");
+        }
+        if !(1024..=1 << 20).contains(sip.max_message_size.get_ref()) {
+            self.error(sip.max_message_size.span(), "max_message_size must be between 1024 and 1048576");
+        }
+        let reg = &raw.registrar;
+        if reg.max_expires.get_ref() < reg.min_expires.get_ref() {
+            self.error(reg.max_expires.span(), "max_expires must be at least min_expires");
+        }
+        let mut algorithms = Vec::new();
+        for a in &raw.security.digest_algorithms {
+            match Algorithm::parse(a.get_ref()) {
+                Some(alg) => algorithms.push(alg),
+                None => self.error(
+                    a.span(),
+                    format!("unknown digest algorithm {:?}: expected MD5, MD5-sess, SHA-256 or SHA-256-sess", a.get_ref()),
+                ),
+            }
+        }
+        if raw.security.digest_algorithms.is_empty() {
+            self.error(0..0, "security.digest_algorithms is empty");
+        }
+        let log_format = match raw.log.format.get_ref().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                self.error(raw.log.format.span(), format!("unknown log format {other:?}: expected \"text\" or \"json\""));
+                LogFormat::Text
+            }
+        };
+        let accounts = self.accounts(raw.accounts);
+        let data_dir = PathBuf::from(&raw.server.data_dir);
+        let control_socket = raw
+            .server
+            .control_socket
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("control.sock"));
+        Config {
+            source: self.file.to_path_buf(),
+            listen,
+            udp,
+            tcp,
+            data_dir,
+            control_socket,
+            sip: SipSettings {
+                timers: TimerConfig {
+                    t1: Duration::from_millis(*sip.t1_ms.get_ref()),
+                    t2: Duration::from_millis(*sip.t2_ms.get_ref()),
+                    t4: Duration::from_millis(sip.t4_ms),
+                },
+                max_message_size: *sip.max_message_size.get_ref(),
+                tcp_partial_timeout: Duration::from_secs(sip.tcp_partial_timeout_s),
+                user_agent: sip.user_agent.clone(),
+            },
+            registrar: RegistrarSettings {
+                min_expires: *reg.min_expires.get_ref(),
+                max_expires: *reg.max_expires.get_ref(),
+                default_expires: reg.default_expires,
+                max_contacts: reg.max_contacts,
+            },
+            security: SecuritySettings {
+                nonce_lifetime_s: raw.security.nonce_lifetime_s,
+                max_auth_failures: raw.security.max_auth_failures,
+                failure_window: Duration::from_secs(raw.security.failure_window_s),
+                ban: Duration::from_secs(raw.security.ban_s),
+                digest_algorithms: algorithms,
+            },
+            log_level: raw.log.level,
+            log_format,
+            accounts,
+        }
+    }
+
+    fn accounts(&mut self, raw: Vec<AccountSection>) -> Vec<Account> {
+        let mut out: Vec<Account> = Vec::new();
+        let explicit_default = raw.iter().any(|a| a.default == Some(true));
+        for (i, a) in raw.into_iter().enumerate() {
+            let domain = a.domain.get_ref().trim().to_ascii_lowercase();
+            if domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || c == '@' || c == ':') {
+                self.error(a.domain.span(), format!("invalid domain {:?}", a.domain.get_ref()));
+            }
+            if out.iter().any(|o| o.domain == domain) {
+                self.error(a.domain.span(), format!("duplicate account domain {domain:?}"));
+            }
+            let mut users = Vec::new();
+            let mut by_extension = HashMap::new();
+            for u in a.users {
+                let ext = u.extension.get_ref().trim().to_string();
+                if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+*#".contains(c)) {
+                    self.error(u.extension.span(), format!("invalid extension {ext:?}: use digits, letters or - _ . + * #"));
+                }
+                if by_extension.contains_key(&ext) {
+                    self.error(u.extension.span(), format!("duplicate extension {ext:?} in account {domain:?}"));
+                    continue;
+                }
+                let password = match u.password {
+                    Some(p) if !p.get_ref().is_empty() => p.into_inner(),
+                    Some(p) => {
+                        self.error(p.span(), format!("empty password for extension {ext:?}"));
+                        String::new()
+                    }
+                    None => {
+                        self.error(u.extension.span(), format!("missing password for extension {ext:?}"));
+                        String::new()
+                    }
+                };
+                by_extension.insert(ext.clone(), users.len());
+                users.push(User {
+                    display_name: if u.name.is_empty() { ext.clone() } else { u.name },
+                    extension: ext,
+                    password,
+                    role: u.role,
+                    outbound: u.outbound,
+                });
+            }
+            out.push(Account {
+                name: a.name.unwrap_or_else(|| domain.clone()),
+                is_default: a.default.unwrap_or(!explicit_default && i == 0),
+                domain,
+                aliases: a.aliases.into_iter().map(|x| x.to_ascii_lowercase()).collect(),
+                users,
+                by_extension,
+            });
+        }
+        out
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, col)
+}

@@ -1,0 +1,209 @@
+//! The TOML file as written by an admin: serde structs with strict keys
+//! (`deny_unknown_fields`) and a documented default for every key. Values
+//! whose errors are found after parsing are `Spanned` so they can be
+//! reported at file:line:col.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub sip: SipSection,
+    #[serde(default)]
+    pub registrar: RegistrarSection,
+    #[serde(default)]
+    pub security: SecuritySection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub accounts: Vec<AccountSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Addresses to listen on, `IP:PORT` (`[v6]:PORT` for IPv6). Default `["127.0.0.1:5060"]`.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<Spanned<String>>,
+    /// Transports on every listen address: `udp`, `tcp`. Default both.
+    #[serde(default = "default_transports")]
+    pub transports: Vec<Spanned<String>>,
+    /// Directory of the embedded store. Default `./data` (relative to the working directory).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    /// Unix socket for `switchboard ctl`. Default `<data_dir>/control.sock`.
+    #[serde(default)]
+    pub control_socket: Option<String>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: default_listen(),
+            transports: default_transports(),
+            data_dir: default_data_dir(),
+            control_socket: None,
+        }
+    }
+}
+
+fn default_listen() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "127.0.0.1:5060".to_string())]
+}
+fn default_transports() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "udp".into()), Spanned::new(0..0, "tcp".into())]
+}
+fn default_data_dir() -> String {
+    "./data".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipSection {
+    /// RFC 3261 T1 (RTT estimate), ms. Default 500.
+    pub t1_ms: Spanned<u64>,
+    /// RFC 3261 T2 (max retransmit interval), ms. Default 4000.
+    pub t2_ms: Spanned<u64>,
+    /// RFC 3261 T4 (max message lifetime), ms. Default 5000.
+    pub t4_ms: u64,
+    /// Largest accepted message, bytes. Default 65535.
+    pub max_message_size: Spanned<usize>,
+    /// Seconds a TCP connection may hold half a message. Default 30.
+    pub tcp_partial_timeout_s: u64,
+    /// Value of the Server/User-Agent header. Default "switchboard".
+    pub user_agent: String,
+}
+
+impl Default for SipSection {
+    fn default() -> Self {
+        SipSection {
+            t1_ms: Spanned::new(0..0, 500),
+            t2_ms: Spanned::new(0..0, 4000),
+            t4_ms: 5000,
+            max_message_size: Spanned::new(0..0, 65535),
+            tcp_partial_timeout_s: 30,
+            user_agent: "switchboard".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarSection {
+    /// Shortest registration accepted; shorter gets 423. Default 60.
+    pub min_expires: Spanned<u32>,
+    /// Longest registration granted; longer is shortened. Default 3600.
+    pub max_expires: Spanned<u32>,
+    /// Used when the REGISTER names no expiry. Default 3600.
+    pub default_expires: u32,
+    /// Most contacts one user may register. Default 10.
+    pub max_contacts: usize,
+}
+
+impl Default for RegistrarSection {
+    fn default() -> Self {
+        RegistrarSection {
+            min_expires: Spanned::new(0..0, 60),
+            max_expires: Spanned::new(0..0, 3600),
+            default_expires: 3600,
+            max_contacts: 10,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    /// Seconds a digest nonce stays valid before `stale=true`. Default 300.
+    pub nonce_lifetime_s: u64,
+    /// Failed authentications from one IP within `failure_window_s` that trigger a ban. Default 10.
+    pub max_auth_failures: u32,
+    /// Window for counting failures, seconds. Default 60.
+    pub failure_window_s: u64,
+    /// Ban length, seconds. Default 600.
+    pub ban_s: u64,
+    /// Digest algorithms offered, most preferred first (RFC 8760). Default ["MD5", "SHA-256"].
+    pub digest_algorithms: Vec<Spanned<String>>,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        SecuritySection {
+            nonce_lifetime_s: 300,
+            max_auth_failures: 10,
+            failure_window_s: 60,
+            ban_s: 600,
+            digest_algorithms: vec![Spanned::new(0..0, "MD5".into()), Spanned::new(0..0, "SHA-256".into())],
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// tracing filter, e.g. "info" or "switchboard=debug". `RUST_LOG` wins. Default "info".
+    pub level: String,
+    /// "text" or "json". Default "text".
+    pub format: Spanned<String>,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+            format: Spanned::new(0..0, "text".into()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSection {
+    /// SIP domain of the account; also the digest realm.
+    pub domain: Spanned<String>,
+    /// Human name. Default: the domain.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Other host names that reach this account.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Requests to an IP address (not a domain) go to the default account.
+    /// Default: true for the first account only.
+    #[serde(default)]
+    pub default: Option<bool>,
+    #[serde(default)]
+    pub users: Vec<UserSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSection {
+    /// Extension number, also the SIP user name.
+    pub extension: Spanned<String>,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// SIP digest password (required).
+    #[serde(default)]
+    pub password: Option<Spanned<String>>,
+    /// owner | admin | supervisor | agent. Default agent.
+    #[serde(default)]
+    pub role: Role,
+    /// May call external numbers. Default false.
+    #[serde(default)]
+    pub outbound: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Admin,
+    Supervisor,
+    #[default]
+    Agent,
+}

@@ -1,0 +1,17 @@
+//! switchboard: a programmable SIP PBX for call centres. This file only
+//! wires the modules together; see DESIGN.md for the architecture.
+
+pub mod auth;
+pub mod config;
+pub mod ctl;
+pub mod registrar;
+pub mod server;
+pub mod sip;
+pub mod store;
+
+/// Seconds since the Unix epoch (wall clock, for data that outlives the process).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,215 @@
+//! The registrar (RFC 3261 §10.3), sans-IO: applies an authenticated
+//! REGISTER to the location service and says what to persist and answer.
+
+mod binding;
+#[cfg(test)]
+mod tests;
+
+pub use binding::Binding;
+
+use crate::config::RegistrarSettings;
+use crate::sip::addr::{CSeq, NameAddr};
+use crate::sip::transaction::Peer;
+use crate::sip::uri::SipUri;
+use crate::sip::{HeaderName, SipError, SipMessage};
+use crate::store::StoreOp;
+use std::collections::HashMap;
+
+/// In-memory location service: address-of-record → bindings.
+#[derive(Default)]
+pub struct Registrar {
+    bindings: HashMap<String, Vec<Binding>>,
+}
+
+/// What a successful REGISTER produced.
+#[derive(Debug)]
+pub struct RegisterOutcome {
+    /// Current bindings, for the 200's Contact list.
+    pub current: Vec<Binding>,
+    /// The change to persist before answering (None for a pure query).
+    pub store: Option<StoreOp>,
+}
+
+/// Identity of a contact for matching (§10.3 step 7, §19.1.4 comparison
+/// simplified: scheme, user, host case-insensitively, port, transport).
+fn contact_key(uri: &str) -> String {
+    match SipUri::parse(uri) {
+        Ok(u) => format!(
+            "{}:{}@{}:{}:{}",
+            u.scheme.to_ascii_lowercase(),
+            u.user_unescaped().unwrap_or_default(),
+            u.host.to_ascii_lowercase(),
+            u.port.unwrap_or(0),
+            u.param("transport").unwrap_or("").to_ascii_lowercase()
+        ),
+        Err(_) => uri.to_string(),
+    }
+}
+
+impl Registrar {
+    pub fn new() -> Registrar {
+        Registrar::default()
+    }
+
+    /// Loads bindings from the store at start-up, dropping expired ones.
+    pub fn restore(&mut self, stored: Vec<(String, Vec<Binding>)>, now_unix: u64) -> Vec<StoreOp> {
+        let mut purge = Vec::new();
+        for (aor, mut list) in stored {
+            list.retain(|b| b.expires_at > now_unix);
+            if list.is_empty() {
+                purge.push(StoreOp::DeleteBindings { aor });
+            } else {
+                self.bindings.insert(aor, list);
+            }
+        }
+        purge
+    }
+
+    pub fn lookup(&self, aor: &str) -> &[Binding] {
+        self.bindings.get(aor).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = (&String, &Vec<Binding>)> {
+        self.bindings.iter()
+    }
+
+    pub fn binding_count(&self) -> usize {
+        self.bindings.values().map(Vec::len).sum()
+    }
+
+    /// Applies a REGISTER for `aor` (already authenticated and authorized).
+    pub fn register(
+        &mut self,
+        req: &SipMessage,
+        aor: &str,
+        source: Peer,
+        settings: &RegistrarSettings,
+        now_unix: u64,
+    ) -> Result<RegisterOutcome, SipError> {
+        let call_id = req.call_id().ok_or_else(|| SipError::with_reason(400, "Missing Call-ID"))?;
+        let cseq = req
+            .header(&HeaderName::CSeq)
+            .and_then(CSeq::parse)
+            .ok_or_else(|| SipError::with_reason(400, "Bad CSeq"))?
+            .seq;
+        let header_expires = match req.header(&HeaderName::Expires) {
+            Some(v) => Some(v.trim().parse::<u32>().map_err(|_| SipError::with_reason(400, "Bad Expires"))?),
+            None => None,
+        };
+        let contacts: Vec<&str> = req.header_values(&HeaderName::Contact).collect();
+        let existing = self.bindings.get(aor).cloned().unwrap_or_default();
+        if contacts.is_empty() {
+            // A query: list current bindings (§10.3 step 6 with no Contact).
+            return Ok(RegisterOutcome {
+                current: existing,
+                store: None,
+            });
+        }
+        if contacts.contains(&"*") {
+            // §10.3 step 6: "*" only alone and with Expires: 0.
+            if contacts.len() != 1 || header_expires != Some(0) {
+                return Err(SipError::with_reason(400, "Wildcard Contact needs Expires: 0 and no other Contact"));
+            }
+            if existing.iter().any(|b| b.call_id == call_id && b.cseq >= cseq) {
+                return Err(SipError::with_reason(500, "Out-of-order CSeq"));
+            }
+            self.bindings.remove(aor);
+            return Ok(RegisterOutcome {
+                current: Vec::new(),
+                store: Some(StoreOp::DeleteBindings { aor: aor.to_string() }),
+            });
+        }
+        let mut updated = existing;
+        let user_agent = req.header(&HeaderName::UserAgent).map(str::to_string);
+        for c in contacts {
+            let addr = NameAddr::parse(c).map_err(|_| SipError::with_reason(400, "Bad Contact"))?;
+            addr.uri().map_err(|_| SipError::with_reason(400, "Bad Contact URI"))?;
+            let expires = match addr.param("expires") {
+                Some(v) => v.parse::<u32>().map_err(|_| SipError::with_reason(400, "Bad Contact expires"))?,
+                None => header_expires.unwrap_or(settings.default_expires),
+            };
+            // §10.3 step 6: too short but non-zero → 423 with Min-Expires.
+            if expires != 0 && expires < settings.min_expires {
+                return Err(SipError::new(423).header(HeaderName::MinExpires, settings.min_expires.to_string()));
+            }
+            let expires = expires.min(settings.max_expires);
+            let key = contact_key(addr.uri_text);
+            let pos = updated.iter().position(|b| contact_key(&b.contact) == key);
+            if let Some(p) = pos {
+                // §10.3 step 7: same Call-ID needs a higher CSeq.
+                let b = &updated[p];
+                if b.call_id == call_id && b.cseq >= cseq {
+                    return Err(SipError::with_reason(500, "Out-of-order CSeq"));
+                }
+            }
+            if expires == 0 {
+                if let Some(p) = pos {
+                    updated.remove(p);
+                }
+                continue;
+            }
+            let binding = Binding {
+                contact: addr.uri_text.to_string(),
+                expires_at: now_unix + u64::from(expires),
+                call_id: call_id.to_string(),
+                cseq,
+                q: addr.param("q").map(str::to_string),
+                source: source.addr.to_string(),
+                transport: source.transport.via_name().to_string(),
+                user_agent: user_agent.clone(),
+                registered_at: pos.map_or(now_unix, |p| updated[p].registered_at),
+            };
+            match pos {
+                Some(p) => updated[p] = binding,
+                None => updated.push(binding),
+            }
+        }
+        if updated.len() > settings.max_contacts {
+            return Err(SipError::with_reason(403, "Too many registered contacts"));
+        }
+        let store = if updated.is_empty() {
+            self.bindings.remove(aor);
+            StoreOp::DeleteBindings { aor: aor.to_string() }
+        } else {
+            self.bindings.insert(aor.to_string(), updated.clone());
+            StoreOp::PutBindings {
+                aor: aor.to_string(),
+                bindings: updated.clone(),
+            }
+        };
+        Ok(RegisterOutcome {
+            current: updated,
+            store: Some(store),
+        })
+    }
+
+    /// Removes lapsed bindings; returns the store ops that mirror it.
+    pub fn purge_expired(&mut self, now_unix: u64) -> Vec<StoreOp> {
+        let mut ops = Vec::new();
+        self.bindings.retain(|aor, list| {
+            let before = list.len();
+            list.retain(|b| b.expires_at > now_unix);
+            if list.is_empty() {
+                ops.push(StoreOp::DeleteBindings { aor: aor.clone() });
+                false
+            } else {
+                if list.len() != before {
+                    ops.push(StoreOp::PutBindings {
+                        aor: aor.clone(),
+                        bindings: list.clone(),
+                    });
+                }
+                true
+            }
+        });
+        ops
+    }
+}
+
+/// Contact header values for a 200 OK listing `current` (§10.3 step 8).
+pub fn contact_headers(current: &[Binding], now_unix: u64) -> Vec<String> {
+    current
+        .iter()
+        .map(|b| format!("<{}>;expires={}", b.contact, b.remaining(now_unix)))
+        .collect()
+}

@@ -1,0 +1,341 @@
+//! HTTP digest authentication for SIP (RFC 3261 §22.4, RFC 7616, RFC 8760):
+//! MD5, MD5-sess, SHA-256 and SHA-256-sess with qop=auth, stateless
+//! nonces with an expiry (`stale=true`), and nonce-count replay checks.
+
+use md5::Md5;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Md5,
+    Md5Sess,
+    Sha256,
+    Sha256Sess,
+}
+
+impl Algorithm {
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        match s.to_ascii_uppercase().as_str() {
+            "MD5" => Some(Algorithm::Md5),
+            "MD5-SESS" => Some(Algorithm::Md5Sess),
+            "SHA-256" => Some(Algorithm::Sha256),
+            "SHA-256-SESS" => Some(Algorithm::Sha256Sess),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Md5Sess => "MD5-sess",
+            Algorithm::Sha256 => "SHA-256",
+            Algorithm::Sha256Sess => "SHA-256-sess",
+        }
+    }
+
+    fn hash(self, data: &str) -> String {
+        match self {
+            Algorithm::Md5 | Algorithm::Md5Sess => hex::encode(Md5::digest(data.as_bytes())),
+            Algorithm::Sha256 | Algorithm::Sha256Sess => hex::encode(Sha256::digest(data.as_bytes())),
+        }
+    }
+
+    fn is_sess(self) -> bool {
+        matches!(self, Algorithm::Md5Sess | Algorithm::Sha256Sess)
+    }
+}
+
+/// The parameters of an `Authorization: Digest …` header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub realm: String,
+    pub nonce: String,
+    pub uri: String,
+    pub response: String,
+    pub algorithm: Option<String>,
+    pub cnonce: Option<String>,
+    pub qop: Option<String>,
+    pub nc: Option<String>,
+    pub opaque: Option<String>,
+}
+
+impl Credentials {
+    /// Parses `Digest k=v, k="v", …` (RFC 7616 §3.4). Returns None if the
+    /// scheme is not Digest or a required parameter is missing.
+    pub fn parse(value: &str) -> Option<Credentials> {
+        let value = value.trim();
+        let (scheme, rest) = value.split_once(char::is_whitespace)?;
+        if !scheme.eq_ignore_ascii_case("Digest") {
+            return None;
+        }
+        let mut c = Credentials::default();
+        let (mut has_user, mut has_nonce, mut has_resp) = (false, false, false);
+        for (k, v) in auth_params(rest) {
+            match k.to_ascii_lowercase().as_str() {
+                "username" => (c.username, has_user) = (v, true),
+                "realm" => c.realm = v,
+                "nonce" => (c.nonce, has_nonce) = (v, true),
+                "uri" => c.uri = v,
+                "response" => (c.response, has_resp) = (v, true),
+                "algorithm" => c.algorithm = Some(v),
+                "cnonce" => c.cnonce = Some(v),
+                "qop" => c.qop = Some(v),
+                "nc" => c.nc = Some(v),
+                "opaque" => c.opaque = Some(v),
+                _ => {}
+            }
+        }
+        (has_user && has_nonce && has_resp).then_some(c)
+    }
+
+    /// The algorithm named by the client; absent means MD5 (RFC 7616 §3.3).
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        match &self.algorithm {
+            None => Some(Algorithm::Md5),
+            Some(a) => Algorithm::parse(a),
+        }
+    }
+
+    /// The response value expected for `password` and `method`.
+    pub fn expected_response(&self, password: &str, method: &str) -> Option<String> {
+        let alg = self.algorithm()?;
+        Some(compute_response(alg, &self.username, &self.realm, password, method, self))
+    }
+}
+
+/// RFC 7616 §3.4.1–3.4.3: response = H(HA1:nonce:nc:cnonce:qop:HA2), or
+/// H(HA1:nonce:HA2) for the RFC 2069 form without qop.
+pub fn compute_response(alg: Algorithm, user: &str, realm: &str, password: &str, method: &str, c: &Credentials) -> String {
+    let mut ha1 = alg.hash(&format!("{user}:{realm}:{password}"));
+    let cnonce = c.cnonce.as_deref().unwrap_or("");
+    if alg.is_sess() {
+        ha1 = alg.hash(&format!("{ha1}:{}:{cnonce}", c.nonce));
+    }
+    let ha2 = alg.hash(&format!("{method}:{}", c.uri));
+    match c.qop.as_deref() {
+        Some(qop) => alg.hash(&format!(
+            "{ha1}:{}:{}:{cnonce}:{qop}:{ha2}",
+            c.nonce,
+            c.nc.as_deref().unwrap_or("")
+        )),
+        None => alg.hash(&format!("{ha1}:{}:{ha2}", c.nonce)),
+    }
+}
+
+/// Splits `k=v, k="quoted, value"` pairs.
+fn auth_params(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && (b[i] == b',' || b[i].is_ascii_whitespace()) {
+            i += 1;
+        }
+        let ks = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b',' {
+            i += 1;
+        }
+        let key = s[ks..i].trim().to_string();
+        if i >= b.len() || b[i] == b',' {
+            continue;
+        }
+        i += 1;
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let mut val = String::new();
+        if i < b.len() && b[i] == b'"' {
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                let ch_len = s[i..].chars().next().map_or(1, char::len_utf8);
+                val.push_str(&s[i..i + ch_len]);
+                i += ch_len;
+            }
+            i += 1;
+        } else {
+            let vs = i;
+            while i < b.len() && b[i] != b',' {
+                i += 1;
+            }
+            val = s[vs..i].trim().to_string();
+        }
+        if !key.is_empty() {
+            out.push((key, val));
+        }
+    }
+    out
+}
+
+/// Constant-time comparison of two ASCII hex strings.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.bytes()
+        .zip(b.bytes())
+        .fold(0u8, |acc, (x, y)| acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase()))
+        == 0
+}
+
+/// What a nonce check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceStatus {
+    Valid,
+    /// Ours but expired: challenge again with `stale=true` (RFC 7616 §3.3).
+    Stale,
+    /// Not issued by us, or a nonce count already used.
+    Invalid,
+}
+
+/// Issues self-validating nonces (timestamp + random + keyed hash) and
+/// tracks the highest nonce count used with each, to reject replays.
+pub struct NonceKeeper {
+    secret: [u8; 32],
+    lifetime_secs: u64,
+    counts: HashMap<String, (u64, u32)>,
+}
+
+impl NonceKeeper {
+    pub fn new(lifetime_secs: u64) -> NonceKeeper {
+        NonceKeeper {
+            secret: rand::random(),
+            lifetime_secs,
+            counts: HashMap::new(),
+        }
+    }
+
+    pub fn set_lifetime(&mut self, secs: u64) {
+        self.lifetime_secs = secs;
+    }
+
+    pub fn issue(&self, now_unix: u64) -> String {
+        let salt: u64 = rand::random();
+        let head = format!("{now_unix:016x}{salt:016x}");
+        format!("{head}{}", self.mac(&head))
+    }
+
+    fn mac(&self, head: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.secret);
+        h.update(head.as_bytes());
+        hex::encode(&h.finalize()[..12])
+    }
+
+    /// Checks a nonce and, when the client used qop, its nonce count.
+    /// A valid nonce-count must be strictly greater than any seen before.
+    pub fn check(&mut self, nonce: &str, nc: Option<&str>, now_unix: u64) -> NonceStatus {
+        if nonce.len() != 56 || !nonce.is_ascii() {
+            return NonceStatus::Invalid;
+        }
+        let (head, mac) = nonce.split_at(32);
+        if !constant_time_eq(mac, &self.mac(head)) {
+            return NonceStatus::Invalid;
+        }
+        let Ok(issued) = u64::from_str_radix(&head[..16], 16) else {
+            return NonceStatus::Invalid;
+        };
+        if now_unix.saturating_sub(issued) > self.lifetime_secs || issued > now_unix + 5 {
+            return NonceStatus::Stale;
+        }
+        if let Some(nc) = nc {
+            let Ok(n) = u32::from_str_radix(nc, 16) else {
+                return NonceStatus::Invalid;
+            };
+            let entry = self.counts.entry(nonce.to_string()).or_insert((issued, 0));
+            if n <= entry.1 {
+                return NonceStatus::Invalid;
+            }
+            entry.1 = n;
+        }
+        NonceStatus::Valid
+    }
+
+    /// Forgets counts of expired nonces.
+    pub fn purge(&mut self, now_unix: u64) {
+        let life = self.lifetime_secs;
+        self.counts.retain(|_, (issued, _)| now_unix.saturating_sub(*issued) <= life);
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.counts.len()
+    }
+}
+
+/// A `WWW-Authenticate`/`Proxy-Authenticate` value.
+pub fn challenge(realm: &str, nonce: &str, alg: Algorithm, stale: bool) -> String {
+    let mut v = format!(r#"Digest realm="{realm}", nonce="{nonce}", algorithm={}, qop="auth""#, alg.as_str());
+    if stale {
+        v.push_str(", stale=true");
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 7616 §3.9.1 example.
+    fn rfc7616_example(alg: &str) -> Credentials {
+        Credentials::parse(&format!(
+            r#"Digest username="Mufasa", realm="http-auth@example.org", uri="/dir/index.html", algorithm={alg}, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", nc=00000001, cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", qop=auth, response="x", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn rfc7616_md5_vector() {
+        let c = rfc7616_example("MD5");
+        assert_eq!(c.expected_response("Circle of Life", "GET").unwrap(), "8ca523f5e9506fed4657c9700eebdbec");
+        assert_eq!(c.opaque.as_deref(), Some("FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"));
+    }
+
+    #[test]
+    fn rfc7616_sha256_vector() {
+        let c = rfc7616_example("SHA-256");
+        assert_eq!(
+            c.expected_response("Circle of Life", "GET").unwrap(),
+            "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+        );
+    }
+
+    #[test]
+    fn rfc2617_md5_without_qop() {
+        // RFC 2069 form: response = MD5(HA1:nonce:HA2).
+        let c = Credentials::parse(r#"Digest username="u", realm="r", nonce="n", uri="sip:r", response="x""#).unwrap();
+        let ha1 = hex::encode(Md5::digest(b"u:r:p"));
+        let ha2 = hex::encode(Md5::digest(b"REGISTER:sip:r"));
+        let want = hex::encode(Md5::digest(format!("{ha1}:n:{ha2}").as_bytes()));
+        assert_eq!(c.expected_response("p", "REGISTER").unwrap(), want);
+    }
+
+    #[test]
+    fn parse_rejects_other_schemes_and_missing_fields() {
+        assert!(Credentials::parse("Basic dXNlcg==").is_none());
+        assert!(Credentials::parse(r#"Digest username="u""#).is_none());
+        let c = Credentials::parse(r#"Digest username="a\"b", realm="r, x", nonce=n, response=r, algorithm=ROT13"#).unwrap();
+        assert_eq!(c.username, "a\"b");
+        assert_eq!(c.realm, "r, x");
+        assert_eq!(c.algorithm(), None);
+    }
+
+    #[test]
+    fn nonce_lifecycle_and_replay() {
+        let mut k = NonceKeeper::new(300);
+        let n = k.issue(1000);
+        assert_eq!(k.check(&n, Some("00000001"), 1010), NonceStatus::Valid);
+        assert_eq!(k.check(&n, Some("00000001"), 1011), NonceStatus::Invalid, "replayed nc");
+        assert_eq!(k.check(&n, Some("00000002"), 1012), NonceStatus::Valid);
+        assert_eq!(k.check(&n, Some("00000003"), 1400), NonceStatus::Stale);
+        let mut forged = n.clone();
+        forged.replace_range(0..1, "f");
+        assert_eq!(k.check(&forged, None, 1010), NonceStatus::Invalid);
+        assert_eq!(k.check("short", None, 1010), NonceStatus::Invalid);
+        k.purge(2000);
+        assert_eq!(k.tracked(), 0);
+    }
+}

@@ -1,0 +1,194 @@
+//! Header names: canonical forms, compact forms (RFC 3261 §7.3.3) and
+//! case-insensitive matching.
+
+use bytes::Bytes;
+
+/// A header name. Well-known headers are an enum so lookups do not compare
+/// strings; everything else keeps its original spelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderName {
+    Via,
+    From,
+    To,
+    CallId,
+    CSeq,
+    Contact,
+    MaxForwards,
+    ContentLength,
+    ContentType,
+    ContentEncoding,
+    Expires,
+    MinExpires,
+    Authorization,
+    WwwAuthenticate,
+    ProxyAuthorization,
+    ProxyAuthenticate,
+    Allow,
+    Accept,
+    Supported,
+    Require,
+    Route,
+    RecordRoute,
+    UserAgent,
+    Server,
+    Date,
+    Event,
+    AllowEvents,
+    Subject,
+    ReferTo,
+    ReferredBy,
+    SessionExpires,
+    Other(Bytes),
+}
+
+impl HeaderName {
+    /// Parses a header name, accepting any case and the compact forms of
+    /// RFC 3261 §7.3.3 (and RFC 3265/3515/4028 compact forms).
+    pub fn parse(raw: &[u8]) -> HeaderName {
+        if raw.len() == 1 {
+            return match raw[0].to_ascii_lowercase() {
+                b'v' => HeaderName::Via,
+                b'f' => HeaderName::From,
+                b't' => HeaderName::To,
+                b'i' => HeaderName::CallId,
+                b'm' => HeaderName::Contact,
+                b'l' => HeaderName::ContentLength,
+                b'c' => HeaderName::ContentType,
+                b'e' => HeaderName::ContentEncoding,
+                b'k' => HeaderName::Supported,
+                b's' => HeaderName::Subject,
+                b'o' => HeaderName::Event,
+                b'u' => HeaderName::AllowEvents,
+                b'r' => HeaderName::ReferTo,
+                b'b' => HeaderName::ReferredBy,
+                b'x' => HeaderName::SessionExpires,
+                _ => HeaderName::Other(Bytes::copy_from_slice(raw)),
+            };
+        }
+        for (name, canonical) in KNOWN {
+            if raw.eq_ignore_ascii_case(canonical.as_bytes()) {
+                return name.clone();
+            }
+        }
+        HeaderName::Other(Bytes::copy_from_slice(raw))
+    }
+
+    /// The canonical spelling used when serializing.
+    pub fn as_str(&self) -> &str {
+        for (name, canonical) in KNOWN {
+            if name == self {
+                return canonical;
+            }
+        }
+        match self {
+            HeaderName::Other(b) => std::str::from_utf8(b).unwrap_or("X-Invalid"),
+            _ => unreachable!("every known header is in KNOWN"),
+        }
+    }
+
+    /// Whether this header may carry several comma-separated values
+    /// (RFC 3261 §7.3.1). Authorization-style headers and dates may contain
+    /// commas that do not separate values.
+    pub fn is_list(&self) -> bool {
+        matches!(
+            self,
+            HeaderName::Via
+                | HeaderName::Contact
+                | HeaderName::Allow
+                | HeaderName::Accept
+                | HeaderName::Supported
+                | HeaderName::Require
+                | HeaderName::Route
+                | HeaderName::RecordRoute
+                | HeaderName::AllowEvents
+        )
+    }
+
+    /// Whether `self` matches a name given as text, e.g. "X-Foo".
+    pub fn matches(&self, other: &str) -> bool {
+        self.as_str().eq_ignore_ascii_case(other)
+    }
+}
+
+const KNOWN: &[(HeaderName, &str)] = &[
+    (HeaderName::Via, "Via"),
+    (HeaderName::From, "From"),
+    (HeaderName::To, "To"),
+    (HeaderName::CallId, "Call-ID"),
+    (HeaderName::CSeq, "CSeq"),
+    (HeaderName::Contact, "Contact"),
+    (HeaderName::MaxForwards, "Max-Forwards"),
+    (HeaderName::ContentLength, "Content-Length"),
+    (HeaderName::ContentType, "Content-Type"),
+    (HeaderName::ContentEncoding, "Content-Encoding"),
+    (HeaderName::Expires, "Expires"),
+    (HeaderName::MinExpires, "Min-Expires"),
+    (HeaderName::Authorization, "Authorization"),
+    (HeaderName::WwwAuthenticate, "WWW-Authenticate"),
+    (HeaderName::ProxyAuthorization, "Proxy-Authorization"),
+    (HeaderName::ProxyAuthenticate, "Proxy-Authenticate"),
+    (HeaderName::Allow, "Allow"),
+    (HeaderName::Accept, "Accept"),
+    (HeaderName::Supported, "Supported"),
+    (HeaderName::Require, "Require"),
+    (HeaderName::Route, "Route"),
+    (HeaderName::RecordRoute, "Record-Route"),
+    (HeaderName::UserAgent, "User-Agent"),
+    (HeaderName::Server, "Server"),
+    (HeaderName::Date, "Date"),
+    (HeaderName::Event, "Event"),
+    (HeaderName::AllowEvents, "Allow-Events"),
+    (HeaderName::Subject, "Subject"),
+    (HeaderName::ReferTo, "Refer-To"),
+    (HeaderName::ReferredBy, "Referred-By"),
+    (HeaderName::SessionExpires, "Session-Expires"),
+];
+
+/// Splits a list header value at commas that are outside quotes and angle
+/// brackets (RFC 3261 §7.3.1), trimming whitespace around each element.
+pub fn split_list(value: &str) -> impl Iterator<Item = &str> {
+    let mut parts = Vec::new();
+    let bytes = value.as_bytes();
+    let (mut start, mut in_quotes, mut in_angle, mut escaped) = (0, false, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' if in_quotes => escaped = true,
+            b'"' => in_quotes = !in_quotes,
+            b'<' if !in_quotes => in_angle = true,
+            b'>' if !in_quotes => in_angle = false,
+            b',' if !in_quotes && !in_angle => {
+                parts.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(value[start..].trim());
+    parts.into_iter().filter(|p| !p.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_and_case_insensitive_names() {
+        assert_eq!(HeaderName::parse(b"i"), HeaderName::CallId);
+        assert_eq!(HeaderName::parse(b"V"), HeaderName::Via);
+        assert_eq!(HeaderName::parse(b"cAlL-iD"), HeaderName::CallId);
+        assert_eq!(HeaderName::parse(b"l"), HeaderName::ContentLength);
+        assert_eq!(HeaderName::parse(b"X-Foo").as_str(), "X-Foo");
+    }
+
+    #[test]
+    fn list_split_respects_quotes_and_brackets() {
+        let v = r#""Doe, John" <sip:a@b;x=1,2>;q=0.5, <sip:c@d>"#;
+        let parts: Vec<_> = split_list(v).collect();
+        assert_eq!(parts, vec![r#""Doe, John" <sip:a@b;x=1,2>;q=0.5"#, "<sip:c@d>"]);
+        assert_eq!(split_list(" a , ,b").collect::<Vec<_>>(), vec!["a", "b"]);
+    }
+}

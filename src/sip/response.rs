@@ -1,0 +1,86 @@
+//! Building responses to requests (RFC 3261 §8.2.6): copies Via, From,
+//! To, Call-ID and CSeq, adds a To tag where the request had none.
+
+use super::header::HeaderName;
+use super::message::{Header, SipMessage, StartLine};
+use bytes::Bytes;
+use rand::Rng;
+
+/// Default reason phrases (RFC 3261 §21 and extensions).
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Trying",
+        180 => "Ringing",
+        183 => "Session Progress",
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        413 => "Request Entity Too Large",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        423 => "Interval Too Brief",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "Version Not Supported",
+        603 => "Decline",
+        _ => "Unknown",
+    }
+}
+
+/// A random token suitable for tags and branches.
+pub fn random_token() -> String {
+    let n: u64 = rand::thread_rng().gen();
+    format!("{n:016x}")
+}
+
+/// Creates a response to `req`. `to_tag` is added to To when the request's
+/// To has no tag and the status is not 100 (§8.2.6.2).
+pub fn response_to(req: &SipMessage, status: u16, reason: Option<&str>, to_tag: &str) -> SipMessage {
+    let mut headers = Vec::with_capacity(8);
+    for h in &req.headers {
+        match h.name {
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => headers.push(h.clone()),
+            HeaderName::To => {
+                let has_tag = std::str::from_utf8(&h.value)
+                    .ok()
+                    .and_then(|v| super::addr::NameAddr::parse(v).ok())
+                    .is_some_and(|a| a.tag().is_some());
+                if has_tag || status == 100 {
+                    headers.push(h.clone());
+                } else {
+                    let mut v = h.value.to_vec();
+                    v.extend_from_slice(b";tag=");
+                    v.extend_from_slice(to_tag.as_bytes());
+                    headers.push(Header {
+                        name: HeaderName::To,
+                        value: Bytes::from(v),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    SipMessage {
+        start: StartLine::Response {
+            status,
+            reason: Bytes::copy_from_slice(reason.unwrap_or(reason_phrase(status)).as_bytes()),
+        },
+        headers,
+        body: Bytes::new(),
+    }
+}

@@ -1,0 +1,436 @@
+//! The transaction layer (RFC 3261 §17), sans-IO: messages and timer
+//! expiries go in with the current `Instant`; messages to send, events for
+//! the transaction user and the next deadline come out (poll style, as in
+//! quinn-proto).
+
+mod client_invite;
+mod client_non_invite;
+mod server_invite;
+mod server_non_invite;
+#[cfg(test)]
+mod tests;
+
+use super::addr::{CSeq, Via};
+use super::message::SipMessage;
+use super::method::Method;
+use super::response::response_to;
+use super::via_rewrite::response_destination;
+use super::HeaderName;
+use bytes::Bytes;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// RFC 3261 §17.1.1.1 timer values; T1/T2 are configurable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerConfig {
+    pub t1: Duration,
+    pub t2: Duration,
+    pub t4: Duration,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        TimerConfig {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    Udp,
+    Tcp,
+}
+
+impl TransportKind {
+    pub fn is_reliable(self) -> bool {
+        matches!(self, TransportKind::Tcp)
+    }
+    pub fn via_name(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "UDP",
+            TransportKind::Tcp => "TCP",
+        }
+    }
+}
+
+/// The far end of a message: transport plus address (for TCP, the
+/// connection's peer address identifies the connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub transport: TransportKind,
+    pub addr: SocketAddr,
+}
+
+/// A message to put on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: Peer,
+    pub data: Bytes,
+}
+
+/// Transaction identity (§17.1.3, §17.2.3). ACK maps to INVITE so it
+/// matches the INVITE server transaction it acknowledges.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TxKey {
+    pub branch: String,
+    pub method: Method,
+    pub sent_by: String,
+    pub server: bool,
+}
+
+/// Timers of §17 (A–K) plus L and M of RFC 6026.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerKind {
+    A,
+    B,
+    D,
+    E,
+    F,
+    G,
+    H,
+    I,
+    J,
+    K,
+    L,
+    M,
+}
+
+/// What the transaction layer tells its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxEvent {
+    /// A new request created a server transaction; answer via `respond`.
+    Request { key: TxKey, request: SipMessage, from: Peer },
+    /// An ACK that matched no transaction (the ACK for a 2xx, §17.2.3).
+    StrayAck { request: SipMessage, from: Peer },
+    /// A response for a client transaction.
+    Response { key: TxKey, response: SipMessage },
+    /// A response that matched no client transaction (e.g. a retransmitted
+    /// 2xx after the INVITE transaction ended), for the dialog layer.
+    StrayResponse { response: SipMessage, from: Peer },
+    /// Timer B/F (no response) or H (no ACK) fired.
+    Timeout { key: TxKey },
+    Terminated { key: TxKey },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    #[error("no such transaction")]
+    NoTransaction,
+    #[error("message lacks a usable Via, CSeq or Call-ID")]
+    Unroutable,
+}
+
+/// What a transaction state machine asks of the layer.
+#[derive(Debug)]
+pub(crate) enum Action {
+    Send(Bytes),
+    Timer(TimerKind, Duration),
+    /// Pass a received response to the TU.
+    DeliverResponse(SipMessage),
+    Timeout,
+    Terminate,
+}
+
+pub(crate) enum Machine {
+    ServerInvite(server_invite::ServerInvite),
+    ServerNonInvite(server_non_invite::ServerNonInvite),
+    ClientInvite(client_invite::ClientInvite),
+    ClientNonInvite(client_non_invite::ClientNonInvite),
+}
+
+struct Entry {
+    machine: Machine,
+    peer: Peer,
+    serial: u64,
+    /// The request that created a server transaction (for CANCEL matching).
+    request: Option<SipMessage>,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct TimerEntry {
+    at: Instant,
+    serial: u64,
+    kind: TimerKind,
+    key: TxKeyOrd,
+}
+
+/// TxKey wrapper with a total order for the heap (ordering is irrelevant
+/// beyond (at, serial), which are unique).
+#[derive(PartialEq, Eq)]
+struct TxKeyOrd(TxKey);
+impl PartialOrd for TxKeyOrd {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TxKeyOrd {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+pub struct TransactionLayer {
+    timers: TimerConfig,
+    txs: HashMap<TxKey, Entry>,
+    heap: BinaryHeap<Reverse<TimerEntry>>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<TxEvent>,
+    next_serial: u64,
+}
+
+impl TransactionLayer {
+    pub fn new(timers: TimerConfig) -> TransactionLayer {
+        TransactionLayer {
+            timers,
+            txs: HashMap::new(),
+            heap: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            next_serial: 0,
+        }
+    }
+
+    pub fn set_timers(&mut self, timers: TimerConfig) {
+        self.timers = timers;
+    }
+
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.txs.is_empty()
+    }
+
+    /// Server transaction key of a request (§17.2.3).
+    pub fn server_key(req: &SipMessage) -> Option<TxKey> {
+        let via = Via::parse(req.top_via()?).ok()?;
+        let method = match req.method()? {
+            Method::Ack => Method::Invite,
+            m => m.clone(),
+        };
+        let branch = match via.branch() {
+            Some(b) if b.starts_with("z9hG4bK") => b.to_string(),
+            // RFC 2543 peers: fall back to dialog identifiers.
+            _ => {
+                let cseq = CSeq::parse(req.header(&HeaderName::CSeq)?)?;
+                format!("2543:{}:{}:{}", req.call_id()?, cseq.seq, req.header(&HeaderName::From)?)
+            }
+        };
+        Some(TxKey {
+            branch,
+            method,
+            sent_by: via.sent_by().to_ascii_lowercase(),
+            server: true,
+        })
+    }
+
+    fn client_key(resp: &SipMessage) -> Option<TxKey> {
+        let via = Via::parse(resp.top_via()?).ok()?;
+        let cseq = CSeq::parse(resp.header(&HeaderName::CSeq)?)?;
+        let method = match cseq.method {
+            Method::Ack => Method::Invite,
+            m => m,
+        };
+        Some(TxKey {
+            branch: via.branch()?.to_string(),
+            method,
+            sent_by: String::new(),
+            server: false,
+        })
+    }
+
+    /// A request arrived from the transport.
+    pub fn handle_request(&mut self, req: SipMessage, from: Peer, now: Instant) -> Result<(), TxError> {
+        let key = Self::server_key(&req).ok_or(TxError::Unroutable)?;
+        let is_ack = req.method() == Some(&Method::Ack);
+        if let Some(entry) = self.txs.get_mut(&key) {
+            let actions = match &mut entry.machine {
+                Machine::ServerInvite(m) if is_ack => m.on_ack(),
+                Machine::ServerInvite(m) => m.on_retransmit(),
+                Machine::ServerNonInvite(m) => m.on_retransmit(),
+                _ => Vec::new(),
+            };
+            self.apply(&key, actions, now);
+            return Ok(());
+        }
+        if is_ack {
+            self.events.push_back(TxEvent::StrayAck { request: req, from });
+            return Ok(());
+        }
+        let reply_to = reply_peer(&req, from).ok_or(TxError::Unroutable)?;
+        let reliable = from.transport.is_reliable();
+        let (machine, actions) = if req.method() == Some(&Method::Invite) {
+            let trying = response_to(&req, 100, None, "").to_bytes();
+            let (m, a) = server_invite::ServerInvite::new(self.timers, reliable, trying);
+            (Machine::ServerInvite(m), a)
+        } else {
+            (
+                Machine::ServerNonInvite(server_non_invite::ServerNonInvite::new(self.timers, reliable)),
+                Vec::new(),
+            )
+        };
+        self.insert(key.clone(), machine, reply_to, Some(req.clone()));
+        self.events.push_back(TxEvent::Request {
+            key: key.clone(),
+            request: req,
+            from,
+        });
+        self.apply(&key, actions, now);
+        Ok(())
+    }
+
+    /// A response arrived from the transport.
+    pub fn handle_response(&mut self, resp: SipMessage, from: Peer, now: Instant) {
+        let Some(key) = Self::client_key(&resp) else { return };
+        let Some(entry) = self.txs.get_mut(&key) else {
+            self.events.push_back(TxEvent::StrayResponse { response: resp, from });
+            return;
+        };
+        let actions = match &mut entry.machine {
+            Machine::ClientInvite(m) => m.on_response(resp),
+            Machine::ClientNonInvite(m) => m.on_response(resp),
+            _ => Vec::new(),
+        };
+        self.apply(&key, actions, now);
+    }
+
+    /// The TU answers a server transaction.
+    pub fn respond(&mut self, key: &TxKey, resp: SipMessage, now: Instant) -> Result<(), TxError> {
+        let entry = self.txs.get_mut(key).ok_or(TxError::NoTransaction)?;
+        let status = resp.status().unwrap_or(500);
+        let data = resp.to_bytes();
+        let actions = match &mut entry.machine {
+            Machine::ServerInvite(m) => m.send_response(status, data),
+            Machine::ServerNonInvite(m) => m.send_response(status, data),
+            _ => return Err(TxError::NoTransaction),
+        };
+        self.apply(key, actions, now);
+        Ok(())
+    }
+
+    /// The request that created a server transaction.
+    pub fn server_request(&self, key: &TxKey) -> Option<&SipMessage> {
+        self.txs.get(key).and_then(|e| e.request.as_ref())
+    }
+
+    /// The INVITE server transaction a CANCEL refers to (§9.2).
+    pub fn invite_for_cancel(&self, cancel: &SipMessage) -> Option<TxKey> {
+        let mut key = Self::server_key(cancel)?;
+        key.method = Method::Invite;
+        self.txs.contains_key(&key).then_some(key)
+    }
+
+    /// Starts a client transaction sending `req` to `to`.
+    pub fn send_request(&mut self, req: SipMessage, to: Peer, now: Instant) -> Result<TxKey, TxError> {
+        let via = Via::parse(req.top_via().ok_or(TxError::Unroutable)?).map_err(|_| TxError::Unroutable)?;
+        let method = req.method().cloned().ok_or(TxError::Unroutable)?;
+        let key = TxKey {
+            branch: via.branch().ok_or(TxError::Unroutable)?.to_string(),
+            method: method.clone(),
+            sent_by: String::new(),
+            server: false,
+        };
+        let reliable = to.transport.is_reliable();
+        let (machine, actions) = if method == Method::Invite {
+            let (m, a) = client_invite::ClientInvite::new(self.timers, reliable, req);
+            (Machine::ClientInvite(m), a)
+        } else {
+            let (m, a) = client_non_invite::ClientNonInvite::new(self.timers, reliable, req.to_bytes());
+            (Machine::ClientNonInvite(m), a)
+        };
+        self.insert(key.clone(), machine, to, None);
+        self.apply(&key, actions, now);
+        Ok(key)
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse(top)) = self.heap.peek() {
+            if top.at > now {
+                break;
+            }
+            let Reverse(t) = self.heap.pop().expect("peeked");
+            let key = t.key.0;
+            let Some(entry) = self.txs.get_mut(&key) else { continue };
+            if entry.serial != t.serial {
+                continue;
+            }
+            let actions = match &mut entry.machine {
+                Machine::ServerInvite(m) => m.on_timer(t.kind),
+                Machine::ServerNonInvite(m) => m.on_timer(t.kind),
+                Machine::ClientInvite(m) => m.on_timer(t.kind),
+                Machine::ClientNonInvite(m) => m.on_timer(t.kind),
+            };
+            self.apply(&key, actions, now);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse(t)| t.at)
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<TxEvent> {
+        self.events.pop_front()
+    }
+
+    fn insert(&mut self, key: TxKey, machine: Machine, peer: Peer, request: Option<SipMessage>) {
+        self.next_serial += 1;
+        self.txs.insert(
+            key,
+            Entry {
+                machine,
+                peer,
+                serial: self.next_serial,
+                request,
+            },
+        );
+    }
+
+    fn apply(&mut self, key: &TxKey, actions: Vec<Action>, now: Instant) {
+        let Some(entry) = self.txs.get(key) else { return };
+        let (peer, serial) = (entry.peer, entry.serial);
+        for action in actions {
+            match action {
+                Action::Send(data) => self.transmits.push_back(Transmit { to: peer, data }),
+                Action::Timer(kind, after) => self.heap.push(Reverse(TimerEntry {
+                    at: now + after,
+                    serial,
+                    kind,
+                    key: TxKeyOrd(key.clone()),
+                })),
+                Action::DeliverResponse(response) => self.events.push_back(TxEvent::Response {
+                    key: key.clone(),
+                    response,
+                }),
+                Action::Timeout => self.events.push_back(TxEvent::Timeout { key: key.clone() }),
+                Action::Terminate => {
+                    self.txs.remove(key);
+                    self.events.push_back(TxEvent::Terminated { key: key.clone() });
+                }
+            }
+        }
+    }
+}
+
+/// Where responses for a server transaction go (§18.2.2): over the same
+/// connection for TCP, by Via `received`/`rport` for UDP.
+fn reply_peer(req: &SipMessage, from: Peer) -> Option<Peer> {
+    if from.transport.is_reliable() {
+        return Some(from);
+    }
+    let addr = response_destination(req.top_via()?).unwrap_or(from.addr);
+    Some(Peer {
+        transport: from.transport,
+        addr,
+    })
+}

@@ -1,0 +1,315 @@
+//! UDP and TCP transports (RFC 3261 §18): tokio tasks that read, frame and
+//! parse messages, stamp Via `received`/`rport` on requests, and hand them
+//! to the core over a channel; and a handle to send messages out.
+//!
+//! Unparseable input never reaches the core: a request with enough headers
+//! to be answered gets a stateless 400 naming the fault; the rest is dropped.
+
+use super::message::{frame_len, ParseError, SipMessage};
+use super::transaction::{Peer, Transmit, TransportKind};
+use super::via_rewrite::stamp_received;
+use super::HeaderName;
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+/// A parsed message from the network.
+#[derive(Debug)]
+pub struct Inbound {
+    pub msg: SipMessage,
+    pub from: Peer,
+}
+
+/// Limits the transports enforce.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportLimits {
+    pub max_message_size: usize,
+    /// A TCP connection holding an incomplete message this long is closed.
+    pub partial_message_timeout: Duration,
+}
+
+/// Sends messages on the sockets the daemon listens on. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct TransportHandle {
+    udp: Arc<Vec<Arc<UdpSocket>>>,
+    tcp: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>,
+}
+
+impl TransportHandle {
+    pub fn send(&self, t: &Transmit) {
+        match t.to.transport {
+            TransportKind::Udp => {
+                let sock = self
+                    .udp
+                    .iter()
+                    .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == t.to.addr.is_ipv4()));
+                match sock {
+                    Some(s) => {
+                        if let Err(e) = s.try_send_to(&t.data, t.to.addr) {
+                            tracing::debug!(to = %t.to.addr, error = %e, "udp send failed");
+                        }
+                    }
+                    None => tracing::warn!(to = %t.to.addr, "no UDP socket of that address family"),
+                }
+            }
+            TransportKind::Tcp => {
+                let tx = self.tcp.lock().expect("tcp table").get(&t.to.addr).cloned();
+                match tx {
+                    Some(tx) => {
+                        if tx.try_send(t.data.clone()).is_err() {
+                            tracing::debug!(to = %t.to.addr, "tcp connection gone or congested");
+                        }
+                    }
+                    None => tracing::debug!(to = %t.to.addr, "no TCP connection to peer"),
+                }
+            }
+        }
+    }
+
+    pub fn udp_local_addrs(&self) -> Vec<SocketAddr> {
+        self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
+    }
+}
+
+/// Binds every listen address for UDP and/or TCP and spawns their tasks.
+pub async fn start(
+    listen: &[SocketAddr],
+    udp: bool,
+    tcp: bool,
+    limits: TransportLimits,
+    inbound: mpsc::Sender<Inbound>,
+) -> std::io::Result<TransportHandle> {
+    let mut udp_socks = Vec::new();
+    let handle_tcp: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>> = Arc::default();
+    for addr in listen {
+        if udp {
+            let sock = bind_udp(*addr)?;
+            tracing::info!(addr = %addr, "listening on UDP");
+            udp_socks.push(Arc::new(sock));
+        }
+        if tcp {
+            let listener = TcpListener::bind(addr).await?;
+            tracing::info!(addr = %addr, "listening on TCP");
+            tokio::spawn(accept_loop(listener, limits, inbound.clone(), handle_tcp.clone()));
+        }
+    }
+    for s in &udp_socks {
+        tokio::spawn(udp_loop(s.clone(), limits, inbound.clone()));
+    }
+    Ok(TransportHandle {
+        udp: Arc::new(udp_socks),
+        tcp: handle_tcp,
+    })
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // Large buffers absorb bursts of REGISTERs without drops.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+async fn udp_loop(sock: Arc<UdpSocket>, limits: TransportLimits, inbound: mpsc::Sender<Inbound>) {
+    let mut buf = vec![0u8; limits.max_message_size + 1];
+    loop {
+        let (n, src) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP port unreachable surfaces here on some systems; keep serving.
+                tracing::debug!(error = %e, "udp recv error");
+                continue;
+            }
+        };
+        if n > limits.max_message_size {
+            tracing::debug!(from = %src, "datagram over max_message_size dropped");
+            continue;
+        }
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        if data.iter().all(|b| b.is_ascii_whitespace()) {
+            continue; // keep-alive (RFC 5626 §4.4.1)
+        }
+        let peer = Peer {
+            transport: TransportKind::Udp,
+            addr: src,
+        };
+        match SipMessage::parse_datagram(data.clone()) {
+            Ok(msg) => deliver(msg, peer, &inbound).await,
+            Err(err) => {
+                tracing::debug!(from = %src, error = %err, "unparseable datagram");
+                if let Some(resp) = salvage_bad_request(&data, &err) {
+                    let _ = sock.send_to(&resp, src).await;
+                }
+            }
+        }
+    }
+}
+
+async fn deliver(mut msg: SipMessage, from: Peer, inbound: &mpsc::Sender<Inbound>) {
+    if msg.is_request() {
+        stamp_received(&mut msg, from.addr);
+    }
+    let _ = inbound.send(Inbound { msg, from }).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    limits: TransportLimits,
+    inbound: mpsc::Sender<Inbound>,
+    table: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(tcp_connection(stream, peer, limits, inbound.clone(), table.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn tcp_connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    limits: TransportLimits,
+    inbound: mpsc::Sender<Inbound>,
+    table: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(256);
+    table.lock().expect("tcp table").insert(addr, tx.clone());
+    let writer = tokio::spawn(async move {
+        while let Some(data) = rx.recv().await {
+            if wr.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+    });
+    let peer = Peer {
+        transport: TransportKind::Tcp,
+        addr,
+    };
+    let mut buf = BytesMut::with_capacity(8192);
+    'conn: loop {
+        let read = if buf.is_empty() {
+            rd.read_buf(&mut buf).await
+        } else {
+            // A half message must complete in time, or the connection goes.
+            match tokio::time::timeout(limits.partial_message_timeout, rd.read_buf(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::debug!(peer = %addr, "incomplete message timed out; closing");
+                    break;
+                }
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        loop {
+            match frame_len(&buf, limits.max_message_size) {
+                Ok((skip, None)) => {
+                    let _ = buf.split_to(skip);
+                    break;
+                }
+                Ok((skip, Some(len))) => {
+                    let _ = buf.split_to(skip);
+                    let frame = buf.split_to(len).freeze();
+                    match SipMessage::parse_framed(frame.clone()) {
+                        Ok(msg) => deliver(msg, peer, &inbound).await,
+                        Err(err) => {
+                            tracing::debug!(peer = %addr, error = %err, "bad message on tcp");
+                            if let Some(resp) = salvage_bad_request(&frame, &err) {
+                                let _ = tx.send(resp).await;
+                            }
+                        }
+                    }
+                }
+                Err(err) => {
+                    // Framing is lost (bad or oversized Content-Length): answer if
+                    // possible, then close, since the stream cannot be resynchronised.
+                    tracing::debug!(peer = %addr, error = %err, "tcp framing error; closing");
+                    if let Some(resp) = salvage_bad_request(&buf, &err) {
+                        let _ = tx.send(resp).await;
+                    }
+                    break 'conn;
+                }
+            }
+        }
+    }
+    table.lock().expect("tcp table").remove(&addr);
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Builds a stateless `400` for a request that failed to parse, when its
+/// Via, From, To, Call-ID and CSeq lines can still be found (§8.2.6).
+pub fn salvage_bad_request(raw: &[u8], err: &ParseError) -> Option<Bytes> {
+    let text = String::from_utf8_lossy(raw);
+    let text = text.trim_start_matches(['\r', '\n']);
+    let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r'));
+    let first = lines.next()?;
+    if first.starts_with("SIP/") || !first.contains(' ') {
+        return None;
+    }
+    let mut copied: Vec<(HeaderName, String)> = Vec::new();
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let name = HeaderName::parse(name.trim().as_bytes());
+        if matches!(
+            name,
+            HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
+        ) {
+            copied.push((name, value.trim().to_string()));
+        }
+    }
+    for needed in [HeaderName::Via, HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq] {
+        if !copied.iter().any(|(n, _)| *n == needed) {
+            return None;
+        }
+    }
+    let mut out = format!("SIP/2.0 400 Bad Request ({err})\r\n");
+    for (name, value) in copied {
+        out.push_str(name.as_str());
+        out.push_str(": ");
+        out.push_str(&value);
+        out.push_str("\r\n");
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    Some(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn salvage_answers_requests_with_dialog_headers_only() {
+        let raw = b"REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:a@x>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContent-Length: -1\r\n\r\n";
+        let resp = salvage_bad_request(raw, &ParseError::ContentLength).unwrap();
+        let m = SipMessage::parse_datagram(resp).unwrap();
+        assert_eq!(m.status(), Some(400));
+        assert_eq!(m.call_id(), Some("c"));
+        assert!(salvage_bad_request(b"\x00\x01garbage", &ParseError::StartLine).is_none());
+        assert!(salvage_bad_request(b"SIP/2.0 200 OK\r\n\r\n", &ParseError::StartLine).is_none());
+    }
+}
