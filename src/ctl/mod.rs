@@ -1,1 +1,151 @@
-//! x
+//! The admin control channel: a Unix socket (mode 0600, under the data
+//! directory by default) speaking one JSON object per line. The daemon
+//! side forwards queries to the core; `switchboard ctl` is the client.
+//!
+//! Request: `{"command":"registrations"}` or `{"command":"status"}`.
+//! Reply: `{"ok":true,"data":…}` or `{"ok":false,"error":"…"}`.
+
+use crate::server::{Command, RegistrationView, StatusView};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CtlRequest {
+    pub command: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CtlReply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Binds the control socket and serves it in the background.
+pub fn serve(path: &Path, commands: mpsc::Sender<Command>) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A socket left by a killed daemon would make bind fail.
+    if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_client(stream, commands.clone()));
+        }
+    });
+    Ok(())
+}
+
+async fn serve_client(stream: UnixStream, commands: mpsc::Sender<Command>) {
+    let (rd, mut wr) = stream.into_split();
+    let mut lines = BufReader::new(rd).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let reply = match serde_json::from_str::<CtlRequest>(&line) {
+            Ok(req) => answer(&req.command, &commands).await,
+            Err(e) => CtlReply {
+                ok: false,
+                data: None,
+                error: Some(format!("bad request: {e}")),
+            },
+        };
+        let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+        out.push(b'\n');
+        if wr.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
+    let data = match command {
+        "registrations" => ask(commands, Command::Registrations).await,
+        "status" => ask(commands, Command::Status).await,
+        other => Err(format!("unknown command {other:?}; known: registrations, status")),
+    };
+    match data {
+        Ok(d) => CtlReply {
+            ok: true,
+            data: Some(d),
+            error: None,
+        },
+        Err(e) => CtlReply {
+            ok: false,
+            data: None,
+            error: Some(e),
+        },
+    }
+}
+
+async fn ask<T: Serialize>(
+    commands: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<serde_json::Value, String> {
+    let (tx, rx) = oneshot::channel();
+    commands.send(make(tx)).await.map_err(|_| "daemon is stopping".to_string())?;
+    let v = rx.await.map_err(|_| "daemon is stopping".to_string())?;
+    serde_json::to_value(v).map_err(|e| e.to_string())
+}
+
+/// Client side: sends one command and returns the reply's data.
+pub async fn request(path: &Path, command: &str) -> Result<serde_json::Value, String> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|e| format!("cannot reach the daemon at {}: {e}", path.display()))?;
+    let (rd, mut wr) = stream.into_split();
+    let mut line = serde_json::to_vec(&CtlRequest {
+        command: command.to_string(),
+    })
+    .map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    wr.write_all(&line).await.map_err(|e| e.to_string())?;
+    let mut lines = BufReader::new(rd).lines();
+    let reply = lines
+        .next_line()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("daemon closed the connection")?;
+    let reply: CtlReply = serde_json::from_str(&reply).map_err(|e| e.to_string())?;
+    match reply {
+        CtlReply { ok: true, data, .. } => Ok(data.unwrap_or(serde_json::Value::Null)),
+        CtlReply { error, .. } => Err(error.unwrap_or_else(|| "unknown error".into())),
+    }
+}
+
+/// Human-readable table of registrations.
+pub fn format_registrations(list: &[RegistrationView]) -> String {
+    if list.is_empty() {
+        return "no registrations\n".into();
+    }
+    let mut out = format!("{:<28} {:<44} {:>8} {:<5} {:<22} {}\n", "AOR", "CONTACT", "EXPIRES", "PROTO", "SOURCE", "USER-AGENT");
+    for r in list {
+        out.push_str(&format!(
+            "{:<28} {:<44} {:>8} {:<5} {:<22} {}\n",
+            r.aor,
+            r.contact,
+            r.expires_in,
+            r.transport,
+            r.source,
+            r.user_agent.as_deref().unwrap_or("-")
+        ));
+    }
+    out
+}
+
+pub fn format_status(s: &StatusView) -> String {
+    format!(
+        "bindings: {}\ntransactions: {}\nbanned: {}\n",
+        s.bindings,
+        s.transactions,
+        if s.banned.is_empty() { "none".to_string() } else { s.banned.join(", ") }
+    )
+}

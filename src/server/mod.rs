@@ -1,1 +1,144 @@
-//! x
+//! Running the daemon: opens the store, restores registrations, binds the
+//! transports and control socket, then drives the core until a signal.
+
+mod core;
+mod handler;
+mod method_handlers;
+mod register_handler;
+
+pub use self::core::{Command, RegistrationView, StatusView};
+pub use handler::{Outcome, RequestContext, RequestHandler, Services, ALLOWED_METHODS};
+
+use crate::auth::{Authenticator, GuardPolicy};
+use crate::config::{Config, ConfigErrors};
+use crate::registrar::Registrar;
+use crate::sip::transport::{self, TransportLimits};
+use crate::store::{RedbStore, StoreBackend, StoreError, StoreHandle};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen: {0}")]
+    Listen(std::io::Error),
+    #[error("control socket {path}: {source}")]
+    Control { path: String, source: std::io::Error },
+}
+
+pub fn guard_policy(config: &Config) -> GuardPolicy {
+    let s = &config.security;
+    GuardPolicy {
+        // Throttling starts at half the ban threshold.
+        throttle_after: (s.max_auth_failures / 2).max(1),
+        throttle_interval: Duration::from_secs(1),
+        max_failures: s.max_auth_failures.max(1),
+        window: s.failure_window,
+        ban: s.ban,
+    }
+}
+
+/// The handler chain, in order.
+fn handlers() -> Vec<Box<dyn RequestHandler>> {
+    vec![
+        Box::new(register_handler::RegisterHandler),
+        Box::new(method_handlers::OptionsHandler),
+        Box::new(method_handlers::FallbackHandler),
+    ]
+}
+
+/// Runs until SIGTERM/SIGINT. `reload` re-reads the configuration on SIGHUP.
+pub async fn run<F>(config: Config, reload: F) -> Result<(), RunError>
+where
+    F: Fn() -> Result<Config, ConfigErrors> + Send + 'static,
+{
+    let config = Arc::new(config);
+    let backend: Arc<dyn StoreBackend> = Arc::new(RedbStore::open(&config.data_dir)?);
+    let store = StoreHandle::start(backend.clone());
+    let mut registrar = Registrar::new();
+    let purge = registrar.restore(backend.load_bindings()?, crate::unix_now());
+    if !purge.is_empty() {
+        store.write_detached(purge);
+    }
+    tracing::info!(bindings = registrar.binding_count(), data_dir = %config.data_dir.display(), "store opened");
+    let services = Services {
+        auth: Authenticator::new(
+            config.security.nonce_lifetime_s,
+            config.security.digest_algorithms.clone(),
+            guard_policy(&config),
+        ),
+        registrar,
+    };
+    let (in_tx, in_rx) = mpsc::channel(8192);
+    let limits = TransportLimits {
+        max_message_size: config.sip.max_message_size,
+        partial_message_timeout: config.sip.tcp_partial_timeout,
+    };
+    let transports = transport::start(&config.listen, config.udp, config.tcp, limits, in_tx)
+        .await
+        .map_err(RunError::Listen)?;
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    crate::ctl::serve(&config.control_socket, cmd_tx.clone()).map_err(|source| RunError::Control {
+        path: config.control_socket.display().to_string(),
+        source,
+    })?;
+    let core = self::core::Core::new(config.clone(), services, handlers(), transports, store, cmd_tx.clone());
+    let core_task = tokio::spawn(core.run(in_rx, cmd_rx));
+    tracing::info!(listen = ?config.listen, control = %config.control_socket.display(), "switchboard ready");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    spawn_watchdog(cmd_tx.clone());
+    wait_for_signals(cmd_tx, reload).await;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    core_task.abort();
+    let _ = std::fs::remove_file(&config.control_socket);
+    tracing::info!("switchboard stopped");
+    Ok(())
+}
+
+/// Pings systemd only while the core answers, so a stuck core is restarted.
+fn spawn_watchdog(commands: mpsc::Sender<Command>) {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) {
+        return;
+    }
+    let period = Duration::from_micros(usec / 2);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let (tx, rx) = oneshot::channel();
+            if commands.send(Command::Ping(tx)).await.is_err() {
+                return;
+            }
+            if tokio::time::timeout(period, rx).await.is_ok_and(|r| r.is_ok()) {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+    });
+}
+
+async fn wait_for_signals<F>(commands: mpsc::Sender<Command>, reload: F)
+where
+    F: Fn() -> Result<Config, ConfigErrors>,
+{
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); return; }
+            _ = hup.recv() => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                match reload() {
+                    Ok(cfg) => { let _ = commands.send(Command::Reload(Arc::new(cfg))).await; }
+                    Err(errors) => tracing::error!("reload refused, keeping the running configuration:\n{errors}"),
+                }
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            }
+        }
+    }
+}

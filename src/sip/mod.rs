@@ -12,6 +12,7 @@ pub mod response;
 pub mod transaction;
 pub mod transport;
 pub mod uri;
+pub mod validate;
 pub mod via_rewrite;
 
 #[cfg(test)]

@@ -1,0 +1,119 @@
+//! REGISTER: resolves the account, authenticates (401 challenge), checks
+//! the authenticated user may register the To address (§10.3 step 5),
+//! applies the registrar and answers with the bindings (§10.3 step 8).
+
+use super::handler::{Outcome, RequestContext, RequestHandler};
+use crate::auth::AuthVerdict;
+use crate::registrar::contact_headers;
+use crate::sip::addr::NameAddr;
+use crate::sip::response::random_token;
+use crate::sip::uri::SipUri;
+use crate::sip::{HeaderName, Method, SipError, SipMessage};
+
+pub struct RegisterHandler;
+
+impl RequestHandler for RegisterHandler {
+    fn handle(&mut self, req: &SipMessage, cx: &mut RequestContext<'_>) -> Option<Outcome> {
+        if req.method() != Some(&Method::Register) {
+            return None;
+        }
+        Some(match register(req, cx) {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Respond(e.to_response(req, &random_token())),
+        })
+    }
+}
+
+fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, SipError> {
+    let ruri = SipUri::parse(req.request_uri().unwrap_or("")).map_err(|_| SipError::new(416))?;
+    let account = cx
+        .config
+        .account_for_host(ruri.host)
+        .ok_or_else(|| SipError::with_reason(404, "Unknown domain"))?;
+    let to = req.header(&HeaderName::To).unwrap_or("");
+    let to_user = NameAddr::parse(to)
+        .ok()
+        .and_then(|a| a.uri().ok().and_then(|u| u.user_unescaped().map(|u| u.into_owned())))
+        .ok_or_else(|| SipError::with_reason(400, "Bad To"))?;
+    let verdict = cx.services.auth.verify(
+        req,
+        &HeaderName::Authorization,
+        account,
+        cx.from.addr.ip(),
+        cx.now,
+        cx.now_unix,
+    );
+    let user = match verdict {
+        AuthVerdict::Authenticated(u) => u,
+        AuthVerdict::Challenge { stale } => {
+            let mut e = SipError::new(401);
+            for ch in cx.services.auth.challenges(&account.domain, stale, cx.now_unix) {
+                e = e.header(HeaderName::WwwAuthenticate, ch);
+            }
+            return Err(e);
+        }
+        AuthVerdict::Rejected => return Err(SipError::new(403)),
+        AuthVerdict::Throttled => {
+            return Err(SipError::with_reason(503, "Too many failed attempts").header(HeaderName::Other("Retry-After".into()), "1"))
+        }
+        AuthVerdict::Banned => return Ok(Outcome::Drop),
+    };
+    if user.extension != to_user {
+        return Err(SipError::with_reason(403, "Not allowed to register this address"));
+    }
+    let aor = format!("{}@{}", user.extension, account.domain);
+    let outcome = cx
+        .services
+        .registrar
+        .register(req, &aor, cx.from, &cx.config.registrar, cx.now_unix)?;
+    tracing::info!(aor = %aor, contacts = outcome.current.len(), source = %cx.from.addr, "registered");
+    let mut resp = crate::sip::response::response_to(req, 200, None, &random_token());
+    for c in contact_headers(&outcome.current, cx.now_unix) {
+        resp.push_header(HeaderName::Contact, c);
+    }
+    resp.push_header(HeaderName::Date, httpdate(cx.now_unix));
+    Ok(match outcome.store {
+        Some(op) => Outcome::PersistThenRespond {
+            ops: vec![op],
+            response: resp,
+        },
+        None => Outcome::Respond(resp),
+    })
+}
+
+/// RFC 3261 §20.17 Date (RFC 1123 format, GMT).
+pub fn httpdate(unix: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let days = unix / 86400;
+    let secs = unix % 86400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        d,
+        MONTHS[(m - 1) as usize],
+        y,
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn httpdate_matches_known_values() {
+        assert_eq!(super::httpdate(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(super::httpdate(1_795_910_400), "Sun, 29 Nov 2026 00:00:00 GMT");
+    }
+}
