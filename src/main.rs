@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use switchboard::config::{Config, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "A programmable SIP PBX for call centres")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A programmable SIP PBX for call centres"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -63,7 +67,12 @@ fn main() -> ExitCode {
         Cmd::Check { config } => match Config::load(&config) {
             Ok(cfg) => {
                 let users: usize = cfg.accounts.iter().map(|a| a.users.len()).sum();
-                println!("{}: OK ({} accounts, {} users)", config.display(), cfg.accounts.len(), users);
+                println!(
+                    "{}: OK ({} accounts, {} users)",
+                    config.display(),
+                    cfg.accounts.len(),
+                    users
+                );
                 ExitCode::SUCCESS
             }
             Err(errors) => {
@@ -71,14 +80,23 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Run { config, listen, data_dir } => match run(config, listen, data_dir) {
+        Cmd::Run {
+            config,
+            listen,
+            data_dir,
+        } => match run(config, listen, data_dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("switchboard: {e:#}");
                 ExitCode::FAILURE
             }
         },
-        Cmd::Ctl { config, socket, json, what } => match ctl(config, socket, json, what) {
+        Cmd::Ctl {
+            config,
+            socket,
+            json,
+            what,
+        } => match ctl(config, socket, json, what) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("switchboard ctl: {e:#}");
@@ -116,13 +134,19 @@ fn init_logging(cfg: &Config) {
 fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> anyhow::Result<()> {
     let socket = match socket {
         Some(s) => s,
-        None => Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?.control_socket,
+        None => {
+            Config::load(&config)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .control_socket
+        }
     };
     let command = match what {
         CtlCmd::Registrations => "registrations",
         CtlCmd::Status => "status",
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let data = rt
         .block_on(switchboard::ctl::request(&socket, command))
         .map_err(|e| anyhow::anyhow!(e))?;
@@ -131,8 +155,14 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
         return Ok(());
     }
     match what {
-        CtlCmd::Registrations => print!("{}", switchboard::ctl::format_registrations(&serde_json::from_value::<Vec<_>>(data)?)),
-        CtlCmd::Status => print!("{}", switchboard::ctl::format_status(&serde_json::from_value(data)?)),
+        CtlCmd::Registrations => print!(
+            "{}",
+            switchboard::ctl::format_registrations(&serde_json::from_value::<Vec<_>>(data)?)
+        ),
+        CtlCmd::Status => print!(
+            "{}",
+            switchboard::ctl::format_status(&serde_json::from_value(data)?)
+        ),
     }
     Ok(())
 }

@@ -14,7 +14,9 @@ use std::time::Instant;
 pub enum AuthVerdict<'a> {
     Authenticated(&'a User),
     /// Send 401/407 with fresh challenges (`stale` per RFC 7616 §3.3).
-    Challenge { stale: bool },
+    Challenge {
+        stale: bool,
+    },
     /// Wrong credentials (or unknown user): 403.
     Rejected,
     /// Too many recent failures: 503 with Retry-After.
@@ -33,7 +35,11 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(nonce_lifetime_s: u64, algorithms: Vec<Algorithm>, policy: GuardPolicy) -> Authenticator {
+    pub fn new(
+        nonce_lifetime_s: u64,
+        algorithms: Vec<Algorithm>,
+        policy: GuardPolicy,
+    ) -> Authenticator {
         Authenticator {
             nonces: NonceKeeper::new(nonce_lifetime_s),
             guard: FailureGuard::new(policy),
@@ -42,7 +48,12 @@ impl Authenticator {
         }
     }
 
-    pub fn reconfigure(&mut self, nonce_lifetime_s: u64, algorithms: Vec<Algorithm>, policy: GuardPolicy) {
+    pub fn reconfigure(
+        &mut self,
+        nonce_lifetime_s: u64,
+        algorithms: Vec<Algorithm>,
+        policy: GuardPolicy,
+    ) {
         self.nonces.set_lifetime(nonce_lifetime_s);
         self.algorithms = algorithms;
         self.guard.set_policy(policy);
@@ -82,10 +93,17 @@ impl Authenticator {
         let Some(alg) = creds.algorithm().filter(|a| self.algorithms.contains(a)) else {
             return AuthVerdict::Challenge { stale: false };
         };
-        if creds.qop.as_deref().is_some_and(|q| !q.eq_ignore_ascii_case("auth")) {
+        if creds
+            .qop
+            .as_deref()
+            .is_some_and(|q| !q.eq_ignore_ascii_case("auth"))
+        {
             return AuthVerdict::Challenge { stale: false };
         }
-        match self.nonces.check(&creds.nonce, creds.nc.as_deref(), now_unix) {
+        match self
+            .nonces
+            .check(&creds.nonce, creds.nc.as_deref(), now_unix)
+        {
             NonceStatus::Valid => {}
             NonceStatus::Stale => return AuthVerdict::Challenge { stale: true },
             // Forged nonce or replayed nonce-count: ask again (RFC 7616 §5.11).
@@ -94,9 +112,12 @@ impl Authenticator {
         let user = account.user(&creds.username);
         let password = user.map_or(self.decoy_password.as_str(), |u| u.password.as_str());
         let method = req.method().map(|m| m.as_str()).unwrap_or("");
-        let expected = digest::compute_response(alg, &creds.username, &creds.realm, password, method, &creds);
+        let expected =
+            digest::compute_response(alg, &creds.username, &creds.realm, password, method, &creds);
         match user {
-            Some(u) if digest::constant_time_eq(&expected, &creds.response) => AuthVerdict::Authenticated(u),
+            Some(u) if digest::constant_time_eq(&expected, &creds.response) => {
+                AuthVerdict::Authenticated(u)
+            }
             _ => {
                 if self.guard.record_failure(source, now) {
                     AuthVerdict::Banned
@@ -148,7 +169,13 @@ mod tests {
         }
     }
 
-    fn register_with(user: &str, password: &str, nonce: &str, alg: Algorithm, nc: &str) -> SipMessage {
+    fn register_with(
+        user: &str,
+        password: &str,
+        nonce: &str,
+        alg: Algorithm,
+        nc: &str,
+    ) -> SipMessage {
         let mut c = Credentials {
             username: user.into(),
             realm: "pbx.test".into(),
@@ -163,7 +190,11 @@ mod tests {
         c.response = digest::compute_response(alg, user, "pbx.test", password, "REGISTER", &c);
         let auth = format!(
             r#"Digest username="{}", realm="pbx.test", nonce="{}", uri="sip:pbx.test", response="{}", algorithm={}, cnonce="abc", qop=auth, nc={}"#,
-            user, nonce, c.response, alg.as_str(), nc
+            user,
+            nonce,
+            c.response,
+            alg.as_str(),
+            nc
         );
         let raw = format!(
             "REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:{user}@pbx.test>;tag=1\r\nTo: <sip:{user}@pbx.test>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nAuthorization: {auth}\r\n\r\n"
@@ -172,7 +203,14 @@ mod tests {
     }
 
     fn nonce_of(challenge: &str) -> String {
-        challenge.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_string()
+        challenge
+            .split("nonce=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
     }
 
     #[test]
@@ -186,7 +224,10 @@ mod tests {
         for (alg, c) in [(Algorithm::Sha256, &ch[0]), (Algorithm::Md5, &ch[1])] {
             let req = register_with("1001", "secret", &nonce_of(c), alg, "00000001");
             let v = a.verify(&req, &HeaderName::Authorization, &acct, ip, now, 1001);
-            assert!(matches!(v, AuthVerdict::Authenticated(u) if u.extension == "1001"), "{alg:?}: {v:?}");
+            assert!(
+                matches!(v, AuthVerdict::Authenticated(u) if u.extension == "1001"),
+                "{alg:?}: {v:?}"
+            );
             // The same nonce count again is a replay.
             let v = a.verify(&req, &HeaderName::Authorization, &acct, ip, now, 1001);
             assert_eq!(v, AuthVerdict::Challenge { stale: false });
@@ -201,8 +242,22 @@ mod tests {
         let now = Instant::now();
         let n1 = nonce_of(&a.challenges("pbx.test", false, 1000)[0]);
         let n2 = nonce_of(&a.challenges("pbx.test", false, 1000)[0]);
-        let wrong = a.verify(&register_with("1001", "bad", &n1, Algorithm::Md5, "1"), &HeaderName::Authorization, &acct, ip, now, 1000);
-        let unknown = a.verify(&register_with("9999", "x", &n2, Algorithm::Md5, "1"), &HeaderName::Authorization, &acct, ip, now, 1000);
+        let wrong = a.verify(
+            &register_with("1001", "bad", &n1, Algorithm::Md5, "1"),
+            &HeaderName::Authorization,
+            &acct,
+            ip,
+            now,
+            1000,
+        );
+        let unknown = a.verify(
+            &register_with("9999", "x", &n2, Algorithm::Md5, "1"),
+            &HeaderName::Authorization,
+            &acct,
+            ip,
+            now,
+            1000,
+        );
         assert_eq!(wrong, AuthVerdict::Rejected);
         assert_eq!(unknown, AuthVerdict::Rejected);
     }
@@ -215,13 +270,27 @@ mod tests {
         let n = nonce_of(&a.challenges("pbx.test", false, 1000)[0]);
         let req = register_with("1001", "secret", &n, Algorithm::Md5, "1");
         assert_eq!(
-            a.verify(&req, &HeaderName::Authorization, &acct, ip, Instant::now(), 1400),
+            a.verify(
+                &req,
+                &HeaderName::Authorization,
+                &acct,
+                ip,
+                Instant::now(),
+                1400
+            ),
             AuthVerdict::Challenge { stale: true }
         );
         let mut bare = req.clone();
         bare.remove_headers(&HeaderName::Authorization);
         assert_eq!(
-            a.verify(&bare, &HeaderName::Authorization, &acct, ip, Instant::now(), 1000),
+            a.verify(
+                &bare,
+                &HeaderName::Authorization,
+                &acct,
+                ip,
+                Instant::now(),
+                1000
+            ),
             AuthVerdict::Challenge { stale: false }
         );
     }

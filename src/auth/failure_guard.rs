@@ -66,7 +66,9 @@ impl FailureGuard {
         prune(&mut r.failures, now, self.policy.window);
         let recent = r.failures.len() as u32;
         let last = r.failures.back().copied();
-        if recent >= self.policy.throttle_after && last.is_some_and(|t| now.duration_since(t) < self.policy.throttle_interval) {
+        if recent >= self.policy.throttle_after
+            && last.is_some_and(|t| now.duration_since(t) < self.policy.throttle_interval)
+        {
             // A throttled attempt is itself a failure: hammering leads to a ban.
             return match self.record_failure(ip, now) {
                 true => GuardVerdict::Banned,
@@ -110,7 +112,10 @@ impl FailureGuard {
 }
 
 fn prune(failures: &mut VecDeque<Instant>, now: Instant, window: Duration) {
-    while failures.front().is_some_and(|t| now.duration_since(*t) > window) {
+    while failures
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > window)
+    {
         failures.pop_front();
     }
 }
@@ -141,12 +146,19 @@ mod tests {
         let t1 = t0 + Duration::from_millis(100);
         assert_eq!(g.check(ip, t1), GuardVerdict::Throttle, "3rd failure");
         assert_eq!(g.check(ip, t1), GuardVerdict::Banned, "4th failure bans");
-        assert_eq!(g.check(other, t1), GuardVerdict::Allow, "other sources unaffected");
+        assert_eq!(
+            g.check(other, t1),
+            GuardVerdict::Allow,
+            "other sources unaffected"
+        );
         assert!(g.is_banned(ip, t1 + Duration::from_secs(599)));
         assert_eq!(g.banned(t1).len(), 1);
         assert!(!g.is_banned(ip, t1 + Duration::from_secs(601)));
         g.purge(t1 + Duration::from_secs(601));
-        assert_eq!(g.check(ip, t1 + Duration::from_secs(601)), GuardVerdict::Allow);
+        assert_eq!(
+            g.check(ip, t1 + Duration::from_secs(601)),
+            GuardVerdict::Allow
+        );
     }
 
     #[test]

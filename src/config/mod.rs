@@ -27,7 +27,14 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.message
+        )
     }
 }
 
@@ -163,7 +170,10 @@ impl Config {
         let host = host.trim_matches(|c| c == '[' || c == ']');
         self.accounts
             .iter()
-            .find(|a| a.domain.eq_ignore_ascii_case(host) || a.aliases.iter().any(|x| x.eq_ignore_ascii_case(host)))
+            .find(|a| {
+                a.domain.eq_ignore_ascii_case(host)
+                    || a.aliases.iter().any(|x| x.eq_ignore_ascii_case(host))
+            })
             .or_else(|| {
                 host.parse::<std::net::IpAddr>()
                     .ok()
@@ -221,7 +231,10 @@ impl Validator<'_> {
             match t.get_ref().to_ascii_lowercase().as_str() {
                 "udp" => udp = true,
                 "tcp" => tcp = true,
-                other => self.error(t.span(), format!("unknown transport {other:?}: expected \"udp\" or \"tcp\"")),
+                other => self.error(
+                    t.span(),
+                    format!("unknown transport {other:?}: expected \"udp\" or \"tcp\""),
+                ),
             }
         }
         let sip = &raw.sip;
@@ -232,11 +245,17 @@ impl Validator<'_> {
             self.error(sip.t2_ms.span(), "t2_ms must be at least t1_ms");
         }
         if !(1024..=1 << 20).contains(sip.max_message_size.get_ref()) {
-            self.error(sip.max_message_size.span(), "max_message_size must be between 1024 and 1048576");
+            self.error(
+                sip.max_message_size.span(),
+                "max_message_size must be between 1024 and 1048576",
+            );
         }
         let reg = &raw.registrar;
         if reg.max_expires.get_ref() < reg.min_expires.get_ref() {
-            self.error(reg.max_expires.span(), "max_expires must be at least min_expires");
+            self.error(
+                reg.max_expires.span(),
+                "max_expires must be at least min_expires",
+            );
         }
         let mut algorithms = Vec::new();
         for a in &raw.security.digest_algorithms {
@@ -255,7 +274,10 @@ impl Validator<'_> {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
-                self.error(raw.log.format.span(), format!("unknown log format {other:?}: expected \"text\" or \"json\""));
+                self.error(
+                    raw.log.format.span(),
+                    format!("unknown log format {other:?}: expected \"text\" or \"json\""),
+                );
                 LogFormat::Text
             }
         };
@@ -307,21 +329,39 @@ impl Validator<'_> {
         let explicit_default = raw.iter().any(|a| a.default == Some(true));
         for (i, a) in raw.into_iter().enumerate() {
             let domain = a.domain.get_ref().trim().to_ascii_lowercase();
-            if domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || c == '@' || c == ':') {
-                self.error(a.domain.span(), format!("invalid domain {:?}", a.domain.get_ref()));
+            if domain.is_empty()
+                || domain.contains(|c: char| c.is_whitespace() || c == '@' || c == ':')
+            {
+                self.error(
+                    a.domain.span(),
+                    format!("invalid domain {:?}", a.domain.get_ref()),
+                );
             }
             if out.iter().any(|o| o.domain == domain) {
-                self.error(a.domain.span(), format!("duplicate account domain {domain:?}"));
+                self.error(
+                    a.domain.span(),
+                    format!("duplicate account domain {domain:?}"),
+                );
             }
             let mut users = Vec::new();
             let mut by_extension = HashMap::new();
             for u in a.users {
                 let ext = u.extension.get_ref().trim().to_string();
-                if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+*#".contains(c)) {
-                    self.error(u.extension.span(), format!("invalid extension {ext:?}: use digits, letters or - _ . + * #"));
+                if ext.is_empty()
+                    || !ext
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.+*#".contains(c))
+                {
+                    self.error(
+                        u.extension.span(),
+                        format!("invalid extension {ext:?}: use digits, letters or - _ . + * #"),
+                    );
                 }
                 if by_extension.contains_key(&ext) {
-                    self.error(u.extension.span(), format!("duplicate extension {ext:?} in account {domain:?}"));
+                    self.error(
+                        u.extension.span(),
+                        format!("duplicate extension {ext:?} in account {domain:?}"),
+                    );
                     continue;
                 }
                 let password = match u.password {
@@ -331,13 +371,20 @@ impl Validator<'_> {
                         String::new()
                     }
                     None => {
-                        self.error(u.extension.span(), format!("missing password for extension {ext:?}"));
+                        self.error(
+                            u.extension.span(),
+                            format!("missing password for extension {ext:?}"),
+                        );
                         String::new()
                     }
                 };
                 by_extension.insert(ext.clone(), users.len());
                 users.push(User {
-                    display_name: if u.name.is_empty() { ext.clone() } else { u.name },
+                    display_name: if u.name.is_empty() {
+                        ext.clone()
+                    } else {
+                        u.name
+                    },
                     extension: ext,
                     password,
                     role: u.role,
@@ -348,7 +395,11 @@ impl Validator<'_> {
                 name: a.name.unwrap_or_else(|| domain.clone()),
                 is_default: a.default.unwrap_or(!explicit_default && i == 0),
                 domain,
-                aliases: a.aliases.into_iter().map(|x| x.to_ascii_lowercase()).collect(),
+                aliases: a
+                    .aliases
+                    .into_iter()
+                    .map(|x| x.to_ascii_lowercase())
+                    .collect(),
                 users,
                 by_extension,
             });

@@ -55,7 +55,10 @@ fn default_listen() -> Vec<Spanned<String>> {
     vec![Spanned::new(0..0, "127.0.0.1:5060".to_string())]
 }
 fn default_transports() -> Vec<Spanned<String>> {
-    vec![Spanned::new(0..0, "udp".into()), Spanned::new(0..0, "tcp".into())]
+    vec![
+        Spanned::new(0..0, "udp".into()),
+        Spanned::new(0..0, "tcp".into()),
+    ]
 }
 fn default_data_dir() -> String {
     "./data".into()
@@ -126,7 +129,8 @@ pub struct SecuritySection {
     pub failure_window_s: u64,
     /// Ban length, seconds. Default 600.
     pub ban_s: u64,
-    /// Digest algorithms offered, most preferred first (RFC 8760). Default ["MD5", "SHA-256"].
+    /// Digest algorithms offered, most preferred first (RFC 8760). Default ["MD5"]:
+    /// baresip 1.0 and SIPp 3.6 fail outright when a SHA-256 challenge is present.
     pub digest_algorithms: Vec<Spanned<String>>,
 }
 
@@ -137,7 +141,7 @@ impl Default for SecuritySection {
             max_auth_failures: 10,
             failure_window_s: 60,
             ban_s: 600,
-            digest_algorithms: vec![Spanned::new(0..0, "MD5".into()), Spanned::new(0..0, "SHA-256".into())],
+            digest_algorithms: vec![Spanned::new(0..0, "MD5".into())],
         }
     }
 }

@@ -70,7 +70,9 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
     let data = match command {
         "registrations" => ask(commands, Command::Registrations).await,
         "status" => ask(commands, Command::Status).await,
-        other => Err(format!("unknown command {other:?}; known: registrations, status")),
+        other => Err(format!(
+            "unknown command {other:?}; known: registrations, status"
+        )),
     };
     match data {
         Ok(d) => CtlReply {
@@ -91,7 +93,10 @@ async fn ask<T: Serialize>(
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<serde_json::Value, String> {
     let (tx, rx) = oneshot::channel();
-    commands.send(make(tx)).await.map_err(|_| "daemon is stopping".to_string())?;
+    commands
+        .send(make(tx))
+        .await
+        .map_err(|_| "daemon is stopping".to_string())?;
     let v = rx.await.map_err(|_| "daemon is stopping".to_string())?;
     serde_json::to_value(v).map_err(|e| e.to_string())
 }
@@ -126,7 +131,10 @@ pub fn format_registrations(list: &[RegistrationView]) -> String {
     if list.is_empty() {
         return "no registrations\n".into();
     }
-    let mut out = format!("{:<28} {:<44} {:>8} {:<5} {:<22} {}\n", "AOR", "CONTACT", "EXPIRES", "PROTO", "SOURCE", "USER-AGENT");
+    let mut out = format!(
+        "{:<28} {:<44} {:>8} {:<5} {:<22} {}\n",
+        "AOR", "CONTACT", "EXPIRES", "PROTO", "SOURCE", "USER-AGENT"
+    );
     for r in list {
         out.push_str(&format!(
             "{:<28} {:<44} {:>8} {:<5} {:<22} {}\n",
@@ -146,6 +154,10 @@ pub fn format_status(s: &StatusView) -> String {
         "bindings: {}\ntransactions: {}\nbanned: {}\n",
         s.bindings,
         s.transactions,
-        if s.banned.is_empty() { "none".to_string() } else { s.banned.join(", ") }
+        if s.banned.is_empty() {
+            "none".to_string()
+        } else {
+            s.banned.join(", ")
+        }
     )
 }

@@ -86,14 +86,20 @@ impl Registrar {
         settings: &RegistrarSettings,
         now_unix: u64,
     ) -> Result<RegisterOutcome, SipError> {
-        let call_id = req.call_id().ok_or_else(|| SipError::with_reason(400, "Missing Call-ID"))?;
+        let call_id = req
+            .call_id()
+            .ok_or_else(|| SipError::with_reason(400, "Missing Call-ID"))?;
         let cseq = req
             .header(&HeaderName::CSeq)
             .and_then(CSeq::parse)
             .ok_or_else(|| SipError::with_reason(400, "Bad CSeq"))?
             .seq;
         let header_expires = match req.header(&HeaderName::Expires) {
-            Some(v) => Some(v.trim().parse::<u32>().map_err(|_| SipError::with_reason(400, "Bad Expires"))?),
+            Some(v) => Some(
+                v.trim()
+                    .parse::<u32>()
+                    .map_err(|_| SipError::with_reason(400, "Bad Expires"))?,
+            ),
             None => None,
         };
         let contacts: Vec<&str> = req.header_values(&HeaderName::Contact).collect();
@@ -108,29 +114,41 @@ impl Registrar {
         if contacts.contains(&"*") {
             // §10.3 step 6: "*" only alone and with Expires: 0.
             if contacts.len() != 1 || header_expires != Some(0) {
-                return Err(SipError::with_reason(400, "Wildcard Contact needs Expires: 0 and no other Contact"));
+                return Err(SipError::with_reason(
+                    400,
+                    "Wildcard Contact needs Expires: 0 and no other Contact",
+                ));
             }
-            if existing.iter().any(|b| b.call_id == call_id && b.cseq >= cseq) {
+            if existing
+                .iter()
+                .any(|b| b.call_id == call_id && b.cseq >= cseq)
+            {
                 return Err(SipError::with_reason(500, "Out-of-order CSeq"));
             }
             self.bindings.remove(aor);
             return Ok(RegisterOutcome {
                 current: Vec::new(),
-                store: Some(StoreOp::DeleteBindings { aor: aor.to_string() }),
+                store: Some(StoreOp::DeleteBindings {
+                    aor: aor.to_string(),
+                }),
             });
         }
         let mut updated = existing;
         let user_agent = req.header(&HeaderName::UserAgent).map(str::to_string);
         for c in contacts {
             let addr = NameAddr::parse(c).map_err(|_| SipError::with_reason(400, "Bad Contact"))?;
-            addr.uri().map_err(|_| SipError::with_reason(400, "Bad Contact URI"))?;
+            addr.uri()
+                .map_err(|_| SipError::with_reason(400, "Bad Contact URI"))?;
             let expires = match addr.param("expires") {
-                Some(v) => v.parse::<u32>().map_err(|_| SipError::with_reason(400, "Bad Contact expires"))?,
+                Some(v) => v
+                    .parse::<u32>()
+                    .map_err(|_| SipError::with_reason(400, "Bad Contact expires"))?,
                 None => header_expires.unwrap_or(settings.default_expires),
             };
             // §10.3 step 6: too short but non-zero → 423 with Min-Expires.
             if expires != 0 && expires < settings.min_expires {
-                return Err(SipError::new(423).header(HeaderName::MinExpires, settings.min_expires.to_string()));
+                return Err(SipError::new(423)
+                    .header(HeaderName::MinExpires, settings.min_expires.to_string()));
             }
             let expires = expires.min(settings.max_expires);
             let key = contact_key(addr.uri_text);
@@ -169,7 +187,9 @@ impl Registrar {
         }
         let store = if updated.is_empty() {
             self.bindings.remove(aor);
-            StoreOp::DeleteBindings { aor: aor.to_string() }
+            StoreOp::DeleteBindings {
+                aor: aor.to_string(),
+            }
         } else {
             self.bindings.insert(aor.to_string(), updated.clone());
             StoreOp::PutBindings {

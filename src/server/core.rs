@@ -38,7 +38,10 @@ pub struct StatusView {
 /// Requests to the core from other tasks.
 pub enum Command {
     /// A deferred response is ready (after a store write).
-    Respond { key: TxKey, response: SipMessage },
+    Respond {
+        key: TxKey,
+        response: Box<SipMessage>,
+    },
     Registrations(oneshot::Sender<Vec<RegistrationView>>),
     Status(oneshot::Sender<StatusView>),
     Reload(Arc<Config>),
@@ -76,7 +79,11 @@ impl Core {
         }
     }
 
-    pub async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, mut commands: mpsc::Receiver<Command>) {
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         loop {
             let deadline = self.txl.poll_timeout();
@@ -137,8 +144,13 @@ impl Core {
     fn on_event(&mut self, ev: TxEvent) {
         match ev {
             TxEvent::Request { key, request, from } => self.dispatch(key, request, from),
-            TxEvent::Timeout { key } => tracing::debug!(branch = %key.branch, method = %key.method, "transaction timed out"),
-            TxEvent::StrayAck { .. } | TxEvent::StrayResponse { .. } | TxEvent::Terminated { .. } | TxEvent::Response { .. } => {}
+            TxEvent::Timeout { key } => {
+                tracing::debug!(branch = %key.branch, method = %key.method, "transaction timed out")
+            }
+            TxEvent::StrayAck { .. }
+            | TxEvent::StrayResponse { .. }
+            | TxEvent::Terminated { .. }
+            | TxEvent::Response { .. } => {}
         }
     }
 
@@ -149,7 +161,8 @@ impl Core {
             self.respond(&key, e.to_response(&req, &random_token()), now);
             return;
         }
-        let cancel_matched = req.method() == Some(&crate::sip::Method::Cancel) && self.txl.invite_for_cancel(&req).is_some();
+        let cancel_matched = req.method() == Some(&crate::sip::Method::Cancel)
+            && self.txl.invite_for_cancel(&req).is_some();
         let mut cx = RequestContext {
             config: &self.config,
             services: &mut self.services,
@@ -158,10 +171,15 @@ impl Core {
             now_unix: crate::unix_now(),
             cancel_matched,
         };
-        let outcome = self.handlers.iter_mut().find_map(|h| h.handle(&req, &mut cx));
+        let outcome = self
+            .handlers
+            .iter_mut()
+            .find_map(|h| h.handle(&req, &mut cx));
         match outcome {
             Some(Outcome::Respond(resp)) => self.respond(&key, resp, now),
-            Some(Outcome::PersistThenRespond { ops, response }) => self.persist_then_respond(key, ops, response, &req),
+            Some(Outcome::PersistThenRespond { ops, response }) => {
+                self.persist_then_respond(key, ops, response, &req)
+            }
             Some(Outcome::Drop) => {}
             None => self.respond(&key, response_to(&req, 500, None, &random_token()), now),
         }
@@ -174,7 +192,13 @@ impl Core {
         }
     }
 
-    fn persist_then_respond(&mut self, key: TxKey, ops: Vec<StoreOp>, response: SipMessage, req: &SipMessage) {
+    fn persist_then_respond(
+        &mut self,
+        key: TxKey,
+        ops: Vec<StoreOp>,
+        response: SipMessage,
+        req: &SipMessage,
+    ) {
         let done = self.store.write(ops);
         let commands = self.commands.clone();
         let failure = response_to(req, 500, Some("Storage Failure"), &random_token());
@@ -183,13 +207,18 @@ impl Core {
                 Ok(Ok(())) => response,
                 _ => failure,
             };
-            let _ = commands.send(Command::Respond { key, response }).await;
+            let _ = commands
+                .send(Command::Respond {
+                    key,
+                    response: Box::new(response),
+                })
+                .await;
         });
     }
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Respond { key, response } => self.respond(&key, response, Instant::now()),
+            Command::Respond { key, response } => self.respond(&key, *response, Instant::now()),
             Command::Registrations(reply) => {
                 let now = crate::unix_now();
                 let mut list: Vec<RegistrationView> = self

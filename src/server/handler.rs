@@ -33,7 +33,10 @@ pub enum Outcome {
     Respond(SipMessage),
     /// Make `ops` durable, then send `response` (data is never
     /// acknowledged before it would survive a crash).
-    PersistThenRespond { ops: Vec<StoreOp>, response: SipMessage },
+    PersistThenRespond {
+        ops: Vec<StoreOp>,
+        response: SipMessage,
+    },
     /// Say nothing (banned source).
     Drop,
 }

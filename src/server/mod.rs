@@ -25,7 +25,10 @@ pub enum RunError {
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),
     #[error("control socket {path}: {source}")]
-    Control { path: String, source: std::io::Error },
+    Control {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub fn guard_policy(config: &Config) -> GuardPolicy {
@@ -80,11 +83,20 @@ where
         .await
         .map_err(RunError::Listen)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-    crate::ctl::serve(&config.control_socket, cmd_tx.clone()).map_err(|source| RunError::Control {
-        path: config.control_socket.display().to_string(),
-        source,
+    crate::ctl::serve(&config.control_socket, cmd_tx.clone()).map_err(|source| {
+        RunError::Control {
+            path: config.control_socket.display().to_string(),
+            source,
+        }
     })?;
-    let core = self::core::Core::new(config.clone(), services, handlers(), transports, store, cmd_tx.clone());
+    let core = self::core::Core::new(
+        config.clone(),
+        services,
+        handlers(),
+        transports,
+        store,
+        cmd_tx.clone(),
+    );
     let core_task = tokio::spawn(core.run(in_rx, cmd_rx));
     tracing::info!(listen = ?config.listen, control = %config.control_socket.display(), "switchboard ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -112,7 +124,10 @@ fn spawn_watchdog(commands: mpsc::Sender<Command>) {
             if commands.send(Command::Ping(tx)).await.is_err() {
                 return;
             }
-            if tokio::time::timeout(period, rx).await.is_ok_and(|r| r.is_ok()) {
+            if tokio::time::timeout(period, rx)
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
             }
         }

@@ -33,7 +33,11 @@ fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Si
     let to = req.header(&HeaderName::To).unwrap_or("");
     let to_user = NameAddr::parse(to)
         .ok()
-        .and_then(|a| a.uri().ok().and_then(|u| u.user_unescaped().map(|u| u.into_owned())))
+        .and_then(|a| {
+            a.uri()
+                .ok()
+                .and_then(|u| u.user_unescaped().map(|u| u.into_owned()))
+        })
         .ok_or_else(|| SipError::with_reason(400, "Bad To"))?;
     let verdict = cx.services.auth.verify(
         req,
@@ -47,25 +51,33 @@ fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Si
         AuthVerdict::Authenticated(u) => u,
         AuthVerdict::Challenge { stale } => {
             let mut e = SipError::new(401);
-            for ch in cx.services.auth.challenges(&account.domain, stale, cx.now_unix) {
+            for ch in cx
+                .services
+                .auth
+                .challenges(&account.domain, stale, cx.now_unix)
+            {
                 e = e.header(HeaderName::WwwAuthenticate, ch);
             }
             return Err(e);
         }
         AuthVerdict::Rejected => return Err(SipError::new(403)),
         AuthVerdict::Throttled => {
-            return Err(SipError::with_reason(503, "Too many failed attempts").header(HeaderName::Other("Retry-After".into()), "1"))
+            return Err(SipError::with_reason(503, "Too many failed attempts")
+                .header(HeaderName::Other("Retry-After".into()), "1"))
         }
         AuthVerdict::Banned => return Ok(Outcome::Drop),
     };
     if user.extension != to_user {
-        return Err(SipError::with_reason(403, "Not allowed to register this address"));
+        return Err(SipError::with_reason(
+            403,
+            "Not allowed to register this address",
+        ));
     }
     let aor = format!("{}@{}", user.extension, account.domain);
-    let outcome = cx
-        .services
-        .registrar
-        .register(req, &aor, cx.from, &cx.config.registrar, cx.now_unix)?;
+    let outcome =
+        cx.services
+            .registrar
+            .register(req, &aor, cx.from, &cx.config.registrar, cx.now_unix)?;
     tracing::info!(aor = %aor, contacts = outcome.current.len(), source = %cx.from.addr, "registered");
     let mut resp = crate::sip::response::response_to(req, 200, None, &random_token());
     for c in contact_headers(&outcome.current, cx.now_unix) {
@@ -84,7 +96,9 @@ fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Si
 /// RFC 3261 §20.17 Date (RFC 1123 format, GMT).
 pub fn httpdate(unix: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let days = unix / 86400;
     let secs = unix % 86400;
     // Civil-from-days (Howard Hinnant's algorithm).
@@ -114,6 +128,9 @@ mod tests {
     #[test]
     fn httpdate_matches_known_values() {
         assert_eq!(super::httpdate(0), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(super::httpdate(1_795_910_400), "Sun, 29 Nov 2026 00:00:00 GMT");
+        assert_eq!(
+            super::httpdate(1_795_910_400),
+            "Sun, 29 Nov 2026 00:00:00 GMT"
+        );
     }
 }

@@ -19,7 +19,10 @@ impl<'a> NameAddr<'a> {
         if let Some(lt) = find_unquoted(v, b'<') {
             let gt = v[lt..].find('>').ok_or(UriError::Host)? + lt;
             let display = v[..lt].trim();
-            let display = display.strip_prefix('"').and_then(|d| d.strip_suffix('"')).unwrap_or(display);
+            let display = display
+                .strip_prefix('"')
+                .and_then(|d| d.strip_suffix('"'))
+                .unwrap_or(display);
             Ok(NameAddr {
                 display: (!display.is_empty()).then_some(display),
                 uri_text: v[lt + 1..gt].trim(),
@@ -110,7 +113,9 @@ impl<'a> Via<'a> {
         let (ts, te) = proto_end.ok_or(ViaError)?;
         let proto = &v[..ts];
         let mut parts = proto.split('/').map(str::trim);
-        if !parts.next().is_some_and(|p| p.eq_ignore_ascii_case("SIP")) || parts.next() != Some("2.0") {
+        if !parts.next().is_some_and(|p| p.eq_ignore_ascii_case("SIP"))
+            || parts.next() != Some("2.0")
+        {
             return Err(ViaError);
         }
         let transport = &v[ts..te];

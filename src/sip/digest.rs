@@ -37,7 +37,9 @@ impl Algorithm {
     fn hash(self, data: &str) -> String {
         match self {
             Algorithm::Md5 | Algorithm::Md5Sess => hex::encode(Md5::digest(data.as_bytes())),
-            Algorithm::Sha256 | Algorithm::Sha256Sess => hex::encode(Sha256::digest(data.as_bytes())),
+            Algorithm::Sha256 | Algorithm::Sha256Sess => {
+                hex::encode(Sha256::digest(data.as_bytes()))
+            }
         }
     }
 
@@ -101,13 +103,27 @@ impl Credentials {
     /// The response value expected for `password` and `method`.
     pub fn expected_response(&self, password: &str, method: &str) -> Option<String> {
         let alg = self.algorithm()?;
-        Some(compute_response(alg, &self.username, &self.realm, password, method, self))
+        Some(compute_response(
+            alg,
+            &self.username,
+            &self.realm,
+            password,
+            method,
+            self,
+        ))
     }
 }
 
 /// RFC 7616 §3.4.1–3.4.3: response = H(HA1:nonce:nc:cnonce:qop:HA2), or
 /// H(HA1:nonce:HA2) for the RFC 2069 form without qop.
-pub fn compute_response(alg: Algorithm, user: &str, realm: &str, password: &str, method: &str, c: &Credentials) -> String {
+pub fn compute_response(
+    alg: Algorithm,
+    user: &str,
+    realm: &str,
+    password: &str,
+    method: &str,
+    c: &Credentials,
+) -> String {
     let mut ha1 = alg.hash(&format!("{user}:{realm}:{password}"));
     let cnonce = c.cnonce.as_deref().unwrap_or("");
     if alg.is_sess() {
@@ -176,10 +192,9 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    a.bytes()
-        .zip(b.bytes())
-        .fold(0u8, |acc, (x, y)| acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase()))
-        == 0
+    a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| {
+        acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
+    }) == 0
 }
 
 /// What a nonce check found.
@@ -258,7 +273,8 @@ impl NonceKeeper {
     /// Forgets counts of expired nonces.
     pub fn purge(&mut self, now_unix: u64) {
         let life = self.lifetime_secs;
-        self.counts.retain(|_, (issued, _)| now_unix.saturating_sub(*issued) <= life);
+        self.counts
+            .retain(|_, (issued, _)| now_unix.saturating_sub(*issued) <= life);
     }
 
     pub fn tracked(&self) -> usize {
@@ -268,7 +284,10 @@ impl NonceKeeper {
 
 /// A `WWW-Authenticate`/`Proxy-Authenticate` value.
 pub fn challenge(realm: &str, nonce: &str, alg: Algorithm, stale: bool) -> String {
-    let mut v = format!(r#"Digest realm="{realm}", nonce="{nonce}", algorithm={}, qop="auth""#, alg.as_str());
+    let mut v = format!(
+        r#"Digest realm="{realm}", nonce="{nonce}", algorithm={}, qop="auth""#,
+        alg.as_str()
+    );
     if stale {
         v.push_str(", stale=true");
     }
@@ -290,8 +309,14 @@ mod tests {
     #[test]
     fn rfc7616_md5_vector() {
         let c = rfc7616_example("MD5");
-        assert_eq!(c.expected_response("Circle of Life", "GET").unwrap(), "8ca523f5e9506fed4657c9700eebdbec");
-        assert_eq!(c.opaque.as_deref(), Some("FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"));
+        assert_eq!(
+            c.expected_response("Circle of Life", "GET").unwrap(),
+            "8ca523f5e9506fed4657c9700eebdbec"
+        );
+        assert_eq!(
+            c.opaque.as_deref(),
+            Some("FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS")
+        );
     }
 
     #[test]
@@ -306,7 +331,10 @@ mod tests {
     #[test]
     fn rfc2617_md5_without_qop() {
         // RFC 2069 form: response = MD5(HA1:nonce:HA2).
-        let c = Credentials::parse(r#"Digest username="u", realm="r", nonce="n", uri="sip:r", response="x""#).unwrap();
+        let c = Credentials::parse(
+            r#"Digest username="u", realm="r", nonce="n", uri="sip:r", response="x""#,
+        )
+        .unwrap();
         let ha1 = hex::encode(Md5::digest(b"u:r:p"));
         let ha2 = hex::encode(Md5::digest(b"REGISTER:sip:r"));
         let want = hex::encode(Md5::digest(format!("{ha1}:n:{ha2}").as_bytes()));
@@ -317,7 +345,10 @@ mod tests {
     fn parse_rejects_other_schemes_and_missing_fields() {
         assert!(Credentials::parse("Basic dXNlcg==").is_none());
         assert!(Credentials::parse(r#"Digest username="u""#).is_none());
-        let c = Credentials::parse(r#"Digest username="a\"b", realm="r, x", nonce=n, response=r, algorithm=ROT13"#).unwrap();
+        let c = Credentials::parse(
+            r#"Digest username="a\"b", realm="r, x", nonce=n, response=r, algorithm=ROT13"#,
+        )
+        .unwrap();
         assert_eq!(c.username, "a\"b");
         assert_eq!(c.realm, "r, x");
         assert_eq!(c.algorithm(), None);
@@ -328,7 +359,11 @@ mod tests {
         let mut k = NonceKeeper::new(300);
         let n = k.issue(1000);
         assert_eq!(k.check(&n, Some("00000001"), 1010), NonceStatus::Valid);
-        assert_eq!(k.check(&n, Some("00000001"), 1011), NonceStatus::Invalid, "replayed nc");
+        assert_eq!(
+            k.check(&n, Some("00000001"), 1011),
+            NonceStatus::Invalid,
+            "replayed nc"
+        );
         assert_eq!(k.check(&n, Some("00000002"), 1012), NonceStatus::Valid);
         assert_eq!(k.check(&n, Some("00000003"), 1400), NonceStatus::Stale);
         let mut forged = n.clone();

@@ -45,7 +45,14 @@ impl SipError {
 
 impl std::fmt::Display for SipError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status, self.reason.as_deref().unwrap_or(super::response::reason_phrase(self.status)))
+        write!(
+            f,
+            "{} {}",
+            self.status,
+            self.reason
+                .as_deref()
+                .unwrap_or(super::response::reason_phrase(self.status))
+        )
     }
 }
 

@@ -102,6 +102,14 @@ impl SipMessage {
         }
     }
 
+    /// Reason phrase of a response ("" for requests).
+    pub fn reason(&self) -> &str {
+        match &self.start {
+            StartLine::Response { reason, .. } => std::str::from_utf8(reason).unwrap_or(""),
+            StartLine::Request { .. } => "",
+        }
+    }
+
     pub fn request_uri(&self) -> Option<&str> {
         match &self.start {
             StartLine::Request { uri, .. } => std::str::from_utf8(uri).ok(),
@@ -195,7 +203,11 @@ impl SipMessage {
                 out.put_slice(b"\r\n");
             }
         }
-        for h in self.headers.iter().filter(|h| h.name != HeaderName::ContentLength) {
+        for h in self
+            .headers
+            .iter()
+            .filter(|h| h.name != HeaderName::ContentLength)
+        {
             out.put_slice(h.name.as_str().as_bytes());
             out.put_slice(b": ");
             out.put_slice(&h.value);
@@ -219,7 +231,10 @@ impl fmt::Display for SipMessage {
 /// connection, returns how many leading bytes are CRLF keep-alives to drop
 /// (RFC 5626 §3.5.1) and, once a whole message is buffered, its length.
 pub fn frame_len(buf: &[u8], max_size: usize) -> Result<(usize, Option<usize>), ParseError> {
-    let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    let skip = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
     let buf = &buf[skip..];
     let Some(head_end) = find_head_end(buf) else {
         if buf.len() > max_size {
@@ -245,7 +260,10 @@ pub fn frame_len(buf: &[u8], max_size: usize) -> Result<(usize, Option<usize>), 
 }
 
 fn skip_leading_crlf(buf: Bytes) -> Bytes {
-    let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    let skip = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
     buf.slice(skip..)
 }
 
@@ -268,8 +286,14 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &s[start..end]
 }
 
@@ -284,7 +308,11 @@ fn parse_content_length(v: &[u8]) -> Result<usize, ParseError> {
 }
 
 fn content_length(msg: &SipMessage) -> Result<Option<usize>, ParseError> {
-    match msg.headers.iter().find(|h| h.name == HeaderName::ContentLength) {
+    match msg
+        .headers
+        .iter()
+        .find(|h| h.name == HeaderName::ContentLength)
+    {
         Some(h) => parse_content_length(&h.value).map(Some),
         None => Ok(None),
     }
@@ -301,7 +329,10 @@ fn parse_head(buf: &Bytes) -> Result<(SipMessage, usize), ParseError> {
     let mut lines: Vec<(usize, usize)> = Vec::with_capacity(16);
     let mut pos = 0;
     while pos < head_end {
-        let nl = buf[pos..head_end].iter().position(|&b| b == b'\n').map_or(head_end, |i| pos + i);
+        let nl = buf[pos..head_end]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(head_end, |i| pos + i);
         let mut end = nl;
         if end > pos && buf[end - 1] == b'\r' {
             end -= 1;
@@ -320,7 +351,10 @@ fn parse_head(buf: &Bytes) -> Result<(SipMessage, usize), ParseError> {
     while i < lines.len() {
         let (s, e) = lines[i];
         let line = &buf[s..e];
-        let colon = line.iter().position(|&b| b == b':').ok_or(ParseError::HeaderLine(i + 1))?;
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(ParseError::HeaderLine(i + 1))?;
         let name_raw = trim(&line[..colon]);
         if name_raw.is_empty() || !name_raw.iter().all(|&b| is_token_char(b)) {
             return Err(ParseError::HeaderLine(i + 1));
@@ -373,7 +407,10 @@ fn parse_start_line(buf: &Bytes, s: usize, e: usize) -> Result<StartLine, ParseE
     let line = &buf[s..e];
     if line.starts_with(b"SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let sp1 = line.iter().position(|&b| b == b' ').ok_or(ParseError::StartLine)?;
+        let sp1 = line
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or(ParseError::StartLine)?;
         if !line[..sp1].eq_ignore_ascii_case(SIP_VERSION) {
             return Err(ParseError::Version);
         }

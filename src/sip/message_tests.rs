@@ -47,7 +47,10 @@ l: 0\r\n\r\n";
     let m = parse(msg).unwrap();
     assert_eq!(m.call_id(), Some("wsinv.ndaksdj@192.0.2.1"));
     let to = m.header(&HeaderName::To).unwrap();
-    assert_eq!(NameAddr::parse(to).unwrap().uri_text, "sip:vivekg@chair-dnrc.example.com");
+    assert_eq!(
+        NameAddr::parse(to).unwrap().uri_text,
+        "sip:vivekg@chair-dnrc.example.com"
+    );
     let from = m.header(&HeaderName::From).unwrap();
     assert_eq!(NameAddr::parse(from).unwrap().tag(), Some("98asjd8"));
     let cseq = super::addr::CSeq::parse(m.header(&HeaderName::CSeq).unwrap()).unwrap();
@@ -73,24 +76,43 @@ fn comma_joined_vias_are_all_kept() {
 
 #[test]
 fn escaped_and_ipv6_request_uris() {
-    let m = parse(&BASIC.replace("REGISTER sip:example.com", "REGISTER sip:%31001@[2001:db8::10]:5070;gr=urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6")).unwrap();
+    let m = parse(&BASIC.replace(
+        "REGISTER sip:example.com",
+        "REGISTER sip:%31001@[2001:db8::10]:5070;gr=urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+    ))
+    .unwrap();
     let uri = SipUri::parse(m.request_uri().unwrap()).unwrap();
     assert_eq!(uri.user_unescaped().unwrap(), "1001");
     assert_eq!(uri.host, "2001:db8::10");
-    assert_eq!(uri.param("gr"), Some("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"));
+    assert_eq!(
+        uri.param("gr"),
+        Some("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6")
+    );
 }
 
 #[test]
 fn unknown_method_is_an_extension() {
     let m = parse(&BASIC.replace("REGISTER sip:", "NEWMETHOD sip:")).unwrap();
-    assert_eq!(m.method(), Some(&Method::Extension(Bytes::from_static(b"NEWMETHOD"))));
+    assert_eq!(
+        m.method(),
+        Some(&Method::Extension(Bytes::from_static(b"NEWMETHOD")))
+    );
 }
 
 #[test]
 fn bad_content_lengths() {
-    assert_eq!(parse(&BASIC.replace("Content-Length: 0", "Content-Length: -5")), Err(ParseError::ContentLength));
-    assert_eq!(parse(&BASIC.replace("Content-Length: 0", "Content-Length: 9999")), Err(ParseError::Truncated));
-    assert_eq!(parse(&BASIC.replace("Content-Length: 0", "Content-Length: 99999999999999999999")), Err(ParseError::ContentLength));
+    assert_eq!(
+        parse(&BASIC.replace("Content-Length: 0", "Content-Length: -5")),
+        Err(ParseError::ContentLength)
+    );
+    assert_eq!(
+        parse(&BASIC.replace("Content-Length: 0", "Content-Length: 9999")),
+        Err(ParseError::Truncated)
+    );
+    assert_eq!(
+        parse(&BASIC.replace("Content-Length: 0", "Content-Length: 99999999999999999999")),
+        Err(ParseError::ContentLength)
+    );
     // Surplus bytes beyond Content-Length in a datagram are discarded (§18.3).
     let m = parse(&format!("{BASIC}extra")).unwrap();
     assert!(m.body.is_empty());
@@ -98,17 +120,35 @@ fn bad_content_lengths() {
 
 #[test]
 fn malformed_start_lines() {
-    assert_eq!(parse(&BASIC.replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia")), Err(ParseError::Version));
-    assert_eq!(parse(&BASIC.replace("REGISTER sip:example.com", "REGISTER  sip:example.com")), Err(ParseError::StartLine));
-    assert_eq!(parse(&BASIC.replace("REGISTER sip:example.com", "REGISTER example")), Err(ParseError::StartLine));
+    assert_eq!(
+        parse(&BASIC.replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia")),
+        Err(ParseError::Version)
+    );
+    assert_eq!(
+        parse(&BASIC.replace("REGISTER sip:example.com", "REGISTER  sip:example.com")),
+        Err(ParseError::StartLine)
+    );
+    assert_eq!(
+        parse(&BASIC.replace("REGISTER sip:example.com", "REGISTER example")),
+        Err(ParseError::StartLine)
+    );
     assert_eq!(parse("\r\n\r\n"), Err(ParseError::Empty));
-    assert_eq!(parse("REGISTER sip:x SIP/2.0\r\nVia: x\r\n"), Err(ParseError::Incomplete));
-    assert!(matches!(parse("REGISTER sip:x SIP/2.0\r\nno colon here\r\n\r\n"), Err(ParseError::HeaderLine(2))));
+    assert_eq!(
+        parse("REGISTER sip:x SIP/2.0\r\nVia: x\r\n"),
+        Err(ParseError::Incomplete)
+    );
+    assert!(matches!(
+        parse("REGISTER sip:x SIP/2.0\r\nno colon here\r\n\r\n"),
+        Err(ParseError::HeaderLine(2))
+    ));
 }
 
 #[test]
 fn binary_body_is_byte_exact() {
-    let head = BASIC.replace("Content-Length: 0", "Content-Type: application/octet-stream\r\nContent-Length: 6");
+    let head = BASIC.replace(
+        "Content-Length: 0",
+        "Content-Type: application/octet-stream\r\nContent-Length: 6",
+    );
     let mut raw = head.into_bytes();
     raw.extend_from_slice(&[0, 0xff, 0xfe, b'\r', b'\n', 0x80]);
     let m = SipMessage::parse_datagram(Bytes::from(raw)).unwrap();
@@ -128,13 +168,18 @@ fn two_messages_in_one_stream_read() {
     assert_eq!(first.call_id(), Some("c1@192.0.2.1"));
     let rest = &buf[skip + len..];
     let (skip2, len2) = frame_len(rest, 65535).unwrap();
-    let second = SipMessage::parse_framed(Bytes::copy_from_slice(&rest[skip2..skip2 + len2.unwrap()])).unwrap();
+    let second =
+        SipMessage::parse_framed(Bytes::copy_from_slice(&rest[skip2..skip2 + len2.unwrap()]))
+            .unwrap();
     assert_eq!(second.call_id(), Some("c2@192.0.2.1"));
     // A half message is not yet a frame.
     assert_eq!(frame_len(&buf[4..30], 65535).unwrap(), (0, None));
     // Oversized declared length is refused before buffering it.
     let big = BASIC.replace("Content-Length: 0", "Content-Length: 70000");
-    assert_eq!(frame_len(big.as_bytes(), 65535), Err(ParseError::TooLarge(65535)));
+    assert_eq!(
+        frame_len(big.as_bytes(), 65535),
+        Err(ParseError::TooLarge(65535))
+    );
 }
 
 #[test]

@@ -44,10 +44,10 @@ impl TransportHandle {
     pub fn send(&self, t: &Transmit) {
         match t.to.transport {
             TransportKind::Udp => {
-                let sock = self
-                    .udp
-                    .iter()
-                    .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == t.to.addr.is_ipv4()));
+                let sock = self.udp.iter().find(|s| {
+                    s.local_addr()
+                        .is_ok_and(|a| a.is_ipv4() == t.to.addr.is_ipv4())
+                });
                 match sock {
                     Some(s) => {
                         if let Err(e) = s.try_send_to(&t.data, t.to.addr) {
@@ -72,7 +72,10 @@ impl TransportHandle {
     }
 
     pub fn udp_local_addrs(&self) -> Vec<SocketAddr> {
-        self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
+        self.udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
     }
 }
 
@@ -95,7 +98,12 @@ pub async fn start(
         if tcp {
             let listener = TcpListener::bind(addr).await?;
             tracing::info!(addr = %addr, "listening on TCP");
-            tokio::spawn(accept_loop(listener, limits, inbound.clone(), handle_tcp.clone()));
+            tokio::spawn(accept_loop(
+                listener,
+                limits,
+                inbound.clone(),
+                handle_tcp.clone(),
+            ));
         }
     }
     for s in &udp_socks {
@@ -108,7 +116,11 @@ pub async fn start(
 }
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
     let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -173,7 +185,13 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(tcp_connection(stream, peer, limits, inbound.clone(), table.clone()));
+                tokio::spawn(tcp_connection(
+                    stream,
+                    peer,
+                    limits,
+                    inbound.clone(),
+                    table.clone(),
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "tcp accept failed");
@@ -210,7 +228,8 @@ async fn tcp_connection(
             rd.read_buf(&mut buf).await
         } else {
             // A half message must complete in time, or the connection goes.
-            match tokio::time::timeout(limits.partial_message_timeout, rd.read_buf(&mut buf)).await {
+            match tokio::time::timeout(limits.partial_message_timeout, rd.read_buf(&mut buf)).await
+            {
                 Ok(r) => r,
                 Err(_) => {
                     tracing::debug!(peer = %addr, "incomplete message timed out; closing");
@@ -273,16 +292,28 @@ pub fn salvage_bad_request(raw: &[u8], err: &ParseError) -> Option<Bytes> {
         if line.is_empty() {
             break;
         }
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let name = HeaderName::parse(name.trim().as_bytes());
         if matches!(
             name,
-            HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
+            HeaderName::Via
+                | HeaderName::From
+                | HeaderName::To
+                | HeaderName::CallId
+                | HeaderName::CSeq
         ) {
             copied.push((name, value.trim().to_string()));
         }
     }
-    for needed in [HeaderName::Via, HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq] {
+    for needed in [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ] {
         if !copied.iter().any(|(n, _)| *n == needed) {
             return None;
         }

@@ -93,13 +93,17 @@ impl<'a> SipUri<'a> {
 
 /// Looks up `name` in a `;a=b;c` parameter string.
 pub fn find_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    params.split(';').map(str::trim).filter(|p| !p.is_empty()).find_map(|p| {
-        let (k, v) = match p.find('=') {
-            Some(eq) => (p[..eq].trim(), p[eq + 1..].trim()),
-            None => (p, ""),
-        };
-        k.eq_ignore_ascii_case(name).then_some(v)
-    })
+    params
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .find_map(|p| {
+            let (k, v) = match p.find('=') {
+                Some(eq) => (p[..eq].trim(), p[eq + 1..].trim()),
+                None => (p, ""),
+            };
+            k.eq_ignore_ascii_case(name).then_some(v)
+        })
 }
 
 fn split_params(s: &str) -> (&str, &str, &str) {
@@ -130,7 +134,10 @@ pub fn split_hostport(s: &str) -> Result<(&str, Option<u16>), UriError> {
         return Ok((host, port));
     }
     let (host, port) = match s.rfind(':') {
-        Some(c) => (&s[..c], Some(s[c + 1..].parse().map_err(|_| UriError::Port)?)),
+        Some(c) => (
+            &s[..c],
+            Some(s[c + 1..].parse().map_err(|_| UriError::Port)?),
+        ),
         None => (s, None),
     };
     if host.is_empty()
@@ -161,7 +168,9 @@ fn unescape(s: &str) -> Result<Cow<'_, str>, UriError> {
             i += 1;
         }
     }
-    String::from_utf8(out).map(Cow::Owned).map_err(|_| UriError::Escape)
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| UriError::Escape)
 }
 
 #[cfg(test)]

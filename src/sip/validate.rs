@@ -10,13 +10,17 @@ pub fn validate_request(req: &SipMessage) -> Result<(), SipError> {
     let via = req.top_via().ok_or_else(|| bad("missing Via"))?;
     Via::parse(via).map_err(|_| bad("malformed Via"))?;
     for (name, label) in [(HeaderName::From, "From"), (HeaderName::To, "To")] {
-        let v = req.header(&name).ok_or_else(|| bad(&format!("missing {label}")))?;
+        let v = req
+            .header(&name)
+            .ok_or_else(|| bad(&format!("missing {label}")))?;
         let addr = NameAddr::parse(v).map_err(|_| bad(&format!("malformed {label}")))?;
         if !addr.uri_text.contains(':') {
             return Err(bad(&format!("malformed {label} URI")));
         }
     }
-    req.call_id().filter(|c| !c.is_empty()).ok_or_else(|| bad("missing Call-ID"))?;
+    req.call_id()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| bad("missing Call-ID"))?;
     let cseq = req
         .header(&HeaderName::CSeq)
         .and_then(CSeq::parse)
@@ -25,11 +29,16 @@ pub fn validate_request(req: &SipMessage) -> Result<(), SipError> {
         return Err(bad("CSeq method does not match"));
     }
     if let Some(mf) = req.header(&HeaderName::MaxForwards) {
-        mf.trim().parse::<u8>().map_err(|_| bad("malformed Max-Forwards"))?;
+        mf.trim()
+            .parse::<u8>()
+            .map_err(|_| bad("malformed Max-Forwards"))?;
     }
     let uri = req.request_uri().unwrap_or("");
     let scheme = uri.split(':').next().unwrap_or("");
-    if !["sip", "sips", "tel"].iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+    if !["sip", "sips", "tel"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(scheme))
+    {
         return Err(SipError::new(416));
     }
     Ok(())
@@ -50,10 +59,27 @@ mod tests {
     fn mandatory_headers() {
         assert!(validate_request(&req(("", ""))).is_ok());
         let reason = |r: (&str, &str)| validate_request(&req(r)).unwrap_err().reason.unwrap();
-        assert_eq!(reason(("Call-ID: c\r\n", "")), "Bad Request (missing Call-ID)");
-        assert_eq!(reason(("CSeq: 1 OPTIONS", "CSeq: 1 INVITE")), "Bad Request (CSeq method does not match)");
-        assert_eq!(reason(("Max-Forwards: 70", "Max-Forwards: lots")), "Bad Request (malformed Max-Forwards)");
-        assert_eq!(reason(("To: <sip:b@h>", "To: nobody")), "Bad Request (malformed To URI)");
-        assert_eq!(validate_request(&req(("OPTIONS sip:h", "OPTIONS http:h"))).unwrap_err().status, 416);
+        assert_eq!(
+            reason(("Call-ID: c\r\n", "")),
+            "Bad Request (missing Call-ID)"
+        );
+        assert_eq!(
+            reason(("CSeq: 1 OPTIONS", "CSeq: 1 INVITE")),
+            "Bad Request (CSeq method does not match)"
+        );
+        assert_eq!(
+            reason(("Max-Forwards: 70", "Max-Forwards: lots")),
+            "Bad Request (malformed Max-Forwards)"
+        );
+        assert_eq!(
+            reason(("To: <sip:b@h>", "To: nobody")),
+            "Bad Request (malformed To URI)"
+        );
+        assert_eq!(
+            validate_request(&req(("OPTIONS sip:h", "OPTIONS http:h")))
+                .unwrap_err()
+                .status,
+            416
+        );
     }
 }

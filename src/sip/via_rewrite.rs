@@ -17,7 +17,12 @@ pub fn stamp_received(msg: &mut SipMessage, source: SocketAddr) {
         return;
     }
     let mut params = String::with_capacity(via.params.len() + 48);
-    for p in via.params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+    for p in via
+        .params
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let name = p.split('=').next().unwrap_or("").trim();
         if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
             continue;
@@ -69,7 +74,10 @@ mod tests {
         let src: SocketAddr = "192.0.2.7:40000".parse().unwrap();
         stamp_received(&mut m, src);
         let top = m.top_via().unwrap().to_string();
-        assert_eq!(top, "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;received=192.0.2.7;rport=40000");
+        assert_eq!(
+            top,
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;received=192.0.2.7;rport=40000"
+        );
         assert_eq!(m.header_values(&crate::sip::HeaderName::Via).count(), 2);
         assert_eq!(response_destination(&top), Some(src));
     }
@@ -78,10 +86,19 @@ mod tests {
     fn no_rport_uses_sent_by_port() {
         let mut m = msg("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1");
         stamp_received(&mut m, "192.0.2.7:40000".parse().unwrap());
-        assert_eq!(response_destination(m.top_via().unwrap()), Some("192.0.2.7:5070".parse().unwrap()));
+        assert_eq!(
+            response_destination(m.top_via().unwrap()),
+            Some("192.0.2.7:5070".parse().unwrap())
+        );
         let mut same = msg("SIP/2.0/UDP [::1]:5062;branch=z9hG4bK1");
         stamp_received(&mut same, "[::1]:5062".parse().unwrap());
-        assert_eq!(same.top_via().unwrap(), "SIP/2.0/UDP [::1]:5062;branch=z9hG4bK1");
-        assert_eq!(response_destination(same.top_via().unwrap()), Some("[::1]:5062".parse().unwrap()));
+        assert_eq!(
+            same.top_via().unwrap(),
+            "SIP/2.0/UDP [::1]:5062;branch=z9hG4bK1"
+        );
+        assert_eq!(
+            response_destination(same.top_via().unwrap()),
+            Some("[::1]:5062".parse().unwrap())
+        );
     }
 }

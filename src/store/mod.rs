@@ -25,8 +25,13 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreOp {
     /// Replace all bindings of an address-of-record.
-    PutBindings { aor: String, bindings: Vec<Binding> },
-    DeleteBindings { aor: String },
+    PutBindings {
+        aor: String,
+        bindings: Vec<Binding>,
+    },
+    DeleteBindings {
+        aor: String,
+    },
 }
 
 /// What a storage engine must provide. redb is the embedded default; a

@@ -19,9 +19,11 @@ fn backend<E: std::fmt::Display>(e: E) -> StoreError {
 impl RedbStore {
     /// Opens (or creates) `<dir>/switchboard.redb`.
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
         let path = dir.join("switchboard.redb");
-        let db = Database::create(&path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        let db = Database::create(&path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(LOCATION).map_err(backend)?;
         txn.commit().map_err(backend)?;
@@ -38,7 +40,9 @@ impl StoreBackend for RedbStore {
                 match op {
                     StoreOp::PutBindings { aor, bindings } => {
                         let v = serde_json::to_vec(bindings).map_err(backend)?;
-                        location.insert(aor.as_str(), v.as_slice()).map_err(backend)?;
+                        location
+                            .insert(aor.as_str(), v.as_slice())
+                            .map_err(backend)?;
                     }
                     StoreOp::DeleteBindings { aor } => {
                         location.remove(aor.as_str()).map_err(backend)?;
@@ -57,7 +61,9 @@ impl StoreBackend for RedbStore {
             let (k, v) = row.map_err(backend)?;
             match serde_json::from_slice::<Vec<Binding>>(v.value()) {
                 Ok(b) => out.push((k.value().to_string(), b)),
-                Err(e) => tracing::warn!(aor = k.value(), error = %e, "skipping unreadable stored binding"),
+                Err(e) => {
+                    tracing::warn!(aor = k.value(), error = %e, "skipping unreadable stored binding")
+                }
             }
         }
         Ok(out)
@@ -88,14 +94,26 @@ mod tests {
         {
             let s = RedbStore::open(dir.path()).unwrap();
             s.commit(&[
-                StoreOp::PutBindings { aor: "1001@a".into(), bindings: vec![binding("sip:1001@h:1")] },
-                StoreOp::PutBindings { aor: "1002@a".into(), bindings: vec![binding("sip:1002@h:2")] },
+                StoreOp::PutBindings {
+                    aor: "1001@a".into(),
+                    bindings: vec![binding("sip:1001@h:1")],
+                },
+                StoreOp::PutBindings {
+                    aor: "1002@a".into(),
+                    bindings: vec![binding("sip:1002@h:2")],
+                },
             ])
             .unwrap();
-            s.commit(&[StoreOp::DeleteBindings { aor: "1002@a".into() }]).unwrap();
+            s.commit(&[StoreOp::DeleteBindings {
+                aor: "1002@a".into(),
+            }])
+            .unwrap();
         }
         let s = RedbStore::open(dir.path()).unwrap();
         let all = s.load_bindings().unwrap();
-        assert_eq!(all, vec![("1001@a".to_string(), vec![binding("sip:1001@h:1")])]);
+        assert_eq!(
+            all,
+            vec![("1001@a".to_string(), vec![binding("sip:1001@h:1")])]
+        );
     }
 }

@@ -27,7 +27,11 @@ pub struct ClientInvite {
 }
 
 impl ClientInvite {
-    pub fn new(timers: TimerConfig, reliable: bool, request: SipMessage) -> (ClientInvite, Vec<Action>) {
+    pub fn new(
+        timers: TimerConfig,
+        reliable: bool,
+        request: SipMessage,
+    ) -> (ClientInvite, Vec<Action>) {
         let request_bytes = request.to_bytes();
         let mut out = vec![Action::Send(request_bytes.clone())];
         if !reliable {
@@ -67,10 +71,20 @@ impl ClientInvite {
                 let ack = self.build_ack(&resp);
                 self.ack = Some(ack.clone());
                 // Timer D: at least 32 s for unreliable transports, zero for reliable ones.
-                let d = if self.reliable { Duration::ZERO } else { Duration::from_secs(32) };
-                vec![Action::Send(ack), Action::DeliverResponse(resp), Action::Timer(TimerKind::D, d)]
+                let d = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(32)
+                };
+                vec![
+                    Action::Send(ack),
+                    Action::DeliverResponse(resp),
+                    Action::Timer(TimerKind::D, d),
+                ]
             }
-            (State::Completed, 300..=699) => self.ack.clone().map(Action::Send).into_iter().collect(),
+            (State::Completed, 300..=699) => {
+                self.ack.clone().map(Action::Send).into_iter().collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -85,7 +99,9 @@ impl ClientInvite {
                 ]
             }
             (TimerKind::B, State::Calling) => vec![Action::Timeout, Action::Terminate],
-            (TimerKind::D, State::Completed) | (TimerKind::M, State::Accepted) => vec![Action::Terminate],
+            (TimerKind::D, State::Completed) | (TimerKind::M, State::Accepted) => {
+                vec![Action::Terminate]
+            }
             _ => Vec::new(),
         }
     }
@@ -98,7 +114,12 @@ impl ClientInvite {
             StartLine::Response { .. } => Bytes::new(),
         };
         let mut headers = Vec::with_capacity(8);
-        if let Some(v) = self.request.headers.iter().find(|h| h.name == HeaderName::Via) {
+        if let Some(v) = self
+            .request
+            .headers
+            .iter()
+            .find(|h| h.name == HeaderName::Via)
+        {
             let top = self.request.top_via().unwrap_or_default().to_string();
             headers.push(Header {
                 name: v.name.clone(),
@@ -107,9 +128,10 @@ impl ClientInvite {
         }
         for h in &self.request.headers {
             match h.name {
-                HeaderName::From | HeaderName::CallId | HeaderName::Route | HeaderName::MaxForwards => {
-                    headers.push(h.clone())
-                }
+                HeaderName::From
+                | HeaderName::CallId
+                | HeaderName::Route
+                | HeaderName::MaxForwards => headers.push(h.clone()),
                 HeaderName::CSeq => {
                     let n = h.value.split(|&b| b == b' ').next().unwrap_or(b"1");
                     let mut v = n.to_vec();
@@ -126,7 +148,10 @@ impl ClientInvite {
             headers.push(to.clone());
         }
         SipMessage {
-            start: StartLine::Request { method: Method::Ack, uri },
+            start: StartLine::Request {
+                method: Method::Ack,
+                uri,
+            },
             headers,
             body: Bytes::new(),
         }

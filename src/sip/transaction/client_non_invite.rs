@@ -21,7 +21,11 @@ pub struct ClientNonInvite {
 }
 
 impl ClientNonInvite {
-    pub fn new(timers: TimerConfig, reliable: bool, request: Bytes) -> (ClientNonInvite, Vec<Action>) {
+    pub fn new(
+        timers: TimerConfig,
+        reliable: bool,
+        request: Bytes,
+    ) -> (ClientNonInvite, Vec<Action>) {
         let mut out = vec![Action::Send(request.clone())];
         if !reliable {
             out.push(Action::Timer(TimerKind::E, timers.t1));
@@ -48,8 +52,15 @@ impl ClientNonInvite {
             _ => {
                 self.state = State::Completed;
                 // Timer K: T4 for unreliable transports, zero for reliable ones.
-                let k = if self.reliable { Duration::ZERO } else { self.timers.t4 };
-                vec![Action::DeliverResponse(resp), Action::Timer(TimerKind::K, k)]
+                let k = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    self.timers.t4
+                };
+                vec![
+                    Action::DeliverResponse(resp),
+                    Action::Timer(TimerKind::K, k),
+                ]
             }
         }
     }
@@ -58,13 +69,18 @@ impl ClientNonInvite {
         match (kind, self.state) {
             (TimerKind::E, State::Trying) => {
                 self.e_interval = (self.e_interval * 2).min(self.timers.t2);
-                vec![Action::Send(self.request.clone()), Action::Timer(TimerKind::E, self.e_interval)]
+                vec![
+                    Action::Send(self.request.clone()),
+                    Action::Timer(TimerKind::E, self.e_interval),
+                ]
             }
             (TimerKind::E, State::Proceeding) => vec![
                 Action::Send(self.request.clone()),
                 Action::Timer(TimerKind::E, self.timers.t2),
             ],
-            (TimerKind::F, State::Trying | State::Proceeding) => vec![Action::Timeout, Action::Terminate],
+            (TimerKind::F, State::Trying | State::Proceeding) => {
+                vec![Action::Timeout, Action::Terminate]
+            }
             (TimerKind::K, State::Completed) => vec![Action::Terminate],
             _ => Vec::new(),
         }

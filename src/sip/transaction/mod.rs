@@ -104,17 +104,34 @@ pub enum TimerKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxEvent {
     /// A new request created a server transaction; answer via `respond`.
-    Request { key: TxKey, request: SipMessage, from: Peer },
+    Request {
+        key: TxKey,
+        request: SipMessage,
+        from: Peer,
+    },
     /// An ACK that matched no transaction (the ACK for a 2xx, §17.2.3).
-    StrayAck { request: SipMessage, from: Peer },
+    StrayAck {
+        request: SipMessage,
+        from: Peer,
+    },
     /// A response for a client transaction.
-    Response { key: TxKey, response: SipMessage },
+    Response {
+        key: TxKey,
+        response: SipMessage,
+    },
     /// A response that matched no client transaction (e.g. a retransmitted
     /// 2xx after the INVITE transaction ended), for the dialog layer.
-    StrayResponse { response: SipMessage, from: Peer },
+    StrayResponse {
+        response: SipMessage,
+        from: Peer,
+    },
     /// Timer B/F (no response) or H (no ACK) fired.
-    Timeout { key: TxKey },
-    Terminated { key: TxKey },
+    Timeout {
+        key: TxKey,
+    },
+    Terminated {
+        key: TxKey,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +153,8 @@ pub(crate) enum Action {
     Terminate,
 }
 
+/// The four machines of §17; names follow the RFC.
+#[allow(clippy::enum_variant_names)]
 pub(crate) enum Machine {
     ServerInvite(server_invite::ServerInvite),
     ServerNonInvite(server_non_invite::ServerNonInvite),
@@ -219,7 +238,12 @@ impl TransactionLayer {
             // RFC 2543 peers: fall back to dialog identifiers.
             _ => {
                 let cseq = CSeq::parse(req.header(&HeaderName::CSeq)?)?;
-                format!("2543:{}:{}:{}", req.call_id()?, cseq.seq, req.header(&HeaderName::From)?)
+                format!(
+                    "2543:{}:{}:{}",
+                    req.call_id()?,
+                    cseq.seq,
+                    req.header(&HeaderName::From)?
+                )
             }
         };
         Some(TxKey {
@@ -246,7 +270,12 @@ impl TransactionLayer {
     }
 
     /// A request arrived from the transport.
-    pub fn handle_request(&mut self, req: SipMessage, from: Peer, now: Instant) -> Result<(), TxError> {
+    pub fn handle_request(
+        &mut self,
+        req: SipMessage,
+        from: Peer,
+        now: Instant,
+    ) -> Result<(), TxError> {
         let key = Self::server_key(&req).ok_or(TxError::Unroutable)?;
         let is_ack = req.method() == Some(&Method::Ack);
         if let Some(entry) = self.txs.get_mut(&key) {
@@ -260,7 +289,8 @@ impl TransactionLayer {
             return Ok(());
         }
         if is_ack {
-            self.events.push_back(TxEvent::StrayAck { request: req, from });
+            self.events
+                .push_back(TxEvent::StrayAck { request: req, from });
             return Ok(());
         }
         let reply_to = reply_peer(&req, from).ok_or(TxError::Unroutable)?;
@@ -271,7 +301,10 @@ impl TransactionLayer {
             (Machine::ServerInvite(m), a)
         } else {
             (
-                Machine::ServerNonInvite(server_non_invite::ServerNonInvite::new(self.timers, reliable)),
+                Machine::ServerNonInvite(server_non_invite::ServerNonInvite::new(
+                    self.timers,
+                    reliable,
+                )),
                 Vec::new(),
             )
         };
@@ -287,9 +320,14 @@ impl TransactionLayer {
 
     /// A response arrived from the transport.
     pub fn handle_response(&mut self, resp: SipMessage, from: Peer, now: Instant) {
-        let Some(key) = Self::client_key(&resp) else { return };
+        let Some(key) = Self::client_key(&resp) else {
+            return;
+        };
         let Some(entry) = self.txs.get_mut(&key) else {
-            self.events.push_back(TxEvent::StrayResponse { response: resp, from });
+            self.events.push_back(TxEvent::StrayResponse {
+                response: resp,
+                from,
+            });
             return;
         };
         let actions = match &mut entry.machine {
@@ -327,8 +365,14 @@ impl TransactionLayer {
     }
 
     /// Starts a client transaction sending `req` to `to`.
-    pub fn send_request(&mut self, req: SipMessage, to: Peer, now: Instant) -> Result<TxKey, TxError> {
-        let via = Via::parse(req.top_via().ok_or(TxError::Unroutable)?).map_err(|_| TxError::Unroutable)?;
+    pub fn send_request(
+        &mut self,
+        req: SipMessage,
+        to: Peer,
+        now: Instant,
+    ) -> Result<TxKey, TxError> {
+        let via = Via::parse(req.top_via().ok_or(TxError::Unroutable)?)
+            .map_err(|_| TxError::Unroutable)?;
         let method = req.method().cloned().ok_or(TxError::Unroutable)?;
         let key = TxKey {
             branch: via.branch().ok_or(TxError::Unroutable)?.to_string(),
@@ -341,7 +385,8 @@ impl TransactionLayer {
             let (m, a) = client_invite::ClientInvite::new(self.timers, reliable, req);
             (Machine::ClientInvite(m), a)
         } else {
-            let (m, a) = client_non_invite::ClientNonInvite::new(self.timers, reliable, req.to_bytes());
+            let (m, a) =
+                client_non_invite::ClientNonInvite::new(self.timers, reliable, req.to_bytes());
             (Machine::ClientNonInvite(m), a)
         };
         self.insert(key.clone(), machine, to, None);
@@ -357,7 +402,9 @@ impl TransactionLayer {
             }
             let Reverse(t) = self.heap.pop().expect("peeked");
             let key = t.key.0;
-            let Some(entry) = self.txs.get_mut(&key) else { continue };
+            let Some(entry) = self.txs.get_mut(&key) else {
+                continue;
+            };
             if entry.serial != t.serial {
                 continue;
             }
@@ -397,7 +444,9 @@ impl TransactionLayer {
     }
 
     fn apply(&mut self, key: &TxKey, actions: Vec<Action>, now: Instant) {
-        let Some(entry) = self.txs.get(key) else { return };
+        let Some(entry) = self.txs.get(key) else {
+            return;
+        };
         let (peer, serial) = (entry.peer, entry.serial);
         for action in actions {
             match action {
@@ -415,7 +464,8 @@ impl TransactionLayer {
                 Action::Timeout => self.events.push_back(TxEvent::Timeout { key: key.clone() }),
                 Action::Terminate => {
                     self.txs.remove(key);
-                    self.events.push_back(TxEvent::Terminated { key: key.clone() });
+                    self.events
+                        .push_back(TxEvent::Terminated { key: key.clone() });
                 }
             }
         }

@@ -50,7 +50,11 @@ impl ServerInvite {
         }
         self.state = State::Confirmed;
         // Timer I: T4 for unreliable transports, zero for reliable ones.
-        let i = if self.reliable { Duration::ZERO } else { self.timers.t4 };
+        let i = if self.reliable {
+            Duration::ZERO
+        } else {
+            self.timers.t4
+        };
         vec![Action::Timer(TimerKind::I, i)]
     }
 
@@ -89,7 +93,9 @@ impl ServerInvite {
                 ]
             }
             (TimerKind::H, State::Completed) => vec![Action::Timeout, Action::Terminate],
-            (TimerKind::I, State::Confirmed) | (TimerKind::L, State::Accepted) => vec![Action::Terminate],
+            (TimerKind::I, State::Confirmed) | (TimerKind::L, State::Accepted) => {
+                vec![Action::Terminate]
+            }
             _ => Vec::new(),
         }
     }

@@ -47,7 +47,11 @@ impl ServerNonInvite {
         }
         self.state = State::Completed;
         // Timer J: 64*T1 for unreliable transports, zero for reliable ones.
-        let j = if self.reliable { Duration::ZERO } else { self.timers.t1 * 64 };
+        let j = if self.reliable {
+            Duration::ZERO
+        } else {
+            self.timers.t1 * 64
+        };
         vec![Action::Send(data), Action::Timer(TimerKind::J, j)]
     }
 

@@ -1,0 +1,292 @@
+//! Shared test harness: starts the real `switchboard` binary on loopback
+//! with a temporary config and data dir on free ports, follows its log
+//! (tests wait for log events, not for time), and drives real peers.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/integration/scenarios")
+        .join(name)
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 and ::1.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        let ok = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("::1", port)).is_ok()
+            && TcpListener::bind(("::1", port)).is_ok();
+        if ok {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// Demo users; 1001..1004 with passwords demo1001..demo1004.
+pub const USERS: &str = r#"
+[[accounts]]
+domain = "pbx.test"
+[[accounts.users]]
+extension = "1001"
+name = "Olivia Owner"
+password = "demo1001"
+role = "owner"
+[[accounts.users]]
+extension = "1002"
+password = "demo1002"
+role = "admin"
+[[accounts.users]]
+extension = "1003"
+password = "demo1003"
+role = "supervisor"
+[[accounts.users]]
+extension = "1004"
+name = "Andre Agent"
+password = "demo1004"
+role = "agent"
+"#;
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    log_rx: Receiver<String>,
+    log_tx: mpsc::Sender<String>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts a daemon; `security` is the body of its [security] table.
+    pub fn start(security: &str) -> Daemon {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("switchboard.toml");
+        let config = format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ndata_dir = \"{}\"\n\
+             [sip]\ntcp_partial_timeout_s = 30\n[log]\nlevel = \"info,switchboard=debug\"\n\
+             [security]\n{security}\n{USERS}",
+            dir.path().join("data").display()
+        );
+        std::fs::write(&config_path, config).unwrap();
+        let (log_tx, log_rx) = mpsc::channel();
+        let mut d = Daemon {
+            child: None,
+            port,
+            _dir: dir,
+            config_path,
+            log_rx,
+            log_tx,
+            log: Arc::default(),
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn target(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&self.config_path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchboard");
+        let stderr = child.stderr.take().unwrap();
+        let tx = self.log_tx.clone();
+        let all = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                all.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        self.child = Some(child);
+        self.wait_for_log("switchboard ready");
+    }
+
+    /// Waits (up to 20 s) for a log line containing `needle`, consuming
+    /// lines up to it; returns the line.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log_rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no log line containing {needle:?}; log so far:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM and wait for exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let status = c.wait().unwrap();
+            assert!(status.success(), "daemon exited with {status}");
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill first");
+        self.spawn();
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("ctl")
+            .arg("-c")
+            .arg(&self.config_path)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Registrations as JSON objects from `switchboard ctl registrations --json`.
+    pub fn registrations(&self) -> Vec<serde_json::Value> {
+        let out = self.ctl(&["--json", "registrations"]);
+        assert!(
+            out.status.success(),
+            "ctl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    }
+
+    pub fn registered_contacts(&self, aor: &str) -> Vec<String> {
+        self.registrations()
+            .into_iter()
+            .filter(|r| r["aor"] == aor)
+            .map(|r| r["contact"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Result of one SIPp run.
+pub struct SippRun {
+    pub code: i32,
+    pub errors: String,
+    pub logs: String,
+}
+
+/// Runs a SIPp scenario against the daemon: one call, bounded in time,
+/// control socket on loopback. Returns its exit code and error/log files.
+pub fn sipp(target: &str, scenario_name: &str, local_port: u16, args: &[&str]) -> SippRun {
+    let work = tempfile::tempdir().unwrap();
+    let cp = free_port().to_string();
+    let out = Command::new("sipp")
+        .current_dir(work.path())
+        .arg(target)
+        .arg("-sf")
+        .arg(scenario(scenario_name))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &local_port.to_string(),
+            "-ci",
+            "127.0.0.1",
+            "-cp",
+            &cp,
+        ])
+        .args([
+            "-m",
+            "1",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+            "-recv_timeout",
+            "10000",
+            "-nostdin",
+        ])
+        .args(["-trace_err", "-trace_logs"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("sipp installed (README test command installs sip-tester)");
+    let read = |suffix: &str| {
+        std::fs::read_dir(work.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect::<String>()
+    };
+    SippRun {
+        code: out.status.code().unwrap_or(-1),
+        errors: read("_errors.log"),
+        logs: read("_logs.log"),
+    }
+}
+
+/// Registers `user` with SIPp (digest MD5) for `expires` seconds.
+pub fn sipp_register(
+    d: &Daemon,
+    user: &str,
+    password: &str,
+    expires: u32,
+    local_port: u16,
+    extra: &[&str],
+) -> SippRun {
+    let exp = expires.to_string();
+    let mut args = vec![
+        "-s", user, "-au", user, "-ap", password, "-key", "expires", &exp,
+    ];
+    args.extend_from_slice(extra);
+    sipp(&d.target(), "register.xml", local_port, &args)
+}

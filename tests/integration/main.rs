@@ -1,0 +1,9 @@
+//! Integration tests: the real daemon on loopback, driven by real SIP
+//! peers (SIPp, baresip) and a raw socket client for malformed input.
+
+mod baresip_peer;
+mod harness;
+mod operations;
+mod raw_client;
+mod registration;
+mod robustness;

@@ -1,0 +1,211 @@
+//! A minimal hand-driven SIP client over UDP or TCP, for the cases a
+//! scripted peer cannot express: garbage, half messages, exact sequences
+//! of failures, IPv6 sockets.
+
+use bytes::Bytes;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+use switchboard::sip::digest::{compute_response, Algorithm, Credentials};
+use switchboard::sip::{HeaderName, SipMessage};
+
+pub enum Conn {
+    Udp(UdpSocket, SocketAddr),
+    Tcp(TcpStream, Vec<u8>),
+}
+
+pub struct RawClient {
+    pub conn: Conn,
+    pub local: SocketAddr,
+    seq: u32,
+}
+
+impl RawClient {
+    pub fn udp(server: SocketAddr) -> RawClient {
+        let bind = if server.is_ipv4() {
+            "127.0.0.1:0"
+        } else {
+            "[::1]:0"
+        };
+        let s = UdpSocket::bind(bind).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let local = s.local_addr().unwrap();
+        RawClient {
+            conn: Conn::Udp(s, server),
+            local,
+            seq: 0,
+        }
+    }
+
+    pub fn tcp(server: SocketAddr) -> RawClient {
+        let s = TcpStream::connect(server).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let local = s.local_addr().unwrap();
+        RawClient {
+            conn: Conn::Tcp(s, Vec::new()),
+            local,
+            seq: 0,
+        }
+    }
+
+    pub fn set_timeout(&self, t: Duration) {
+        match &self.conn {
+            Conn::Udp(s, _) => s.set_read_timeout(Some(t)).unwrap(),
+            Conn::Tcp(s, _) => s.set_read_timeout(Some(t)).unwrap(),
+        }
+    }
+
+    pub fn send_raw(&mut self, data: &[u8]) {
+        match &mut self.conn {
+            Conn::Udp(s, to) => {
+                s.send_to(data, *to).unwrap();
+            }
+            Conn::Tcp(s, _) => s.write_all(data).unwrap(),
+        }
+    }
+
+    /// Next message from the server, or None on timeout / closed connection.
+    pub fn recv(&mut self) -> Option<SipMessage> {
+        match &mut self.conn {
+            Conn::Udp(s, _) => {
+                let mut buf = vec![0u8; 65536];
+                let (n, _) = s.recv_from(&mut buf).ok()?;
+                Some(SipMessage::parse_datagram(Bytes::copy_from_slice(&buf[..n])).unwrap())
+            }
+            Conn::Tcp(s, pending) => loop {
+                if let Ok((skip, Some(len))) = switchboard::sip::message::frame_len(pending, 65536)
+                {
+                    let frame: Vec<u8> = pending.drain(..skip + len).skip(skip).collect();
+                    return Some(SipMessage::parse_framed(Bytes::from(frame)).unwrap());
+                }
+                let mut buf = [0u8; 4096];
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                }
+            },
+        }
+    }
+
+    fn transport(&self) -> &'static str {
+        match self.conn {
+            Conn::Udp(..) => "UDP",
+            Conn::Tcp(..) => "TCP",
+        }
+    }
+
+    fn host(&self) -> String {
+        match self.local {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        }
+    }
+
+    /// Builds a request from us with fresh branch and CSeq.
+    pub fn request(
+        &mut self,
+        method: &str,
+        ruri: &str,
+        user: &str,
+        extra: &str,
+        call_id: &str,
+    ) -> String {
+        self.seq += 1;
+        let (host, port, t, seq) = (self.host(), self.local.port(), self.transport(), self.seq);
+        format!(
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{t} {host}:{port};branch=z9hG4bK{call_id}{seq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@pbx.test>;tag=t{seq}\r\nTo: <sip:{user}@pbx.test>\r\n\
+             Call-ID: {call_id}\r\nCSeq: {seq} {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    pub fn send_request(
+        &mut self,
+        method: &str,
+        ruri: &str,
+        user: &str,
+        extra: &str,
+    ) -> Option<SipMessage> {
+        let call_id = format!("raw-{}-{}", self.local.port(), self.seq + 1);
+        let r = self.request(method, ruri, user, extra, &call_id);
+        self.send_raw(r.as_bytes());
+        self.recv_final()
+    }
+
+    /// Skips provisional responses.
+    pub fn recv_final(&mut self) -> Option<SipMessage> {
+        loop {
+            let m = self.recv()?;
+            if m.status().is_some_and(|s| s >= 200) {
+                return Some(m);
+            }
+        }
+    }
+
+    /// REGISTER with challenge-response; returns the final response to the
+    /// authenticated request (or to the first one if it was not a 401).
+    pub fn register(
+        &mut self,
+        ruri: &str,
+        user: &str,
+        password: &str,
+        expires: u32,
+    ) -> Option<SipMessage> {
+        let contact = format!(
+            "Contact: <sip:{user}@{}:{}>\r\nExpires: {expires}\r\n",
+            self.host(),
+            self.local.port()
+        );
+        let call_id = format!("reg-{}-{user}", self.local.port());
+        let first = self.request("REGISTER", ruri, user, &contact, &call_id);
+        self.send_raw(first.as_bytes());
+        let challenge = self.recv_final()?;
+        if challenge.status() != Some(401) {
+            return Some(challenge);
+        }
+        let www = challenge
+            .header(&HeaderName::WwwAuthenticate)
+            .unwrap()
+            .to_string();
+        let field = |name: &str| {
+            www.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap()
+                .to_string()
+        };
+        let mut c = Credentials {
+            username: user.into(),
+            realm: field("realm"),
+            nonce: field("nonce"),
+            uri: ruri.into(),
+            cnonce: Some("0a4f113b".into()),
+            qop: Some("auth".into()),
+            nc: Some("00000001".into()),
+            ..Default::default()
+        };
+        // Answer the first (most preferred) challenge, as RFC 8760 §2.4 asks.
+        let alg_name = www
+            .split("algorithm=")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or("MD5")
+            .trim()
+            .to_string();
+        let alg = Algorithm::parse(&alg_name).unwrap();
+        c.response = compute_response(alg, user, &c.realm, password, "REGISTER", &c);
+        let auth = format!(
+            "Authorization: Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{ruri}\", response=\"{}\", algorithm={alg_name}, cnonce=\"0a4f113b\", qop=auth, nc=00000001\r\n",
+            c.realm, c.nonce, c.response
+        );
+        let second = self.request(
+            "REGISTER",
+            ruri,
+            user,
+            &format!("{contact}{auth}"),
+            &call_id,
+        );
+        self.send_raw(second.as_bytes());
+        self.recv_final()
+    }
+}

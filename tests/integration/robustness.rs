@@ -1,0 +1,141 @@
+//! Bad input never stops the daemon: garbage and truncated datagrams,
+//! malformed requests, half messages and garbage on TCP, unknown methods.
+
+use crate::harness::{free_port, sipp_register, Daemon};
+use crate::raw_client::RawClient;
+use std::time::Duration;
+use switchboard::sip::HeaderName;
+
+#[test]
+fn garbage_and_truncated_datagrams_then_a_valid_register() {
+    let d = Daemon::start("");
+    let mut c = RawClient::udp(d.addr());
+    c.send_raw(b"\x00\xff\xfe garbage that is not SIP at all");
+    c.send_raw(b"REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1;bra");
+    // Content-Length larger than the datagram: answerable, so 400.
+    let truncated = c
+        .request("REGISTER", "sip:pbx.test", "1001", "", "trunc-1")
+        .replace("Content-Length: 0", "Content-Length: 500");
+    c.send_raw(truncated.as_bytes());
+    let r = c
+        .recv()
+        .expect("400 for a truncated but answerable request");
+    assert_eq!(r.status(), Some(400));
+    assert!(r.reason().contains("Content-Length"), "{}", r.reason());
+    // Parsed but invalid: CSeq method does not match.
+    let bad = c
+        .request("OPTIONS", "sip:pbx.test", "1001", "", "bad-cseq")
+        .replace("OPTIONS\r\nContent", "INVITE\r\nContent");
+    c.send_raw(bad.as_bytes());
+    let r = c.recv().unwrap();
+    assert_eq!(r.status(), Some(400));
+    assert_eq!(r.reason(), "Bad Request (CSeq method does not match)");
+    // The daemon still serves a real peer.
+    assert_eq!(
+        sipp_register(&d, "1001", "demo1001", 120, free_port(), &[]).code,
+        0
+    );
+}
+
+#[test]
+fn options_and_unsupported_methods() {
+    let d = Daemon::start("");
+    let mut c = RawClient::udp(d.addr());
+    let r = c
+        .send_request("OPTIONS", "sip:pbx.test", "1001", "")
+        .unwrap();
+    assert_eq!(r.status(), Some(200));
+    assert!(r.header(&HeaderName::Allow).unwrap().contains("REGISTER"));
+    assert_eq!(r.header(&HeaderName::Accept), Some("application/sdp"));
+    let r = c.send_request("FOO", "sip:pbx.test", "1001", "").unwrap();
+    assert_eq!(r.status(), Some(501));
+    assert!(r.header(&HeaderName::Allow).is_some());
+    let r = c
+        .send_request("PUBLISH", "sip:pbx.test", "1001", "")
+        .unwrap();
+    assert_eq!(r.status(), Some(405));
+    let r = c
+        .send_request("CANCEL", "sip:pbx.test", "1001", "")
+        .unwrap();
+    assert_eq!(r.status(), Some(481));
+    let r = c.send_request("OPTIONS", "mailto:x@y", "1001", "").unwrap();
+    assert_eq!(r.status(), Some(416));
+}
+
+#[test]
+fn a_retransmitted_request_gets_the_same_response() {
+    let d = Daemon::start("");
+    let mut c = RawClient::udp(d.addr());
+    let req = c.request("OPTIONS", "sip:pbx.test", "1001", "", "retrans-1");
+    c.send_raw(req.as_bytes());
+    let first = c.recv().unwrap();
+    c.send_raw(req.as_bytes());
+    let second = c.recv().unwrap();
+    assert_eq!(
+        first.to_bytes(),
+        second.to_bytes(),
+        "absorbed by the server transaction"
+    );
+}
+
+#[test]
+fn tcp_half_message_and_garbage_do_not_stall_other_clients() {
+    let d = Daemon::start("");
+    // One client sends half a message and goes quiet.
+    let mut stalled = RawClient::tcp(d.addr());
+    stalled.send_raw(
+        b"OPTIONS sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKhalf\r\n",
+    );
+    // Another sends two messages in one write: both answered, in order.
+    let mut busy = RawClient::tcp(d.addr());
+    let a = busy.request("OPTIONS", "sip:pbx.test", "1001", "", "two-a");
+    let b = busy.request("OPTIONS", "sip:pbx.test", "1001", "", "two-b");
+    busy.send_raw(format!("{a}{b}").as_bytes());
+    assert_eq!(busy.recv().unwrap().call_id(), Some("two-a"));
+    assert_eq!(busy.recv().unwrap().call_id(), Some("two-b"));
+    // A third sends a message whose Content-Length is garbage: 400, then closed.
+    let mut bad = RawClient::tcp(d.addr());
+    let m = bad
+        .request("OPTIONS", "sip:pbx.test", "1001", "", "bad-cl")
+        .replace("Content-Length: 0", "Content-Length: x");
+    bad.send_raw(m.as_bytes());
+    assert_eq!(bad.recv().unwrap().status(), Some(400));
+    assert!(
+        bad.recv().is_none(),
+        "connection closed after a framing error"
+    );
+    // An oversized declared body is refused before being buffered.
+    let mut huge = RawClient::tcp(d.addr());
+    let m = huge
+        .request("OPTIONS", "sip:pbx.test", "1001", "", "huge")
+        .replace("Content-Length: 0", "Content-Length: 900000");
+    huge.send_raw(m.as_bytes());
+    assert_eq!(huge.recv().unwrap().status(), Some(400));
+    // The stalled client still cannot block registration.
+    assert_eq!(
+        sipp_register(&d, "1002", "demo1002", 120, free_port(), &["-t", "t1"]).code,
+        0
+    );
+    drop(stalled);
+}
+
+#[test]
+fn ipv6_over_udp_and_tcp() {
+    let d = Daemon::start("");
+    let v6: std::net::SocketAddr = format!("[::1]:{}", d.port).parse().unwrap();
+    let mut u = RawClient::udp(v6);
+    let r = u.register("sip:pbx.test", "1001", "demo1001", 120).unwrap();
+    assert_eq!(r.status(), Some(200));
+    let via = r.top_via().unwrap().to_string();
+    assert!(via.contains(&format!("rport={}", u.local.port())), "{via}");
+    let mut t = RawClient::tcp(v6);
+    assert_eq!(
+        t.send_request("OPTIONS", "sip:[::1]", "1001", "")
+            .unwrap()
+            .status(),
+        Some(200)
+    );
+    let regs = d.registrations();
+    assert_eq!(regs[0]["source"], format!("[::1]:{}", u.local.port()));
+    u.set_timeout(Duration::from_secs(5));
+}
