@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every check and test of switchboard; installs the SIP peers the
+# integration tests drive (Debian packages) when they are missing.
+#   bash tests/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v sipp >/dev/null || need+=(sip-tester)
+command -v baresip >/dev/null || need+=(baresip baresip-core)
+[ -e /usr/lib/baresip/modules/aufile.so ] || need+=(baresip-core)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets
