@@ -2,8 +2,12 @@
 //! wires the modules together; see DESIGN.md for the architecture.
 
 pub mod auth;
+pub mod call;
+pub mod cdr;
 pub mod config;
 pub mod ctl;
+pub mod dialplan;
+pub mod media;
 pub mod registrar;
 pub mod server;
 pub mod sip;

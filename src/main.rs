@@ -9,11 +9,7 @@ use std::process::ExitCode;
 use switchboard::config::{Config, LogFormat};
 
 #[derive(Parser)]
-#[command(
-    name = "switchboard",
-    version,
-    about = "A programmable SIP PBX for call centres"
-)]
+#[command(name = "switchboard", version, about = "A programmable SIP PBX for call centres")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -38,6 +34,11 @@ enum Cmd {
         #[arg(short, long, default_value = "conf/switchboard.toml")]
         config: PathBuf,
     },
+    /// Dialplan tools.
+    Dialplan {
+        #[command(subcommand)]
+        what: DialplanCmd,
+    },
     /// Query a running daemon over its control socket.
     Ctl {
         #[arg(short, long, default_value = "conf/switchboard.toml")]
@@ -53,30 +54,67 @@ enum Cmd {
     },
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand)]
+enum DialplanCmd {
+    /// Run the account's dialplan against a simulated call, printing each decision.
+    Test {
+        #[arg(short, long, default_value = "conf/switchboard.toml")]
+        config: PathBuf,
+        /// Caller extension.
+        #[arg(long)]
+        from: String,
+        /// Dialled number.
+        #[arg(long)]
+        to: String,
+        /// What every dial() returns: answered, busy, no-answer, failed, cancelled.
+        #[arg(long, default_value = "answered")]
+        result: String,
+        /// Account domain (default: the default account).
+        #[arg(long)]
+        account: Option<String>,
+        /// Dialplan file to use instead of the account's.
+        #[arg(long)]
+        dialplan: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Clone)]
 enum CtlCmd {
     /// Current registrations.
     Registrations,
-    /// Counters and banned sources.
+    /// Counters, live calls, relay ports, memory and banned sources.
     Status,
+    /// Live calls with relay counters.
+    Calls,
+    /// Call records, newest last.
+    Cdr {
+        /// Only calls from or to this extension.
+        #[arg(long)]
+        user: Option<String>,
+        /// How many records.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Check { config } => match Config::load(&config) {
-            Ok(cfg) => {
-                let users: usize = cfg.accounts.iter().map(|a| a.users.len()).sum();
-                println!(
-                    "{}: OK ({} accounts, {} users)",
-                    config.display(),
-                    cfg.accounts.len(),
-                    users
-                );
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
+        Cmd::Check { config } => check(&config),
+        Cmd::Dialplan {
+            what:
+                DialplanCmd::Test {
+                    config,
+                    from,
+                    to,
+                    result,
+                    account,
+                    dialplan,
+                },
+        } => match dialplan_test(&config, from, to, &result, account, dialplan) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("switchboard dialplan test: {e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -103,6 +141,86 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn check(config: &std::path::Path) -> ExitCode {
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut ok = true;
+    for a in &cfg.accounts {
+        if let Err(e) = switchboard::dialplan::library_load(&a.dialplan) {
+            eprintln!("{e}");
+            ok = false;
+        }
+    }
+    if !ok {
+        return ExitCode::FAILURE;
+    }
+    let users: usize = cfg.accounts.iter().map(|a| a.users.len()).sum();
+    println!(
+        "{}: OK ({} accounts, {} users, dialplans compiled)",
+        config.display(),
+        cfg.accounts.len(),
+        users
+    );
+    ExitCode::SUCCESS
+}
+
+fn dialplan_test(
+    config: &std::path::Path,
+    from: String,
+    to: String,
+    result: &str,
+    account: Option<String>,
+    dialplan: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let acct = match &account {
+        Some(d) => cfg.accounts.iter().find(|a| &a.domain == d),
+        None => cfg.accounts.iter().find(|a| a.is_default),
+    }
+    .ok_or_else(|| anyhow::anyhow!("no such account"))?;
+    let path = dialplan.unwrap_or_else(|| acct.dialplan.clone());
+    let plan = std::sync::Arc::new(switchboard::dialplan::library_load(&path).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let display = acct.user(&from).map(|u| u.display_name.clone()).unwrap_or_default();
+    let info = switchboard::dialplan::CallInfo {
+        id: "dialplan-test".into(),
+        from,
+        to,
+        display,
+        domain: acct.domain.clone(),
+    };
+    let limits = switchboard::dialplan::Limits {
+        instructions: cfg.dialplan_limits.instructions,
+        memory_bytes: cfg.dialplan_limits.memory_bytes,
+    };
+    // Script log lines go to stderr next to the decisions.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_ansi(false)
+        .try_init();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (lines, outcome) = rt.block_on(switchboard::dialplan::simulate::simulate(plan, info, result, limits));
+    for l in lines {
+        println!("{l}");
+    }
+    match outcome {
+        Ok(()) => {
+            println!("end");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 
@@ -140,15 +258,18 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
                 .control_socket
         }
     };
-    let command = match what {
-        CtlCmd::Registrations => "registrations",
-        CtlCmd::Status => "status",
+    let command = match &what {
+        CtlCmd::Registrations => "registrations".to_string(),
+        CtlCmd::Status => "status".to_string(),
+        CtlCmd::Calls => "calls".to_string(),
+        CtlCmd::Cdr { user, limit } => match user {
+            Some(u) => format!("cdr {limit} {u}"),
+            None => format!("cdr {limit}"),
+        },
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let data = rt
-        .block_on(switchboard::ctl::request(&socket, command))
+        .block_on(switchboard::ctl::request(&socket, &command))
         .map_err(|e| anyhow::anyhow!(e))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&data)?);
@@ -159,9 +280,14 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
             "{}",
             switchboard::ctl::format_registrations(&serde_json::from_value::<Vec<_>>(data)?)
         ),
-        CtlCmd::Status => print!(
+        CtlCmd::Status => print!("{}", switchboard::ctl::format_status(&serde_json::from_value(data)?)),
+        CtlCmd::Calls => print!(
             "{}",
-            switchboard::ctl::format_status(&serde_json::from_value(data)?)
+            switchboard::ctl::format_calls(&serde_json::from_value::<Vec<_>>(data)?)
+        ),
+        CtlCmd::Cdr { .. } => print!(
+            "{}",
+            switchboard::ctl::format_cdr(&serde_json::from_value::<Vec<_>>(data)?)
         ),
     }
     Ok(())

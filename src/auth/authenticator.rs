@@ -35,11 +35,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(
-        nonce_lifetime_s: u64,
-        algorithms: Vec<Algorithm>,
-        policy: GuardPolicy,
-    ) -> Authenticator {
+    pub fn new(nonce_lifetime_s: u64, algorithms: Vec<Algorithm>, policy: GuardPolicy) -> Authenticator {
         Authenticator {
             nonces: NonceKeeper::new(nonce_lifetime_s),
             guard: FailureGuard::new(policy),
@@ -48,12 +44,7 @@ impl Authenticator {
         }
     }
 
-    pub fn reconfigure(
-        &mut self,
-        nonce_lifetime_s: u64,
-        algorithms: Vec<Algorithm>,
-        policy: GuardPolicy,
-    ) {
+    pub fn reconfigure(&mut self, nonce_lifetime_s: u64, algorithms: Vec<Algorithm>, policy: GuardPolicy) {
         self.nonces.set_lifetime(nonce_lifetime_s);
         self.algorithms = algorithms;
         self.guard.set_policy(policy);
@@ -93,17 +84,10 @@ impl Authenticator {
         let Some(alg) = creds.algorithm().filter(|a| self.algorithms.contains(a)) else {
             return AuthVerdict::Challenge { stale: false };
         };
-        if creds
-            .qop
-            .as_deref()
-            .is_some_and(|q| !q.eq_ignore_ascii_case("auth"))
-        {
+        if creds.qop.as_deref().is_some_and(|q| !q.eq_ignore_ascii_case("auth")) {
             return AuthVerdict::Challenge { stale: false };
         }
-        match self
-            .nonces
-            .check(&creds.nonce, creds.nc.as_deref(), now_unix)
-        {
+        match self.nonces.check(&creds.nonce, creds.nc.as_deref(), now_unix) {
             NonceStatus::Valid => {}
             NonceStatus::Stale => return AuthVerdict::Challenge { stale: true },
             // Forged nonce or replayed nonce-count: ask again (RFC 7616 §5.11).
@@ -112,12 +96,9 @@ impl Authenticator {
         let user = account.user(&creds.username);
         let password = user.map_or(self.decoy_password.as_str(), |u| u.password.as_str());
         let method = req.method().map(|m| m.as_str()).unwrap_or("");
-        let expected =
-            digest::compute_response(alg, &creds.username, &creds.realm, password, method, &creds);
+        let expected = digest::compute_response(alg, &creds.username, &creds.realm, password, method, &creds);
         match user {
-            Some(u) if digest::constant_time_eq(&expected, &creds.response) => {
-                AuthVerdict::Authenticated(u)
-            }
+            Some(u) if digest::constant_time_eq(&expected, &creds.response) => AuthVerdict::Authenticated(u),
             _ => {
                 if self.guard.record_failure(source, now) {
                     AuthVerdict::Banned
@@ -169,13 +150,7 @@ mod tests {
         }
     }
 
-    fn register_with(
-        user: &str,
-        password: &str,
-        nonce: &str,
-        alg: Algorithm,
-        nc: &str,
-    ) -> SipMessage {
+    fn register_with(user: &str, password: &str, nonce: &str, alg: Algorithm, nc: &str) -> SipMessage {
         let mut c = Credentials {
             username: user.into(),
             realm: "pbx.test".into(),
@@ -270,27 +245,13 @@ mod tests {
         let n = nonce_of(&a.challenges("pbx.test", false, 1000)[0]);
         let req = register_with("1001", "secret", &n, Algorithm::Md5, "1");
         assert_eq!(
-            a.verify(
-                &req,
-                &HeaderName::Authorization,
-                &acct,
-                ip,
-                Instant::now(),
-                1400
-            ),
+            a.verify(&req, &HeaderName::Authorization, &acct, ip, Instant::now(), 1400),
             AuthVerdict::Challenge { stale: true }
         );
         let mut bare = req.clone();
         bare.remove_headers(&HeaderName::Authorization);
         assert_eq!(
-            a.verify(
-                &bare,
-                &HeaderName::Authorization,
-                &acct,
-                ip,
-                Instant::now(),
-                1000
-            ),
+            a.verify(&bare, &HeaderName::Authorization, &acct, ip, Instant::now(), 1000),
             AuthVerdict::Challenge { stale: false }
         );
     }

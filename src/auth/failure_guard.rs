@@ -112,10 +112,7 @@ impl FailureGuard {
 }
 
 fn prune(failures: &mut VecDeque<Instant>, now: Instant, window: Duration) {
-    while failures
-        .front()
-        .is_some_and(|t| now.duration_since(*t) > window)
-    {
+    while failures.front().is_some_and(|t| now.duration_since(*t) > window) {
         failures.pop_front();
     }
 }
@@ -146,19 +143,12 @@ mod tests {
         let t1 = t0 + Duration::from_millis(100);
         assert_eq!(g.check(ip, t1), GuardVerdict::Throttle, "3rd failure");
         assert_eq!(g.check(ip, t1), GuardVerdict::Banned, "4th failure bans");
-        assert_eq!(
-            g.check(other, t1),
-            GuardVerdict::Allow,
-            "other sources unaffected"
-        );
+        assert_eq!(g.check(other, t1), GuardVerdict::Allow, "other sources unaffected");
         assert!(g.is_banned(ip, t1 + Duration::from_secs(599)));
         assert_eq!(g.banned(t1).len(), 1);
         assert!(!g.is_banned(ip, t1 + Duration::from_secs(601)));
         g.purge(t1 + Duration::from_secs(601));
-        assert_eq!(
-            g.check(ip, t1 + Duration::from_secs(601)),
-            GuardVerdict::Allow
-        );
+        assert_eq!(g.check(ip, t1 + Duration::from_secs(601)), GuardVerdict::Allow);
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub domain: String,
+    pub dialplan: PathBuf,
+    pub outbound_calls: bool,
     pub name: String,
     pub aliases: Vec<String>,
     pub is_default: bool,
@@ -104,6 +106,26 @@ pub struct SecuritySettings {
     pub digest_algorithms: Vec<Algorithm>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSettings {
+    pub ring_timeout: Duration,
+    pub max_duration: Duration,
+    pub media_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSettings {
+    pub rtp_ip: std::net::IpAddr,
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DialplanLimits {
+    pub instructions: u64,
+    pub memory_bytes: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -124,6 +146,9 @@ pub struct Config {
     pub security: SecuritySettings,
     pub log_level: String,
     pub log_format: LogFormat,
+    pub calls: CallSettings,
+    pub media: MediaSettings,
+    pub dialplan_limits: DialplanLimits,
     pub accounts: Vec<Account>,
 }
 
@@ -170,10 +195,7 @@ impl Config {
         let host = host.trim_matches(|c| c == '[' || c == ']');
         self.accounts
             .iter()
-            .find(|a| {
-                a.domain.eq_ignore_ascii_case(host)
-                    || a.aliases.iter().any(|x| x.eq_ignore_ascii_case(host))
-            })
+            .find(|a| a.domain.eq_ignore_ascii_case(host) || a.aliases.iter().any(|x| x.eq_ignore_ascii_case(host)))
             .or_else(|| {
                 host.parse::<std::net::IpAddr>()
                     .ok()
@@ -219,7 +241,10 @@ impl Validator<'_> {
                 Ok(a) => listen.push(a),
                 Err(_) => self.error(
                     l.span(),
-                    format!("invalid listen address {:?}: expected IP:PORT, e.g. 127.0.0.1:5060 or [::1]:5060", l.get_ref()),
+                    format!(
+                        "invalid listen address {:?}: expected IP:PORT, e.g. 127.0.0.1:5060 or [::1]:5060",
+                        l.get_ref()
+                    ),
                 ),
             }
         }
@@ -252,10 +277,7 @@ impl Validator<'_> {
         }
         let reg = &raw.registrar;
         if reg.max_expires.get_ref() < reg.min_expires.get_ref() {
-            self.error(
-                reg.max_expires.span(),
-                "max_expires must be at least min_expires",
-            );
+            self.error(reg.max_expires.span(), "max_expires must be at least min_expires");
         }
         let mut algorithms = Vec::new();
         for a in &raw.security.digest_algorithms {
@@ -263,7 +285,10 @@ impl Validator<'_> {
                 Some(alg) => algorithms.push(alg),
                 None => self.error(
                     a.span(),
-                    format!("unknown digest algorithm {:?}: expected MD5, MD5-sess, SHA-256 or SHA-256-sess", a.get_ref()),
+                    format!(
+                        "unknown digest algorithm {:?}: expected MD5, MD5-sess, SHA-256 or SHA-256-sess",
+                        a.get_ref()
+                    ),
                 ),
             }
         }
@@ -282,6 +307,7 @@ impl Validator<'_> {
             }
         };
         let accounts = self.accounts(raw.accounts);
+        let media = self.media(&raw.media, &listen);
         let data_dir = PathBuf::from(&raw.server.data_dir);
         let control_socket = raw
             .server
@@ -320,7 +346,53 @@ impl Validator<'_> {
             },
             log_level: raw.log.level,
             log_format,
+            calls: CallSettings {
+                ring_timeout: Duration::from_secs(raw.calls.ring_timeout_s),
+                max_duration: Duration::from_secs(raw.calls.max_duration_s),
+                media_timeout: Duration::from_secs(raw.calls.media_timeout_s),
+            },
+            media,
+            dialplan_limits: DialplanLimits {
+                instructions: raw.dialplan.instruction_limit,
+                memory_bytes: raw.dialplan.memory_limit_kb * 1024,
+            },
             accounts,
+        }
+    }
+
+    fn media(&mut self, raw: &schema::MediaSection, listen: &[SocketAddr]) -> MediaSettings {
+        let default_ip = listen
+            .first()
+            .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+        let rtp_ip = match &raw.rtp_ip {
+            Some(s) => match s.get_ref().parse::<std::net::IpAddr>() {
+                Ok(ip) if !ip.is_unspecified() => ip,
+                _ => {
+                    self.error(
+                        s.span(),
+                        format!(
+                            "invalid rtp_ip {:?}: give the IP address phones send media to",
+                            s.get_ref()
+                        ),
+                    );
+                    default_ip
+                }
+            },
+            None => default_ip,
+        };
+        let port_min = raw.rtp_port_min.as_ref().map_or(20000, |p| *p.get_ref());
+        let port_max = raw.rtp_port_max.unwrap_or(29999);
+        if port_max < port_min.saturating_add(7) || port_min < 1024 {
+            let span = raw.rtp_port_min.as_ref().map_or(0..0, |p| p.span());
+            self.error(
+                span,
+                "the RTP port range needs rtp_port_min >= 1024 and at least 8 ports",
+            );
+        }
+        MediaSettings {
+            rtp_ip,
+            port_min,
+            port_max,
         }
     }
 
@@ -329,29 +401,17 @@ impl Validator<'_> {
         let explicit_default = raw.iter().any(|a| a.default == Some(true));
         for (i, a) in raw.into_iter().enumerate() {
             let domain = a.domain.get_ref().trim().to_ascii_lowercase();
-            if domain.is_empty()
-                || domain.contains(|c: char| c.is_whitespace() || c == '@' || c == ':')
-            {
-                self.error(
-                    a.domain.span(),
-                    format!("invalid domain {:?}", a.domain.get_ref()),
-                );
+            if domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || c == '@' || c == ':') {
+                self.error(a.domain.span(), format!("invalid domain {:?}", a.domain.get_ref()));
             }
             if out.iter().any(|o| o.domain == domain) {
-                self.error(
-                    a.domain.span(),
-                    format!("duplicate account domain {domain:?}"),
-                );
+                self.error(a.domain.span(), format!("duplicate account domain {domain:?}"));
             }
             let mut users = Vec::new();
             let mut by_extension = HashMap::new();
             for u in a.users {
                 let ext = u.extension.get_ref().trim().to_string();
-                if ext.is_empty()
-                    || !ext
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.+*#".contains(c))
-                {
+                if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+*#".contains(c)) {
                     self.error(
                         u.extension.span(),
                         format!("invalid extension {ext:?}: use digits, letters or - _ . + * #"),
@@ -371,20 +431,13 @@ impl Validator<'_> {
                         String::new()
                     }
                     None => {
-                        self.error(
-                            u.extension.span(),
-                            format!("missing password for extension {ext:?}"),
-                        );
+                        self.error(u.extension.span(), format!("missing password for extension {ext:?}"));
                         String::new()
                     }
                 };
                 by_extension.insert(ext.clone(), users.len());
                 users.push(User {
-                    display_name: if u.name.is_empty() {
-                        ext.clone()
-                    } else {
-                        u.name
-                    },
+                    display_name: if u.name.is_empty() { ext.clone() } else { u.name },
                     extension: ext,
                     password,
                     role: u.role,
@@ -392,14 +445,12 @@ impl Validator<'_> {
                 });
             }
             out.push(Account {
+                dialplan: PathBuf::from(&a.dialplan),
+                outbound_calls: a.outbound_calls,
                 name: a.name.unwrap_or_else(|| domain.clone()),
                 is_default: a.default.unwrap_or(!explicit_default && i == 0),
                 domain,
-                aliases: a
-                    .aliases
-                    .into_iter()
-                    .map(|x| x.to_ascii_lowercase())
-                    .collect(),
+                aliases: a.aliases.into_iter().map(|x| x.to_ascii_lowercase()).collect(),
                 users,
                 by_extension,
             });

@@ -20,7 +20,63 @@ pub struct RawConfig {
     #[serde(default)]
     pub log: LogSection,
     #[serde(default)]
+    pub calls: CallsSection,
+    #[serde(default)]
+    pub media: MediaSection,
+    #[serde(default)]
+    pub dialplan: DialplanSection,
+    #[serde(default)]
     pub accounts: Vec<AccountSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallsSection {
+    /// Seconds a dial rings before giving up (no-answer, 480). Default 30.
+    pub ring_timeout_s: u64,
+    /// Longest call; both legs are hung up after it. Default 14400 (4 h).
+    pub max_duration_s: u64,
+    /// An answered call with no RTP from either side this long is hung up. Default 60.
+    pub media_timeout_s: u64,
+}
+
+impl Default for CallsSection {
+    fn default() -> Self {
+        CallsSection {
+            ring_timeout_s: 30,
+            max_duration_s: 14400,
+            media_timeout_s: 60,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// Address the relay binds and announces in SDP. Default: the first listen address's IP.
+    pub rtp_ip: Option<Spanned<String>>,
+    /// First RTP port of the relay range. Default 20000.
+    pub rtp_port_min: Option<Spanned<u16>>,
+    /// Last port of the relay range. Default 29999.
+    pub rtp_port_max: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DialplanSection {
+    /// Lua VM instructions one call's script may execute. Default 1000000.
+    pub instruction_limit: u64,
+    /// Memory one call's Lua state may use, KiB. Default 4096.
+    pub memory_limit_kb: usize,
+}
+
+impl Default for DialplanSection {
+    fn default() -> Self {
+        DialplanSection {
+            instruction_limit: 1_000_000,
+            memory_limit_kb: 4096,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,10 +111,7 @@ fn default_listen() -> Vec<Spanned<String>> {
     vec![Spanned::new(0..0, "127.0.0.1:5060".to_string())]
 }
 fn default_transports() -> Vec<Spanned<String>> {
-    vec![
-        Spanned::new(0..0, "udp".into()),
-        Spanned::new(0..0, "tcp".into()),
-    ]
+    vec![Spanned::new(0..0, "udp".into()), Spanned::new(0..0, "tcp".into())]
 }
 fn default_data_dir() -> String {
     "./data".into()
@@ -179,8 +232,21 @@ pub struct AccountSection {
     /// Default: true for the first account only.
     #[serde(default)]
     pub default: Option<bool>,
+    /// Lua dialplan run for every call from this account. Default "dialplans/default.lua".
+    #[serde(default = "default_dialplan")]
+    pub dialplan: String,
+    /// Account-level switch for calls to external numbers. Default true.
+    #[serde(default = "default_true")]
+    pub outbound_calls: bool,
     #[serde(default)]
     pub users: Vec<UserSection>,
+}
+
+fn default_dialplan() -> String {
+    "dialplans/default.lua".into()
+}
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]

@@ -25,10 +25,7 @@ fn shipped_example_parses() {
         .iter()
         .map(|e| acct.user(e).unwrap().role)
         .collect();
-    assert_eq!(
-        roles,
-        vec![Role::Owner, Role::Admin, Role::Supervisor, Role::Agent]
-    );
+    assert_eq!(roles, vec![Role::Owner, Role::Admin, Role::Supervisor, Role::Agent]);
     assert_eq!(cfg.data_dir, PathBuf::from("./data"));
 }
 
@@ -36,10 +33,7 @@ fn shipped_example_parses() {
 fn unknown_key_names_its_line() {
     let e = errors("[server]\nlisten = [\"127.0.0.1:5060\"]\nlistne = 1\n");
     assert_eq!(e.len(), 1);
-    assert!(
-        e[0].starts_with("t.toml:3:1: unknown field `listne`"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("t.toml:3:1: unknown field `listne`"), "{e:?}");
 }
 
 #[test]
@@ -50,10 +44,7 @@ fn bad_address_and_transport() {
         e[0].starts_with("t.toml:2:29: invalid listen address \"localhost\""),
         "{e:?}"
     );
-    assert!(
-        e[1].starts_with("t.toml:3:22: unknown transport \"sctp\""),
-        "{e:?}"
-    );
+    assert!(e[1].starts_with("t.toml:3:22: unknown transport \"sctp\""), "{e:?}");
 }
 
 #[test]
@@ -65,10 +56,7 @@ fn duplicate_extension_and_missing_password() {
     );
     let e = errors(&text);
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(
-        e[0].starts_with("t.toml:7:13: duplicate extension \"1001\""),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("t.toml:7:13: duplicate extension \"1001\""), "{e:?}");
     assert!(
         e[1].starts_with("t.toml:10:13: missing password for extension \"1002\""),
         "{e:?}"
@@ -80,10 +68,7 @@ fn bad_role_and_syntax_errors_have_positions() {
     let e = errors(&format!(
         "{ACCOUNT}[[accounts.users]]\nextension = \"1\"\npassword = \"p\"\nrole = \"boss\"\n"
     ));
-    assert!(
-        e[0].starts_with("t.toml:6:8: unknown variant `boss`"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("t.toml:6:8: unknown variant `boss`"), "{e:?}");
     let e = errors("[server\nlisten = 1\n");
     assert!(e[0].starts_with("t.toml:1:"), "{e:?}");
 }
@@ -92,10 +77,7 @@ fn bad_role_and_syntax_errors_have_positions() {
 fn timers_and_expires_are_checked() {
     let e = errors("[sip]\nt1_ms = 0\n[registrar]\nmin_expires = 100\nmax_expires = 50\n");
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(
-        e[0].contains("t.toml:2:9: t1_ms must be greater than 0"),
-        "{e:?}"
-    );
+    assert!(e[0].contains("t.toml:2:9: t1_ms must be greater than 0"), "{e:?}");
     assert!(
         e[1].contains("t.toml:5:15: max_expires must be at least min_expires"),
         "{e:?}"
@@ -104,7 +86,8 @@ fn timers_and_expires_are_checked() {
 
 #[test]
 fn accounts_by_domain_alias_and_ip() {
-    let text = "[[accounts]]\ndomain = \"a.test\"\naliases = [\"pbx-a\"]\n[[accounts]]\ndomain = \"b.test\"\ndefault = true\n";
+    let text =
+        "[[accounts]]\ndomain = \"a.test\"\naliases = [\"pbx-a\"]\n[[accounts]]\ndomain = \"b.test\"\ndefault = true\n";
     let cfg = Config::parse(Path::new("t.toml"), text).unwrap();
     assert_eq!(cfg.account_for_host("A.TEST").unwrap().domain, "a.test");
     assert_eq!(cfg.account_for_host("pbx-a").unwrap().domain, "a.test");

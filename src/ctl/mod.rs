@@ -70,9 +70,22 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
     let data = match command {
         "registrations" => ask(commands, Command::Registrations).await,
         "status" => ask(commands, Command::Status).await,
-        other => Err(format!(
-            "unknown command {other:?}; known: registrations, status"
-        )),
+        "calls" => ask(commands, Command::Calls).await,
+        cdr if cdr.starts_with("cdr") => {
+            // "cdr LIMIT [USER]"
+            let mut parts = cdr.split_whitespace().skip(1);
+            let limit = parts.next().and_then(|l| l.parse().ok()).unwrap_or(50);
+            let user = parts.next().map(str::to_string);
+            match ask(commands, |reply| Command::CallRecords { user, limit, reply }).await {
+                Ok(v) => match serde_json::from_value::<Result<serde_json::Value, String>>(v) {
+                    Ok(Ok(list)) => Ok(list),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e),
+            }
+        }
+        other => Err(format!("unknown command {other:?}; known: registrations, status")),
     };
     match data {
         Ok(d) => CtlReply {
@@ -149,11 +162,54 @@ pub fn format_registrations(list: &[RegistrationView]) -> String {
     out
 }
 
+pub fn format_calls(list: &[crate::call::CallView]) -> String {
+    if list.is_empty() {
+        return "no calls\n".into();
+    }
+    let mut out = format!(
+        "{:<40} {:<8} {:<10} {:<10} {:>6} {:>10} {:>10}\n",
+        "CALL-ID", "CALLER", "CALLEE", "STATE", "SECS", "RTP-IN-A", "RTP-IN-B"
+    );
+    for c in list {
+        out.push_str(&format!(
+            "{:<40} {:<8} {:<10} {:<10} {:>6} {:>10} {:>10}\n",
+            c.call_id,
+            c.caller,
+            c.callee,
+            c.state,
+            c.duration_s,
+            c.media.from_caller.packets,
+            c.media.from_callee.packets
+        ));
+    }
+    out
+}
+
+pub fn format_cdr(list: &[crate::cdr::CallRecord]) -> String {
+    if list.is_empty() {
+        return "no call records\n".into();
+    }
+    let mut out = format!(
+        "{:<24} {:<8} {:<10} {:<10} {:>6} {:<7} {:>4}\n",
+        "END (unix ms)", "CALLER", "CALLEE", "RESULT", "SECS", "HANGUP", "SIP"
+    );
+    for r in list {
+        out.push_str(&format!(
+            "{:<24} {:<8} {:<10} {:<10} {:>6} {:<7} {:>4}\n",
+            r.end_ms, r.caller, r.callee, r.disposition, r.duration_s, r.hangup_side, r.sip_code
+        ));
+    }
+    out
+}
+
 pub fn format_status(s: &StatusView) -> String {
     format!(
-        "bindings: {}\ntransactions: {}\nbanned: {}\n",
+        "bindings: {}\ntransactions: {}\ncalls: {}\nrelay ports in use: {}\nmemory: {} KiB\nbanned: {}\n",
         s.bindings,
         s.transactions,
+        s.calls,
+        s.relay_ports_in_use,
+        s.rss_kib,
         if s.banned.is_empty() {
             "none".to_string()
         } else {

@@ -119,26 +119,20 @@ impl Registrar {
                     "Wildcard Contact needs Expires: 0 and no other Contact",
                 ));
             }
-            if existing
-                .iter()
-                .any(|b| b.call_id == call_id && b.cseq >= cseq)
-            {
+            if existing.iter().any(|b| b.call_id == call_id && b.cseq >= cseq) {
                 return Err(SipError::with_reason(500, "Out-of-order CSeq"));
             }
             self.bindings.remove(aor);
             return Ok(RegisterOutcome {
                 current: Vec::new(),
-                store: Some(StoreOp::DeleteBindings {
-                    aor: aor.to_string(),
-                }),
+                store: Some(StoreOp::DeleteBindings { aor: aor.to_string() }),
             });
         }
         let mut updated = existing;
         let user_agent = req.header(&HeaderName::UserAgent).map(str::to_string);
         for c in contacts {
             let addr = NameAddr::parse(c).map_err(|_| SipError::with_reason(400, "Bad Contact"))?;
-            addr.uri()
-                .map_err(|_| SipError::with_reason(400, "Bad Contact URI"))?;
+            addr.uri().map_err(|_| SipError::with_reason(400, "Bad Contact URI"))?;
             let expires = match addr.param("expires") {
                 Some(v) => v
                     .parse::<u32>()
@@ -147,8 +141,7 @@ impl Registrar {
             };
             // §10.3 step 6: too short but non-zero → 423 with Min-Expires.
             if expires != 0 && expires < settings.min_expires {
-                return Err(SipError::new(423)
-                    .header(HeaderName::MinExpires, settings.min_expires.to_string()));
+                return Err(SipError::new(423).header(HeaderName::MinExpires, settings.min_expires.to_string()));
             }
             let expires = expires.min(settings.max_expires);
             let key = contact_key(addr.uri_text);
@@ -187,9 +180,7 @@ impl Registrar {
         }
         let store = if updated.is_empty() {
             self.bindings.remove(aor);
-            StoreOp::DeleteBindings {
-                aor: aor.to_string(),
-            }
+            StoreOp::DeleteBindings { aor: aor.to_string() }
         } else {
             self.bindings.insert(aor.to_string(), updated.clone());
             StoreOp::PutBindings {

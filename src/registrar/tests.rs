@@ -29,12 +29,7 @@ fn register(cseq: u32, call_id: &str, extra: &str) -> SipMessage {
     SipMessage::parse_datagram(Bytes::from(raw)).unwrap()
 }
 
-fn reg(
-    r: &mut Registrar,
-    cseq: u32,
-    call_id: &str,
-    extra: &str,
-) -> Result<RegisterOutcome, SipError> {
+fn reg(r: &mut Registrar, cseq: u32, call_id: &str, extra: &str) -> Result<RegisterOutcome, SipError> {
     r.register(
         &register(cseq, call_id, extra),
         "1001@pbx.test",
@@ -56,28 +51,15 @@ fn several_contacts_and_expires_bounds() {
     .unwrap();
     assert_eq!(out.current.len(), 2);
     assert_eq!(out.current[0].expires_at, NOW + 120);
-    assert_eq!(
-        out.current[1].expires_at,
-        NOW + 3600,
-        "clamped to max_expires"
-    );
+    assert_eq!(out.current[1].expires_at, NOW + 3600, "clamped to max_expires");
     assert!(matches!(out.store, Some(StoreOp::PutBindings { .. })));
     assert_eq!(
         contact_headers(&out.current, NOW)[0],
         "<sip:1001@10.0.0.1:5060>;expires=120"
     );
-    let err = reg(
-        &mut r,
-        2,
-        "a",
-        "Contact: <sip:1001@10.0.0.3>;expires=10\r\n",
-    )
-    .unwrap_err();
+    let err = reg(&mut r, 2, "a", "Contact: <sip:1001@10.0.0.3>;expires=10\r\n").unwrap_err();
     assert_eq!(err.status, 423);
-    assert_eq!(
-        err.headers,
-        vec![(HeaderName::MinExpires, "60".to_string())]
-    );
+    assert_eq!(err.headers, vec![(HeaderName::MinExpires, "60".to_string())]);
     // A query (no Contact) lists without changing anything.
     let q = reg(&mut r, 3, "a", "").unwrap();
     assert_eq!((q.current.len(), q.store.is_none()), (2, true));
@@ -86,20 +68,8 @@ fn several_contacts_and_expires_bounds() {
 #[test]
 fn removal_by_expires_zero_and_wildcard() {
     let mut r = Registrar::new();
-    reg(
-        &mut r,
-        1,
-        "a",
-        "Contact: <sip:1001@10.0.0.1>, <sip:1001@10.0.0.2>\r\n",
-    )
-    .unwrap();
-    let out = reg(
-        &mut r,
-        2,
-        "a",
-        "Contact: <sip:1001@10.0.0.1>\r\nExpires: 0\r\n",
-    )
-    .unwrap();
+    reg(&mut r, 1, "a", "Contact: <sip:1001@10.0.0.1>, <sip:1001@10.0.0.2>\r\n").unwrap();
+    let out = reg(&mut r, 2, "a", "Contact: <sip:1001@10.0.0.1>\r\nExpires: 0\r\n").unwrap();
     assert_eq!(out.current.len(), 1);
     assert_eq!(
         reg(&mut r, 3, "a", "Contact: *\r\n").unwrap_err().status,
@@ -142,22 +112,12 @@ fn too_many_contacts_and_bad_values() {
     let four = "Contact: <sip:a@1.1.1.1>, <sip:b@1.1.1.1>, <sip:c@1.1.1.1>, <sip:d@1.1.1.1>\r\n";
     assert_eq!(reg(&mut r, 1, "a", four).unwrap_err().status, 403);
     assert_eq!(
-        reg(
-            &mut r,
-            2,
-            "a",
-            "Contact: <sip:a@1.1.1.1>\r\nExpires: soon\r\n"
-        )
-        .unwrap_err()
-        .status,
-        400
-    );
-    assert_eq!(
-        reg(&mut r, 3, "a", "Contact: <http://x>\r\n")
+        reg(&mut r, 2, "a", "Contact: <sip:a@1.1.1.1>\r\nExpires: soon\r\n")
             .unwrap_err()
             .status,
         400
     );
+    assert_eq!(reg(&mut r, 3, "a", "Contact: <http://x>\r\n").unwrap_err().status, 400);
 }
 
 #[test]
@@ -182,17 +142,11 @@ fn purge_and_restore_drop_expired_bindings() {
     let mut fresh = Registrar::new();
     let stored = vec![(
         "1001@pbx.test".to_string(),
-        reg(&mut r, 2, "a", "Contact: <sip:x@1.1.1.1>\r\n")
-            .unwrap()
-            .current,
+        reg(&mut r, 2, "a", "Contact: <sip:x@1.1.1.1>\r\n").unwrap().current,
     )];
     assert!(fresh.restore(stored.clone(), NOW).is_empty());
     assert_eq!(fresh.binding_count(), 1);
     let mut late = Registrar::new();
-    assert_eq!(
-        late.restore(stored, NOW + 7200).len(),
-        1,
-        "expired while down: purged"
-    );
+    assert_eq!(late.restore(stored, NOW + 7200).len(), 1, "expired while down: purged");
     assert_eq!(late.binding_count(), 0);
 }

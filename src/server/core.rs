@@ -4,7 +4,10 @@
 //! the signalling path: everything here is owned by this one task.
 
 use super::handler::{Outcome, RequestContext, RequestHandler, Services};
+use crate::call::{CallEffect, CallRef, CallView};
+use crate::cdr::CallRecord;
 use crate::config::Config;
+use crate::dialplan::{Action, DialplanError, DialplanLibrary, Reply};
 use crate::sip::response::{random_token, response_to};
 use crate::sip::transaction::{Peer, TransactionLayer, TxEvent, TxKey};
 use crate::sip::transport::{Inbound, TransportHandle};
@@ -32,6 +35,10 @@ pub struct RegistrationView {
 pub struct StatusView {
     pub bindings: usize,
     pub transactions: usize,
+    pub calls: usize,
+    pub relay_ports_in_use: usize,
+    /// Resident memory of the daemon, KiB (from /proc/self/statm).
+    pub rss_kib: u64,
     pub banned: Vec<String>,
 }
 
@@ -47,6 +54,23 @@ pub enum Command {
     Reload(Arc<Config>),
     /// Liveness probe for the systemd watchdog.
     Ping(oneshot::Sender<()>),
+    /// A dialplan asks something of its call.
+    Dialplan {
+        call: CallRef,
+        action: Action,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// A dialplan script returned or failed.
+    DialplanDone {
+        call: CallRef,
+        result: Result<(), DialplanError>,
+    },
+    Calls(oneshot::Sender<Vec<CallView>>),
+    CallRecords {
+        user: Option<String>,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<CallRecord>, String>>,
+    },
 }
 
 pub struct Core {
@@ -57,6 +81,7 @@ pub struct Core {
     transports: TransportHandle,
     store: StoreHandle,
     commands: mpsc::Sender<Command>,
+    dialplans: DialplanLibrary,
 }
 
 impl Core {
@@ -76,17 +101,17 @@ impl Core {
             transports,
             store,
             commands,
+            dialplans: DialplanLibrary::new(),
         }
     }
 
-    pub async fn run(
-        mut self,
-        mut inbound: mpsc::Receiver<Inbound>,
-        mut commands: mpsc::Receiver<Command>,
-    ) {
+    pub async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, mut commands: mpsc::Receiver<Command>) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         loop {
-            let deadline = self.txl.poll_timeout();
+            let deadline = match (self.txl.poll_timeout(), self.services.calls.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 msg = inbound.recv() => {
                     let Some(first) = msg else { break };
@@ -103,7 +128,11 @@ impl Core {
                     let Some(cmd) = cmd else { break };
                     self.on_command(cmd);
                 }
-                _ = sleep_until(deadline) => self.txl.handle_timeout(Instant::now()),
+                _ = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    self.txl.handle_timeout(now);
+                    self.services.calls.handle_timeout(now);
+                }
                 _ = housekeeping.tick() => self.housekeeping(),
             }
             self.flush();
@@ -130,6 +159,10 @@ impl Core {
             while let Some(ev) = self.txl.poll_event() {
                 progressed = true;
                 self.on_event(ev);
+            }
+            while let Some(effect) = self.services.calls.poll_effect() {
+                progressed = true;
+                self.on_call_effect(effect);
             }
             while let Some(t) = self.txl.poll_transmit() {
                 progressed = true;
@@ -161,26 +194,25 @@ impl Core {
             self.respond(&key, e.to_response(&req, &random_token()), now);
             return;
         }
-        let cancel_matched = req.method() == Some(&crate::sip::Method::Cancel)
-            && self.txl.invite_for_cancel(&req).is_some();
+        let cancelled_invite = if req.method() == Some(&crate::sip::Method::Cancel) {
+            self.txl.invite_for_cancel(&req)
+        } else {
+            None
+        };
         let mut cx = RequestContext {
             config: &self.config,
             services: &mut self.services,
             from,
             now,
             now_unix: crate::unix_now(),
-            cancel_matched,
+            key: &key,
+            cancelled_invite,
         };
-        let outcome = self
-            .handlers
-            .iter_mut()
-            .find_map(|h| h.handle(&req, &mut cx));
+        let outcome = self.handlers.iter_mut().find_map(|h| h.handle(&req, &mut cx));
         match outcome {
             Some(Outcome::Respond(resp)) => self.respond(&key, resp, now),
-            Some(Outcome::PersistThenRespond { ops, response }) => {
-                self.persist_then_respond(key, ops, response, &req)
-            }
-            Some(Outcome::Drop) => {}
+            Some(Outcome::PersistThenRespond { ops, response }) => self.persist_then_respond(key, ops, response, &req),
+            Some(Outcome::Drop) | Some(Outcome::Deferred) => {}
             None => self.respond(&key, response_to(&req, 500, None, &random_token()), now),
         }
     }
@@ -192,16 +224,14 @@ impl Core {
         }
     }
 
-    fn persist_then_respond(
-        &mut self,
-        key: TxKey,
-        ops: Vec<StoreOp>,
-        response: SipMessage,
-        req: &SipMessage,
-    ) {
+    fn persist_then_respond(&mut self, key: TxKey, ops: Vec<StoreOp>, response: SipMessage, req: &SipMessage) {
+        let failure = response_to(req, 500, Some("Storage Failure"), &random_token());
+        self.persist_then(key, ops, response, failure);
+    }
+
+    fn persist_then(&mut self, key: TxKey, ops: Vec<StoreOp>, response: SipMessage, failure: SipMessage) {
         let done = self.store.write(ops);
         let commands = self.commands.clone();
-        let failure = response_to(req, 500, Some("Storage Failure"), &random_token());
         tokio::spawn(async move {
             let response = match done.await {
                 Ok(Ok(())) => response,
@@ -244,6 +274,9 @@ impl Core {
                 let _ = reply.send(StatusView {
                     bindings: self.services.registrar.binding_count(),
                     transactions: self.txl.len(),
+                    calls: self.services.calls.len(),
+                    relay_ports_in_use: self.services.calls.relay_ports_in_use(),
+                    rss_kib: rss_kib(),
                     banned: self
                         .services
                         .auth
@@ -261,13 +294,150 @@ impl Core {
                     config.security.digest_algorithms.clone(),
                     super::guard_policy(&config),
                 );
+                self.services.calls.reconfigure(super::call_config(&config));
+                self.dialplans.invalidate();
                 self.config = config;
-                tracing::info!("configuration reloaded; registrations kept");
+                tracing::info!("configuration reloaded; registrations and calls kept");
             }
             Command::Ping(reply) => {
                 let _ = reply.send(());
             }
+            Command::Dialplan { call, action, reply } => self.on_dialplan_action(call, action, reply),
+            Command::DialplanDone { call, result } => self.services.calls.script_done(call, result),
+            Command::Calls(reply) => {
+                let _ = reply.send(self.services.calls.views());
+            }
+            Command::CallRecords { user, limit, reply } => {
+                // Reads do not wait for the writer; redb serves them from a snapshot.
+                let backend = self.store.backend().clone();
+                tokio::task::spawn_blocking(move || {
+                    let r = backend.call_records(user.as_deref(), limit).map_err(|e| e.to_string());
+                    let _ = reply.send(r);
+                });
+            }
         }
+    }
+
+    fn on_dialplan_action(&mut self, call: CallRef, action: Action, reply: oneshot::Sender<Reply>) {
+        let now = Instant::now();
+        let calls = &mut self.services.calls;
+        match action {
+            Action::Dial {
+                targets,
+                timeout_s,
+                external,
+            } => {
+                let Some(domain) = calls.account_of(call) else {
+                    let _ = reply.send(Reply::CallEnded);
+                    return;
+                };
+                let Some(account) = self.config.accounts.iter().find(|a| a.domain == domain) else {
+                    let _ = reply.send(Reply::CallEnded);
+                    return;
+                };
+                let req = crate::call::DialRequest {
+                    targets,
+                    timeout: timeout_s.map(Duration::from_secs),
+                    external,
+                    account,
+                    registrar: &self.services.registrar,
+                };
+                calls.dial(call, req, reply, now);
+            }
+            Action::Answer => calls.answer(call, reply, now),
+            Action::Playback(file) => calls.playback(call, &file, reply, now),
+            Action::Hangup(code) => {
+                calls.hangup(call, code);
+                let _ = reply.send(Reply::CallEnded);
+            }
+            Action::SetCallerId { number, name } => {
+                let _ = reply.send(calls.set_caller_id(call, number, name));
+            }
+        }
+    }
+
+    fn on_call_effect(&mut self, effect: CallEffect) {
+        let now = Instant::now();
+        match effect {
+            CallEffect::Request { req, to } => {
+                if let Err(e) = self.txl.send_request(req, to, now) {
+                    tracing::warn!(error = %e, "could not send request");
+                }
+            }
+            CallEffect::Respond { key, resp } => self.respond(&key, resp, now),
+            CallEffect::RespondTo {
+                key,
+                status,
+                reason,
+                contact,
+                body,
+            } => {
+                let Some(req) = self.txl.server_request(&key) else {
+                    return;
+                };
+                let mut resp = response_to(req, status, Some(&reason), &random_token());
+                if let Some(c) = contact {
+                    resp.push_header(HeaderName::Contact, c);
+                }
+                if !body.is_empty() {
+                    resp.push_header(HeaderName::ContentType, "application/sdp");
+                    resp.body = body;
+                }
+                self.respond(&key, resp, now);
+            }
+            CallEffect::RespondAfterWrite { key, resp, record } => {
+                let failure = resp.clone();
+                self.persist_then(key, vec![StoreOp::PutCallRecord(record)], resp, failure);
+            }
+            CallEffect::Stateless { msg, to } => {
+                self.transports.send(&crate::sip::transaction::Transmit {
+                    to,
+                    data: msg.to_bytes(),
+                });
+            }
+            CallEffect::WriteRecord(record) => self.store.write_detached(vec![StoreOp::PutCallRecord(record)]),
+            CallEffect::StartDialplan { call, account, info } => self.start_dialplan(call, &account, info),
+        }
+    }
+
+    fn start_dialplan(&mut self, call: CallRef, account: &str, info: crate::dialplan::CallInfo) {
+        let Some(path) = self
+            .config
+            .accounts
+            .iter()
+            .find(|a| a.domain == account)
+            .map(|a| a.dialplan.clone())
+        else {
+            return;
+        };
+        let plan = match self.dialplans.get(&path) {
+            Ok(p) => p,
+            Err(e) => {
+                self.services.calls.script_done(call, Err(e));
+                return;
+            }
+        };
+        let limits = crate::dialplan::Limits {
+            instructions: self.config.dialplan_limits.instructions,
+            memory_bytes: self.config.dialplan_limits.memory_bytes,
+        };
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let (tx, mut rx) = mpsc::channel::<(Action, oneshot::Sender<Reply>)>(4);
+            let forward = {
+                let commands = commands.clone();
+                tokio::spawn(async move {
+                    while let Some((action, reply)) = rx.recv().await {
+                        if commands.send(Command::Dialplan { call, action, reply }).await.is_err() {
+                            return;
+                        }
+                    }
+                })
+            };
+            let result = crate::dialplan::run(plan, info, tx, limits).await;
+            let _ = forward.await;
+            let _ = commands.send(Command::DialplanDone { call, result }).await;
+        });
     }
 
     fn housekeeping(&mut self) {
@@ -278,7 +448,19 @@ impl Core {
             self.store.write_detached(ops);
         }
         self.services.auth.purge(Instant::now(), now_unix);
+        self.services.calls.check_media(Instant::now());
     }
+}
+
+/// Resident set size of this process in KiB (Linux).
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -3,9 +3,10 @@
 //! new handler, not a new branch in a giant match.
 
 use crate::auth::Authenticator;
+use crate::call::CallManager;
 use crate::config::Config;
 use crate::registrar::Registrar;
-use crate::sip::transaction::Peer;
+use crate::sip::transaction::{Peer, TxKey};
 use crate::sip::SipMessage;
 use crate::store::StoreOp;
 use std::time::Instant;
@@ -14,6 +15,7 @@ use std::time::Instant;
 pub struct Services {
     pub auth: Authenticator,
     pub registrar: Registrar,
+    pub calls: CallManager,
 }
 
 /// Everything a handler may look at or change for one request.
@@ -23,8 +25,10 @@ pub struct RequestContext<'a> {
     pub from: Peer,
     pub now: Instant,
     pub now_unix: u64,
-    /// Whether a CANCEL matched an INVITE server transaction.
-    pub cancel_matched: bool,
+    /// The server transaction of this request.
+    pub key: &'a TxKey,
+    /// For a CANCEL: the INVITE server transaction it matched.
+    pub cancelled_invite: Option<TxKey>,
 }
 
 /// What a handler decided.
@@ -37,8 +41,10 @@ pub enum Outcome {
         ops: Vec<StoreOp>,
         response: SipMessage,
     },
-    /// Say nothing (banned source).
+    /// Say nothing (banned source, ACK).
     Drop,
+    /// The handler answers later itself (the call manager's effects).
+    Deferred,
 }
 
 pub trait RequestHandler: Send {
@@ -47,4 +53,4 @@ pub trait RequestHandler: Send {
 }
 
 /// Methods the daemon implements today, for Allow headers.
-pub const ALLOWED_METHODS: &str = "REGISTER, OPTIONS";
+pub const ALLOWED_METHODS: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO";

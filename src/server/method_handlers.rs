@@ -28,7 +28,7 @@ impl RequestHandler for FallbackHandler {
     fn handle(&mut self, req: &SipMessage, cx: &mut RequestContext<'_>) -> Option<Outcome> {
         let e = match req.method()? {
             Method::Ack => return Some(Outcome::Drop),
-            Method::Cancel if !cx.cancel_matched => SipError::new(481),
+            Method::Cancel if cx.cancelled_invite.is_none() => SipError::new(481),
             Method::Extension(_) => SipError::new(501).header(HeaderName::Allow, ALLOWED_METHODS),
             _ => SipError::new(405).header(HeaderName::Allow, ALLOWED_METHODS),
         };

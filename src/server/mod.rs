@@ -1,6 +1,7 @@
 //! Running the daemon: opens the store, restores registrations, binds the
 //! transports and control socket, then drives the core until a signal.
 
+mod call_handler;
 mod core;
 mod handler;
 mod method_handlers;
@@ -25,10 +26,7 @@ pub enum RunError {
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),
     #[error("control socket {path}: {source}")]
-    Control {
-        path: String,
-        source: std::io::Error,
-    },
+    Control { path: String, source: std::io::Error },
 }
 
 pub fn guard_policy(config: &Config) -> GuardPolicy {
@@ -43,10 +41,21 @@ pub fn guard_policy(config: &Config) -> GuardPolicy {
     }
 }
 
+/// What the call manager needs from the configuration.
+pub fn call_config(config: &Config) -> crate::call::CallConfig {
+    crate::call::CallConfig {
+        calls: config.calls.clone(),
+        timers: config.sip.timers,
+        user_agent: config.sip.user_agent.clone(),
+        listen: config.listen.clone(),
+    }
+}
+
 /// The handler chain, in order.
 fn handlers() -> Vec<Box<dyn RequestHandler>> {
     vec![
         Box::new(register_handler::RegisterHandler),
+        Box::new(call_handler::CallHandler),
         Box::new(method_handlers::OptionsHandler),
         Box::new(method_handlers::FallbackHandler),
     ]
@@ -73,6 +82,10 @@ where
             guard_policy(&config),
         ),
         registrar,
+        calls: crate::call::CallManager::new(
+            call_config(&config),
+            crate::media::RelayPool::new(config.media.rtp_ip, config.media.port_min, config.media.port_max),
+        ),
     };
     let (in_tx, in_rx) = mpsc::channel(8192);
     let limits = TransportLimits {
@@ -83,20 +96,11 @@ where
         .await
         .map_err(RunError::Listen)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-    crate::ctl::serve(&config.control_socket, cmd_tx.clone()).map_err(|source| {
-        RunError::Control {
-            path: config.control_socket.display().to_string(),
-            source,
-        }
+    crate::ctl::serve(&config.control_socket, cmd_tx.clone()).map_err(|source| RunError::Control {
+        path: config.control_socket.display().to_string(),
+        source,
     })?;
-    let core = self::core::Core::new(
-        config.clone(),
-        services,
-        handlers(),
-        transports,
-        store,
-        cmd_tx.clone(),
-    );
+    let core = self::core::Core::new(config.clone(), services, handlers(), transports, store, cmd_tx.clone());
     let core_task = tokio::spawn(core.run(in_rx, cmd_rx));
     tracing::info!(listen = ?config.listen, control = %config.control_socket.display(), "switchboard ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -124,10 +128,7 @@ fn spawn_watchdog(commands: mpsc::Sender<Command>) {
             if commands.send(Command::Ping(tx)).await.is_err() {
                 return;
             }
-            if tokio::time::timeout(period, rx)
-                .await
-                .is_ok_and(|r| r.is_ok())
-            {
+            if tokio::time::timeout(period, rx).await.is_ok_and(|r| r.is_ok()) {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
             }
         }

@@ -33,11 +33,7 @@ fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Si
     let to = req.header(&HeaderName::To).unwrap_or("");
     let to_user = NameAddr::parse(to)
         .ok()
-        .and_then(|a| {
-            a.uri()
-                .ok()
-                .and_then(|u| u.user_unescaped().map(|u| u.into_owned()))
-        })
+        .and_then(|a| a.uri().ok().and_then(|u| u.user_unescaped().map(|u| u.into_owned())))
         .ok_or_else(|| SipError::with_reason(400, "Bad To"))?;
     let verdict = cx.services.auth.verify(
         req,
@@ -51,11 +47,7 @@ fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Si
         AuthVerdict::Authenticated(u) => u,
         AuthVerdict::Challenge { stale } => {
             let mut e = SipError::new(401);
-            for ch in cx
-                .services
-                .auth
-                .challenges(&account.domain, stale, cx.now_unix)
-            {
+            for ch in cx.services.auth.challenges(&account.domain, stale, cx.now_unix) {
                 e = e.header(HeaderName::WwwAuthenticate, ch);
             }
             return Err(e);
@@ -68,16 +60,13 @@ fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Si
         AuthVerdict::Banned => return Ok(Outcome::Drop),
     };
     if user.extension != to_user {
-        return Err(SipError::with_reason(
-            403,
-            "Not allowed to register this address",
-        ));
+        return Err(SipError::with_reason(403, "Not allowed to register this address"));
     }
     let aor = format!("{}@{}", user.extension, account.domain);
-    let outcome =
-        cx.services
-            .registrar
-            .register(req, &aor, cx.from, &cx.config.registrar, cx.now_unix)?;
+    let outcome = cx
+        .services
+        .registrar
+        .register(req, &aor, cx.from, &cx.config.registrar, cx.now_unix)?;
     tracing::info!(aor = %aor, contacts = outcome.current.len(), source = %cx.from.addr, "registered");
     let mut resp = crate::sip::response::response_to(req, 200, None, &random_token());
     for c in contact_headers(&outcome.current, cx.now_unix) {
@@ -128,9 +117,6 @@ mod tests {
     #[test]
     fn httpdate_matches_known_values() {
         assert_eq!(super::httpdate(0), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(
-            super::httpdate(1_795_910_400),
-            "Sun, 29 Nov 2026 00:00:00 GMT"
-        );
+        assert_eq!(super::httpdate(1_795_910_400), "Sun, 29 Nov 2026 00:00:00 GMT");
     }
 }

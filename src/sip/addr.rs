@@ -113,9 +113,7 @@ impl<'a> Via<'a> {
         let (ts, te) = proto_end.ok_or(ViaError)?;
         let proto = &v[..ts];
         let mut parts = proto.split('/').map(str::trim);
-        if !parts.next().is_some_and(|p| p.eq_ignore_ascii_case("SIP"))
-            || parts.next() != Some("2.0")
-        {
+        if !parts.next().is_some_and(|p| p.eq_ignore_ascii_case("SIP")) || parts.next() != Some("2.0") {
             return Err(ViaError);
         }
         let transport = &v[ts..te];

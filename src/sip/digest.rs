@@ -37,9 +37,7 @@ impl Algorithm {
     fn hash(self, data: &str) -> String {
         match self {
             Algorithm::Md5 | Algorithm::Md5Sess => hex::encode(Md5::digest(data.as_bytes())),
-            Algorithm::Sha256 | Algorithm::Sha256Sess => {
-                hex::encode(Sha256::digest(data.as_bytes()))
-            }
+            Algorithm::Sha256 | Algorithm::Sha256Sess => hex::encode(Sha256::digest(data.as_bytes())),
         }
     }
 
@@ -331,10 +329,7 @@ mod tests {
     #[test]
     fn rfc2617_md5_without_qop() {
         // RFC 2069 form: response = MD5(HA1:nonce:HA2).
-        let c = Credentials::parse(
-            r#"Digest username="u", realm="r", nonce="n", uri="sip:r", response="x""#,
-        )
-        .unwrap();
+        let c = Credentials::parse(r#"Digest username="u", realm="r", nonce="n", uri="sip:r", response="x""#).unwrap();
         let ha1 = hex::encode(Md5::digest(b"u:r:p"));
         let ha2 = hex::encode(Md5::digest(b"REGISTER:sip:r"));
         let want = hex::encode(Md5::digest(format!("{ha1}:n:{ha2}").as_bytes()));
@@ -345,10 +340,8 @@ mod tests {
     fn parse_rejects_other_schemes_and_missing_fields() {
         assert!(Credentials::parse("Basic dXNlcg==").is_none());
         assert!(Credentials::parse(r#"Digest username="u""#).is_none());
-        let c = Credentials::parse(
-            r#"Digest username="a\"b", realm="r, x", nonce=n, response=r, algorithm=ROT13"#,
-        )
-        .unwrap();
+        let c = Credentials::parse(r#"Digest username="a\"b", realm="r, x", nonce=n, response=r, algorithm=ROT13"#)
+            .unwrap();
         assert_eq!(c.username, "a\"b");
         assert_eq!(c.realm, "r, x");
         assert_eq!(c.algorithm(), None);
@@ -359,11 +352,7 @@ mod tests {
         let mut k = NonceKeeper::new(300);
         let n = k.issue(1000);
         assert_eq!(k.check(&n, Some("00000001"), 1010), NonceStatus::Valid);
-        assert_eq!(
-            k.check(&n, Some("00000001"), 1011),
-            NonceStatus::Invalid,
-            "replayed nc"
-        );
+        assert_eq!(k.check(&n, Some("00000001"), 1011), NonceStatus::Invalid, "replayed nc");
         assert_eq!(k.check(&n, Some("00000002"), 1012), NonceStatus::Valid);
         assert_eq!(k.check(&n, Some("00000003"), 1400), NonceStatus::Stale);
         let mut forged = n.clone();

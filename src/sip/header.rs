@@ -188,10 +188,7 @@ mod tests {
     fn list_split_respects_quotes_and_brackets() {
         let v = r#""Doe, John" <sip:a@b;x=1,2>;q=0.5, <sip:c@d>"#;
         let parts: Vec<_> = split_list(v).collect();
-        assert_eq!(
-            parts,
-            vec![r#""Doe, John" <sip:a@b;x=1,2>;q=0.5"#, "<sip:c@d>"]
-        );
+        assert_eq!(parts, vec![r#""Doe, John" <sip:a@b;x=1,2>;q=0.5"#, "<sip:c@d>"]);
         assert_eq!(split_list(" a , ,b").collect::<Vec<_>>(), vec!["a", "b"]);
     }
 }

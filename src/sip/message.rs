@@ -203,11 +203,7 @@ impl SipMessage {
                 out.put_slice(b"\r\n");
             }
         }
-        for h in self
-            .headers
-            .iter()
-            .filter(|h| h.name != HeaderName::ContentLength)
-        {
+        for h in self.headers.iter().filter(|h| h.name != HeaderName::ContentLength) {
             out.put_slice(h.name.as_str().as_bytes());
             out.put_slice(b": ");
             out.put_slice(&h.value);
@@ -231,10 +227,7 @@ impl fmt::Display for SipMessage {
 /// connection, returns how many leading bytes are CRLF keep-alives to drop
 /// (RFC 5626 §3.5.1) and, once a whole message is buffered, its length.
 pub fn frame_len(buf: &[u8], max_size: usize) -> Result<(usize, Option<usize>), ParseError> {
-    let skip = buf
-        .iter()
-        .take_while(|&&b| b == b'\r' || b == b'\n')
-        .count();
+    let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
     let buf = &buf[skip..];
     let Some(head_end) = find_head_end(buf) else {
         if buf.len() > max_size {
@@ -260,10 +253,7 @@ pub fn frame_len(buf: &[u8], max_size: usize) -> Result<(usize, Option<usize>), 
 }
 
 fn skip_leading_crlf(buf: Bytes) -> Bytes {
-    let skip = buf
-        .iter()
-        .take_while(|&&b| b == b'\r' || b == b'\n')
-        .count();
+    let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
     buf.slice(skip..)
 }
 
@@ -286,10 +276,7 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(s.len());
+    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
     let end = s
         .iter()
         .rposition(|b| !b.is_ascii_whitespace())
@@ -308,11 +295,7 @@ fn parse_content_length(v: &[u8]) -> Result<usize, ParseError> {
 }
 
 fn content_length(msg: &SipMessage) -> Result<Option<usize>, ParseError> {
-    match msg
-        .headers
-        .iter()
-        .find(|h| h.name == HeaderName::ContentLength)
-    {
+    match msg.headers.iter().find(|h| h.name == HeaderName::ContentLength) {
         Some(h) => parse_content_length(&h.value).map(Some),
         None => Ok(None),
     }
@@ -407,10 +390,7 @@ fn parse_start_line(buf: &Bytes, s: usize, e: usize) -> Result<StartLine, ParseE
     let line = &buf[s..e];
     if line.starts_with(b"SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let sp1 = line
-            .iter()
-            .position(|&b| b == b' ')
-            .ok_or(ParseError::StartLine)?;
+        let sp1 = line.iter().position(|&b| b == b' ').ok_or(ParseError::StartLine)?;
         if !line[..sp1].eq_ignore_ascii_case(SIP_VERSION) {
             return Err(ParseError::Version);
         }

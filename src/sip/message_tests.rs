@@ -84,19 +84,13 @@ fn escaped_and_ipv6_request_uris() {
     let uri = SipUri::parse(m.request_uri().unwrap()).unwrap();
     assert_eq!(uri.user_unescaped().unwrap(), "1001");
     assert_eq!(uri.host, "2001:db8::10");
-    assert_eq!(
-        uri.param("gr"),
-        Some("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6")
-    );
+    assert_eq!(uri.param("gr"), Some("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"));
 }
 
 #[test]
 fn unknown_method_is_an_extension() {
     let m = parse(&BASIC.replace("REGISTER sip:", "NEWMETHOD sip:")).unwrap();
-    assert_eq!(
-        m.method(),
-        Some(&Method::Extension(Bytes::from_static(b"NEWMETHOD")))
-    );
+    assert_eq!(m.method(), Some(&Method::Extension(Bytes::from_static(b"NEWMETHOD"))));
 }
 
 #[test]
@@ -168,18 +162,13 @@ fn two_messages_in_one_stream_read() {
     assert_eq!(first.call_id(), Some("c1@192.0.2.1"));
     let rest = &buf[skip + len..];
     let (skip2, len2) = frame_len(rest, 65535).unwrap();
-    let second =
-        SipMessage::parse_framed(Bytes::copy_from_slice(&rest[skip2..skip2 + len2.unwrap()]))
-            .unwrap();
+    let second = SipMessage::parse_framed(Bytes::copy_from_slice(&rest[skip2..skip2 + len2.unwrap()])).unwrap();
     assert_eq!(second.call_id(), Some("c2@192.0.2.1"));
     // A half message is not yet a frame.
     assert_eq!(frame_len(&buf[4..30], 65535).unwrap(), (0, None));
     // Oversized declared length is refused before buffering it.
     let big = BASIC.replace("Content-Length: 0", "Content-Length: 70000");
-    assert_eq!(
-        frame_len(big.as_bytes(), 65535),
-        Err(ParseError::TooLarge(65535))
-    );
+    assert_eq!(frame_len(big.as_bytes(), 65535), Err(ParseError::TooLarge(65535)));
 }
 
 #[test]

@@ -50,18 +50,11 @@ pub fn random_token() -> String {
 
 /// Creates a response to `req`. `to_tag` is added to To when the request's
 /// To has no tag and the status is not 100 (§8.2.6.2).
-pub fn response_to(
-    req: &SipMessage,
-    status: u16,
-    reason: Option<&str>,
-    to_tag: &str,
-) -> SipMessage {
+pub fn response_to(req: &SipMessage, status: u16, reason: Option<&str>, to_tag: &str) -> SipMessage {
     let mut headers = Vec::with_capacity(8);
     for h in &req.headers {
         match h.name {
-            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                headers.push(h.clone())
-            }
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => headers.push(h.clone()),
             HeaderName::To => {
                 let has_tag = std::str::from_utf8(&h.value)
                     .ok()

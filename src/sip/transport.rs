@@ -44,10 +44,10 @@ impl TransportHandle {
     pub fn send(&self, t: &Transmit) {
         match t.to.transport {
             TransportKind::Udp => {
-                let sock = self.udp.iter().find(|s| {
-                    s.local_addr()
-                        .is_ok_and(|a| a.is_ipv4() == t.to.addr.is_ipv4())
-                });
+                let sock = self
+                    .udp
+                    .iter()
+                    .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == t.to.addr.is_ipv4()));
                 match sock {
                     Some(s) => {
                         if let Err(e) = s.try_send_to(&t.data, t.to.addr) {
@@ -72,10 +72,7 @@ impl TransportHandle {
     }
 
     pub fn udp_local_addrs(&self) -> Vec<SocketAddr> {
-        self.udp
-            .iter()
-            .filter_map(|s| s.local_addr().ok())
-            .collect()
+        self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
     }
 }
 
@@ -98,12 +95,7 @@ pub async fn start(
         if tcp {
             let listener = TcpListener::bind(addr).await?;
             tracing::info!(addr = %addr, "listening on TCP");
-            tokio::spawn(accept_loop(
-                listener,
-                limits,
-                inbound.clone(),
-                handle_tcp.clone(),
-            ));
+            tokio::spawn(accept_loop(listener, limits, inbound.clone(), handle_tcp.clone()));
         }
     }
     for s in &udp_socks {
@@ -185,13 +177,7 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(tcp_connection(
-                    stream,
-                    peer,
-                    limits,
-                    inbound.clone(),
-                    table.clone(),
-                ));
+                tokio::spawn(tcp_connection(stream, peer, limits, inbound.clone(), table.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "tcp accept failed");
@@ -228,8 +214,7 @@ async fn tcp_connection(
             rd.read_buf(&mut buf).await
         } else {
             // A half message must complete in time, or the connection goes.
-            match tokio::time::timeout(limits.partial_message_timeout, rd.read_buf(&mut buf)).await
-            {
+            match tokio::time::timeout(limits.partial_message_timeout, rd.read_buf(&mut buf)).await {
                 Ok(r) => r,
                 Err(_) => {
                     tracing::debug!(peer = %addr, "incomplete message timed out; closing");
@@ -298,11 +283,7 @@ pub fn salvage_bad_request(raw: &[u8], err: &ParseError) -> Option<Bytes> {
         let name = HeaderName::parse(name.trim().as_bytes());
         if matches!(
             name,
-            HeaderName::Via
-                | HeaderName::From
-                | HeaderName::To
-                | HeaderName::CallId
-                | HeaderName::CSeq
+            HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
         ) {
             copied.push((name, value.trim().to_string()));
         }

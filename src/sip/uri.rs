@@ -134,10 +134,7 @@ pub fn split_hostport(s: &str) -> Result<(&str, Option<u16>), UriError> {
         return Ok((host, port));
     }
     let (host, port) = match s.rfind(':') {
-        Some(c) => (
-            &s[..c],
-            Some(s[c + 1..].parse().map_err(|_| UriError::Port)?),
-        ),
+        Some(c) => (&s[..c], Some(s[c + 1..].parse().map_err(|_| UriError::Port)?)),
         None => (s, None),
     };
     if host.is_empty()
@@ -168,9 +165,7 @@ fn unescape(s: &str) -> Result<Cow<'_, str>, UriError> {
             i += 1;
         }
     }
-    String::from_utf8(out)
-        .map(Cow::Owned)
-        .map_err(|_| UriError::Escape)
+    String::from_utf8(out).map(Cow::Owned).map_err(|_| UriError::Escape)
 }
 
 #[cfg(test)]

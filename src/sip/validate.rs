@@ -10,9 +10,7 @@ pub fn validate_request(req: &SipMessage) -> Result<(), SipError> {
     let via = req.top_via().ok_or_else(|| bad("missing Via"))?;
     Via::parse(via).map_err(|_| bad("malformed Via"))?;
     for (name, label) in [(HeaderName::From, "From"), (HeaderName::To, "To")] {
-        let v = req
-            .header(&name)
-            .ok_or_else(|| bad(&format!("missing {label}")))?;
+        let v = req.header(&name).ok_or_else(|| bad(&format!("missing {label}")))?;
         let addr = NameAddr::parse(v).map_err(|_| bad(&format!("malformed {label}")))?;
         if !addr.uri_text.contains(':') {
             return Err(bad(&format!("malformed {label} URI")));
@@ -29,16 +27,11 @@ pub fn validate_request(req: &SipMessage) -> Result<(), SipError> {
         return Err(bad("CSeq method does not match"));
     }
     if let Some(mf) = req.header(&HeaderName::MaxForwards) {
-        mf.trim()
-            .parse::<u8>()
-            .map_err(|_| bad("malformed Max-Forwards"))?;
+        mf.trim().parse::<u8>().map_err(|_| bad("malformed Max-Forwards"))?;
     }
     let uri = req.request_uri().unwrap_or("");
     let scheme = uri.split(':').next().unwrap_or("");
-    if !["sip", "sips", "tel"]
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case(scheme))
-    {
+    if !["sip", "sips", "tel"].iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
         return Err(SipError::new(416));
     }
     Ok(())
@@ -59,10 +52,7 @@ mod tests {
     fn mandatory_headers() {
         assert!(validate_request(&req(("", ""))).is_ok());
         let reason = |r: (&str, &str)| validate_request(&req(r)).unwrap_err().reason.unwrap();
-        assert_eq!(
-            reason(("Call-ID: c\r\n", "")),
-            "Bad Request (missing Call-ID)"
-        );
+        assert_eq!(reason(("Call-ID: c\r\n", "")), "Bad Request (missing Call-ID)");
         assert_eq!(
             reason(("CSeq: 1 OPTIONS", "CSeq: 1 INVITE")),
             "Bad Request (CSeq method does not match)"

@@ -17,12 +17,7 @@ pub fn stamp_received(msg: &mut SipMessage, source: SocketAddr) {
         return;
     }
     let mut params = String::with_capacity(via.params.len() + 48);
-    for p in via
-        .params
-        .split(';')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
+    for p in via.params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         let name = p.split('=').next().unwrap_or("").trim();
         if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
             continue;
@@ -92,10 +87,7 @@ mod tests {
         );
         let mut same = msg("SIP/2.0/UDP [::1]:5062;branch=z9hG4bK1");
         stamp_received(&mut same, "[::1]:5062".parse().unwrap());
-        assert_eq!(
-            same.top_via().unwrap(),
-            "SIP/2.0/UDP [::1]:5062;branch=z9hG4bK1"
-        );
+        assert_eq!(same.top_via().unwrap(), "SIP/2.0/UDP [::1]:5062;branch=z9hG4bK1");
         assert_eq!(
             response_destination(same.top_via().unwrap()),
             Some("[::1]:5062".parse().unwrap())

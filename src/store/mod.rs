@@ -11,6 +11,7 @@ mod writer;
 pub use redb_store::RedbStore;
 pub use writer::StoreHandle;
 
+use crate::cdr::CallRecord;
 use crate::registrar::Binding;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,8 @@ pub enum StoreOp {
     DeleteBindings {
         aor: String,
     },
+    /// A finished call's record.
+    PutCallRecord(CallRecord),
 }
 
 /// What a storage engine must provide. redb is the embedded default; a
@@ -41,4 +44,6 @@ pub trait StoreBackend: Send + Sync + 'static {
     fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError>;
     /// Every stored registration, by address-of-record.
     fn load_bindings(&self) -> Result<Vec<(String, Vec<Binding>)>, StoreError>;
+    /// The newest `limit` call records involving `user` (all if None), oldest first.
+    fn call_records(&self, user: Option<&str>, limit: usize) -> Result<Vec<CallRecord>, StoreError>;
 }

@@ -1,12 +1,15 @@
 //! The embedded store on redb (ACID, crash-safe; DESIGN.md says why not sled).
 
 use super::{StoreBackend, StoreError, StoreOp};
+use crate::cdr::CallRecord;
 use crate::registrar::Binding;
 use redb::{Database, ReadableTable, TableDefinition};
 use std::path::Path;
 
 /// Registrations: key = address-of-record, value = JSON list of bindings.
 const LOCATION: TableDefinition<&str, &[u8]> = TableDefinition::new("location");
+/// Call records: key = end time + call id (see `CallRecord::key`), value = JSON.
+const CDR: TableDefinition<&str, &[u8]> = TableDefinition::new("cdr");
 
 pub struct RedbStore {
     db: Database,
@@ -19,13 +22,12 @@ fn backend<E: std::fmt::Display>(e: E) -> StoreError {
 impl RedbStore {
     /// Opens (or creates) `<dir>/switchboard.redb`.
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
         let path = dir.join("switchboard.redb");
-        let db = Database::create(&path)
-            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        let db = Database::create(&path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(LOCATION).map_err(backend)?;
+        txn.open_table(CDR).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(RedbStore { db })
     }
@@ -36,16 +38,19 @@ impl StoreBackend for RedbStore {
         let txn = self.db.begin_write().map_err(backend)?;
         {
             let mut location = txn.open_table(LOCATION).map_err(backend)?;
+            let mut cdr = txn.open_table(CDR).map_err(backend)?;
             for op in ops {
                 match op {
                     StoreOp::PutBindings { aor, bindings } => {
                         let v = serde_json::to_vec(bindings).map_err(backend)?;
-                        location
-                            .insert(aor.as_str(), v.as_slice())
-                            .map_err(backend)?;
+                        location.insert(aor.as_str(), v.as_slice()).map_err(backend)?;
                     }
                     StoreOp::DeleteBindings { aor } => {
                         location.remove(aor.as_str()).map_err(backend)?;
+                    }
+                    StoreOp::PutCallRecord(r) => {
+                        let v = serde_json::to_vec(r).map_err(backend)?;
+                        cdr.insert(r.key().as_str(), v.as_slice()).map_err(backend)?;
                     }
                 }
             }
@@ -66,6 +71,26 @@ impl StoreBackend for RedbStore {
                 }
             }
         }
+        Ok(out)
+    }
+
+    fn call_records(&self, user: Option<&str>, limit: usize) -> Result<Vec<CallRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(CDR).map_err(backend)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(backend)?.rev() {
+            let (_, v) = row.map_err(backend)?;
+            let Ok(r) = serde_json::from_slice::<CallRecord>(v.value()) else {
+                continue;
+            };
+            if user.is_none_or(|u| r.involves(u)) {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        out.reverse();
         Ok(out)
     }
 }
@@ -104,16 +129,10 @@ mod tests {
                 },
             ])
             .unwrap();
-            s.commit(&[StoreOp::DeleteBindings {
-                aor: "1002@a".into(),
-            }])
-            .unwrap();
+            s.commit(&[StoreOp::DeleteBindings { aor: "1002@a".into() }]).unwrap();
         }
         let s = RedbStore::open(dir.path()).unwrap();
         let all = s.load_bindings().unwrap();
-        assert_eq!(
-            all,
-            vec![("1001@a".to_string(), vec![binding("sip:1001@h:1")])]
-        );
+        assert_eq!(all, vec![("1001@a".to_string(), vec![binding("sip:1001@h:1")])]);
     }
 }

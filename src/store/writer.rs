@@ -36,8 +36,7 @@ impl StoreHandle {
                             Err(_) => break,
                         }
                     }
-                    let ops: Vec<StoreOp> =
-                        batch.iter().flat_map(|r| r.ops.iter().cloned()).collect();
+                    let ops: Vec<StoreOp> = batch.iter().flat_map(|r| r.ops.iter().cloned()).collect();
                     let result = b.commit(&ops).map_err(|e| e.to_string());
                     if let Err(e) = &result {
                         tracing::error!(error = %e, ops = ops.len(), "store commit failed");
@@ -56,10 +55,7 @@ impl StoreHandle {
     /// Queues ops; the receiver resolves once they are durable.
     pub fn write(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), String>> {
         let (done, rx) = oneshot::channel();
-        if let Err(e) = self.tx.send(WriteRequest {
-            ops,
-            done: Some(done),
-        }) {
+        if let Err(e) = self.tx.send(WriteRequest { ops, done: Some(done) }) {
             if let Some(d) = e.0.done {
                 let _ = d.send(Err(StoreError::Closed.to_string()));
             }

@@ -36,10 +36,7 @@ fn start_baresip(d: &Daemon, user: &str, password: &str) -> (Baresip, u16) {
     std::fs::write(
         dir.path().join("accounts"),
         // An IP-address domain reaches the daemon's default account (pbx.test).
-        format!(
-            "<sip:{user}@127.0.0.1:{}>;auth_pass={password};regint=300\n",
-            d.port
-        ),
+        format!("<sip:{user}@127.0.0.1:{}>;auth_pass={password};regint=300\n", d.port),
     )
     .unwrap();
     let child = Command::new("baresip")
@@ -69,10 +66,7 @@ fn baresip_registers_and_is_listed() {
         "{regs:?}"
     );
     assert!(
-        regs[0]["user_agent"]
-            .as_str()
-            .unwrap_or("")
-            .contains("baresip"),
+        regs[0]["user_agent"].as_str().unwrap_or("").contains("baresip"),
         "{regs:?}"
     );
     drop(phone);

@@ -157,9 +157,7 @@ impl Daemon {
     /// SIGTERM and wait for exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
             let status = c.wait().unwrap();
             assert!(status.success(), "daemon exited with {status}");
         }
@@ -275,18 +273,9 @@ pub fn sipp(target: &str, scenario_name: &str, local_port: u16, args: &[&str]) -
 }
 
 /// Registers `user` with SIPp (digest MD5) for `expires` seconds.
-pub fn sipp_register(
-    d: &Daemon,
-    user: &str,
-    password: &str,
-    expires: u32,
-    local_port: u16,
-    extra: &[&str],
-) -> SippRun {
+pub fn sipp_register(d: &Daemon, user: &str, password: &str, expires: u32, local_port: u16, extra: &[&str]) -> SippRun {
     let exp = expires.to_string();
-    let mut args = vec![
-        "-s", user, "-au", user, "-ap", password, "-key", "expires", &exp,
-    ];
+    let mut args = vec!["-s", user, "-au", user, "-ap", password, "-key", "expires", &exp];
     args.extend_from_slice(extra);
     sipp(&d.target(), "register.xml", local_port, &args)
 }

@@ -8,15 +8,8 @@ use std::process::Command;
 #[test]
 fn check_accepts_the_shipped_config_and_names_file_line_of_errors() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/switchboard.toml");
-    let ok = Command::new(BIN)
-        .args(["check", "-c", shipped])
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let ok = Command::new(BIN).args(["check", "-c", shipped]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(
@@ -24,11 +17,7 @@ fn check_accepts_the_shipped_config_and_names_file_line_of_errors() {
         "[server]\nlisten = [\"nonsense\"]\n[[accounts]]\ndomain = \"a.test\"\n[[accounts.users]]\nextension = \"1\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["check", "-c"]).arg(&bad).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     let name = bad.display().to_string();
@@ -37,17 +26,11 @@ fn check_accepts_the_shipped_config_and_names_file_line_of_errors() {
         "{err}"
     );
     assert!(
-        err.contains(&format!(
-            "{name}:6:13: missing password for extension \"1\""
-        )),
+        err.contains(&format!("{name}:6:13: missing password for extension \"1\"")),
         "{err}"
     );
     // `run` refuses the same file with the same messages.
-    let run = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let run = Command::new(BIN).args(["run", "-c"]).arg(&bad).output().unwrap();
     assert!(!run.status.success());
     assert!(String::from_utf8(run.stderr).unwrap().contains(":2:11:"));
 }
@@ -55,19 +38,14 @@ fn check_accepts_the_shipped_config_and_names_file_line_of_errors() {
 #[test]
 fn version_flag() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
-    assert!(String::from_utf8(out.stdout)
-        .unwrap()
-        .starts_with("switchboard "));
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("switchboard "));
 }
 
 #[test]
 fn sighup_reloads_users_and_keeps_registrations() {
     let d = Daemon::start("");
     let port = free_port();
-    assert_eq!(
-        sipp_register(&d, "1001", "demo1001", 600, port, &[]).code,
-        0
-    );
+    assert_eq!(sipp_register(&d, "1001", "demo1001", 600, port, &[]).code, 0);
     let text = std::fs::read_to_string(&d.config_path).unwrap();
     std::fs::write(
         &d.config_path,
@@ -83,15 +61,11 @@ fn sighup_reloads_users_and_keeps_registrations() {
     );
     let mut c = RawClient::udp(d.addr());
     assert_eq!(
-        c.register("sip:pbx.test", "1004", "demo1004", 120)
-            .unwrap()
-            .status(),
+        c.register("sip:pbx.test", "1004", "demo1004", 120).unwrap().status(),
         Some(403)
     );
     assert_eq!(
-        c.register("sip:pbx.test", "1004", "changed", 120)
-            .unwrap()
-            .status(),
+        c.register("sip:pbx.test", "1004", "changed", 120).unwrap().status(),
         Some(200)
     );
     // A broken config on reload is refused and the old one keeps running.
@@ -99,9 +73,7 @@ fn sighup_reloads_users_and_keeps_registrations() {
     d.signal("-HUP");
     d.wait_for_log("reload refused");
     assert_eq!(
-        c.register("sip:pbx.test", "1004", "changed", 120)
-            .unwrap()
-            .status(),
+        c.register("sip:pbx.test", "1004", "changed", 120).unwrap().status(),
         Some(200)
     );
 }

@@ -22,11 +22,7 @@ pub struct RawClient {
 
 impl RawClient {
     pub fn udp(server: SocketAddr) -> RawClient {
-        let bind = if server.is_ipv4() {
-            "127.0.0.1:0"
-        } else {
-            "[::1]:0"
-        };
+        let bind = if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
         let s = UdpSocket::bind(bind).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let local = s.local_addr().unwrap();
@@ -73,8 +69,7 @@ impl RawClient {
                 Some(SipMessage::parse_datagram(Bytes::copy_from_slice(&buf[..n])).unwrap())
             }
             Conn::Tcp(s, pending) => loop {
-                if let Ok((skip, Some(len))) = switchboard::sip::message::frame_len(pending, 65536)
-                {
+                if let Ok((skip, Some(len))) = switchboard::sip::message::frame_len(pending, 65536) {
                     let frame: Vec<u8> = pending.drain(..skip + len).skip(skip).collect();
                     return Some(SipMessage::parse_framed(Bytes::from(frame)).unwrap());
                 }
@@ -102,14 +97,7 @@ impl RawClient {
     }
 
     /// Builds a request from us with fresh branch and CSeq.
-    pub fn request(
-        &mut self,
-        method: &str,
-        ruri: &str,
-        user: &str,
-        extra: &str,
-        call_id: &str,
-    ) -> String {
+    pub fn request(&mut self, method: &str, ruri: &str, user: &str, extra: &str, call_id: &str) -> String {
         self.seq += 1;
         let (host, port, t, seq) = (self.host(), self.local.port(), self.transport(), self.seq);
         format!(
@@ -119,13 +107,7 @@ impl RawClient {
         )
     }
 
-    pub fn send_request(
-        &mut self,
-        method: &str,
-        ruri: &str,
-        user: &str,
-        extra: &str,
-    ) -> Option<SipMessage> {
+    pub fn send_request(&mut self, method: &str, ruri: &str, user: &str, extra: &str) -> Option<SipMessage> {
         let call_id = format!("raw-{}-{}", self.local.port(), self.seq + 1);
         let r = self.request(method, ruri, user, extra, &call_id);
         self.send_raw(r.as_bytes());
@@ -144,13 +126,7 @@ impl RawClient {
 
     /// REGISTER with challenge-response; returns the final response to the
     /// authenticated request (or to the first one if it was not a 401).
-    pub fn register(
-        &mut self,
-        ruri: &str,
-        user: &str,
-        password: &str,
-        expires: u32,
-    ) -> Option<SipMessage> {
+    pub fn register(&mut self, ruri: &str, user: &str, password: &str, expires: u32) -> Option<SipMessage> {
         let contact = format!(
             "Contact: <sip:{user}@{}:{}>\r\nExpires: {expires}\r\n",
             self.host(),
@@ -163,10 +139,7 @@ impl RawClient {
         if challenge.status() != Some(401) {
             return Some(challenge);
         }
-        let www = challenge
-            .header(&HeaderName::WwwAuthenticate)
-            .unwrap()
-            .to_string();
+        let www = challenge.header(&HeaderName::WwwAuthenticate).unwrap().to_string();
         let field = |name: &str| {
             www.split(&format!("{name}=\""))
                 .nth(1)
@@ -198,13 +171,7 @@ impl RawClient {
             "Authorization: Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{ruri}\", response=\"{}\", algorithm={alg_name}, cnonce=\"0a4f113b\", qop=auth, nc=00000001\r\n",
             c.realm, c.nonce, c.response
         );
-        let second = self.request(
-            "REGISTER",
-            ruri,
-            user,
-            &format!("{contact}{auth}"),
-            &call_id,
-        );
+        let second = self.request("REGISTER", ruri, user, &format!("{contact}{auth}"), &call_id);
         self.send_raw(second.as_bytes());
         self.recv_final()
     }

@@ -44,9 +44,7 @@ fn sipp_registers_over_tcp() {
 fn sha256_digest_when_offered_first() {
     let d = Daemon::start("digest_algorithms = [\"SHA-256\", \"MD5\"]\n");
     let mut c = RawClient::udp(d.addr());
-    let ch = c
-        .send_request("REGISTER", "sip:pbx.test", "1001", "")
-        .unwrap();
+    let ch = c.send_request("REGISTER", "sip:pbx.test", "1001", "").unwrap();
     let offers: Vec<&str> = ch
         .header_values(&switchboard::sip::HeaderName::WwwAuthenticate)
         .collect();
@@ -101,10 +99,7 @@ fn repeated_failures_throttle_then_ban_the_source() {
     let d = Daemon::start("max_auth_failures = 4\nfailure_window_s = 60\nban_s = 600\n");
     let mut c = RawClient::udp(d.addr());
     let statuses: Vec<Option<u16>> = (0..3)
-        .map(|_| {
-            c.register("sip:pbx.test", "1001", "guess", 60)
-                .and_then(|m| m.status())
-        })
+        .map(|_| c.register("sip:pbx.test", "1001", "guess", 60).and_then(|m| m.status()))
         .collect();
     assert_eq!(
         statuses,
@@ -140,9 +135,7 @@ fn repeated_failures_throttle_then_ban_the_source() {
     // IPv6 loopback is another source: still served.
     let mut v6 = RawClient::udp(format!("[::1]:{}", d.port).parse().unwrap());
     assert_eq!(
-        v6.register("sip:pbx.test", "1002", "demo1002", 60)
-            .unwrap()
-            .status(),
+        v6.register("sip:pbx.test", "1002", "demo1002", 60).unwrap().status(),
         Some(200)
     );
 }
@@ -152,14 +145,8 @@ fn bindings_survive_restart_and_kill_9_and_expires_0_removes_them() {
     let mut d = Daemon::start("");
     let port = free_port();
     let contact = format!("sip:1002@127.0.0.1:{port}");
-    assert_eq!(
-        sipp_register(&d, "1002", "demo1002", 900, port, &[]).code,
-        0
-    );
-    assert_eq!(
-        d.registered_contacts("1002@pbx.test"),
-        vec![contact.clone()]
-    );
+    assert_eq!(sipp_register(&d, "1002", "demo1002", 900, port, &[]).code, 0);
+    assert_eq!(d.registered_contacts("1002@pbx.test"), vec![contact.clone()]);
     d.stop();
     d.restart();
     assert_eq!(
@@ -169,10 +156,7 @@ fn bindings_survive_restart_and_kill_9_and_expires_0_removes_them() {
     );
     // A second binding, acknowledged just before the crash, must survive too.
     let port2 = free_port();
-    assert_eq!(
-        sipp_register(&d, "1002", "demo1002", 900, port2, &[]).code,
-        0
-    );
+    assert_eq!(sipp_register(&d, "1002", "demo1002", 900, port2, &[]).code, 0);
     d.kill9();
     d.restart();
     let mut contacts = d.registered_contacts("1002@pbx.test");
@@ -184,8 +168,7 @@ fn bindings_survive_restart_and_kill_9_and_expires_0_removes_them() {
     let run = sipp_register(&d, "1002", "demo1002", 0, port, &[]);
     assert_eq!(run.code, 0, "{}", run.errors);
     assert!(
-        run.logs
-            .contains(&format!("binding <sip:1002@127.0.0.1:{port2}>")),
+        run.logs.contains(&format!("binding <sip:1002@127.0.0.1:{port2}>")),
         "200 lists the remaining binding: {}",
         run.logs
     );
@@ -207,24 +190,16 @@ fn too_brief_expiry_gets_423_and_wildcard_removes_all() {
     let mut c = RawClient::udp(d.addr());
     let r = c.register("sip:pbx.test", "1004", "demo1004", 5).unwrap();
     assert_eq!(r.status(), Some(423));
+    assert_eq!(r.header(&switchboard::sip::HeaderName::MinExpires), Some("60"));
     assert_eq!(
-        r.header(&switchboard::sip::HeaderName::MinExpires),
-        Some("60")
-    );
-    assert_eq!(
-        c.register("sip:pbx.test", "1004", "demo1004", 120)
-            .unwrap()
-            .status(),
+        c.register("sip:pbx.test", "1004", "demo1004", 120).unwrap().status(),
         Some(200)
     );
     assert_eq!(d.registered_contacts("1004@pbx.test").len(), 1);
     let mut other = RawClient::tcp(d.addr());
-    let ok = other
-        .register("sip:pbx.test", "1004", "demo1004", 120)
-        .unwrap();
+    let ok = other.register("sip:pbx.test", "1004", "demo1004", 120).unwrap();
     assert_eq!(
-        ok.header_values(&switchboard::sip::HeaderName::Contact)
-            .count(),
+        ok.header_values(&switchboard::sip::HeaderName::Contact).count(),
         2,
         "200 lists both bindings"
     );
@@ -249,9 +224,7 @@ fn wildcard_unregister(c: &mut RawClient) -> switchboard::sip::SipMessage {
     c.send_raw(req.as_bytes());
     let ch = c.recv_final().unwrap();
     assert_eq!(ch.status(), Some(401));
-    let www = ch
-        .header(&switchboard::sip::HeaderName::WwwAuthenticate)
-        .unwrap();
+    let www = ch.header(&switchboard::sip::HeaderName::WwwAuthenticate).unwrap();
     let nonce = www
         .split("nonce=\"")
         .nth(1)
@@ -267,14 +240,7 @@ fn wildcard_unregister(c: &mut RawClient) -> switchboard::sip::SipMessage {
         uri: "sip:pbx.test".into(),
         ..Default::default()
     };
-    cr.response = compute_response(
-        Algorithm::Md5,
-        "1004",
-        "pbx.test",
-        "demo1004",
-        "REGISTER",
-        &cr,
-    );
+    cr.response = compute_response(Algorithm::Md5, "1004", "pbx.test", "demo1004", "REGISTER", &cr);
     let auth = format!(
         "Contact: *\r\nExpires: 0\r\nAuthorization: Digest username=\"1004\", realm=\"pbx.test\", nonce=\"{nonce}\", uri=\"sip:pbx.test\", response=\"{}\"\r\n",
         cr.response

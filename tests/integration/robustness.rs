@@ -17,9 +17,7 @@ fn garbage_and_truncated_datagrams_then_a_valid_register() {
         .request("REGISTER", "sip:pbx.test", "1001", "", "trunc-1")
         .replace("Content-Length: 0", "Content-Length: 500");
     c.send_raw(truncated.as_bytes());
-    let r = c
-        .recv()
-        .expect("400 for a truncated but answerable request");
+    let r = c.recv().expect("400 for a truncated but answerable request");
     assert_eq!(r.status(), Some(400));
     assert!(r.reason().contains("Content-Length"), "{}", r.reason());
     // Parsed but invalid: CSeq method does not match.
@@ -31,32 +29,23 @@ fn garbage_and_truncated_datagrams_then_a_valid_register() {
     assert_eq!(r.status(), Some(400));
     assert_eq!(r.reason(), "Bad Request (CSeq method does not match)");
     // The daemon still serves a real peer.
-    assert_eq!(
-        sipp_register(&d, "1001", "demo1001", 120, free_port(), &[]).code,
-        0
-    );
+    assert_eq!(sipp_register(&d, "1001", "demo1001", 120, free_port(), &[]).code, 0);
 }
 
 #[test]
 fn options_and_unsupported_methods() {
     let d = Daemon::start("");
     let mut c = RawClient::udp(d.addr());
-    let r = c
-        .send_request("OPTIONS", "sip:pbx.test", "1001", "")
-        .unwrap();
+    let r = c.send_request("OPTIONS", "sip:pbx.test", "1001", "").unwrap();
     assert_eq!(r.status(), Some(200));
     assert!(r.header(&HeaderName::Allow).unwrap().contains("REGISTER"));
     assert_eq!(r.header(&HeaderName::Accept), Some("application/sdp"));
     let r = c.send_request("FOO", "sip:pbx.test", "1001", "").unwrap();
     assert_eq!(r.status(), Some(501));
     assert!(r.header(&HeaderName::Allow).is_some());
-    let r = c
-        .send_request("PUBLISH", "sip:pbx.test", "1001", "")
-        .unwrap();
+    let r = c.send_request("PUBLISH", "sip:pbx.test", "1001", "").unwrap();
     assert_eq!(r.status(), Some(405));
-    let r = c
-        .send_request("CANCEL", "sip:pbx.test", "1001", "")
-        .unwrap();
+    let r = c.send_request("CANCEL", "sip:pbx.test", "1001", "").unwrap();
     assert_eq!(r.status(), Some(481));
     let r = c.send_request("OPTIONS", "mailto:x@y", "1001", "").unwrap();
     assert_eq!(r.status(), Some(416));
@@ -83,9 +72,7 @@ fn tcp_half_message_and_garbage_do_not_stall_other_clients() {
     let d = Daemon::start("");
     // One client sends half a message and goes quiet.
     let mut stalled = RawClient::tcp(d.addr());
-    stalled.send_raw(
-        b"OPTIONS sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKhalf\r\n",
-    );
+    stalled.send_raw(b"OPTIONS sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKhalf\r\n");
     // Another sends two messages in one write: both answered, in order.
     let mut busy = RawClient::tcp(d.addr());
     let a = busy.request("OPTIONS", "sip:pbx.test", "1001", "", "two-a");
@@ -100,10 +87,7 @@ fn tcp_half_message_and_garbage_do_not_stall_other_clients() {
         .replace("Content-Length: 0", "Content-Length: x");
     bad.send_raw(m.as_bytes());
     assert_eq!(bad.recv().unwrap().status(), Some(400));
-    assert!(
-        bad.recv().is_none(),
-        "connection closed after a framing error"
-    );
+    assert!(bad.recv().is_none(), "connection closed after a framing error");
     // An oversized declared body is refused before being buffered.
     let mut huge = RawClient::tcp(d.addr());
     let m = huge
@@ -130,9 +114,7 @@ fn ipv6_over_udp_and_tcp() {
     assert!(via.contains(&format!("rport={}", u.local.port())), "{via}");
     let mut t = RawClient::tcp(v6);
     assert_eq!(
-        t.send_request("OPTIONS", "sip:[::1]", "1001", "")
-            .unwrap()
-            .status(),
+        t.send_request("OPTIONS", "sip:[::1]", "1001", "").unwrap().status(),
         Some(200)
     );
     let regs = d.registrations();

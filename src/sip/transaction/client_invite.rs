@@ -27,11 +27,7 @@ pub struct ClientInvite {
 }
 
 impl ClientInvite {
-    pub fn new(
-        timers: TimerConfig,
-        reliable: bool,
-        request: SipMessage,
-    ) -> (ClientInvite, Vec<Action>) {
+    pub fn new(timers: TimerConfig, reliable: bool, request: SipMessage) -> (ClientInvite, Vec<Action>) {
         let request_bytes = request.to_bytes();
         let mut out = vec![Action::Send(request_bytes.clone())];
         if !reliable {
@@ -82,9 +78,7 @@ impl ClientInvite {
                     Action::Timer(TimerKind::D, d),
                 ]
             }
-            (State::Completed, 300..=699) => {
-                self.ack.clone().map(Action::Send).into_iter().collect()
-            }
+            (State::Completed, 300..=699) => self.ack.clone().map(Action::Send).into_iter().collect(),
             _ => Vec::new(),
         }
     }
@@ -114,12 +108,7 @@ impl ClientInvite {
             StartLine::Response { .. } => Bytes::new(),
         };
         let mut headers = Vec::with_capacity(8);
-        if let Some(v) = self
-            .request
-            .headers
-            .iter()
-            .find(|h| h.name == HeaderName::Via)
-        {
+        if let Some(v) = self.request.headers.iter().find(|h| h.name == HeaderName::Via) {
             let top = self.request.top_via().unwrap_or_default().to_string();
             headers.push(Header {
                 name: v.name.clone(),
@@ -128,10 +117,9 @@ impl ClientInvite {
         }
         for h in &self.request.headers {
             match h.name {
-                HeaderName::From
-                | HeaderName::CallId
-                | HeaderName::Route
-                | HeaderName::MaxForwards => headers.push(h.clone()),
+                HeaderName::From | HeaderName::CallId | HeaderName::Route | HeaderName::MaxForwards => {
+                    headers.push(h.clone())
+                }
                 HeaderName::CSeq => {
                     let n = h.value.split(|&b| b == b' ').next().unwrap_or(b"1");
                     let mut v = n.to_vec();

@@ -21,11 +21,7 @@ pub struct ClientNonInvite {
 }
 
 impl ClientNonInvite {
-    pub fn new(
-        timers: TimerConfig,
-        reliable: bool,
-        request: Bytes,
-    ) -> (ClientNonInvite, Vec<Action>) {
+    pub fn new(timers: TimerConfig, reliable: bool, request: Bytes) -> (ClientNonInvite, Vec<Action>) {
         let mut out = vec![Action::Send(request.clone())];
         if !reliable {
             out.push(Action::Timer(TimerKind::E, timers.t1));
@@ -52,15 +48,8 @@ impl ClientNonInvite {
             _ => {
                 self.state = State::Completed;
                 // Timer K: T4 for unreliable transports, zero for reliable ones.
-                let k = if self.reliable {
-                    Duration::ZERO
-                } else {
-                    self.timers.t4
-                };
-                vec![
-                    Action::DeliverResponse(resp),
-                    Action::Timer(TimerKind::K, k),
-                ]
+                let k = if self.reliable { Duration::ZERO } else { self.timers.t4 };
+                vec![Action::DeliverResponse(resp), Action::Timer(TimerKind::K, k)]
             }
         }
     }

@@ -270,12 +270,7 @@ impl TransactionLayer {
     }
 
     /// A request arrived from the transport.
-    pub fn handle_request(
-        &mut self,
-        req: SipMessage,
-        from: Peer,
-        now: Instant,
-    ) -> Result<(), TxError> {
+    pub fn handle_request(&mut self, req: SipMessage, from: Peer, now: Instant) -> Result<(), TxError> {
         let key = Self::server_key(&req).ok_or(TxError::Unroutable)?;
         let is_ack = req.method() == Some(&Method::Ack);
         if let Some(entry) = self.txs.get_mut(&key) {
@@ -289,8 +284,7 @@ impl TransactionLayer {
             return Ok(());
         }
         if is_ack {
-            self.events
-                .push_back(TxEvent::StrayAck { request: req, from });
+            self.events.push_back(TxEvent::StrayAck { request: req, from });
             return Ok(());
         }
         let reply_to = reply_peer(&req, from).ok_or(TxError::Unroutable)?;
@@ -301,10 +295,7 @@ impl TransactionLayer {
             (Machine::ServerInvite(m), a)
         } else {
             (
-                Machine::ServerNonInvite(server_non_invite::ServerNonInvite::new(
-                    self.timers,
-                    reliable,
-                )),
+                Machine::ServerNonInvite(server_non_invite::ServerNonInvite::new(self.timers, reliable)),
                 Vec::new(),
             )
         };
@@ -324,10 +315,7 @@ impl TransactionLayer {
             return;
         };
         let Some(entry) = self.txs.get_mut(&key) else {
-            self.events.push_back(TxEvent::StrayResponse {
-                response: resp,
-                from,
-            });
+            self.events.push_back(TxEvent::StrayResponse { response: resp, from });
             return;
         };
         let actions = match &mut entry.machine {
@@ -365,14 +353,8 @@ impl TransactionLayer {
     }
 
     /// Starts a client transaction sending `req` to `to`.
-    pub fn send_request(
-        &mut self,
-        req: SipMessage,
-        to: Peer,
-        now: Instant,
-    ) -> Result<TxKey, TxError> {
-        let via = Via::parse(req.top_via().ok_or(TxError::Unroutable)?)
-            .map_err(|_| TxError::Unroutable)?;
+    pub fn send_request(&mut self, req: SipMessage, to: Peer, now: Instant) -> Result<TxKey, TxError> {
+        let via = Via::parse(req.top_via().ok_or(TxError::Unroutable)?).map_err(|_| TxError::Unroutable)?;
         let method = req.method().cloned().ok_or(TxError::Unroutable)?;
         let key = TxKey {
             branch: via.branch().ok_or(TxError::Unroutable)?.to_string(),
@@ -385,8 +367,7 @@ impl TransactionLayer {
             let (m, a) = client_invite::ClientInvite::new(self.timers, reliable, req);
             (Machine::ClientInvite(m), a)
         } else {
-            let (m, a) =
-                client_non_invite::ClientNonInvite::new(self.timers, reliable, req.to_bytes());
+            let (m, a) = client_non_invite::ClientNonInvite::new(self.timers, reliable, req.to_bytes());
             (Machine::ClientNonInvite(m), a)
         };
         self.insert(key.clone(), machine, to, None);
@@ -464,8 +445,7 @@ impl TransactionLayer {
                 Action::Timeout => self.events.push_back(TxEvent::Timeout { key: key.clone() }),
                 Action::Terminate => {
                     self.txs.remove(key);
-                    self.events
-                        .push_back(TxEvent::Terminated { key: key.clone() });
+                    self.events.push_back(TxEvent::Terminated { key: key.clone() });
                 }
             }
         }

@@ -50,11 +50,7 @@ impl ServerInvite {
         }
         self.state = State::Confirmed;
         // Timer I: T4 for unreliable transports, zero for reliable ones.
-        let i = if self.reliable {
-            Duration::ZERO
-        } else {
-            self.timers.t4
-        };
+        let i = if self.reliable { Duration::ZERO } else { self.timers.t4 };
         vec![Action::Timer(TimerKind::I, i)]
     }
 

@@ -35,19 +35,12 @@ fn drain(l: &mut TransactionLayer) -> (Vec<Transmit>, Vec<TxEvent>) {
 }
 
 fn status_of(t: &Transmit) -> u16 {
-    SipMessage::parse_datagram(t.data.clone())
-        .unwrap()
-        .status()
-        .unwrap()
+    SipMessage::parse_datagram(t.data.clone()).unwrap().status().unwrap()
 }
 
 /// Advances virtual time to each deadline until `until`, returning the
 /// offsets (from `start`) at which something was transmitted.
-fn run_until(
-    l: &mut TransactionLayer,
-    start: Instant,
-    until: Duration,
-) -> (Vec<Duration>, Vec<TxEvent>) {
+fn run_until(l: &mut TransactionLayer, start: Instant, until: Duration) -> (Vec<Duration>, Vec<TxEvent>) {
     let mut sends = Vec::new();
     let mut events = Vec::new();
     while let Some(at) = l.poll_timeout() {
@@ -67,19 +60,16 @@ fn non_invite_server_absorbs_retransmissions_and_ends_after_timer_j() {
     let mut l = TransactionLayer::new(TimerConfig::default());
     let now = Instant::now();
     let req = request("REGISTER", "z9hG4bKa");
-    l.handle_request(req.clone(), peer(TransportKind::Udp), now)
-        .unwrap();
+    l.handle_request(req.clone(), peer(TransportKind::Udp), now).unwrap();
     let (t, e) = drain(&mut l);
     assert!(t.is_empty());
     let TxEvent::Request { key, .. } = &e[0] else {
         panic!("{e:?}")
     };
     // Retransmission before any response: absorbed silently.
-    l.handle_request(req.clone(), peer(TransportKind::Udp), now)
-        .unwrap();
+    l.handle_request(req.clone(), peer(TransportKind::Udp), now).unwrap();
     assert_eq!(drain(&mut l), (vec![], vec![]));
-    l.respond(key, response_to(&req, 200, None, "t"), now)
-        .unwrap();
+    l.respond(key, response_to(&req, 200, None, "t"), now).unwrap();
     let (t, _) = drain(&mut l);
     assert_eq!(status_of(&t[0]), 200);
     // Retransmission after the final response: the same 200 again, not a new TU event.
@@ -98,14 +88,10 @@ fn non_invite_server_over_tcp_ends_at_once() {
     let mut l = TransactionLayer::new(TimerConfig::default());
     let now = Instant::now();
     let req = request("OPTIONS", "z9hG4bKb");
-    l.handle_request(req.clone(), peer(TransportKind::Tcp), now)
-        .unwrap();
+    l.handle_request(req.clone(), peer(TransportKind::Tcp), now).unwrap();
     let (_, e) = drain(&mut l);
-    let TxEvent::Request { key, .. } = &e[0] else {
-        panic!()
-    };
-    l.respond(key, response_to(&req, 200, None, "t"), now)
-        .unwrap();
+    let TxEvent::Request { key, .. } = &e[0] else { panic!() };
+    l.respond(key, response_to(&req, 200, None, "t"), now).unwrap();
     l.handle_timeout(now);
     assert!(l.is_empty());
 }
@@ -115,15 +101,11 @@ fn invite_server_retransmits_error_with_timer_g_until_ack() {
     let mut l = TransactionLayer::new(TimerConfig::default());
     let now = Instant::now();
     let req = request("INVITE", "z9hG4bKc");
-    l.handle_request(req.clone(), peer(TransportKind::Udp), now)
-        .unwrap();
+    l.handle_request(req.clone(), peer(TransportKind::Udp), now).unwrap();
     let (t, e) = drain(&mut l);
     assert_eq!(status_of(&t[0]), 100, "100 Trying sent at once");
-    let TxEvent::Request { key, .. } = &e[0] else {
-        panic!()
-    };
-    l.respond(key, response_to(&req, 486, None, "t"), now)
-        .unwrap();
+    let TxEvent::Request { key, .. } = &e[0] else { panic!() };
+    l.respond(key, response_to(&req, 486, None, "t"), now).unwrap();
     drain(&mut l);
     // Timer G: T1, 2T1, 4T1, then capped at T2 = 4 s.
     let (sends, _) = run_until(&mut l, now, Duration::from_millis(7600));
@@ -146,14 +128,10 @@ fn invite_server_timer_h_reports_missing_ack() {
     let mut l = TransactionLayer::new(TimerConfig::default());
     let now = Instant::now();
     let req = request("INVITE", "z9hG4bKd");
-    l.handle_request(req.clone(), peer(TransportKind::Udp), now)
-        .unwrap();
+    l.handle_request(req.clone(), peer(TransportKind::Udp), now).unwrap();
     let (_, e) = drain(&mut l);
-    let TxEvent::Request { key, .. } = &e[0] else {
-        panic!()
-    };
-    l.respond(key, response_to(&req, 603, None, "t"), now)
-        .unwrap();
+    let TxEvent::Request { key, .. } = &e[0] else { panic!() };
+    l.respond(key, response_to(&req, 603, None, "t"), now).unwrap();
     let (_, events) = run_until(&mut l, now, T1 * 64);
     assert_eq!(
         events,
@@ -169,17 +147,12 @@ fn invite_server_2xx_absorbs_retransmitted_invite_and_passes_ack_up() {
     let mut l = TransactionLayer::new(TimerConfig::default());
     let now = Instant::now();
     let req = request("INVITE", "z9hG4bKe");
-    l.handle_request(req.clone(), peer(TransportKind::Udp), now)
-        .unwrap();
+    l.handle_request(req.clone(), peer(TransportKind::Udp), now).unwrap();
     let (_, e) = drain(&mut l);
-    let TxEvent::Request { key, .. } = &e[0] else {
-        panic!()
-    };
-    l.respond(key, response_to(&req, 200, None, "t"), now)
-        .unwrap();
+    let TxEvent::Request { key, .. } = &e[0] else { panic!() };
+    l.respond(key, response_to(&req, 200, None, "t"), now).unwrap();
     drain(&mut l);
-    l.handle_request(req.clone(), peer(TransportKind::Udp), now)
-        .unwrap();
+    l.handle_request(req.clone(), peer(TransportKind::Udp), now).unwrap();
     assert_eq!(drain(&mut l), (vec![], vec![]), "absorbed in Accepted");
     // ACK for 2xx carries a new branch: it reaches the TU.
     l.handle_request(request("ACK", "z9hG4bKnew"), peer(TransportKind::Udp), now)
@@ -196,9 +169,7 @@ fn cancel_finds_its_invite() {
         .unwrap();
     let cancel = request("CANCEL", "z9hG4bKf");
     assert!(l.invite_for_cancel(&cancel).is_some());
-    assert!(l
-        .invite_for_cancel(&request("CANCEL", "z9hG4bKother"))
-        .is_none());
+    assert!(l.invite_for_cancel(&request("CANCEL", "z9hG4bKother")).is_none());
 }
 
 #[test]
@@ -206,11 +177,7 @@ fn non_invite_client_timer_e_doubles_to_t2_then_timer_f() {
     let mut l = TransactionLayer::new(TimerConfig::default());
     let now = Instant::now();
     let key = l
-        .send_request(
-            request("OPTIONS", "z9hG4bKg"),
-            peer(TransportKind::Udp),
-            now,
-        )
+        .send_request(request("OPTIONS", "z9hG4bKg"), peer(TransportKind::Udp), now)
         .unwrap();
     assert_eq!(drain(&mut l).0.len(), 1);
     let (sends, events) = run_until(&mut l, now, T1 * 64);
@@ -220,10 +187,7 @@ fn non_invite_client_timer_e_doubles_to_t2_then_timer_f() {
     assert!(ms.windows(2).skip(3).all(|w| w[1] - w[0] == 4000));
     assert_eq!(
         events,
-        vec![
-            TxEvent::Timeout { key: key.clone() },
-            TxEvent::Terminated { key }
-        ]
+        vec![TxEvent::Timeout { key: key.clone() }, TxEvent::Terminated { key }]
     );
 }
 
@@ -232,15 +196,9 @@ fn non_invite_client_final_response_then_timer_k() {
     let mut l = TransactionLayer::new(TimerConfig::default());
     let now = Instant::now();
     let req = request("OPTIONS", "z9hG4bKh");
-    let key = l
-        .send_request(req.clone(), peer(TransportKind::Udp), now)
-        .unwrap();
+    let key = l.send_request(req.clone(), peer(TransportKind::Udp), now).unwrap();
     drain(&mut l);
-    l.handle_response(
-        response_to(&req, 200, None, "x"),
-        peer(TransportKind::Udp),
-        now,
-    );
+    l.handle_response(response_to(&req, 200, None, "x"), peer(TransportKind::Udp), now);
     let (_, e) = drain(&mut l);
     assert!(matches!(&e[0], TxEvent::Response { response, .. } if response.status() == Some(200)));
     let (sends, events) = run_until(&mut l, now, Duration::from_secs(6));
@@ -261,10 +219,7 @@ fn invite_client_timer_a_doubles_then_timer_b() {
     assert_eq!(ms, vec![500, 1500, 3500, 7500, 15500, 31500]);
     assert_eq!(
         events,
-        vec![
-            TxEvent::Timeout { key: key.clone() },
-            TxEvent::Terminated { key }
-        ]
+        vec![TxEvent::Timeout { key: key.clone() }, TxEvent::Terminated { key }]
     );
 }
 
@@ -273,14 +228,9 @@ fn invite_client_acks_error_responses_and_each_retransmission() {
     let mut l = TransactionLayer::new(TimerConfig::default());
     let now = Instant::now();
     let req = request("INVITE", "z9hG4bKj");
-    l.send_request(req.clone(), peer(TransportKind::Udp), now)
-        .unwrap();
+    l.send_request(req.clone(), peer(TransportKind::Udp), now).unwrap();
     drain(&mut l);
-    l.handle_response(
-        response_to(&req, 180, None, "x"),
-        peer(TransportKind::Udp),
-        now,
-    );
+    l.handle_response(response_to(&req, 180, None, "x"), peer(TransportKind::Udp), now);
     let busy = response_to(&req, 486, None, "x");
     l.handle_response(busy.clone(), peer(TransportKind::Udp), now);
     let (t, e) = drain(&mut l);
@@ -304,10 +254,8 @@ fn rfc2543_requests_without_magic_cookie_still_match() {
     let mut l = TransactionLayer::new(TimerConfig::default());
     let now = Instant::now();
     let req = request("OPTIONS", "oldbranch");
-    l.handle_request(req.clone(), peer(TransportKind::Udp), now)
-        .unwrap();
+    l.handle_request(req.clone(), peer(TransportKind::Udp), now).unwrap();
     drain(&mut l);
-    l.handle_request(req, peer(TransportKind::Udp), now)
-        .unwrap();
+    l.handle_request(req, peer(TransportKind::Udp), now).unwrap();
     assert_eq!(drain(&mut l).1.len(), 0, "retransmission matched");
 }

@@ -1,0 +1,188 @@
+//! Dialog state of one leg (RFC 3261 §12) and the requests we build in
+//! it: in-dialog requests (§12.2.1.1), ACK for a 2xx (§13.2.2.4), CANCEL
+//! (§9.1), and the initial INVITE of a callee leg.
+
+use crate::sip::addr::NameAddr;
+use crate::sip::message::{Header, StartLine};
+use crate::sip::response::random_token;
+use crate::sip::transaction::Peer;
+use crate::sip::{HeaderName, Method, SipMessage};
+use bytes::Bytes;
+use std::net::SocketAddr;
+
+/// Our side of one dialog.
+#[derive(Debug, Clone)]
+pub struct Dialog {
+    pub call_id: String,
+    /// Our From/To header value (with our tag).
+    pub local: String,
+    /// Their From/To header value (with their tag).
+    pub remote: String,
+    /// Where in-dialog requests go (their Contact URI).
+    pub remote_target: String,
+    pub peer: Peer,
+    pub local_cseq: u32,
+    /// Our address for Via and Contact on this leg.
+    pub via_addr: SocketAddr,
+}
+
+pub fn host_port(a: SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v) => v.to_string(),
+        SocketAddr::V6(v) => format!("[{}]:{}", v.ip(), v.port()),
+    }
+}
+
+pub fn new_branch() -> String {
+    format!("z9hG4bK{}", random_token())
+}
+
+pub fn via(peer: Peer, via_addr: SocketAddr, branch: &str) -> String {
+    format!(
+        "SIP/2.0/{} {};branch={branch};rport",
+        peer.transport.via_name(),
+        host_port(via_addr)
+    )
+}
+
+pub fn contact(peer: Peer, via_addr: SocketAddr) -> String {
+    let t = if peer.transport.is_reliable() {
+        ";transport=tcp"
+    } else {
+        ""
+    };
+    format!("<sip:switchboard@{}{t}>", host_port(via_addr))
+}
+
+/// The Contact URI of a message (for the remote target).
+pub fn contact_uri(msg: &SipMessage) -> Option<String> {
+    let c = msg.header_values(&HeaderName::Contact).next()?;
+    NameAddr::parse(c).ok().map(|a| a.uri_text.to_string())
+}
+
+fn header(name: HeaderName, value: impl Into<Bytes>) -> Header {
+    Header {
+        name,
+        value: value.into(),
+    }
+}
+
+pub fn request(method: Method, uri: &str, headers: Vec<Header>, body: Bytes) -> SipMessage {
+    SipMessage {
+        start: StartLine::Request {
+            method,
+            uri: Bytes::copy_from_slice(uri.as_bytes()),
+        },
+        headers,
+        body,
+    }
+}
+
+impl Dialog {
+    /// A new in-dialog request with the next CSeq (§12.2.1.1).
+    pub fn request(&mut self, method: Method, body: Option<(&str, Bytes)>) -> SipMessage {
+        if method != Method::Ack {
+            self.local_cseq += 1;
+        }
+        let branch = new_branch();
+        let mut h = vec![
+            header(HeaderName::Via, via(self.peer, self.via_addr, &branch)),
+            header(HeaderName::MaxForwards, "70"),
+            header(HeaderName::From, self.local.clone()),
+            header(HeaderName::To, self.remote.clone()),
+            header(HeaderName::CallId, self.call_id.clone()),
+            header(HeaderName::CSeq, format!("{} {}", self.local_cseq, method)),
+        ];
+        if matches!(method, Method::Invite | Method::Update) {
+            h.push(header(HeaderName::Contact, contact(self.peer, self.via_addr)));
+        }
+        let body = match body {
+            Some((ctype, b)) => {
+                h.push(header(HeaderName::ContentType, ctype.to_string()));
+                b
+            }
+            None => Bytes::new(),
+        };
+        request(method, &self.remote_target.clone(), h, body)
+    }
+
+    /// ACK for a 2xx to our INVITE with CSeq `cseq` (§13.2.2.4).
+    pub fn ack(&self, cseq: u32) -> SipMessage {
+        let h = vec![
+            header(HeaderName::Via, via(self.peer, self.via_addr, &new_branch())),
+            header(HeaderName::MaxForwards, "70"),
+            header(HeaderName::From, self.local.clone()),
+            header(HeaderName::To, self.remote.clone()),
+            header(HeaderName::CallId, self.call_id.clone()),
+            header(HeaderName::CSeq, format!("{cseq} ACK")),
+        ];
+        request(Method::Ack, &self.remote_target, h, Bytes::new())
+    }
+}
+
+/// CANCEL for a pending INVITE: same Request-URI, top Via, From, To,
+/// Call-ID and CSeq number (§9.1).
+pub fn cancel_for(invite: &SipMessage) -> SipMessage {
+    let mut h = Vec::with_capacity(6);
+    for hd in &invite.headers {
+        match hd.name {
+            HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::MaxForwards => {
+                h.push(hd.clone())
+            }
+            HeaderName::CSeq => {
+                let n = hd.value.split(|&b| b == b' ').next().unwrap_or(b"1").to_vec();
+                let mut v = n;
+                v.extend_from_slice(b" CANCEL");
+                h.push(header(HeaderName::CSeq, v));
+            }
+            _ => {}
+        }
+    }
+    request(Method::Cancel, invite.request_uri().unwrap_or(""), h, Bytes::new())
+}
+
+/// What a new callee leg's INVITE needs.
+pub struct CalleeInvite<'a> {
+    pub target_uri: &'a str,
+    pub peer: Peer,
+    pub via_addr: SocketAddr,
+    pub from_number: &'a str,
+    pub from_name: Option<&'a str>,
+    pub to_user: &'a str,
+    pub domain: &'a str,
+    pub max_forwards: u8,
+    pub sdp: Bytes,
+    pub user_agent: &'a str,
+}
+
+impl CalleeInvite<'_> {
+    /// Returns the INVITE and the dialog it starts (remote tag unknown yet).
+    pub fn build(&self) -> (SipMessage, Dialog) {
+        let call_id = format!("{}@switchboard", random_token());
+        let from_tag = random_token();
+        let display = self
+            .from_name
+            .map(|n| format!("\"{}\" ", n.replace('"', "")))
+            .unwrap_or_default();
+        let local = format!("{display}<sip:{}@{}>;tag={from_tag}", self.from_number, self.domain);
+        let remote = format!("<sip:{}@{}>", self.to_user, self.domain);
+        let mut dialog = Dialog {
+            call_id: call_id.clone(),
+            local,
+            remote,
+            remote_target: self.target_uri.to_string(),
+            peer: self.peer,
+            local_cseq: 0,
+            via_addr: self.via_addr,
+        };
+        let mut req = dialog.request(Method::Invite, Some(("application/sdp", self.sdp.clone())));
+        for h in req.headers.iter_mut() {
+            if h.name == HeaderName::MaxForwards {
+                h.value = Bytes::from(self.max_forwards.to_string());
+            }
+        }
+        req.push_header(HeaderName::Allow, "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO");
+        req.push_header(HeaderName::UserAgent, self.user_agent.to_string());
+        (req, dialog)
+    }
+}

@@ -1,0 +1,55 @@
+//! Call records: one per call, written to the store when the call ends
+//! (durably, so finished calls survive `kill -9`).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub call_id: String,
+    pub account: String,
+    pub caller: String,
+    pub callee: String,
+    /// "internal" or "outbound".
+    pub direction: String,
+    /// Unix times in milliseconds.
+    pub start_ms: u64,
+    pub answer_ms: Option<u64>,
+    pub end_ms: u64,
+    /// Talk time in seconds (answer to end), 0 if never answered.
+    pub duration_s: u64,
+    /// "answered", "no-answer", "busy", "cancelled" or "failed".
+    pub disposition: String,
+    /// "caller", "callee" or "system" (timeouts, dialplan, errors).
+    pub hangup_side: String,
+    /// Final SIP status of the caller's INVITE (200 when answered).
+    pub sip_code: u16,
+}
+
+impl CallRecord {
+    /// Store key: end time first, so records list in time order.
+    pub fn key(&self) -> String {
+        format!("{:015}-{}", self.end_ms, self.call_id)
+    }
+
+    pub fn involves(&self, user: &str) -> bool {
+        self.caller == user || self.callee == user
+    }
+}
+
+/// The disposition of a call that was never answered, from the status
+/// its caller got.
+pub fn unanswered_disposition(code: u16) -> &'static str {
+    match code {
+        486 | 600 => "busy",
+        408 | 480 => "no-answer",
+        487 => "cancelled",
+        _ => "failed",
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,70 @@
+//! G.711 encoders (ITU-T G.711): 16-bit linear PCM to µ-law (PCMU, RTP
+//! payload type 0) and A-law (PCMA, payload type 8), for prompts.
+
+const SEG_UEND: [i32; 8] = [0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF];
+const SEG_AEND: [i32; 8] = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF];
+
+fn segment(v: i32, ends: &[i32; 8]) -> usize {
+    ends.iter().position(|&e| v <= e).unwrap_or(8)
+}
+
+pub fn linear_to_ulaw(sample: i16) -> u8 {
+    let mut v = i32::from(sample) >> 2;
+    let mask = if v < 0 {
+        v = -v;
+        0x7F
+    } else {
+        0xFF
+    };
+    v = v.min(8159) + (0x84 >> 2);
+    let seg = segment(v, &SEG_UEND);
+    if seg >= 8 {
+        return (0x7F ^ mask) as u8;
+    }
+    let u = ((seg as i32) << 4) | ((v >> (seg + 1)) & 0x0F);
+    (u ^ mask) as u8
+}
+
+pub fn linear_to_alaw(sample: i16) -> u8 {
+    let mut v = i32::from(sample) >> 3;
+    let mask = if v >= 0 {
+        0xD5
+    } else {
+        v = -v - 1;
+        0x55
+    };
+    let seg = segment(v, &SEG_AEND);
+    if seg >= 8 {
+        return (0x7F ^ mask) as u8;
+    }
+    let mut a = (seg as i32) << 4;
+    a |= if seg < 2 { (v >> 1) & 0x0F } else { (v >> seg) & 0x0F };
+    (a ^ mask) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_codes() {
+        assert_eq!(linear_to_ulaw(0), 0xFF);
+        assert_eq!(linear_to_ulaw(-1), 0x7F);
+        assert_eq!(linear_to_ulaw(i16::MAX), 0x80);
+        assert_eq!(linear_to_ulaw(i16::MIN), 0x00);
+        assert_eq!(linear_to_alaw(0), 0xD5);
+        assert_eq!(linear_to_alaw(i16::MAX), 0xAA);
+        assert_eq!(linear_to_alaw(i16::MIN), 0x2A);
+    }
+
+    #[test]
+    fn monotonic_in_magnitude() {
+        // Larger positive samples never map to a smaller µ-law magnitude.
+        let mag = |s: i16| 0x7F - (linear_to_ulaw(s) & 0x7F);
+        let mut prev = 0;
+        for s in (0..i16::MAX).step_by(97) {
+            assert!(mag(s) >= prev);
+            prev = mag(s);
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Media: the RTP/RTCP relay, SDP rewriting and prompt playback.
+
+pub mod g711;
+pub mod playback;
+pub mod relay;
+pub mod sdp;
+
+pub use relay::{MediaSession, MediaStats, RelayPool, Side};

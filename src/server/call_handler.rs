@@ -1,0 +1,86 @@
+//! INVITE and in-dialog requests: a new INVITE is authenticated (407
+//! challenge, RFC 3261 §22.3), checked for hops and loops, and handed to
+//! the call manager; BYE, re-INVITE, UPDATE, INFO and CANCEL go to the
+//! call they belong to, or get 481.
+
+use super::handler::{Outcome, RequestContext, RequestHandler};
+use crate::auth::AuthVerdict;
+use crate::sip::addr::NameAddr;
+use crate::sip::response::{random_token, response_to};
+use crate::sip::uri::SipUri;
+use crate::sip::{HeaderName, Method, SipError, SipMessage};
+
+pub struct CallHandler;
+
+impl RequestHandler for CallHandler {
+    fn handle(&mut self, req: &SipMessage, cx: &mut RequestContext<'_>) -> Option<Outcome> {
+        let method = req.method()?;
+        let has_to_tag = req
+            .header(&HeaderName::To)
+            .and_then(|t| NameAddr::parse(t).ok())
+            .is_some_and(|a| a.tag().is_some());
+        let result = match method {
+            Method::Invite if !has_to_tag => new_call(req, cx),
+            Method::Cancel => {
+                let invite = cx.cancelled_invite.clone()?;
+                cx.services.calls.on_cancel(&invite);
+                Ok(Outcome::Respond(response_to(req, 200, None, &random_token())))
+            }
+            Method::Invite | Method::Bye | Method::Update | Method::Info | Method::Notify => {
+                match cx.services.calls.on_in_dialog(cx.key.clone(), req.clone()) {
+                    Ok(()) => Ok(Outcome::Deferred),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => return None,
+        };
+        Some(match result {
+            Ok(o) => o,
+            Err(e) => Outcome::Respond(e.to_response(req, &random_token())),
+        })
+    }
+}
+
+fn new_call(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, SipError> {
+    // Max-Forwards and loops (§16.3, §8.2.2.2): a B2BUA that dials itself
+    // sees one of its own callee Call-IDs come back.
+    if req.header(&HeaderName::MaxForwards).is_some_and(|m| m.trim() == "0") {
+        return Err(SipError::new(483));
+    }
+    if req.call_id().is_some_and(|c| cx.services.calls.knows_call_id(c)) {
+        return Err(SipError::new(482));
+    }
+    let ruri = SipUri::parse(req.request_uri().unwrap_or("")).map_err(|_| SipError::new(416))?;
+    let account = cx
+        .config
+        .account_for_host(ruri.host)
+        .ok_or_else(|| SipError::with_reason(404, "Unknown domain"))?;
+    let verdict = cx.services.auth.verify(
+        req,
+        &HeaderName::ProxyAuthorization,
+        account,
+        cx.from.addr.ip(),
+        cx.now,
+        cx.now_unix,
+    );
+    let user = match verdict {
+        AuthVerdict::Authenticated(u) => u,
+        AuthVerdict::Challenge { stale } => {
+            let mut e = SipError::new(407);
+            for ch in cx.services.auth.challenges(&account.domain, stale, cx.now_unix) {
+                e = e.header(HeaderName::ProxyAuthenticate, ch);
+            }
+            return Err(e);
+        }
+        AuthVerdict::Rejected => return Err(SipError::new(403)),
+        AuthVerdict::Throttled => {
+            return Err(SipError::with_reason(503, "Too many failed attempts")
+                .header(HeaderName::Other("Retry-After".into()), "1"))
+        }
+        AuthVerdict::Banned => return Ok(Outcome::Drop),
+    };
+    cx.services
+        .calls
+        .start_call(cx.key.clone(), req.clone(), cx.from, account, user)?;
+    Ok(Outcome::Deferred)
+}
