@@ -158,6 +158,7 @@ impl CallManager {
 
     /// A response to one of our client transactions.
     pub fn on_response(&mut self, key: &TxKey, resp: SipMessage, now: Instant) {
+        tracing::debug!(branch = %key.branch, status = resp.status().unwrap_or(0), known = self.client_tx.contains_key(key), "call response");
         match self.client_tx.get(key).cloned() {
             Some(ClientPurpose::Fork { call, fork }) => self.on_fork_response(call, fork, resp, now),
             Some(ClientPurpose::Relay {

@@ -407,6 +407,7 @@ impl CallManager {
         } else {
             (unanswered_disposition(ending.code), ending.code)
         };
+        let stats = call.media.as_ref().map(MediaSession::stats).unwrap_or_default();
         let record = CallRecord {
             call_id: call.a.dialog.call_id.clone(),
             account: call.account.clone(),
@@ -420,6 +421,9 @@ impl CallManager {
             disposition: disposition.into(),
             hangup_side: ending.side.into(),
             sip_code,
+            rtp_from_caller: stats.from_caller.packets,
+            rtp_from_callee: stats.from_callee.packets,
+            rtp_seq_gaps: stats.from_caller.seq_gaps + stats.from_callee.seq_gaps,
         };
         tracing::info!(call = %record.call_id, caller = %record.caller, callee = %record.callee, disposition, side = ending.side, code = sip_code, "call ended");
         if let Some(m) = call.media.take() {

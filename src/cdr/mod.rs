@@ -23,6 +23,14 @@ pub struct CallRecord {
     pub hangup_side: String,
     /// Final SIP status of the caller's INVITE (200 when answered).
     pub sip_code: u16,
+    /// RTP packets the relay received from the caller and from the callee,
+    /// and sequence gaps seen in both (a loss indicator).
+    #[serde(default)]
+    pub rtp_from_caller: u64,
+    #[serde(default)]
+    pub rtp_from_callee: u64,
+    #[serde(default)]
+    pub rtp_seq_gaps: u64,
 }
 
 impl CallRecord {

@@ -131,10 +131,10 @@ pub fn rewrite(body: &[u8], relay: SocketAddr) -> Result<Vec<u8>, SdpError> {
             continue;
         }
         if let Some(o) = line.strip_prefix("o=") {
-            // Origin address names us now (RFC 4566 §5.2); keep session id/version.
+            // Origin names us now (RFC 4566 §5.2); keep session id/version.
             let f: Vec<&str> = o.split_whitespace().collect();
             if f.len() == 6 {
-                out.push_str(&format!("o={} {} {} IN {ip_ver} {ip}\r\n", f[0], f[1], f[2]));
+                out.push_str(&format!("o=switchboard {} {} IN {ip_ver} {ip}\r\n", f[1], f[2]));
                 continue;
             }
         }

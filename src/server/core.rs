@@ -149,6 +149,7 @@ impl Core {
                 tracing::debug!(from = %inb.from.addr, error = %e, "request dropped");
             }
         } else {
+            tracing::debug!(from = %inb.from.addr, status = inb.msg.status().unwrap_or(0), call_id = inb.msg.call_id().unwrap_or(""), "response received");
             self.txl.handle_response(inb.msg, inb.from, now);
         }
     }
@@ -175,15 +176,29 @@ impl Core {
     }
 
     fn on_event(&mut self, ev: TxEvent) {
+        let now = Instant::now();
         match ev {
             TxEvent::Request { key, request, from } => self.dispatch(key, request, from),
             TxEvent::Timeout { key } => {
-                tracing::debug!(branch = %key.branch, method = %key.method, "transaction timed out")
+                tracing::debug!(branch = %key.branch, method = %key.method, "transaction timed out");
+                if !key.server {
+                    self.services.calls.on_tx_timeout(&key, now);
+                }
             }
-            TxEvent::StrayAck { .. }
-            | TxEvent::StrayResponse { .. }
-            | TxEvent::Terminated { .. }
-            | TxEvent::Response { .. } => {}
+            TxEvent::Response { key, response } => self.services.calls.on_response(&key, response, now),
+            TxEvent::StrayAck { request, .. } => self.services.calls.on_ack(&request),
+            TxEvent::StrayResponse { response, .. } => {
+                tracing::debug!(
+                    status = response.status().unwrap_or(0),
+                    "response matches no transaction"
+                );
+                self.services.calls.on_stray_response(&response)
+            }
+            TxEvent::Terminated { key } => {
+                if !key.server {
+                    self.services.calls.on_tx_terminated(&key);
+                }
+            }
         }
     }
 

@@ -37,6 +37,7 @@ pub fn free_port() -> u16 {
 pub const USERS: &str = r#"
 [[accounts]]
 domain = "pbx.test"
+dialplan = "DIALPLAN"
 [[accounts.users]]
 extension = "1001"
 name = "Olivia Owner"
@@ -55,7 +56,13 @@ extension = "1004"
 name = "Andre Agent"
 password = "demo1004"
 role = "agent"
+outbound = false
 "#;
+
+/// The shipped default dialplan.
+pub fn default_dialplan() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("dialplans/default.lua")
+}
 
 pub struct Daemon {
     child: Option<Child>,
@@ -70,14 +77,21 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon; `security` is the body of its [security] table.
     pub fn start(security: &str) -> Daemon {
+        Daemon::start_with(security, "", &default_dialplan())
+    }
+
+    /// Starts a daemon with extra top-level tables (`sections`, e.g.
+    /// "[calls]\nring_timeout_s = 5\n") and the given dialplan file.
+    pub fn start_with(security: &str, sections: &str, dialplan: &Path) -> Daemon {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("switchboard.toml");
         let config = format!(
             "[server]\nlisten = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ndata_dir = \"{}\"\n\
              [sip]\ntcp_partial_timeout_s = 30\n[log]\nlevel = \"info,switchboard=debug\"\n\
-             [security]\n{security}\n{USERS}",
-            dir.path().join("data").display()
+             [security]\n{security}\n{sections}\n{}",
+            dir.path().join("data").display(),
+            USERS.replace("DIALPLAN", &dialplan.display().to_string())
         );
         std::fs::write(&config_path, config).unwrap();
         let (log_tx, log_rx) = mpsc::channel();
@@ -220,55 +234,116 @@ pub struct SippRun {
     pub code: i32,
     pub errors: String,
     pub logs: String,
+    pub messages: String,
 }
 
 /// Runs a SIPp scenario against the daemon: one call, bounded in time,
 /// control socket on loopback. Returns its exit code and error/log files.
 pub fn sipp(target: &str, scenario_name: &str, local_port: u16, args: &[&str]) -> SippRun {
-    let work = tempfile::tempdir().unwrap();
-    let cp = free_port().to_string();
-    let out = Command::new("sipp")
-        .current_dir(work.path())
-        .arg(target)
-        .arg("-sf")
-        .arg(scenario(scenario_name))
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &local_port.to_string(),
-            "-ci",
-            "127.0.0.1",
-            "-cp",
-            &cp,
-        ])
-        .args([
-            "-m",
-            "1",
-            "-timeout",
-            "30s",
-            "-timeout_error",
-            "-recv_timeout",
-            "10000",
-            "-nostdin",
-        ])
-        .args(["-trace_err", "-trace_logs"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("sipp installed (README test command installs sip-tester)");
-    let read = |suffix: &str| {
-        std::fs::read_dir(work.path())
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
-            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-            .collect::<String>()
-    };
-    SippRun {
-        code: out.status.code().unwrap_or(-1),
-        errors: read("_errors.log"),
-        logs: read("_logs.log"),
+    Sipp::new(scenario_name, local_port).target(target).args(args).run()
+}
+
+/// A SIPp run being prepared: its own working directory (for traces and
+/// media files) and arguments.
+pub struct Sipp {
+    work: tempfile::TempDir,
+    cmd: Command,
+}
+
+/// A SIPp running in the background (a UAS waiting for a call).
+pub struct SippChild {
+    work: tempfile::TempDir,
+    child: Child,
+}
+
+impl Sipp {
+    pub fn new(scenario_name: &str, local_port: u16) -> Sipp {
+        let work = tempfile::tempdir().unwrap();
+        let cp = free_port().to_string();
+        let mut cmd = Command::new("sipp");
+        cmd.current_dir(work.path())
+            .arg("-sf")
+            .arg(scenario(scenario_name))
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &local_port.to_string(),
+                "-ci",
+                "127.0.0.1",
+                "-cp",
+                &cp,
+            ])
+            .args([
+                "-m",
+                "1",
+                "-timeout",
+                "30s",
+                "-timeout_error",
+                "-recv_timeout",
+                "10000",
+                "-nostdin",
+            ])
+            .args(["-trace_err", "-trace_logs", "-trace_msg"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Sipp { work, cmd }
+    }
+
+    pub fn target(mut self, target: &str) -> Sipp {
+        self.cmd.arg(target);
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Sipp {
+        self.cmd.args(args);
+        self
+    }
+
+    /// Puts a file in SIPp's working directory (e.g. audio for rtp_stream).
+    pub fn file(self, name: &str, data: &[u8]) -> Sipp {
+        std::fs::write(self.work.path().join(name), data).unwrap();
+        self
+    }
+
+    pub fn run(self) -> SippRun {
+        self.spawn().wait()
+    }
+
+    pub fn spawn(mut self) -> SippChild {
+        let child = self
+            .cmd
+            .spawn()
+            .expect("sipp installed (README test command installs sip-tester)");
+        SippChild { work: self.work, child }
+    }
+}
+
+impl SippChild {
+    pub fn wait(mut self) -> SippRun {
+        let status = self.child.wait().unwrap();
+        let read = |suffix: &str| {
+            std::fs::read_dir(self.work.path())
+                .unwrap()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect::<String>()
+        };
+        SippRun {
+            code: status.code().unwrap_or(-1),
+            errors: read("_errors.log"),
+            logs: read("_logs.log"),
+            messages: read("_messages.log"),
+        }
+    }
+}
+
+impl Drop for SippChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -2,6 +2,7 @@
 //! peers (SIPp, baresip) and a raw socket client for malformed input.
 
 mod baresip_peer;
+mod calls;
 mod harness;
 mod operations;
 mod raw_client;
