@@ -89,3 +89,105 @@ fn sipp_call_with_rtp_through_the_relay() {
     let s = status(&d);
     assert!(s.contains("calls: 0") && s.contains("relay ports in use: 0"), "{s}");
 }
+
+/// The "final CODE REASON" line logged by uac_fail.xml.
+fn final_line(run: &crate::harness::SippRun) -> String {
+    run.logs
+        .lines()
+        .find(|l| l.starts_with("final "))
+        .unwrap_or_else(|| panic!("no final response: {}\n{}", run.errors, run.messages))
+        .to_string()
+}
+
+#[test]
+fn callee_busy_gives_486_and_a_busy_record() {
+    let d = Daemon::start("");
+    let uas = callee(&d, "1002", "uas_busy.xml", &[]);
+    let uac = caller(&d, "1001", "1002", 0, "uac_fail.xml");
+    assert_eq!(uac.code, 0, "{}", uac.errors);
+    assert!(final_line(&uac).starts_with("final 486"), "{}", final_line(&uac));
+    assert_eq!(uas.wait().code, 0);
+    let r = records(&d);
+    assert_eq!(
+        (r[0]["disposition"].as_str(), r[0]["sip_code"].as_u64()),
+        (Some("busy"), Some(486))
+    );
+}
+
+#[test]
+fn unregistered_callee_gets_480_and_unknown_number_404() {
+    let d = Daemon::start("");
+    let run = caller(&d, "1001", "1003", 0, "uac_fail.xml");
+    assert!(final_line(&run).starts_with("final 480"), "{}", final_line(&run));
+    let run = caller(&d, "1001", "1999", 0, "uac_fail.xml");
+    assert!(final_line(&run).starts_with("final 404"), "{}", final_line(&run));
+    let r = records(&d);
+    let d: Vec<_> = r
+        .iter()
+        .map(|x| x["disposition"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(d, vec!["no-answer", "failed"]);
+}
+
+#[test]
+fn caller_cancels_while_ringing() {
+    let d = Daemon::start("");
+    let uas = callee(&d, "1002", "uas_ring.xml", &[]);
+    let uac = caller(&d, "1001", "1002", 0, "uac_cancel.xml");
+    assert_eq!(uac.code, 0, "{}\n{}", uac.errors, uac.messages);
+    let uas = uas.wait();
+    assert_eq!(uas.code, 0, "callee saw the CANCEL: {}\n{}", uas.errors, uas.messages);
+    let r = records(&d);
+    assert_eq!(
+        (r[0]["disposition"].as_str(), r[0]["hangup_side"].as_str()),
+        (Some("cancelled"), Some("caller"))
+    );
+    let s = status(&d);
+    assert!(s.contains("calls: 0") && s.contains("relay ports in use: 0"), "{s}");
+}
+
+#[test]
+fn callee_hangs_up_with_bye() {
+    let d = Daemon::start("");
+    let uas = callee(&d, "1002", "uas_hangup.xml", &["-d", "500"]);
+    let uac = caller(&d, "1001", "1002", 0, "uac_wait_bye.xml");
+    assert_eq!(uac.code, 0, "{}\n{}", uac.errors, uac.messages);
+    assert_eq!(uas.wait().code, 0);
+    let r = records(&d);
+    assert_eq!(
+        (r[0]["disposition"].as_str(), r[0]["hangup_side"].as_str()),
+        (Some("answered"), Some("callee"))
+    );
+}
+
+#[test]
+fn hold_and_resume_reinvites_cross_the_b2bua() {
+    let d = Daemon::start("");
+    let uas = callee(&d, "1002", "uas_hold.xml", &[]);
+    let uac = caller(&d, "1001", "1002", 0, "uac_hold.xml");
+    let uas = uas.wait();
+    assert_eq!(uac.code, 0, "{}\n{}", uac.errors, uac.messages);
+    assert_eq!(uas.code, 0, "{}\n{}", uas.errors, uas.messages);
+    assert!(
+        uac.logs.contains("held a=recvonly") && uac.logs.contains("resumed a=sendrecv"),
+        "{}",
+        uac.logs
+    );
+}
+
+#[test]
+fn outbound_calls_need_permission() {
+    let d = Daemon::start("");
+    let run = caller(&d, "1004", "0611223344", 0, "uac_fail.xml");
+    assert_eq!(
+        final_line(&run).split(" SIP/2.0").next().unwrap(),
+        "final 403 Outbound calls not permitted for 1004"
+    );
+    // Allowed, but no trunk exists yet.
+    let run = caller(&d, "1001", "0611223344", 0, "uac_fail.xml");
+    assert!(
+        final_line(&run).starts_with("final 503 No trunk"),
+        "{}",
+        final_line(&run)
+    );
+}

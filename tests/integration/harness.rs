@@ -43,6 +43,7 @@ extension = "1001"
 name = "Olivia Owner"
 password = "demo1001"
 role = "owner"
+outbound = true
 [[accounts.users]]
 extension = "1002"
 password = "demo1002"
