@@ -12,9 +12,11 @@ const CALL_ENDED: &str = "\u{1}call ended";
 const HOOK_EVERY: u32 = 1000;
 
 fn sandbox(limits: Limits) -> mlua::Result<Lua> {
-    // Base, table, string, math, utf8, coroutine only: no io, os, package, debug.
+    // Base, table, string, math, utf8 only: no io, os, package, debug, and no
+    // coroutine (a coroutine created by the script would escape the
+    // instruction hook, which lives on the script's own thread).
     let lua = Lua::new_with(
-        StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE,
+        StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8,
         LuaOptions::default(),
     )?;
     let g = lua.globals();
@@ -25,9 +27,15 @@ fn sandbox(limits: Limits) -> mlua::Result<Lua> {
     let string: Table = g.get("string")?;
     string.raw_set("dump", Value::Nil)?;
     lua.set_memory_limit(limits.memory_bytes)?;
+    Ok(lua)
+}
+
+/// Counts instructions on the script's thread and stops it past the limit.
+/// (A hook on the main state does not reach the coroutine an async
+/// script runs in, so it is set on that thread.)
+fn limit_instructions(thread: &mlua::Thread, max: u64) {
     let used = Arc::new(AtomicU64::new(0));
-    let max = limits.instructions;
-    lua.set_hook(
+    thread.set_hook(
         HookTriggers::new().every_nth_instruction(HOOK_EVERY),
         move |_lua, _debug| {
             let n = used.fetch_add(u64::from(HOOK_EVERY), Ordering::Relaxed) + u64::from(HOOK_EVERY);
@@ -37,7 +45,6 @@ fn sandbox(limits: Limits) -> mlua::Result<Lua> {
             Ok(VmState::Continue)
         },
     );
-    Ok(lua)
 }
 
 pub fn compile(name: &str, source: &str) -> Result<(), DialplanError> {
@@ -60,7 +67,9 @@ pub async fn run(
     let lua = sandbox(limits).map_err(fail)?;
     install(&lua, &info, actions).map_err(fail)?;
     let chunk = lua.load(plan.source.as_str()).set_name(format!("@{}", plan.name));
-    match chunk.exec_async().await {
+    let thread = chunk.into_function().and_then(|f| lua.create_thread(f)).map_err(fail)?;
+    limit_instructions(&thread, limits.instructions);
+    match thread.into_async::<()>(()).await {
         Ok(()) => Ok(()),
         Err(e) if e.to_string().contains(CALL_ENDED) => Ok(()),
         Err(e) => {

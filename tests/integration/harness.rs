@@ -70,7 +70,7 @@ pub struct Daemon {
     pub port: u16,
     _dir: tempfile::TempDir,
     pub config_path: PathBuf,
-    log_rx: Receiver<String>,
+    log_rx: Mutex<Receiver<String>>,
     log_tx: mpsc::Sender<String>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -101,7 +101,7 @@ impl Daemon {
             port,
             _dir: dir,
             config_path,
-            log_rx,
+            log_rx: Mutex::new(log_rx),
             log_tx,
             log: Arc::default(),
         };
@@ -146,7 +146,7 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.log_rx.recv_timeout(left) {
+            match self.log_rx.lock().unwrap().recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
                 Err(_) => panic!(

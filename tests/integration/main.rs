@@ -3,6 +3,7 @@
 
 mod baresip_peer;
 mod calls;
+mod dialplans;
 mod harness;
 mod operations;
 mod raw_client;
