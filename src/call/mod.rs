@@ -37,8 +37,10 @@ use tokio::sync::oneshot;
 
 pub type CallRef = u64;
 
-/// What the call manager asks the core to do.
+/// What the call manager asks the core to do. Effects live only until the
+/// core drains them, so their size does not matter.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum CallEffect {
     /// Start a client transaction.
     Request {

@@ -20,7 +20,7 @@ fn sandbox(limits: Limits) -> mlua::Result<Lua> {
         LuaOptions::default(),
     )?;
     let g = lua.globals();
-    for name in ["dofile", "loadfile", "load", "require", "collectgarbage"] {
+    for name in ["dofile", "loadfile", "load", "require", "collectgarbage", "coroutine"] {
         g.raw_set(name, Value::Nil)?;
     }
     // string.dump would expose bytecode; the string metatable must stay shared-safe.
@@ -69,6 +69,8 @@ pub async fn run(
     let chunk = lua.load(plan.source.as_str()).set_name(format!("@{}", plan.name));
     let thread = chunk.into_function().and_then(|f| lua.create_thread(f)).map_err(fail)?;
     limit_instructions(&thread, limits.instructions);
+    // mlua's async machinery loads the coroutine library; take it away again.
+    lua.globals().raw_set("coroutine", Value::Nil).map_err(fail)?;
     match thread.into_async::<()>(()).await {
         Ok(()) => Ok(()),
         Err(e) if e.to_string().contains(CALL_ENDED) => Ok(()),
@@ -91,7 +93,14 @@ fn describe(e: &mlua::Error, name: &str) -> String {
         mlua::Error::MemoryError(m) => (format!("memory limit exceeded: {m}"), String::new()),
         other => (other.to_string(), String::new()),
     };
-    let first = message.lines().next().unwrap_or("").trim().to_string();
+    let first = message
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_start_matches("runtime error: ")
+        .trim_start_matches("syntax error: ")
+        .to_string();
     if first.starts_with(name) {
         return first;
     }

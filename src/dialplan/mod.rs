@@ -10,6 +10,8 @@
 mod api;
 mod library;
 pub mod simulate;
+#[cfg(test)]
+mod tests;
 
 pub use library::{load as library_load, DialplanLibrary};
 

@@ -40,7 +40,9 @@ pub fn media_info(body: &[u8]) -> Result<MediaInfo, SdpError> {
     let text = std::str::from_utf8(body).map_err(|_| SdpError::NotText)?;
     let mut session_c: Option<String> = None;
     let mut session_dir = Direction::SendRecv;
-    let mut audio: Option<(u16, Vec<u8>, Option<String>, Option<Direction>)> = None;
+    // (port, payload types, media-level address, media-level direction)
+    type AudioLine = (u16, Vec<u8>, Option<String>, Option<Direction>);
+    let mut audio: Option<AudioLine> = None;
     let mut in_audio = false;
     let mut seen_audio = false;
     for line in text.lines().map(str::trim_end) {
