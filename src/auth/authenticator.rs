@@ -54,6 +54,10 @@ impl Authenticator {
         self.guard.is_banned(ip, now)
     }
 
+    pub fn nonces_tracked(&self) -> usize {
+        self.nonces.tracked()
+    }
+
     pub fn guard(&self) -> &FailureGuard {
         &self.guard
     }

@@ -167,7 +167,6 @@ enum CallTimer {
     Ring(u64),
     Retransmit2xx,
     AckTimeout,
-    MaxDuration,
 }
 
 /// A live call as shown by `ctl calls`.
@@ -231,6 +230,11 @@ impl CallManager {
 
     pub fn is_empty(&self) -> bool {
         self.calls.is_empty()
+    }
+
+    /// Sizes of the internal tables, for leak checks (`ctl status`).
+    pub fn table_sizes(&self) -> (usize, usize, usize) {
+        (self.by_call_id.len(), self.client_tx.len(), self.timers.len())
     }
 
     /// The account domain of a live call.
@@ -355,7 +359,6 @@ impl CallManager {
     /// retransmit it until the ACK).
     fn answer_caller(&mut self, id: CallRef, sdp_body: Vec<u8>, now: Instant) {
         let t1 = self.config.timers.t1;
-        let max = self.config.calls.max_duration;
         let Some(call) = self.calls.get_mut(&id) else { return };
         if call.a.state != AState::Early {
             return;
@@ -378,7 +381,6 @@ impl CallManager {
         });
         self.timer(now + t1, id, CallTimer::Retransmit2xx);
         self.timer(now + t1 * 64, id, CallTimer::AckTimeout);
-        self.timer(now + max, id, CallTimer::MaxDuration);
     }
 
     /// Ends a call: answers or hangs up the caller, cancels or hangs up the
@@ -502,17 +504,27 @@ impl CallManager {
                     tracing::warn!(call = %call.a.dialog.call_id, "no ACK for our 2xx; hanging up");
                     self.end_call(id, system_ending(408, "No ACK"));
                 }
-                CallTimer::MaxDuration => {
-                    tracing::info!(call = %call.a.dialog.call_id, "maximum call duration reached");
-                    self.end_call(id, system_ending(408, "Maximum duration"));
-                }
                 _ => {}
             }
         }
     }
 
-    /// Hangs up answered calls whose relay saw no RTP for the media timeout.
+    /// Hangs up answered calls whose relay saw no RTP for the media
+    /// timeout, and calls past the maximum duration (checked here, once a
+    /// second, rather than with a timer per call that would outlive it).
     pub fn check_media(&mut self, now: Instant) {
+        let max_ms = self.config.calls.max_duration.as_millis() as u64;
+        let now_ms = unix_ms();
+        let too_long: Vec<CallRef> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.answer_ms.is_some_and(|a| now_ms.saturating_sub(a) >= max_ms))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in too_long {
+            tracing::info!(call = id, "maximum call duration reached");
+            self.end_call(id, system_ending(408, "Maximum duration"));
+        }
         let limit = self.config.calls.media_timeout;
         let idle: Vec<CallRef> = self
             .calls

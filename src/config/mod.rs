@@ -141,6 +141,7 @@ pub struct Config {
     pub tcp: bool,
     pub data_dir: PathBuf,
     pub control_socket: PathBuf,
+    pub store_cache_bytes: usize,
     pub sip: SipSettings,
     pub registrar: RegistrarSettings,
     pub security: SecuritySettings,
@@ -321,6 +322,7 @@ impl Validator<'_> {
             tcp,
             data_dir,
             control_socket,
+            store_cache_bytes: raw.server.store_cache_kb.max(256) * 1024,
             sip: SipSettings {
                 timers: TimerConfig {
                     t1: Duration::from_millis(*sip.t1_ms.get_ref()),

@@ -94,6 +94,13 @@ pub struct ServerSection {
     /// Unix socket for `switchboard ctl`. Default `<data_dir>/control.sock`.
     #[serde(default)]
     pub control_socket: Option<String>,
+    /// Page cache of the embedded store, KiB. Default 8192.
+    #[serde(default = "default_store_cache_kb")]
+    pub store_cache_kb: usize,
+}
+
+fn default_store_cache_kb() -> usize {
+    8192
 }
 
 impl Default for ServerSection {
@@ -103,6 +110,7 @@ impl Default for ServerSection {
             transports: default_transports(),
             data_dir: default_data_dir(),
             control_socket: None,
+            store_cache_kb: default_store_cache_kb(),
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct StatusView {
     pub relay_ports_in_use: usize,
     /// Resident memory of the daemon, KiB (from /proc/self/statm).
     pub rss_kib: u64,
+    /// Dialplan scripts still running.
+    pub dialplans_running: usize,
+    /// Internal table sizes: call-ids, client transactions, call timers, nonces.
+    pub tables: Vec<usize>,
     pub banned: Vec<String>,
 }
 
@@ -82,6 +86,7 @@ pub struct Core {
     store: StoreHandle,
     commands: mpsc::Sender<Command>,
     dialplans: DialplanLibrary,
+    dialplans_running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Core {
@@ -102,6 +107,7 @@ impl Core {
             store,
             commands,
             dialplans: DialplanLibrary::new(),
+            dialplans_running: Arc::default(),
         }
     }
 
@@ -292,6 +298,11 @@ impl Core {
                     calls: self.services.calls.len(),
                     relay_ports_in_use: self.services.calls.relay_ports_in_use(),
                     rss_kib: rss_kib(),
+                    dialplans_running: self.dialplans_running.load(std::sync::atomic::Ordering::Relaxed),
+                    tables: {
+                        let (a, b, c) = self.services.calls.table_sizes();
+                        vec![a, b, c, self.services.auth.nonces_tracked()]
+                    },
                     banned: self
                         .services
                         .auth
@@ -437,6 +448,8 @@ impl Core {
             memory_bytes: self.config.dialplan_limits.memory_bytes,
         };
         let commands = self.commands.clone();
+        let running = self.dialplans_running.clone();
+        running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
             let (tx, mut rx) = mpsc::channel::<(Action, oneshot::Sender<Reply>)>(4);
             let forward = {
@@ -451,6 +464,7 @@ impl Core {
             };
             let result = crate::dialplan::run(plan, info, tx, limits).await;
             let _ = forward.await;
+            running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             let _ = commands.send(Command::DialplanDone { call, result }).await;
         });
     }

@@ -67,7 +67,7 @@ where
     F: Fn() -> Result<Config, ConfigErrors> + Send + 'static,
 {
     let config = Arc::new(config);
-    let backend: Arc<dyn StoreBackend> = Arc::new(RedbStore::open(&config.data_dir)?);
+    let backend: Arc<dyn StoreBackend> = Arc::new(RedbStore::open(&config.data_dir, config.store_cache_bytes)?);
     let store = StoreHandle::start(backend.clone());
     let mut registrar = Registrar::new();
     let purge = registrar.restore(backend.load_bindings()?, crate::unix_now());

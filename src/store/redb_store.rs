@@ -4,6 +4,7 @@ use super::{StoreBackend, StoreError, StoreOp};
 use crate::cdr::CallRecord;
 use crate::registrar::Binding;
 use redb::{Database, ReadableTable, TableDefinition};
+
 use std::path::Path;
 
 /// Registrations: key = address-of-record, value = JSON list of bindings.
@@ -20,11 +21,16 @@ fn backend<E: std::fmt::Display>(e: E) -> StoreError {
 }
 
 impl RedbStore {
-    /// Opens (or creates) `<dir>/switchboard.redb`.
-    pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+    /// Opens (or creates) `<dir>/switchboard.redb` with a page cache of
+    /// `cache_bytes` (redb's own default, 1 GiB, would let the resident
+    /// memory of a long-running daemon grow with every record written).
+    pub fn open(dir: &Path, cache_bytes: usize) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
         let path = dir.join("switchboard.redb");
-        let db = Database::create(&path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(LOCATION).map_err(backend)?;
         txn.open_table(CDR).map_err(backend)?;
@@ -117,7 +123,7 @@ mod tests {
     fn bindings_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = RedbStore::open(dir.path()).unwrap();
+            let s = RedbStore::open(dir.path(), 1 << 20).unwrap();
             s.commit(&[
                 StoreOp::PutBindings {
                     aor: "1001@a".into(),
@@ -131,7 +137,7 @@ mod tests {
             .unwrap();
             s.commit(&[StoreOp::DeleteBindings { aor: "1002@a".into() }]).unwrap();
         }
-        let s = RedbStore::open(dir.path()).unwrap();
+        let s = RedbStore::open(dir.path(), 1 << 20).unwrap();
         let all = s.load_bindings().unwrap();
         assert_eq!(all, vec![("1001@a".to_string(), vec![binding("sip:1001@h:1")])]);
     }

@@ -87,11 +87,13 @@ impl Daemon {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("switchboard.toml");
-        let config = format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ndata_dir = \"{}\"\n\
-             [sip]\ntcp_partial_timeout_s = 30\n[log]\nlevel = \"info,switchboard=debug\"\n\
+        let config =
+            format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ndata_dir = \"{}\"\nstore_cache_kb = 1024\n\
+             {}[log]\nlevel = \"info,switchboard=debug\"\n\
              [security]\n{security}\n{sections}\n{}",
             dir.path().join("data").display(),
+            if sections.contains("[sip]") { "" } else { "[sip]\ntcp_partial_timeout_s = 30\n" },
             USERS.replace("DIALPLAN", &dialplan.display().to_string())
         );
         std::fs::write(&config_path, config).unwrap();
@@ -122,6 +124,7 @@ impl Daemon {
             .args(["run", "-c"])
             .arg(&self.config_path)
             .env_remove("RUST_LOG")
+            .env("MALLOC_ARENA_MAX", "2")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
