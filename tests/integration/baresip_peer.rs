@@ -1,12 +1,26 @@
-//! baresip, a real softphone, registers through digest auth and shows up
-//! in `ctl registrations`.
+//! baresip, a real softphone: it registers through digest auth and shows
+//! up in `ctl registrations`; two of them call each other through the
+//! B2BUA and the tone one plays is recorded, not silent, at the other.
 
 use crate::harness::{free_port, Daemon};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 struct Baresip {
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl Baresip {
+    /// SIGTERM lets baresip hang up and close its recordings.
+    fn stop(mut self) -> tempfile::TempDir {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
 }
 
 impl Drop for Baresip {
@@ -16,9 +30,10 @@ impl Drop for Baresip {
     }
 }
 
-fn start_baresip(d: &Daemon, user: &str, password: &str) -> (Baresip, u16) {
+/// Starts baresip as `user`; `source` is the WAV it sends in calls.
+fn start_baresip(d: &Daemon, user: &str, source: &Path, answer: bool, args: &[&str]) -> (Baresip, u16) {
     let dir = tempfile::tempdir().unwrap();
-    // baresip also opens SIP/TLS on port+1: take an even port with a free neighbour.
+    // baresip also opens SIP/TLS on port+1: take a port with a free neighbour.
     let port = loop {
         let p = free_port();
         if std::net::UdpSocket::bind(("127.0.0.1", p + 1)).is_ok()
@@ -27,33 +42,79 @@ fn start_baresip(d: &Daemon, user: &str, password: &str) -> (Baresip, u16) {
             break p;
         }
     };
+    let rec = dir.path().join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
     let config = format!(
         "poll_method epoll\nsip_listen 127.0.0.1:{port}\nnet_interface 127.0.0.1\n\
-         module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
-         module_tmp uuid.so\nmodule_tmp account.so\n"
+         module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\n\
+         module sndfile.so\nmodule_tmp uuid.so\nmodule_tmp account.so\nmodule_app menu.so\n\
+         snd_path {}\naudio_player aubridge,sink{port}\naudio_source aufile,{}\n",
+        rec.display(),
+        source.display()
     );
     std::fs::write(dir.path().join("config"), config).unwrap();
+    // An IP-address domain reaches the daemon's default account (pbx.test).
+    let answermode = if answer { ";answermode=auto" } else { "" };
     std::fs::write(
         dir.path().join("accounts"),
-        // An IP-address domain reaches the daemon's default account (pbx.test).
-        format!("<sip:{user}@127.0.0.1:{}>;auth_pass={password};regint=300\n", d.port),
+        format!(
+            "<sip:{user}@127.0.0.1:{}>;auth_pass=demo{user};regint=300{answermode}\n",
+            d.port
+        ),
     )
     .unwrap();
     let child = Command::new("baresip")
         .arg("-f")
         .arg(dir.path())
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("baresip installed (README test command installs it)");
-    (Baresip { child, _dir: dir }, port)
+    (Baresip { child, dir }, port)
+}
+
+fn sox(args: &[&str]) -> String {
+    let out = Command::new("sox")
+        .args(args)
+        .output()
+        .expect("sox installed (README test command installs it)");
+    assert!(
+        out.status.success(),
+        "sox {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn rms(stat: &str) -> f64 {
+    stat.lines()
+        .find(|l| l.starts_with("RMS     amplitude"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no RMS in: {stat}"))
 }
 
 #[test]
 fn baresip_registers_and_is_listed() {
     let d = Daemon::start("");
-    let (phone, port) = start_baresip(&d, "1004", "demo1004");
+    let wav = tempfile::tempdir().unwrap();
+    let silence = wav.path().join("silence.wav");
+    sox(&[
+        "-n",
+        "-r",
+        "8000",
+        "-c",
+        "1",
+        "-b",
+        "16",
+        silence.to_str().unwrap(),
+        "trim",
+        "0",
+        "1",
+    ]);
+    let (phone, port) = start_baresip(&d, "1004", &silence, false, &[]);
     d.wait_for_log("registered aor=1004@pbx.test");
     let regs = d.registrations();
     assert_eq!(regs.len(), 1, "{regs:?}");
@@ -70,4 +131,77 @@ fn baresip_registers_and_is_listed() {
         "{regs:?}"
     );
     drop(phone);
+}
+
+#[test]
+fn baresip_calls_baresip_and_the_tone_crosses_the_relay() {
+    let d = Daemon::start("");
+    let wav = tempfile::tempdir().unwrap();
+    let tone = wav.path().join("tone.wav");
+    let silence = wav.path().join("silence.wav");
+    sox(&[
+        "-n",
+        "-r",
+        "8000",
+        "-c",
+        "1",
+        "-b",
+        "16",
+        tone.to_str().unwrap(),
+        "synth",
+        "4",
+        "sine",
+        "440",
+        "vol",
+        "0.5",
+    ]);
+    sox(&[
+        "-n",
+        "-r",
+        "8000",
+        "-c",
+        "1",
+        "-b",
+        "16",
+        silence.to_str().unwrap(),
+        "trim",
+        "0",
+        "3",
+    ]);
+    // The callee answers by itself and sends silence; its source ending after 3 s hangs up.
+    let (callee, _) = start_baresip(&d, "1004", &silence, true, &[]);
+    d.wait_for_log("registered aor=1004@pbx.test");
+    let dial = format!("/dial sip:1004@127.0.0.1:{}", d.port);
+    let (caller, _) = start_baresip(&d, "1003", &tone, false, &["-e", &dial]);
+    d.wait_for_log("call answered");
+    d.wait_for_log("call ended");
+    let caller_dir = caller.stop();
+    let callee_dir = callee.stop();
+    let recorded: Vec<_> = std::fs::read_dir(callee_dir.path().join("rec"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .collect();
+    assert_eq!(recorded.len(), 1, "callee recorded what it received: {recorded:?}");
+    let heard = rms(&sox(&[recorded[0].to_str().unwrap(), "-n", "stat"]));
+    assert!(heard > 0.2, "the callee heard the tone (RMS {heard}), not silence");
+    // And the caller heard the callee's silence: the recording exists but is quiet.
+    let back: Vec<_> = std::fs::read_dir(caller_dir.path().join("rec"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .collect();
+    assert_eq!(back.len(), 1);
+    assert!(rms(&sox(&[back[0].to_str().unwrap(), "-n", "stat"])) < 0.01);
+    let r = crate::calls::records(&d);
+    assert_eq!(
+        (
+            r[0]["caller"].as_str(),
+            r[0]["callee"].as_str(),
+            r[0]["disposition"].as_str()
+        ),
+        (Some("1003"), Some("1004"), Some("answered"))
+    );
 }
