@@ -16,7 +16,6 @@ mod tests;
 pub use library::{load as library_load, DialplanLibrary};
 
 use serde::Serialize;
-use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Facts about the call a script can read.
@@ -120,17 +119,8 @@ pub enum DialplanError {
     Limit(String),
 }
 
-/// Runs `plan` for one call until the script returns or the call ends.
-pub async fn run(
-    plan: Arc<Dialplan>,
-    info: CallInfo,
-    actions: ActionSender,
-    limits: Limits,
-) -> Result<(), DialplanError> {
-    api::run(plan, info, actions, limits).await
-}
+/// Runs a dialplan for one call until the script returns or the call ends.
+pub use api::run;
 
 /// Compiles a dialplan without running it (for `check` and reload).
-pub fn compile(name: &str, source: &str) -> Result<(), DialplanError> {
-    api::compile(name, source)
-}
+pub use api::compile;

@@ -3,8 +3,7 @@
 //! the call manager; BYE, re-INVITE, UPDATE, INFO and CANCEL go to the
 //! call they belong to, or get 481.
 
-use super::handler::{Outcome, RequestContext, RequestHandler};
-use crate::auth::AuthVerdict;
+use super::handler::{authenticate, AuthStop, Challenger, Outcome, RequestContext, RequestHandler};
 use crate::sip::addr::NameAddr;
 use crate::sip::response::{random_token, response_to};
 use crate::sip::uri::SipUri;
@@ -55,29 +54,10 @@ fn new_call(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Si
         .config
         .account_for_host(ruri.host)
         .ok_or_else(|| SipError::with_reason(404, "Unknown domain"))?;
-    let verdict = cx.services.auth.verify(
-        req,
-        &HeaderName::ProxyAuthorization,
-        account,
-        cx.from.addr.ip(),
-        cx.now,
-        cx.now_unix,
-    );
-    let user = match verdict {
-        AuthVerdict::Authenticated(u) => u,
-        AuthVerdict::Challenge { stale } => {
-            let mut e = SipError::new(407);
-            for ch in cx.services.auth.challenges(&account.domain, stale, cx.now_unix) {
-                e = e.header(HeaderName::ProxyAuthenticate, ch);
-            }
-            return Err(e);
-        }
-        AuthVerdict::Rejected => return Err(SipError::new(403)),
-        AuthVerdict::Throttled => {
-            return Err(SipError::with_reason(503, "Too many failed attempts")
-                .header(HeaderName::Other("Retry-After".into()), "1"))
-        }
-        AuthVerdict::Banned => return Ok(Outcome::Drop),
+    let user = match authenticate(req, cx, account, Challenger::Proxy) {
+        Ok(u) => u,
+        Err(AuthStop::Reply(e)) => return Err(e),
+        Err(AuthStop::Silence) => return Ok(Outcome::Drop),
     };
     cx.services
         .calls

@@ -2,12 +2,13 @@
 //! looks at a new request and takes it or passes it on, so a feature is a
 //! new handler, not a new branch in a giant match.
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthVerdict, Authenticator};
 use crate::call::CallManager;
-use crate::config::Config;
+use crate::config::{Account, Config, User};
 use crate::registrar::Registrar;
 use crate::sip::transaction::{Peer, TxKey};
 use crate::sip::SipMessage;
+use crate::sip::{HeaderName, SipError};
 use crate::store::StoreOp;
 use std::time::Instant;
 
@@ -54,3 +55,52 @@ pub trait RequestHandler: Send {
 
 /// Methods the daemon implements today, for Allow headers.
 pub const ALLOWED_METHODS: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO";
+
+/// Who challenges: the registrar answers 401 with WWW-Authenticate
+/// (RFC 3261 §22.2); for calls we act as a proxy would and answer 407
+/// with Proxy-Authenticate (§22.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenger {
+    Registrar,
+    Proxy,
+}
+
+/// Why authentication did not produce a user.
+pub enum AuthStop {
+    /// Answer with this error (challenge, 403, 503).
+    Reply(SipError),
+    /// Say nothing: the source is banned.
+    Silence,
+}
+
+/// Authenticates `req` against `account`'s users.
+pub fn authenticate<'a>(
+    req: &SipMessage,
+    cx: &mut RequestContext<'_>,
+    account: &'a Account,
+    who: Challenger,
+) -> Result<&'a User, AuthStop> {
+    let (credentials, challenge, status) = match who {
+        Challenger::Registrar => (HeaderName::Authorization, HeaderName::WwwAuthenticate, 401),
+        Challenger::Proxy => (HeaderName::ProxyAuthorization, HeaderName::ProxyAuthenticate, 407),
+    };
+    let verdict = cx
+        .services
+        .auth
+        .verify(req, &credentials, account, cx.from.addr.ip(), cx.now, cx.now_unix);
+    match verdict {
+        AuthVerdict::Authenticated(u) => Ok(u),
+        AuthVerdict::Challenge { stale } => {
+            let mut e = SipError::new(status);
+            for ch in cx.services.auth.challenges(&account.domain, stale, cx.now_unix) {
+                e = e.header(challenge.clone(), ch);
+            }
+            Err(AuthStop::Reply(e))
+        }
+        AuthVerdict::Rejected => Err(AuthStop::Reply(SipError::new(403))),
+        AuthVerdict::Throttled => Err(AuthStop::Reply(
+            SipError::with_reason(503, "Too many failed attempts").header(HeaderName::Other("Retry-After".into()), "1"),
+        )),
+        AuthVerdict::Banned => Err(AuthStop::Silence),
+    }
+}

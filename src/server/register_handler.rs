@@ -2,8 +2,7 @@
 //! the authenticated user may register the To address (§10.3 step 5),
 //! applies the registrar and answers with the bindings (§10.3 step 8).
 
-use super::handler::{Outcome, RequestContext, RequestHandler};
-use crate::auth::AuthVerdict;
+use super::handler::{authenticate, AuthStop, Challenger, Outcome, RequestContext, RequestHandler};
 use crate::registrar::contact_headers;
 use crate::sip::addr::NameAddr;
 use crate::sip::response::random_token;
@@ -35,29 +34,10 @@ fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Si
         .ok()
         .and_then(|a| a.uri().ok().and_then(|u| u.user_unescaped().map(|u| u.into_owned())))
         .ok_or_else(|| SipError::with_reason(400, "Bad To"))?;
-    let verdict = cx.services.auth.verify(
-        req,
-        &HeaderName::Authorization,
-        account,
-        cx.from.addr.ip(),
-        cx.now,
-        cx.now_unix,
-    );
-    let user = match verdict {
-        AuthVerdict::Authenticated(u) => u,
-        AuthVerdict::Challenge { stale } => {
-            let mut e = SipError::new(401);
-            for ch in cx.services.auth.challenges(&account.domain, stale, cx.now_unix) {
-                e = e.header(HeaderName::WwwAuthenticate, ch);
-            }
-            return Err(e);
-        }
-        AuthVerdict::Rejected => return Err(SipError::new(403)),
-        AuthVerdict::Throttled => {
-            return Err(SipError::with_reason(503, "Too many failed attempts")
-                .header(HeaderName::Other("Retry-After".into()), "1"))
-        }
-        AuthVerdict::Banned => return Ok(Outcome::Drop),
+    let user = match authenticate(req, cx, account, Challenger::Registrar) {
+        Ok(u) => u,
+        Err(AuthStop::Reply(e)) => return Err(e),
+        Err(AuthStop::Silence) => return Ok(Outcome::Drop),
     };
     if user.extension != to_user {
         return Err(SipError::with_reason(403, "Not allowed to register this address"));

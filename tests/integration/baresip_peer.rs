@@ -75,6 +75,16 @@ fn start_baresip(d: &Daemon, user: &str, source: &Path, answer: bool, args: &[&s
     (Baresip { child, dir }, port)
 }
 
+/// The WAV files baresip's sndfile module wrote of what it received.
+fn received_audio(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join("rec"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .collect()
+}
+
 fn sox(args: &[&str]) -> String {
     let out = Command::new("sox")
         .args(args)
@@ -177,22 +187,12 @@ fn baresip_calls_baresip_and_the_tone_crosses_the_relay() {
     d.wait_for_log("call ended");
     let caller_dir = caller.stop();
     let callee_dir = callee.stop();
-    let recorded: Vec<_> = std::fs::read_dir(callee_dir.path().join("rec"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
-        .collect();
+    let recorded = received_audio(callee_dir.path());
     assert_eq!(recorded.len(), 1, "callee recorded what it received: {recorded:?}");
     let heard = rms(&sox(&[recorded[0].to_str().unwrap(), "-n", "stat"]));
     assert!(heard > 0.2, "the callee heard the tone (RMS {heard}), not silence");
     // And the caller heard the callee's silence: the recording exists but is quiet.
-    let back: Vec<_> = std::fs::read_dir(caller_dir.path().join("rec"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
-        .collect();
+    let back = received_audio(caller_dir.path());
     assert_eq!(back.len(), 1);
     assert!(rms(&sox(&[back[0].to_str().unwrap(), "-n", "stat"])) < 0.01);
     let r = crate::calls::records(&d);
