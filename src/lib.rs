@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod call;
 pub mod cdr;
+pub mod chat;
 pub mod config;
 pub mod ctl;
 pub mod dialplan;

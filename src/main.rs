@@ -86,6 +86,11 @@ enum CtlCmd {
     Status,
     /// Live calls with relay counters.
     Calls,
+    /// Chat: `history USER PEER [LIMIT [BEFORE]]`, `unread USER`, `read USER PEER`, `mute USER on|off` (JSON).
+    Chat {
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+    },
     /// Call records, newest last.
     Cdr {
         /// Only calls from or to this extension.
@@ -262,6 +267,7 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
         CtlCmd::Registrations => "registrations".to_string(),
         CtlCmd::Status => "status".to_string(),
         CtlCmd::Calls => "calls".to_string(),
+        CtlCmd::Chat { args } => format!("chat {}", args.join(" ")),
         CtlCmd::Cdr { user, limit } => match user {
             Some(u) => format!("cdr {limit} {u}"),
             None => format!("cdr {limit}"),
@@ -271,7 +277,7 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
     let data = rt
         .block_on(switchboard::ctl::request(&socket, &command))
         .map_err(|e| anyhow::anyhow!(e))?;
-    if json {
+    if json || matches!(what, CtlCmd::Chat { .. }) {
         println!("{}", serde_json::to_string_pretty(&data)?);
         return Ok(());
     }
@@ -285,6 +291,7 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
             "{}",
             switchboard::ctl::format_calls(&serde_json::from_value::<Vec<_>>(data)?)
         ),
+        CtlCmd::Chat { .. } => {}
         CtlCmd::Cdr { .. } => print!(
             "{}",
             switchboard::ctl::format_cdr(&serde_json::from_value::<Vec<_>>(data)?)

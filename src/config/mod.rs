@@ -71,14 +71,35 @@ pub struct Account {
     pub name: String,
     pub aliases: Vec<String>,
     pub is_default: bool,
+    pub chat: bool,
     pub users: Vec<User>,
+    pub groups: Vec<Group>,
     by_extension: HashMap<String, usize>,
+}
+
+/// A group of agents with the supervisors it reports to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub number: String,
+    pub name: String,
+    pub members: Vec<String>,
+    pub supervisors: Vec<String>,
 }
 
 impl Account {
     pub fn user(&self, extension: &str) -> Option<&User> {
         self.by_extension.get(extension).map(|&i| &self.users[i])
     }
+
+    pub fn group(&self, number: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.number == number)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatSettings {
+    pub max_message_bytes: usize,
+    pub messages_per_minute: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +171,7 @@ pub struct Config {
     pub calls: CallSettings,
     pub media: MediaSettings,
     pub dialplan_limits: DialplanLimits,
+    pub chat: ChatSettings,
     pub accounts: Vec<Account>,
 }
 
@@ -354,6 +376,10 @@ impl Validator<'_> {
                 media_timeout: Duration::from_secs(raw.calls.media_timeout_s),
             },
             media,
+            chat: ChatSettings {
+                max_message_bytes: raw.chat.max_message_bytes,
+                messages_per_minute: raw.chat.messages_per_minute,
+            },
             dialplan_limits: DialplanLimits {
                 instructions: raw.dialplan.instruction_limit,
                 memory_bytes: raw.dialplan.memory_limit_kb * 1024,
@@ -446,7 +472,33 @@ impl Validator<'_> {
                     outbound: u.outbound,
                 });
             }
+            let mut groups: Vec<Group> = Vec::new();
+            for g in a.groups {
+                let number = g.number.get_ref().trim().to_string();
+                if by_extension.contains_key(&number) || groups.iter().any(|x| x.number == number) {
+                    self.error(
+                        g.number.span(),
+                        format!("group number {number:?} is already used in account {domain:?}"),
+                    );
+                }
+                for m in g.members.iter().chain(&g.supervisors) {
+                    if !by_extension.contains_key(m.get_ref()) {
+                        self.error(
+                            m.span(),
+                            format!("group {number:?} names unknown extension {:?}", m.get_ref()),
+                        );
+                    }
+                }
+                groups.push(Group {
+                    name: if g.name.is_empty() { number.clone() } else { g.name },
+                    number,
+                    members: g.members.into_iter().map(|m| m.into_inner()).collect(),
+                    supervisors: g.supervisors.into_iter().map(|m| m.into_inner()).collect(),
+                });
+            }
             out.push(Account {
+                chat: a.chat,
+                groups,
                 dialplan: PathBuf::from(&a.dialplan),
                 outbound_calls: a.outbound_calls,
                 name: a.name.unwrap_or_else(|| domain.clone()),

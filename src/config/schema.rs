@@ -26,6 +26,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub dialplan: DialplanSection,
     #[serde(default)]
+    pub chat: ChatSection,
+    #[serde(default)]
     pub accounts: Vec<AccountSection>,
 }
 
@@ -59,6 +61,24 @@ pub struct MediaSection {
     pub rtp_port_min: Option<Spanned<u16>>,
     /// Last port of the relay range. Default 29999.
     pub rtp_port_max: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatSection {
+    /// Largest message body accepted, bytes (413 above). Default 4096.
+    pub max_message_bytes: usize,
+    /// Messages one user may send per minute (503 + Retry-After above). Default 60.
+    pub messages_per_minute: u32,
+}
+
+impl Default for ChatSection {
+    fn default() -> Self {
+        ChatSection {
+            max_message_bytes: 4096,
+            messages_per_minute: 60,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,8 +266,29 @@ pub struct AccountSection {
     /// Account-level switch for calls to external numbers. Default true.
     #[serde(default = "default_true")]
     pub outbound_calls: bool,
+    /// Internal chat (SIP MESSAGE) for this account. Default false ("on request").
+    #[serde(default)]
+    pub chat: bool,
     #[serde(default)]
     pub users: Vec<UserSection>,
+    #[serde(default)]
+    pub groups: Vec<GroupSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSection {
+    /// Group number: its chat address is sip:<number>@<domain>.
+    pub number: Spanned<String>,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Extensions of the agents in the group.
+    #[serde(default)]
+    pub members: Vec<Spanned<String>>,
+    /// Extensions of the supervisors the group reports to.
+    #[serde(default)]
+    pub supervisors: Vec<Spanned<String>>,
 }
 
 fn default_dialplan() -> String {

@@ -71,6 +71,17 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
         "registrations" => ask(commands, Command::Registrations).await,
         "status" => ask(commands, Command::Status).await,
         "calls" => ask(commands, Command::Calls).await,
+        chat if chat.starts_with("chat ") => {
+            let args: Vec<String> = chat.split_whitespace().skip(1).map(str::to_string).collect();
+            match ask(commands, |reply| Command::Chat { args, reply }).await {
+                Ok(v) => match serde_json::from_value::<Result<serde_json::Value, String>>(v) {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e),
+            }
+        }
         cdr if cdr.starts_with("cdr") => {
             // "cdr LIMIT [USER]"
             let mut parts = cdr.split_whitespace().skip(1);

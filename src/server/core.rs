@@ -70,6 +70,11 @@ pub enum Command {
         result: Result<(), DialplanError>,
     },
     Calls(oneshot::Sender<Vec<CallView>>),
+    /// `chat history|unread|read|mute …` from the control socket.
+    Chat {
+        args: Vec<String>,
+        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+    },
     CallRecords {
         user: Option<String>,
         limit: usize,
@@ -87,6 +92,8 @@ pub struct Core {
     commands: mpsc::Sender<Command>,
     dialplans: DialplanLibrary,
     dialplans_running: Arc<std::sync::atomic::AtomicUsize>,
+    /// Chat pushes in flight: client transaction → (recipient, message id).
+    chat_tx: std::collections::HashMap<TxKey, (String, u64)>,
 }
 
 impl Core {
@@ -108,6 +115,7 @@ impl Core {
             commands,
             dialplans: DialplanLibrary::new(),
             dialplans_running: Arc::default(),
+            chat_tx: Default::default(),
         }
     }
 
@@ -171,6 +179,15 @@ impl Core {
                 progressed = true;
                 self.on_call_effect(effect);
             }
+            while let Some(d) = self.services.chat.poll_delivery() {
+                progressed = true;
+                match self.txl.send_request(d.req, d.to, Instant::now()) {
+                    Ok(key) => {
+                        self.chat_tx.insert(key, (d.user_aor, d.id));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "chat push not sent"),
+                }
+            }
             while let Some(t) = self.txl.poll_transmit() {
                 progressed = true;
                 self.transports.send(&t);
@@ -187,11 +204,19 @@ impl Core {
             TxEvent::Request { key, request, from } => self.dispatch(key, request, from),
             TxEvent::Timeout { key } => {
                 tracing::debug!(branch = %key.branch, method = %key.method, "transaction timed out");
-                if !key.server {
+                if let Some((aor, id)) = self.chat_tx.get(&key).cloned() {
+                    self.on_chat_result(&aor, id, 408);
+                } else if !key.server {
                     self.services.calls.on_tx_timeout(&key, now);
                 }
             }
-            TxEvent::Response { key, response } => self.services.calls.on_response(&key, response, now),
+            TxEvent::Response { key, response } => {
+                if let Some((aor, id)) = self.chat_tx.get(&key).cloned() {
+                    self.on_chat_result(&aor, id, response.status().unwrap_or(500));
+                } else {
+                    self.services.calls.on_response(&key, response, now)
+                }
+            }
             TxEvent::StrayAck { request, .. } => self.services.calls.on_ack(&request),
             TxEvent::StrayResponse { response, .. } => {
                 tracing::debug!(
@@ -201,10 +226,100 @@ impl Core {
                 self.services.calls.on_stray_response(&response)
             }
             TxEvent::Terminated { key } => {
-                if !key.server {
+                if !key.server && self.chat_tx.remove(&key).is_none() {
                     self.services.calls.on_tx_terminated(&key);
                 }
             }
+        }
+    }
+
+    /// `chat history USER PEER [LIMIT [BEFORE_ID]]`, `chat unread USER`,
+    /// `chat read USER PEER`, `chat mute USER on|off`. USER is an extension
+    /// of the default account or `ext@domain`.
+    fn on_chat_command(&mut self, args: Vec<String>, reply: oneshot::Sender<Result<serde_json::Value, String>>) {
+        let usage = "usage: chat history USER PEER [LIMIT [BEFORE]] | chat unread USER | chat read USER PEER | chat mute USER on|off";
+        let (Some(verb), Some(who)) = (args.first(), args.get(1)) else {
+            let _ = reply.send(Err(usage.into()));
+            return;
+        };
+        let (ext, account) = match who.split_once('@') {
+            Some((e, d)) => (e.to_string(), self.config.accounts.iter().find(|a| a.domain == d)),
+            None => (who.clone(), self.config.accounts.iter().find(|a| a.is_default)),
+        };
+        let Some(account) = account.cloned() else {
+            let _ = reply.send(Err("no such account".into()));
+            return;
+        };
+        let Some(user) = account.user(&ext).cloned() else {
+            let _ = reply.send(Err(format!("no user {ext} in {}", account.domain)));
+            return;
+        };
+        let aor = format!("{ext}@{}", account.domain);
+        let backend = self.store.backend().clone();
+        match (verb.as_str(), args.get(2)) {
+            ("mute", Some(onoff)) => {
+                let muted = onoff == "on";
+                self.services.chat.set_muted(&aor, muted);
+                self.store.write_detached(vec![StoreOp::PutMuted { aor, muted }]);
+                let _ = reply.send(Ok(serde_json::json!({ "muted": muted })));
+            }
+            ("history", Some(peer)) | ("read", Some(peer)) => {
+                let Some(conv) = crate::chat::queries::conversation_for(&account, &user, peer) else {
+                    let _ = reply.send(Err(format!("{ext} may not read the conversation with {peer}")));
+                    return;
+                };
+                let limit = args.get(3).and_then(|l| l.parse().ok()).unwrap_or(50);
+                let before = args.get(4).and_then(|b| b.parse().ok());
+                let store = self.store.clone();
+                let mark = verb == "read";
+                tokio::task::spawn_blocking(move || {
+                    let r = backend
+                        .chat_history(&conv, if mark { None } else { before }, if mark { 1 } else { limit })
+                        .map_err(|e| e.to_string());
+                    let r = match (r, mark) {
+                        (Ok(list), true) => {
+                            let id = list.last().map_or(0, |m| m.id);
+                            let done = store.write(vec![StoreOp::PutReadMark {
+                                aor,
+                                conversation: conv,
+                                id,
+                            }]);
+                            match done.blocking_recv() {
+                                Ok(Ok(())) => Ok(serde_json::json!({ "read_up_to": id })),
+                                _ => Err("could not store the read mark".to_string()),
+                            }
+                        }
+                        (Ok(list), false) => serde_json::to_value(list).map_err(|e| e.to_string()),
+                        (Err(e), _) => Err(e),
+                    };
+                    let _ = reply.send(r);
+                });
+            }
+            ("unread", None) => {
+                tokio::task::spawn_blocking(move || {
+                    let r = backend.chat_messages(&account.domain).and_then(|msgs| {
+                        let marks = backend.read_marks(&aor)?;
+                        Ok(crate::chat::queries::unread(&account, &user, &msgs, &marks))
+                    });
+                    let _ = reply.send(
+                        r.map_err(|e| e.to_string())
+                            .and_then(|u| serde_json::to_value(u).map_err(|e| e.to_string())),
+                    );
+                });
+            }
+            _ => {
+                let _ = reply.send(Err(usage.into()));
+            }
+        }
+    }
+
+    fn on_chat_result(&mut self, aor: &str, id: u64, status: u16) {
+        if status < 200 {
+            return;
+        }
+        if let Some(op) = self.services.chat.on_delivery_result(aor, id, status) {
+            tracing::info!(id, to = aor, "chat message delivered");
+            self.store.write_detached(vec![op]);
         }
     }
 
@@ -333,6 +448,7 @@ impl Core {
             Command::Calls(reply) => {
                 let _ = reply.send(self.services.calls.views());
             }
+            Command::Chat { args, reply } => self.on_chat_command(args, reply),
             Command::CallRecords { user, limit, reply } => {
                 // Reads do not wait for the writer; redb serves them from a snapshot.
                 let backend = self.store.backend().clone();

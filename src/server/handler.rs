@@ -17,6 +17,7 @@ pub struct Services {
     pub auth: Authenticator,
     pub registrar: Registrar,
     pub calls: CallManager,
+    pub chat: crate::chat::ChatService,
 }
 
 /// Everything a handler may look at or change for one request.
@@ -54,7 +55,7 @@ pub trait RequestHandler: Send {
 }
 
 /// Methods the daemon implements today, for Allow headers.
-pub const ALLOWED_METHODS: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO";
+pub const ALLOWED_METHODS: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO, MESSAGE";
 
 /// Who challenges: the registrar answers 401 with WWW-Authenticate
 /// (RFC 3261 §22.2); for calls we act as a proxy would and answer 407

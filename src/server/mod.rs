@@ -2,6 +2,7 @@
 //! transports and control socket, then drives the core until a signal.
 
 mod call_handler;
+mod chat_handler;
 mod core;
 mod handler;
 mod method_handlers;
@@ -56,6 +57,7 @@ fn handlers() -> Vec<Box<dyn RequestHandler>> {
     vec![
         Box::new(register_handler::RegisterHandler),
         Box::new(call_handler::CallHandler),
+        Box::new(chat_handler::ChatHandler),
         Box::new(method_handlers::OptionsHandler),
         Box::new(method_handlers::FallbackHandler),
     ]
@@ -74,7 +76,11 @@ where
     if !purge.is_empty() {
         store.write_detached(purge);
     }
-    tracing::info!(bindings = registrar.binding_count(), data_dir = %config.data_dir.display(), "store opened");
+    let mut chat = crate::chat::ChatService::new(config.listen.clone());
+    let chat_state = backend.chat_state()?;
+    let waiting = chat_state.pending.len();
+    chat.restore(chat_state.last_id, chat_state.pending, chat_state.muted);
+    tracing::info!(bindings = registrar.binding_count(), chat_waiting = waiting, data_dir = %config.data_dir.display(), "store opened");
     let services = Services {
         auth: Authenticator::new(
             config.security.nonce_lifetime_s,
@@ -82,6 +88,7 @@ where
             guard_policy(&config),
         ),
         registrar,
+        chat,
         calls: crate::call::CallManager::new(
             call_config(&config),
             crate::media::RelayPool::new(config.media.rtp_ip, config.media.port_min, config.media.port_max),

@@ -48,6 +48,11 @@ fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Si
         .registrar
         .register(req, &aor, cx.from, &cx.config.registrar, cx.now_unix)?;
     tracing::info!(aor = %aor, contacts = outcome.current.len(), source = %cx.from.addr, "registered");
+    // A device came online: push the chat messages waiting for this user.
+    if !outcome.current.is_empty() {
+        let super::handler::Services { chat, registrar, .. } = &mut *cx.services;
+        chat.deliver(&aor, account, registrar, &cx.config.sip.user_agent);
+    }
     let mut resp = crate::sip::response::response_to(req, 200, None, &random_token());
     for c in contact_headers(&outcome.current, cx.now_unix) {
         resp.push_header(HeaderName::Contact, c);

@@ -12,6 +12,7 @@ pub use redb_store::RedbStore;
 pub use writer::StoreHandle;
 
 use crate::cdr::CallRecord;
+use crate::chat::ChatMessage;
 use crate::registrar::Binding;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,34 @@ pub enum StoreOp {
     },
     /// A finished call's record.
     PutCallRecord(CallRecord),
+    PutChatMessage(ChatMessage),
+    /// A message waiting for one recipient's device.
+    PutPending {
+        aor: String,
+        id: u64,
+    },
+    DeletePending {
+        aor: String,
+        id: u64,
+    },
+    /// The last message `aor` has read in `conversation`.
+    PutReadMark {
+        aor: String,
+        conversation: String,
+        id: u64,
+    },
+    PutMuted {
+        aor: String,
+        muted: bool,
+    },
+}
+
+/// Chat state needed at start-up.
+#[derive(Debug, Default)]
+pub struct ChatState {
+    pub last_id: u64,
+    pub pending: Vec<(String, ChatMessage)>,
+    pub muted: Vec<String>,
 }
 
 /// What a storage engine must provide. redb is the embedded default; a
@@ -46,4 +75,17 @@ pub trait StoreBackend: Send + Sync + 'static {
     fn load_bindings(&self) -> Result<Vec<(String, Vec<Binding>)>, StoreError>;
     /// The newest `limit` call records involving `user` (all if None), oldest first.
     fn call_records(&self, user: Option<&str>, limit: usize) -> Result<Vec<CallRecord>, StoreError>;
+    fn chat_state(&self) -> Result<ChatState, StoreError>;
+    /// Messages visible to `viewer` (extension@domain) in `conversation`
+    /// (store-wide id), newest `limit` before `before` (exclusive), oldest first.
+    fn chat_history(
+        &self,
+        conversation: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, StoreError>;
+    /// All messages of an account, oldest first (for unread counts).
+    fn chat_messages(&self, account: &str) -> Result<Vec<ChatMessage>, StoreError>;
+    /// Read marks of `aor`: conversation → last read id.
+    fn read_marks(&self, aor: &str) -> Result<Vec<(String, u64)>, StoreError>;
 }

@@ -1,7 +1,8 @@
 //! The embedded store on redb (ACID, crash-safe; DESIGN.md says why not sled).
 
-use super::{StoreBackend, StoreError, StoreOp};
+use super::{ChatState, StoreBackend, StoreError, StoreOp};
 use crate::cdr::CallRecord;
+use crate::chat::ChatMessage;
 use crate::registrar::Binding;
 use redb::{Database, ReadableTable, TableDefinition};
 
@@ -11,6 +12,18 @@ use std::path::Path;
 const LOCATION: TableDefinition<&str, &[u8]> = TableDefinition::new("location");
 /// Call records: key = end time + call id (see `CallRecord::key`), value = JSON.
 const CDR: TableDefinition<&str, &[u8]> = TableDefinition::new("cdr");
+/// Chat messages: key = message id, value = JSON.
+const CHAT: TableDefinition<u64, &[u8]> = TableDefinition::new("chat");
+/// Offline queue: key = "aor\nid" (id zero-padded), value = message id.
+const PENDING: TableDefinition<&str, u64> = TableDefinition::new("chat_pending");
+/// Read marks: key = "aor\nconversation", value = last read id.
+const READ: TableDefinition<&str, u64> = TableDefinition::new("chat_read");
+/// Muted users: key = aor.
+const MUTED: TableDefinition<&str, u8> = TableDefinition::new("chat_muted");
+
+fn pending_key(aor: &str, id: u64) -> String {
+    format!("{aor}\n{id:020}")
+}
 
 pub struct RedbStore {
     db: Database,
@@ -34,6 +47,10 @@ impl RedbStore {
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(LOCATION).map_err(backend)?;
         txn.open_table(CDR).map_err(backend)?;
+        txn.open_table(CHAT).map_err(backend)?;
+        txn.open_table(PENDING).map_err(backend)?;
+        txn.open_table(READ).map_err(backend)?;
+        txn.open_table(MUTED).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(RedbStore { db })
     }
@@ -45,6 +62,10 @@ impl StoreBackend for RedbStore {
         {
             let mut location = txn.open_table(LOCATION).map_err(backend)?;
             let mut cdr = txn.open_table(CDR).map_err(backend)?;
+            let mut chat = txn.open_table(CHAT).map_err(backend)?;
+            let mut pending = txn.open_table(PENDING).map_err(backend)?;
+            let mut read = txn.open_table(READ).map_err(backend)?;
+            let mut muted = txn.open_table(MUTED).map_err(backend)?;
             for op in ops {
                 match op {
                     StoreOp::PutBindings { aor, bindings } => {
@@ -57,6 +78,27 @@ impl StoreBackend for RedbStore {
                     StoreOp::PutCallRecord(r) => {
                         let v = serde_json::to_vec(r).map_err(backend)?;
                         cdr.insert(r.key().as_str(), v.as_slice()).map_err(backend)?;
+                    }
+                    StoreOp::PutChatMessage(m) => {
+                        let v = serde_json::to_vec(m).map_err(backend)?;
+                        chat.insert(m.id, v.as_slice()).map_err(backend)?;
+                    }
+                    StoreOp::PutPending { aor, id } => {
+                        pending.insert(pending_key(aor, *id).as_str(), *id).map_err(backend)?;
+                    }
+                    StoreOp::DeletePending { aor, id } => {
+                        pending.remove(pending_key(aor, *id).as_str()).map_err(backend)?;
+                    }
+                    StoreOp::PutReadMark { aor, conversation, id } => {
+                        read.insert(format!("{aor}\n{conversation}").as_str(), *id)
+                            .map_err(backend)?;
+                    }
+                    StoreOp::PutMuted { aor, muted: on } => {
+                        if *on {
+                            muted.insert(aor.as_str(), 1).map_err(backend)?;
+                        } else {
+                            muted.remove(aor.as_str()).map_err(backend)?;
+                        }
                     }
                 }
             }
@@ -97,6 +139,87 @@ impl StoreBackend for RedbStore {
             }
         }
         out.reverse();
+        Ok(out)
+    }
+
+    fn chat_state(&self) -> Result<ChatState, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let chat = txn.open_table(CHAT).map_err(backend)?;
+        let last_id = chat.last().map_err(backend)?.map_or(0, |(k, _)| k.value());
+        let mut state = ChatState {
+            last_id,
+            ..Default::default()
+        };
+        let pending = txn.open_table(PENDING).map_err(backend)?;
+        for row in pending.iter().map_err(backend)? {
+            let (k, id) = row.map_err(backend)?;
+            let aor = k.value().split('\n').next().unwrap_or("").to_string();
+            if let Some(v) = chat.get(id.value()).map_err(backend)? {
+                if let Ok(m) = serde_json::from_slice::<ChatMessage>(v.value()) {
+                    state.pending.push((aor, m));
+                }
+            }
+        }
+        let muted = txn.open_table(MUTED).map_err(backend)?;
+        for row in muted.iter().map_err(backend)? {
+            state.muted.push(row.map_err(backend)?.0.value().to_string());
+        }
+        Ok(state)
+    }
+
+    fn chat_history(
+        &self,
+        conversation: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let chat = txn.open_table(CHAT).map_err(backend)?;
+        let mut out = Vec::new();
+        let upper = before.unwrap_or(u64::MAX);
+        for row in chat.range(..upper).map_err(backend)?.rev() {
+            let (_, v) = row.map_err(backend)?;
+            let Ok(m) = serde_json::from_slice::<ChatMessage>(v.value()) else {
+                continue;
+            };
+            if m.conversation() == conversation {
+                out.push(m);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    fn chat_messages(&self, account: &str) -> Result<Vec<ChatMessage>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let chat = txn.open_table(CHAT).map_err(backend)?;
+        let mut out = Vec::new();
+        for row in chat.iter().map_err(backend)? {
+            let (_, v) = row.map_err(backend)?;
+            if let Ok(m) = serde_json::from_slice::<ChatMessage>(v.value()) {
+                if m.account == account {
+                    out.push(m);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_marks(&self, aor: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let read = txn.open_table(READ).map_err(backend)?;
+        let prefix = format!("{aor}\n");
+        let mut out = Vec::new();
+        for row in read.range(prefix.as_str()..).map_err(backend)? {
+            let (k, v) = row.map_err(backend)?;
+            let Some(conv) = k.value().strip_prefix(&prefix) else {
+                break;
+            };
+            out.push((conv.to_string(), v.value()));
+        }
         Ok(out)
     }
 }

@@ -38,6 +38,7 @@ pub const USERS: &str = r#"
 [[accounts]]
 domain = "pbx.test"
 dialplan = "DIALPLAN"
+chat = true
 [[accounts.users]]
 extension = "1001"
 name = "Olivia Owner"
@@ -58,6 +59,15 @@ name = "Andre Agent"
 password = "demo1004"
 role = "agent"
 outbound = false
+[[accounts.groups]]
+number = "2001"
+name = "Sales"
+members = ["1002", "1004"]
+supervisors = ["1003"]
+[[accounts.groups]]
+number = "2002"
+name = "Support"
+members = ["1001"]
 "#;
 
 /// The shipped default dialplan.

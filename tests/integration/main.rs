@@ -3,6 +3,7 @@
 
 mod baresip_peer;
 mod calls;
+mod chat;
 mod dialplans;
 mod harness;
 mod operations;

@@ -1,0 +1,342 @@
+//! Internal chat over SIP MESSAGE (RFC 3428), sans-IO: who may write
+//! where, storing, pushing to every registered device, the offline queue
+//! (delivered in order, exactly once, when a device registers), read marks
+//! and per-user mute.
+
+pub mod queries;
+#[cfg(test)]
+mod tests;
+
+use crate::call::dialog::Dialog;
+use crate::config::{Account, Group, Role, User};
+use crate::registrar::Registrar;
+use crate::sip::response::random_token;
+use crate::sip::transaction::{Peer, TransportKind};
+use crate::sip::{SipError, SipMessage};
+use crate::store::StoreOp;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub id: u64,
+    pub ts_ms: u64,
+    pub account: String,
+    /// Sender extension.
+    pub from: String,
+    /// Recipient extension, or the group number for group messages.
+    pub to: String,
+    pub group: bool,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl ChatMessage {
+    /// Store-wide conversation id: `p:<a>:<b>` (sorted) or `g:<group>`.
+    pub fn conversation(&self) -> String {
+        if self.group {
+            format!("{}/g:{}", self.account, self.to)
+        } else {
+            private_conversation(&self.account, &self.from, &self.to)
+        }
+    }
+
+    /// The conversation as `user` names it: the other party, or the group.
+    pub fn peer_for(&self, user: &str) -> String {
+        if self.group || self.from == user {
+            self.to.clone()
+        } else {
+            self.from.clone()
+        }
+    }
+}
+
+pub fn private_conversation(account: &str, a: &str, b: &str) -> String {
+    let (x, y) = if a <= b { (a, b) } else { (b, a) };
+    format!("{account}/p:{x}:{y}")
+}
+
+/// RFC 3428 §9 / issue rule: agents write only in their groups,
+/// supervisors only in groups that report to them, owners and admins
+/// everywhere.
+pub fn may_use_group(group: &Group, user: &User) -> bool {
+    match user.role {
+        Role::Owner | Role::Admin => true,
+        Role::Supervisor => group.supervisors.contains(&user.extension),
+        Role::Agent => group.members.contains(&user.extension),
+    }
+}
+
+/// Who receives a group message: members and supervisors, but not the sender.
+pub fn group_recipients(group: &Group, sender: &str) -> Vec<String> {
+    let mut out: Vec<String> = group
+        .members
+        .iter()
+        .chain(&group.supervisors)
+        .filter(|e| *e != sender)
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A MESSAGE to push to one device.
+#[derive(Debug)]
+pub struct Delivery {
+    pub req: SipMessage,
+    pub to: Peer,
+    pub user_aor: String,
+    pub id: u64,
+}
+
+/// What `accept` decided for a new message.
+#[derive(Debug)]
+pub struct Accepted {
+    pub message: ChatMessage,
+    /// Store the message and its pending deliveries before the 202.
+    pub ops: Vec<StoreOp>,
+}
+
+pub struct ChatService {
+    next_id: u64,
+    /// (recipient aor, message id) not yet taken by any device.
+    pending: BTreeSet<(String, u64)>,
+    in_flight: HashSet<(String, u64)>,
+    /// Messages still pending somewhere, for re-delivery without a store read.
+    waiting: HashMap<u64, ChatMessage>,
+    muted: HashSet<String>,
+    sent: HashMap<String, VecDeque<Instant>>,
+    out: VecDeque<Delivery>,
+    local: Vec<SocketAddr>,
+}
+
+impl ChatService {
+    pub fn new(local: Vec<SocketAddr>) -> ChatService {
+        ChatService {
+            next_id: 1,
+            pending: BTreeSet::new(),
+            in_flight: HashSet::new(),
+            waiting: HashMap::new(),
+            muted: HashSet::new(),
+            sent: HashMap::new(),
+            out: VecDeque::new(),
+            local,
+        }
+    }
+
+    /// State loaded from the store at start-up.
+    pub fn restore(&mut self, last_id: u64, pending: Vec<(String, ChatMessage)>, muted: Vec<String>) {
+        self.next_id = last_id + 1;
+        for (aor, m) in pending {
+            self.pending.insert((aor, m.id));
+            self.waiting.insert(m.id, m);
+        }
+        self.muted = muted.into_iter().collect();
+    }
+
+    pub fn poll_delivery(&mut self) -> Option<Delivery> {
+        self.out.pop_front()
+    }
+
+    pub fn is_muted(&self, aor: &str) -> bool {
+        self.muted.contains(aor)
+    }
+
+    pub fn set_muted(&mut self, aor: &str, muted: bool) {
+        if muted {
+            self.muted.insert(aor.to_string());
+        } else {
+            self.muted.remove(aor);
+        }
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Checks and stores a MESSAGE from an authenticated `sender`.
+    pub fn accept(
+        &mut self,
+        req: &SipMessage,
+        account: &Account,
+        sender: &User,
+        to: &str,
+        limits: crate::config::ChatSettings,
+        now: Instant,
+    ) -> Result<Accepted, SipError> {
+        if !account.chat {
+            return Err(SipError::with_reason(403, "Chat is disabled for this account"));
+        }
+        if req.body.len() > limits.max_message_bytes {
+            return Err(SipError::with_reason(
+                413,
+                format!("Message larger than {} bytes", limits.max_message_bytes),
+            ));
+        }
+        let ctype = req
+            .header(&crate::sip::HeaderName::ContentType)
+            .unwrap_or("text/plain")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if ctype != "text/plain" {
+            return Err(SipError::new(415).header(crate::sip::HeaderName::Accept, "text/plain"));
+        }
+        let body =
+            String::from_utf8(req.body.to_vec()).map_err(|_| SipError::with_reason(400, "Message is not UTF-8"))?;
+        let (group, recipients) = if let Some(g) = account.group(to) {
+            if !may_use_group(g, sender) {
+                return Err(SipError::with_reason(
+                    403,
+                    format!("Not a member of group {}", g.number),
+                ));
+            }
+            (true, group_recipients(g, &sender.extension))
+        } else if account.user(to).is_some() {
+            (false, vec![to.to_string()])
+        } else {
+            return Err(SipError::new(404));
+        };
+        // Rate limit per sender over a sliding minute.
+        let sent = self
+            .sent
+            .entry(format!("{}@{}", sender.extension, account.domain))
+            .or_default();
+        while sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            sent.pop_front();
+        }
+        if sent.len() as u32 >= limits.messages_per_minute {
+            return Err(SipError::with_reason(503, "Sending too fast")
+                .header(crate::sip::HeaderName::Other("Retry-After".into()), "10"));
+        }
+        sent.push_back(now);
+        let message = ChatMessage {
+            id: self.next_id,
+            ts_ms: crate::cdr::unix_ms(),
+            account: account.domain.clone(),
+            from: sender.extension.clone(),
+            to: to.to_string(),
+            group,
+            content_type: ctype,
+            body,
+        };
+        self.next_id += 1;
+        let mut ops = vec![StoreOp::PutChatMessage(message.clone())];
+        for r in recipients {
+            let aor = format!("{r}@{}", account.domain);
+            if self.muted.contains(&aor) {
+                continue; // kept in history, not pushed
+            }
+            ops.push(StoreOp::PutPending {
+                aor: aor.clone(),
+                id: message.id,
+            });
+            self.pending.insert((aor, message.id));
+        }
+        self.waiting.insert(message.id, message.clone());
+        Ok(Accepted { message, ops })
+    }
+
+    /// Pushes every pending message of `aor` to its registered devices, in
+    /// order; a message already on its way is not sent twice.
+    pub fn deliver(&mut self, aor: &str, account: &Account, registrar: &Registrar, user_agent: &str) {
+        let bindings = registrar.lookup(aor);
+        if bindings.is_empty() {
+            return;
+        }
+        let ids: Vec<u64> = self
+            .pending
+            .range((aor.to_string(), 0)..=(aor.to_string(), u64::MAX))
+            .map(|(_, id)| *id)
+            .filter(|id| !self.in_flight.contains(&(aor.to_string(), *id)))
+            .collect();
+        for id in ids {
+            let Some(m) = self.waiting.get(&id) else { continue };
+            let from_name = account.user(&m.from).map_or(m.from.clone(), |u| u.display_name.clone());
+            let (from_user, display) = if m.group {
+                let gname = account.group(&m.to).map_or(m.to.clone(), |g| g.name.clone());
+                (m.to.clone(), format!("{from_name} ({gname})"))
+            } else {
+                (m.from.clone(), from_name)
+            };
+            let to_user = aor.split('@').next().unwrap_or("");
+            for b in bindings {
+                let Ok(addr) = b.source.parse::<SocketAddr>() else {
+                    continue;
+                };
+                let transport = if b.transport == "TCP" {
+                    TransportKind::Tcp
+                } else {
+                    TransportKind::Udp
+                };
+                let peer = Peer { transport, addr };
+                let via_addr = self
+                    .local
+                    .iter()
+                    .find(|a| a.is_ipv4() == addr.is_ipv4())
+                    .copied()
+                    .unwrap_or(addr);
+                // Out of any dialog (RFC 3428 §4): a fresh Call-ID and From tag.
+                let mut dialog = Dialog {
+                    call_id: format!("{}@switchboard", random_token()),
+                    local: format!(
+                        "\"{}\" <sip:{from_user}@{}>;tag={}",
+                        display.replace('"', ""),
+                        account.domain,
+                        random_token()
+                    ),
+                    remote: format!("<sip:{to_user}@{}>", account.domain),
+                    remote_target: b.contact.clone(),
+                    peer,
+                    local_cseq: 0,
+                    via_addr,
+                };
+                let body = bytes::Bytes::from(m.body.clone());
+                let mut req = dialog.request(crate::sip::Method::Message, Some(("text/plain;charset=UTF-8", body)));
+                req.push_header(crate::sip::HeaderName::UserAgent, user_agent.to_string());
+                req.push_header(crate::sip::HeaderName::Other("X-Chat-Id".into()), m.id.to_string());
+                req.push_header(crate::sip::HeaderName::Other("X-Chat-Sender".into()), m.from.clone());
+                self.out.push_back(Delivery {
+                    req,
+                    to: peer,
+                    user_aor: aor.to_string(),
+                    id,
+                });
+            }
+            self.in_flight.insert((aor.to_string(), id));
+        }
+    }
+
+    /// A device answered a push: on 2xx the message is delivered (the
+    /// returned op removes it from the offline queue); otherwise it stays
+    /// queued for the next registration.
+    pub fn on_delivery_result(&mut self, aor: &str, id: u64, status: u16) -> Option<StoreOp> {
+        let key = (aor.to_string(), id);
+        if (200..300).contains(&status) {
+            self.in_flight.remove(&key);
+            if self.pending.remove(&key) {
+                if !self.pending.iter().any(|(_, i)| *i == id) {
+                    self.waiting.remove(&id);
+                }
+                return Some(StoreOp::DeletePending {
+                    aor: aor.to_string(),
+                    id,
+                });
+            }
+            return None;
+        }
+        if status >= 300 {
+            self.in_flight.remove(&key);
+        }
+        None
+    }
+}

@@ -1,0 +1,168 @@
+//! Permission rules and the offline queue, without a network.
+
+use super::*;
+use crate::config::{ChatSettings, Config};
+use crate::sip::transaction::TransportKind;
+use bytes::Bytes;
+use std::path::Path;
+
+fn config() -> Config {
+    Config::parse(
+        Path::new("t.toml"),
+        "[[accounts]]\ndomain = \"pbx.test\"\nchat = true\n\
+         [[accounts.users]]\nextension = \"1001\"\npassword = \"p\"\nrole = \"owner\"\n\
+         [[accounts.users]]\nextension = \"1003\"\npassword = \"p\"\nrole = \"supervisor\"\n\
+         [[accounts.users]]\nextension = \"1004\"\npassword = \"p\"\nrole = \"agent\"\n\
+         [[accounts.users]]\nextension = \"1005\"\npassword = \"p\"\nrole = \"agent\"\n\
+         [[accounts.groups]]\nnumber = \"2001\"\nmembers = [\"1004\"]\nsupervisors = [\"1003\"]\n\
+         [[accounts.groups]]\nnumber = \"2002\"\nmembers = [\"1005\"]\n",
+    )
+    .unwrap()
+}
+
+const LIMITS: ChatSettings = ChatSettings {
+    max_message_bytes: 64,
+    messages_per_minute: 3,
+};
+
+fn message(body: &str, ctype: &str) -> SipMessage {
+    let raw = format!(
+        "MESSAGE sip:x@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@pbx.test>;tag=1\r\nTo: <sip:x@pbx.test>\r\nCall-ID: m\r\nCSeq: 1 MESSAGE\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    SipMessage::parse_datagram(Bytes::from(raw)).unwrap()
+}
+
+#[test]
+fn group_rules_follow_roles() {
+    let cfg = config();
+    let a = &cfg.accounts[0];
+    let (sales, support) = (a.group("2001").unwrap(), a.group("2002").unwrap());
+    let u = |e: &str| a.user(e).unwrap();
+    assert!(
+        may_use_group(sales, u("1004")) && !may_use_group(support, u("1004")),
+        "agents: own groups"
+    );
+    assert!(
+        may_use_group(sales, u("1003")) && !may_use_group(support, u("1003")),
+        "supervisors: groups reporting to them"
+    );
+    assert!(
+        may_use_group(sales, u("1001")) && may_use_group(support, u("1001")),
+        "owners: all"
+    );
+    assert_eq!(group_recipients(sales, "1004"), vec!["1003"]);
+    assert_eq!(group_recipients(sales, "1001"), vec!["1003", "1004"]);
+}
+
+#[test]
+fn limits_and_unknown_recipients() {
+    let cfg = config();
+    let a = &cfg.accounts[0];
+    let mut chat = ChatService::new(vec!["127.0.0.1:5060".parse().unwrap()]);
+    let sender = a.user("1004").unwrap();
+    let now = Instant::now();
+    let status = |r: Result<Accepted, SipError>| r.map(|_| 202).unwrap_or_else(|e| e.status);
+    assert_eq!(
+        status(chat.accept(&message(&"x".repeat(65), "text/plain"), a, sender, "1005", LIMITS, now)),
+        413
+    );
+    assert_eq!(
+        status(chat.accept(&message("hi", "application/json"), a, sender, "1005", LIMITS, now)),
+        415
+    );
+    assert_eq!(
+        status(chat.accept(&message("hi", "text/plain"), a, sender, "7777", LIMITS, now)),
+        404
+    );
+    assert_eq!(
+        status(chat.accept(&message("hi", "text/plain"), a, sender, "2002", LIMITS, now)),
+        403
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            status(chat.accept(
+                &message("hi", "text/plain;charset=UTF-8"),
+                a,
+                sender,
+                "1005",
+                LIMITS,
+                now
+            )),
+            202
+        );
+    }
+    assert_eq!(
+        status(chat.accept(&message("hi", "text/plain"), a, sender, "1005", LIMITS, now)),
+        503,
+        "rate limit"
+    );
+    let later = now + Duration::from_secs(61);
+    assert_eq!(
+        status(chat.accept(&message("hi", "text/plain"), a, sender, "1005", LIMITS, later)),
+        202
+    );
+}
+
+#[test]
+fn offline_queue_delivers_in_order_once_and_keeps_failures() {
+    let cfg = config();
+    let a = &cfg.accounts[0];
+    let mut chat = ChatService::new(vec!["127.0.0.1:5060".parse().unwrap()]);
+    let now = Instant::now();
+    for body in ["one", "two"] {
+        let acc = chat
+            .accept(
+                &message(body, "text/plain"),
+                a,
+                a.user("1001").unwrap(),
+                "1005",
+                LIMITS,
+                now,
+            )
+            .unwrap();
+        assert!(matches!(
+            &acc.ops[..],
+            [StoreOp::PutChatMessage(_), StoreOp::PutPending { .. }]
+        ));
+    }
+    let mut registrar = crate::registrar::Registrar::new();
+    chat.deliver("1005@pbx.test", a, &registrar, "sb");
+    assert!(chat.poll_delivery().is_none(), "nobody registered: stays queued");
+    let reg = SipMessage::parse_datagram(Bytes::from(
+        "REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKr\r\nFrom: <sip:1005@pbx.test>;tag=r\r\nTo: <sip:1005@pbx.test>\r\nCall-ID: r\r\nCSeq: 1 REGISTER\r\nContact: <sip:1005@127.0.0.1:7005>\r\n\r\n",
+    ))
+    .unwrap();
+    let peer = Peer {
+        transport: TransportKind::Udp,
+        addr: "127.0.0.1:7005".parse().unwrap(),
+    };
+    registrar
+        .register(&reg, "1005@pbx.test", peer, &cfg.registrar, crate::unix_now())
+        .unwrap();
+    chat.deliver("1005@pbx.test", a, &registrar, "sb");
+    let d: Vec<Delivery> = std::iter::from_fn(|| chat.poll_delivery()).collect();
+    assert_eq!(
+        d.iter().map(|x| x.req.body.clone()).collect::<Vec<_>>(),
+        vec![Bytes::from("one"), Bytes::from("two")]
+    );
+    // A second registration while both are in flight sends nothing again.
+    chat.deliver("1005@pbx.test", a, &registrar, "sb");
+    assert!(chat.poll_delivery().is_none());
+    // The first is taken, the second fails: only the second goes again.
+    assert!(matches!(
+        chat.on_delivery_result("1005@pbx.test", d[0].id, 200),
+        Some(StoreOp::DeletePending { .. })
+    ));
+    assert_eq!(
+        chat.on_delivery_result("1005@pbx.test", d[0].id, 200),
+        None,
+        "a second 2xx changes nothing"
+    );
+    assert_eq!(chat.on_delivery_result("1005@pbx.test", d[1].id, 480), None);
+    chat.deliver("1005@pbx.test", a, &registrar, "sb");
+    let again: Vec<Delivery> = std::iter::from_fn(|| chat.poll_delivery()).collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].req.body, Bytes::from("two"));
+    assert_eq!(chat.pending_count(), 1);
+}

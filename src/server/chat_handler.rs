@@ -1,0 +1,69 @@
+//! MESSAGE (RFC 3428) out of dialog: authenticated (407), checked by the
+//! chat service, stored durably, answered 202 Accepted, then pushed to
+//! the recipients' registered devices (or queued until they register).
+
+use super::handler::{authenticate, AuthStop, Challenger, Outcome, RequestContext, RequestHandler};
+use crate::sip::addr::NameAddr;
+use crate::sip::response::{random_token, response_to};
+use crate::sip::uri::SipUri;
+use crate::sip::{HeaderName, Method, SipError, SipMessage};
+use crate::store::StoreOp;
+
+pub struct ChatHandler;
+
+impl RequestHandler for ChatHandler {
+    fn handle(&mut self, req: &SipMessage, cx: &mut RequestContext<'_>) -> Option<Outcome> {
+        if req.method() != Some(&Method::Message) {
+            return None;
+        }
+        let in_dialog = req
+            .header(&HeaderName::To)
+            .and_then(|t| NameAddr::parse(t).ok())
+            .is_some_and(|a| a.tag().is_some());
+        if in_dialog {
+            return Some(Outcome::Respond(SipError::new(481).to_response(req, &random_token())));
+        }
+        Some(match message(req, cx) {
+            Ok(o) => o,
+            Err(e) => Outcome::Respond(e.to_response(req, &random_token())),
+        })
+    }
+}
+
+fn message(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, SipError> {
+    let ruri = SipUri::parse(req.request_uri().unwrap_or("")).map_err(|_| SipError::new(416))?;
+    let account = cx
+        .config
+        .account_for_host(ruri.host)
+        .ok_or_else(|| SipError::with_reason(404, "Unknown domain"))?;
+    let to = ruri
+        .user_unescaped()
+        .map(|u| u.into_owned())
+        .ok_or_else(|| SipError::new(404))?;
+    let user = match authenticate(req, cx, account, Challenger::Proxy) {
+        Ok(u) => u,
+        Err(AuthStop::Reply(e)) => return Err(e),
+        Err(AuthStop::Silence) => return Ok(Outcome::Drop),
+    };
+    let accepted = cx
+        .services
+        .chat
+        .accept(req, account, user, &to, cx.config.chat, cx.now)?;
+    tracing::info!(id = accepted.message.id, from = %user.extension, to = %to, group = accepted.message.group, "chat message stored");
+    let recipients: Vec<String> = accepted
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::PutPending { aor, .. } => Some(aor.clone()),
+            _ => None,
+        })
+        .collect();
+    let super::handler::Services { chat, registrar, .. } = &mut *cx.services;
+    for aor in recipients {
+        chat.deliver(&aor, account, registrar, &cx.config.sip.user_agent);
+    }
+    Ok(Outcome::PersistThenRespond {
+        ops: accepted.ops,
+        response: response_to(req, 202, None, &random_token()),
+    })
+}
