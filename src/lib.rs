@@ -9,6 +9,7 @@ pub mod config;
 pub mod ctl;
 pub mod dialplan;
 pub mod media;
+pub mod presence;
 pub mod registrar;
 pub mod server;
 pub mod sip;

@@ -237,6 +237,22 @@ impl CallManager {
         (self.by_call_id.len(), self.client_tx.len(), self.timers.len())
     }
 
+    /// What `ext` of `account` is doing on calls, as RFC 4235 names it:
+    /// "confirmed" when talking, "early" when ringing or dialling.
+    pub fn activity(&self, account: &str, ext: &str) -> Option<&'static str> {
+        let mut best = None;
+        for c in self.calls.values().filter(|c| c.account == account) {
+            if c.caller != ext && c.callee != ext {
+                continue;
+            }
+            if c.winner.is_some() || matches!(c.a.state, AState::Answered { .. }) {
+                return Some("confirmed");
+            }
+            best = Some("early");
+        }
+        best
+    }
+
     /// The account domain of a live call.
     pub fn account_of(&self, id: CallRef) -> Option<String> {
         self.calls.get(&id).map(|c| c.account.clone())

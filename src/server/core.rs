@@ -179,6 +179,12 @@ impl Core {
                 progressed = true;
                 self.on_call_effect(effect);
             }
+            while let Some((req, to)) = self.services.presence.poll_notify() {
+                progressed = true;
+                if let Err(e) = self.txl.send_request(req, to, Instant::now()) {
+                    tracing::warn!(error = %e, "NOTIFY not sent");
+                }
+            }
             while let Some(d) = self.services.chat.poll_delivery() {
                 progressed = true;
                 match self.txl.send_request(d.req, d.to, Instant::now()) {
@@ -594,6 +600,12 @@ impl Core {
         }
         self.services.auth.purge(Instant::now(), now_unix);
         self.services.calls.check_media(Instant::now());
+        // Presence follows registrations that lapse and calls that start or end.
+        let now = Instant::now();
+        self.services.presence.expire(now);
+        for aor in self.services.presence.watched() {
+            self.services.presence_changed(&aor, now);
+        }
     }
 }
 

@@ -18,6 +18,24 @@ pub struct Services {
     pub registrar: Registrar,
     pub calls: CallManager,
     pub chat: crate::chat::ChatService,
+    pub presence: crate::presence::PresenceService,
+}
+
+impl Services {
+    /// Registration and call state of `ext@domain`, for presence.
+    pub fn user_state(&self, aor: &str) -> crate::presence::UserState {
+        let (ext, domain) = aor.split_once('@').unwrap_or((aor, ""));
+        crate::presence::UserState {
+            registered: !self.registrar.lookup(aor).is_empty(),
+            call: self.calls.activity(domain, ext),
+        }
+    }
+
+    /// Sends NOTIFYs to the watchers of `aor` if its state changed.
+    pub fn presence_changed(&mut self, aor: &str, now: Instant) {
+        let state = self.user_state(aor);
+        self.presence.update(aor, state, now);
+    }
 }
 
 /// Everything a handler may look at or change for one request.
@@ -55,7 +73,7 @@ pub trait RequestHandler: Send {
 }
 
 /// Methods the daemon implements today, for Allow headers.
-pub const ALLOWED_METHODS: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO, MESSAGE";
+pub const ALLOWED_METHODS: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO, MESSAGE, SUBSCRIBE";
 
 /// Who challenges: the registrar answers 401 with WWW-Authenticate
 /// (RFC 3261 §22.2); for calls we act as a proxy would and answer 407

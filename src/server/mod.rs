@@ -6,6 +6,7 @@ mod chat_handler;
 mod core;
 mod handler;
 mod method_handlers;
+mod presence_handler;
 mod register_handler;
 
 pub use self::core::{Command, RegistrationView, StatusView};
@@ -58,6 +59,7 @@ fn handlers() -> Vec<Box<dyn RequestHandler>> {
         Box::new(register_handler::RegisterHandler),
         Box::new(call_handler::CallHandler),
         Box::new(chat_handler::ChatHandler),
+        Box::new(presence_handler::PresenceHandler),
         Box::new(method_handlers::OptionsHandler),
         Box::new(method_handlers::FallbackHandler),
     ]
@@ -89,6 +91,7 @@ where
         ),
         registrar,
         chat,
+        presence: crate::presence::PresenceService::new(config.listen.clone()),
         calls: crate::call::CallManager::new(
             call_config(&config),
             crate::media::RelayPool::new(config.media.rtp_ip, config.media.port_min, config.media.port_max),

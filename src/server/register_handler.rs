@@ -48,6 +48,7 @@ fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Si
         .registrar
         .register(req, &aor, cx.from, &cx.config.registrar, cx.now_unix)?;
     tracing::info!(aor = %aor, contacts = outcome.current.len(), source = %cx.from.addr, "registered");
+    cx.services.presence_changed(&aor, cx.now);
     // A device came online: push the chat messages waiting for this user.
     if !outcome.current.is_empty() {
         let super::handler::Services { chat, registrar, .. } = &mut *cx.services;

@@ -7,6 +7,7 @@ mod chat;
 mod dialplans;
 mod harness;
 mod operations;
+mod presence;
 mod raw_client;
 mod registration;
 mod robustness;

@@ -54,8 +54,7 @@ fn sha256_digest_when_offered_first() {
     );
     let r = c.register("sip:pbx.test", "1001", "demo1001", 120).unwrap();
     assert_eq!(r.status(), Some(200));
-    let log = d.log.lock().unwrap().join("\n");
-    assert!(log.contains("registered aor=1001@pbx.test"), "{log}");
+    d.wait_for_log("registered aor=1001@pbx.test");
 }
 
 #[test]

@@ -1,0 +1,373 @@
+//! Presence over SUBSCRIBE/NOTIFY (RFC 6665), sans-IO: the `presence`
+//! package with PIDF bodies (RFC 3863) and the `dialog` package (RFC 4235,
+//! for busy-lamp fields) on the users of an account. A user's state follows
+//! their registrations (online/offline) and calls (ringing, on a call).
+
+use crate::call::dialog::Dialog;
+use crate::sip::response::{random_token, response_to};
+use crate::sip::transaction::Peer;
+use crate::sip::{HeaderName, Method, SipError, SipMessage};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// RFC 6665 §7.2 event packages we serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Package {
+    Presence,
+    Dialog,
+}
+
+impl Package {
+    pub fn parse(event: &str) -> Option<Package> {
+        match event
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "presence" => Some(Package::Presence),
+            "dialog" => Some(Package::Dialog),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Package::Presence => "presence",
+            Package::Dialog => "dialog",
+        }
+    }
+}
+
+/// What a watched user is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserState {
+    pub registered: bool,
+    /// None, or "early" (ringing) / "confirmed" (talking), RFC 4235 §3.7.1.
+    pub call: Option<&'static str>,
+}
+
+struct Subscription {
+    package: Package,
+    /// `ext@domain` of the watched user.
+    target: String,
+    dialog: Dialog,
+    expires_at: Instant,
+    /// dialog-info version (RFC 4235 §4.1), increments per NOTIFY.
+    version: u32,
+    last: Option<UserState>,
+}
+
+pub const MIN_EXPIRES: u32 = 60;
+pub const MAX_EXPIRES: u32 = 3600;
+
+pub struct PresenceService {
+    subs: HashMap<String, Subscription>,
+    out: VecDeque<(SipMessage, Peer)>,
+    local: Vec<SocketAddr>,
+}
+
+impl PresenceService {
+    pub fn new(local: Vec<SocketAddr>) -> PresenceService {
+        PresenceService {
+            subs: HashMap::new(),
+            out: VecDeque::new(),
+            local,
+        }
+    }
+
+    pub fn poll_notify(&mut self) -> Option<(SipMessage, Peer)> {
+        self.out.pop_front()
+    }
+
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    /// Users someone is watching.
+    pub fn watched(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.subs.values().map(|s| s.target.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The Expires a SUBSCRIBE asks for, bounded (RFC 6665 §4.2.1.1).
+    pub fn granted_expires(req: &SipMessage) -> Result<u32, SipError> {
+        let asked = match req.header(&HeaderName::Expires) {
+            Some(v) => v
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| SipError::with_reason(400, "Bad Expires"))?,
+            None => MAX_EXPIRES,
+        };
+        if asked != 0 && asked < MIN_EXPIRES {
+            return Err(SipError::new(423).header(HeaderName::MinExpires, MIN_EXPIRES.to_string()));
+        }
+        Ok(asked.min(MAX_EXPIRES))
+    }
+
+    /// A new subscription (out of dialog SUBSCRIBE, already authorized):
+    /// returns the 200 and queues the initial NOTIFY (§4.2.1).
+    pub fn subscribe(
+        &mut self,
+        req: &SipMessage,
+        from: Peer,
+        package: Package,
+        target: &str,
+        state: UserState,
+        now: Instant,
+    ) -> Result<SipMessage, SipError> {
+        let expires = Self::granted_expires(req)?;
+        let call_id = req
+            .call_id()
+            .ok_or_else(|| SipError::with_reason(400, "Missing Call-ID"))?
+            .to_string();
+        let tag = random_token();
+        let via_addr = self
+            .local
+            .iter()
+            .find(|a| a.is_ipv4() == from.addr.is_ipv4())
+            .copied()
+            .unwrap_or(from.addr);
+        let dialog = Dialog {
+            call_id: call_id.clone(),
+            local: format!("{};tag={tag}", req.header(&HeaderName::To).unwrap_or("")),
+            remote: req.header(&HeaderName::From).unwrap_or("").to_string(),
+            remote_target: crate::call::dialog::contact_uri(req)
+                .ok_or_else(|| SipError::with_reason(400, "Missing Contact"))?,
+            peer: from,
+            local_cseq: 0,
+            via_addr,
+        };
+        let mut resp = response_to(req, 200, None, &tag);
+        resp.push_header(HeaderName::Expires, expires.to_string());
+        resp.push_header(HeaderName::Contact, crate::call::dialog::contact(from, via_addr));
+        let sub = Subscription {
+            package,
+            target: target.to_string(),
+            dialog,
+            expires_at: now + Duration::from_secs(u64::from(expires)),
+            version: 0,
+            last: None,
+        };
+        self.subs.insert(call_id.clone(), sub);
+        self.notify(&call_id, state, now);
+        if expires == 0 {
+            self.subs.remove(&call_id);
+        }
+        Ok(resp)
+    }
+
+    /// A refresh or removal inside an existing subscription (§4.1.2.2).
+    pub fn refresh(&mut self, req: &SipMessage, state: UserState, now: Instant) -> Result<SipMessage, SipError> {
+        let call_id = req.call_id().unwrap_or("").to_string();
+        let expires = Self::granted_expires(req)?;
+        let sub = self.subs.get_mut(&call_id).ok_or_else(|| SipError::new(481))?;
+        sub.expires_at = now + Duration::from_secs(u64::from(expires));
+        sub.last = None; // a refresh gets a NOTIFY even without change
+        let mut resp = response_to(req, 200, None, "");
+        resp.push_header(HeaderName::Expires, expires.to_string());
+        self.notify(&call_id, state, now);
+        if expires == 0 {
+            self.subs.remove(&call_id);
+        }
+        Ok(resp)
+    }
+
+    /// The watched user's state may have changed: NOTIFY where it did.
+    pub fn update(&mut self, target: &str, state: UserState, now: Instant) {
+        let ids: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.target == target && s.last != Some(state))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.notify(&id, state, now);
+        }
+    }
+
+    /// Ends subscriptions past their expiry with a final NOTIFY (§4.4.1).
+    pub fn expire(&mut self, now: Instant) {
+        let gone: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.expires_at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some(state) = self.subs.get(&id).and_then(|s| s.last) {
+                self.notify(&id, state, now);
+            }
+            self.subs.remove(&id);
+        }
+    }
+
+    fn notify(&mut self, id: &str, state: UserState, now: Instant) {
+        let Some(sub) = self.subs.get_mut(id) else { return };
+        let left = sub.expires_at.saturating_duration_since(now).as_secs();
+        let subscription_state = if left == 0 {
+            "terminated;reason=timeout".to_string()
+        } else {
+            format!("active;expires={left}")
+        };
+        sub.version += 1;
+        sub.last = Some(state);
+        let entity = format!("sip:{}", sub.target);
+        let (ctype, body) = match sub.package {
+            Package::Presence => ("application/pidf+xml", pidf(&entity, state)),
+            Package::Dialog => ("application/dialog-info+xml", dialog_info(&entity, sub.version, state)),
+        };
+        let mut req = sub
+            .dialog
+            .request(Method::Notify, Some((ctype, bytes::Bytes::from(body))));
+        req.push_header(HeaderName::Event, sub.package.name());
+        req.push_header(HeaderName::Other("Subscription-State".into()), subscription_state);
+        self.out.push_back((req, sub.dialog.peer));
+    }
+}
+
+/// PIDF document (RFC 3863): basic open when a device is registered.
+pub fn pidf(entity: &str, state: UserState) -> String {
+    let basic = if state.registered { "open" } else { "closed" };
+    let note = match (state.registered, state.call) {
+        (false, _) => "Offline",
+        (true, Some("confirmed")) => "On the phone",
+        (true, Some(_)) => "Ringing",
+        (true, None) => "Available",
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{entity}\">\r\n\
+         <tuple id=\"switchboard\"><status><basic>{basic}</basic></status><note>{note}</note></tuple>\r\n</presence>\r\n"
+    )
+}
+
+/// dialog-info document (RFC 4235), full state: one dialog while the user
+/// is ringing or talking, none otherwise.
+pub fn dialog_info(entity: &str, version: u32, state: UserState) -> String {
+    let dialog = match state.call {
+        Some(s) => format!("<dialog id=\"switchboard\"><state>{s}</state></dialog>\r\n"),
+        None => String::new(),
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"{version}\" state=\"full\" entity=\"{entity}\">\r\n{dialog}</dialog-info>\r\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::transaction::TransportKind;
+
+    fn subscribe(event: &str, expires: u32) -> SipMessage {
+        let raw = format!(
+            "SUBSCRIBE sip:1002@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKs\r\nFrom: <sip:1001@pbx.test>;tag=w\r\n\
+             To: <sip:1002@pbx.test>\r\nCall-ID: sub-1\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:1001@127.0.0.1:6000>\r\nEvent: {event}\r\nExpires: {expires}\r\n\r\n"
+        );
+        SipMessage::parse_datagram(bytes::Bytes::from(raw)).unwrap()
+    }
+
+    fn peer() -> Peer {
+        Peer {
+            transport: TransportKind::Udp,
+            addr: "127.0.0.1:6000".parse().unwrap(),
+        }
+    }
+
+    const OFF: UserState = UserState {
+        registered: false,
+        call: None,
+    };
+    const ON: UserState = UserState {
+        registered: true,
+        call: None,
+    };
+    const TALKING: UserState = UserState {
+        registered: true,
+        call: Some("confirmed"),
+    };
+
+    fn notifies(p: &mut PresenceService) -> Vec<SipMessage> {
+        std::iter::from_fn(|| p.poll_notify().map(|(m, _)| m)).collect()
+    }
+
+    #[test]
+    fn presence_follows_registration_and_expires() {
+        let mut p = PresenceService::new(vec!["127.0.0.1:5060".parse().unwrap()]);
+        let now = Instant::now();
+        let ok = p
+            .subscribe(
+                &subscribe("presence", 600),
+                peer(),
+                Package::Presence,
+                "1002@pbx.test",
+                OFF,
+                now,
+            )
+            .unwrap();
+        assert_eq!((ok.status(), ok.header(&HeaderName::Expires)), (Some(200), Some("600")));
+        let n = notifies(&mut p);
+        assert_eq!(n.len(), 1, "initial NOTIFY");
+        assert_eq!(n[0].request_uri(), Some("sip:1001@127.0.0.1:6000"));
+        assert!(std::str::from_utf8(&n[0].body)
+            .unwrap()
+            .contains("<basic>closed</basic>"));
+        assert_eq!(n[0].header_named("Subscription-State"), Some("active;expires=600"));
+        p.update("1002@pbx.test", OFF, now);
+        assert!(notifies(&mut p).is_empty(), "no change, no NOTIFY");
+        p.update("1002@pbx.test", ON, now);
+        let n = notifies(&mut p);
+        assert!(std::str::from_utf8(&n[0].body).unwrap().contains("<basic>open</basic>"));
+        assert_eq!(n[0].header(&HeaderName::CSeq), Some("2 NOTIFY"));
+        p.expire(now + Duration::from_secs(601));
+        let n = notifies(&mut p);
+        assert_eq!(
+            n[0].header_named("Subscription-State"),
+            Some("terminated;reason=timeout")
+        );
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn dialog_package_and_bounds() {
+        let mut p = PresenceService::new(vec!["127.0.0.1:5060".parse().unwrap()]);
+        let now = Instant::now();
+        assert_eq!(
+            PresenceService::granted_expires(&subscribe("dialog", 5))
+                .unwrap_err()
+                .status,
+            423
+        );
+        assert_eq!(
+            PresenceService::granted_expires(&subscribe("dialog", 99999)).unwrap(),
+            MAX_EXPIRES
+        );
+        p.subscribe(
+            &subscribe("dialog", 600),
+            peer(),
+            Package::Dialog,
+            "1002@pbx.test",
+            ON,
+            now,
+        )
+        .unwrap();
+        p.update("1002@pbx.test", TALKING, now);
+        let n = notifies(&mut p);
+        let last = std::str::from_utf8(&n[1].body).unwrap();
+        assert!(
+            last.contains("version=\"2\"") && last.contains("<state>confirmed</state>"),
+            "{last}"
+        );
+        assert_eq!(n[1].header(&HeaderName::Event), Some("dialog"));
+        assert_eq!(Package::parse("Presence;id=1"), Some(Package::Presence));
+        assert_eq!(Package::parse("message-summary"), None);
+    }
+}

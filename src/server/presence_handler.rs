@@ -1,0 +1,62 @@
+//! SUBSCRIBE (RFC 6665) for the presence and dialog packages of an
+//! account's users: authenticated (407), 489 for other packages, 404 for
+//! unknown users; refreshes and removals inside the subscription dialog.
+
+use super::handler::{authenticate, AuthStop, Challenger, Outcome, RequestContext, RequestHandler};
+use crate::presence::Package;
+use crate::sip::addr::NameAddr;
+use crate::sip::response::random_token;
+use crate::sip::uri::SipUri;
+use crate::sip::{HeaderName, Method, SipError, SipMessage};
+
+pub struct PresenceHandler;
+
+impl RequestHandler for PresenceHandler {
+    fn handle(&mut self, req: &SipMessage, cx: &mut RequestContext<'_>) -> Option<Outcome> {
+        if req.method() != Some(&Method::Subscribe) {
+            return None;
+        }
+        Some(match subscribe(req, cx) {
+            Ok(o) => o,
+            Err(e) => Outcome::Respond(e.to_response(req, &random_token())),
+        })
+    }
+}
+
+fn subscribe(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, SipError> {
+    let package = req
+        .header(&HeaderName::Event)
+        .and_then(Package::parse)
+        .ok_or_else(|| SipError::new(489).header(HeaderName::AllowEvents, "presence, dialog"))?;
+    let ruri = SipUri::parse(req.request_uri().unwrap_or("")).map_err(|_| SipError::new(416))?;
+    let account = cx
+        .config
+        .account_for_host(ruri.host)
+        .ok_or_else(|| SipError::with_reason(404, "Unknown domain"))?;
+    let in_dialog = req
+        .header(&HeaderName::To)
+        .and_then(|t| NameAddr::parse(t).ok())
+        .is_some_and(|a| a.tag().is_some());
+    let target = ruri.user_unescaped().map(|u| u.into_owned()).unwrap_or_default();
+    let aor = format!("{target}@{}", account.domain);
+    if in_dialog {
+        let state = cx.services.user_state(&aor);
+        return Ok(Outcome::Respond(cx.services.presence.refresh(req, state, cx.now)?));
+    }
+    // Authenticate first so that unknown users cannot be probed.
+    match authenticate(req, cx, account, Challenger::Proxy) {
+        Ok(_) => {}
+        Err(AuthStop::Reply(e)) => return Err(e),
+        Err(AuthStop::Silence) => return Ok(Outcome::Drop),
+    }
+    if account.user(&target).is_none() {
+        return Err(SipError::new(404));
+    }
+    let state = cx.services.user_state(&aor);
+    let resp = cx
+        .services
+        .presence
+        .subscribe(req, cx.from, package, &aor, state, cx.now)?;
+    tracing::info!(watched = %aor, package = ?package, "subscription created");
+    Ok(Outcome::Respond(resp))
+}
