@@ -47,7 +47,7 @@ fn start_baresip(d: &Daemon, user: &str, source: &Path, answer: bool, args: &[&s
     let config = format!(
         "poll_method epoll\nsip_listen 127.0.0.1:{port}\nnet_interface 127.0.0.1\n\
          module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\n\
-         module sndfile.so\nmodule_tmp uuid.so\nmodule_tmp account.so\nmodule_app menu.so\n\
+         module sndfile.so\nmodule_tmp uuid.so\nmodule_tmp account.so\nmodule_app contact.so\nmodule_app menu.so\n\
          snd_path {}\naudio_player aubridge,sink{port}\naudio_source aufile,{}\n",
         rec.display(),
         source.display()
@@ -61,6 +61,13 @@ fn start_baresip(d: &Daemon, user: &str, source: &Path, answer: bool, args: &[&s
             "<sip:{user}@127.0.0.1:{}>;auth_pass=demo{user};regint=300{answermode}\n",
             d.port
         ),
+    )
+    .unwrap();
+    // The first contact is the current one: `/message TEXT` goes there.
+    let contact = if user == "1003" { "1004" } else { "1003" };
+    std::fs::write(
+        dir.path().join("contacts"),
+        format!("\"peer\" <sip:{contact}@127.0.0.1:{}>\n", d.port),
     )
     .unwrap();
     let child = Command::new("baresip")
@@ -204,4 +211,35 @@ fn baresip_calls_baresip_and_the_tone_crosses_the_relay() {
         ),
         (Some("1003"), Some("1004"), Some("answered"))
     );
+}
+
+#[test]
+fn baresip_sends_a_chat_message_to_baresip() {
+    let d = Daemon::start("");
+    let wav = tempfile::tempdir().unwrap();
+    let silence = wav.path().join("silence.wav");
+    sox(&[
+        "-n",
+        "-r",
+        "8000",
+        "-c",
+        "1",
+        "-b",
+        "16",
+        silence.to_str().unwrap(),
+        "trim",
+        "0",
+        "1",
+    ]);
+    let (receiver, _) = start_baresip(&d, "1004", &silence, false, &[]);
+    d.wait_for_log("registered aor=1004@pbx.test");
+    let (sender, _) = start_baresip(&d, "1003", &silence, false, &["-e", "/message hello-from-baresip"]);
+    d.wait_for_log("chat message stored id=1 from=1003 to=1004");
+    // baresip 1.0 answers a MESSAGE with 200 once it has taken it.
+    d.wait_for_log("chat message delivered id=1 to=\"1004@pbx.test\"");
+    let out = d.ctl(&["chat", "history", "1004", "1003"]);
+    let hist: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hist[0]["body"], "hello-from-baresip");
+    drop(sender);
+    drop(receiver);
 }

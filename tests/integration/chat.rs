@@ -151,3 +151,18 @@ fn chat_switch_off_gives_403() {
     d.wait_for_log("configuration reloaded");
     assert!(send(&d, "1001", "1002", "hi").starts_with("status 403 Chat is disabled for this account"));
 }
+
+#[test]
+fn muted_users_keep_history_but_get_no_push() {
+    let d = Daemon::start("");
+    assert_eq!(ctl_json(&d, &["mute", "1002", "on"])["muted"], true);
+    let port = free_port();
+    assert_eq!(sipp_register(&d, "1002", "demo1002", 600, port, &[]).code, 0);
+    let rx = Sipp::new("message_recv.xml", port).args(&["-timeout", "3s"]).spawn();
+    assert_eq!(send(&d, "1001", "1002", "quiet"), "status 202");
+    assert!(got(&rx.wait()).is_empty(), "a muted user's phone is not pushed to");
+    let hist = ctl_json(&d, &["history", "1002", "1001"]);
+    assert_eq!(hist[0]["body"].as_str().unwrap().trim(), "quiet");
+    let unread = ctl_json(&d, &["unread", "1002"]);
+    assert_eq!(unread[0]["unread"], 1);
+}
