@@ -75,6 +75,10 @@ enum DialplanCmd {
         /// Dialplan file to use instead of the account's.
         #[arg(long)]
         dialplan: Option<PathBuf>,
+        /// Run the simulated call this many times and print the mean time per
+        /// call instead of the decisions (for bench/).
+        #[arg(long)]
+        repeat: Option<u32>,
     },
 }
 
@@ -115,8 +119,9 @@ fn main() -> ExitCode {
                     result,
                     account,
                     dialplan,
+                    repeat,
                 },
-        } => match dialplan_test(&config, from, to, &result, account, dialplan) {
+        } => match dialplan_test(&config, from, to, &result, account, dialplan, repeat) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("switchboard dialplan test: {e:#}");
@@ -184,6 +189,7 @@ fn dialplan_test(
     result: &str,
     account: Option<String>,
     dialplan: Option<PathBuf>,
+    repeat: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let acct = match &account {
@@ -213,6 +219,22 @@ fn dialplan_test(
         .with_ansi(false)
         .try_init();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if let Some(n) = repeat {
+        let n = n.max(1);
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            let (_, r) = rt.block_on(switchboard::dialplan::simulate::simulate(
+                plan.clone(),
+                info.clone(),
+                result,
+                limits,
+            ));
+            r.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let per_call = started.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+        println!("{n} calls, {per_call:.1} us per call");
+        return Ok(ExitCode::SUCCESS);
+    }
     let (lines, outcome) = rt.block_on(switchboard::dialplan::simulate::simulate(plan, info, result, limits));
     for l in lines {
         println!("{l}");

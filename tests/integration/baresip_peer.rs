@@ -105,6 +105,14 @@ fn sox(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// An 8 kHz mono WAV of `seconds` of silence in `dir`.
+fn silence_wav(dir: &Path, seconds: u32) -> std::path::PathBuf {
+    let path = dir.join(format!("silence{seconds}.wav"));
+    let (p, secs) = (path.to_str().unwrap().to_string(), seconds.to_string());
+    sox(&["-n", "-r", "8000", "-c", "1", "-b", "16", &p, "trim", "0", &secs]);
+    path
+}
+
 fn rms(stat: &str) -> f64 {
     stat.lines()
         .find(|l| l.starts_with("RMS     amplitude"))
@@ -117,20 +125,7 @@ fn rms(stat: &str) -> f64 {
 fn baresip_registers_and_is_listed() {
     let d = Daemon::start("");
     let wav = tempfile::tempdir().unwrap();
-    let silence = wav.path().join("silence.wav");
-    sox(&[
-        "-n",
-        "-r",
-        "8000",
-        "-c",
-        "1",
-        "-b",
-        "16",
-        silence.to_str().unwrap(),
-        "trim",
-        "0",
-        "1",
-    ]);
+    let silence = silence_wav(wav.path(), 1);
     let (phone, port) = start_baresip(&d, "1004", &silence, false, &[]);
     d.wait_for_log("registered aor=1004@pbx.test");
     let regs = d.registrations();
@@ -155,36 +150,11 @@ fn baresip_calls_baresip_and_the_tone_crosses_the_relay() {
     let d = Daemon::start("");
     let wav = tempfile::tempdir().unwrap();
     let tone = wav.path().join("tone.wav");
-    let silence = wav.path().join("silence.wav");
+    let (t, rate) = (tone.to_str().unwrap(), "8000");
     sox(&[
-        "-n",
-        "-r",
-        "8000",
-        "-c",
-        "1",
-        "-b",
-        "16",
-        tone.to_str().unwrap(),
-        "synth",
-        "4",
-        "sine",
-        "440",
-        "vol",
-        "0.5",
+        "-n", "-r", rate, "-c", "1", "-b", "16", t, "synth", "4", "sine", "440", "vol", "0.5",
     ]);
-    sox(&[
-        "-n",
-        "-r",
-        "8000",
-        "-c",
-        "1",
-        "-b",
-        "16",
-        silence.to_str().unwrap(),
-        "trim",
-        "0",
-        "3",
-    ]);
+    let silence = silence_wav(wav.path(), 3);
     // The callee answers by itself and sends silence; its source ending after 3 s hangs up.
     let (callee, _) = start_baresip(&d, "1004", &silence, true, &[]);
     d.wait_for_log("registered aor=1004@pbx.test");
@@ -217,20 +187,7 @@ fn baresip_calls_baresip_and_the_tone_crosses_the_relay() {
 fn baresip_sends_a_chat_message_to_baresip() {
     let d = Daemon::start("");
     let wav = tempfile::tempdir().unwrap();
-    let silence = wav.path().join("silence.wav");
-    sox(&[
-        "-n",
-        "-r",
-        "8000",
-        "-c",
-        "1",
-        "-b",
-        "16",
-        silence.to_str().unwrap(),
-        "trim",
-        "0",
-        "1",
-    ]);
+    let silence = silence_wav(wav.path(), 1);
     let (receiver, _) = start_baresip(&d, "1004", &silence, false, &[]);
     d.wait_for_log("registered aor=1004@pbx.test");
     let (sender, _) = start_baresip(&d, "1003", &silence, false, &["-e", "/message hello-from-baresip"]);
