@@ -187,6 +187,10 @@ proptest::proptest! {
             let _ = SipUri::parse(s);
             let _ = NameAddr::parse(s);
             let _ = Via::parse(s);
+            let _ = super::digest::Credentials::parse(s);
+            let _ = super::digest::Credentials::parse(&format!("Digest {s}"));
+            let _ = crate::media::sdp::media_info(s.as_bytes());
+            let _ = crate::media::sdp::rewrite(s.as_bytes(), "127.0.0.1:20000".parse().unwrap());
         }
     }
 
