@@ -107,7 +107,7 @@ impl CallManager {
                     TransportKind::Udp
                 };
                 let peer = Peer { transport, addr };
-                let via_addr = via_for(&self.config.listen, peer);
+                let via_addr = dialog::local_addr_for(&self.config.listen, peer);
                 let ci = CalleeInvite {
                     target_uri: &b.contact,
                     peer,
@@ -325,15 +325,6 @@ impl CallManager {
             to: fork.dialog.peer,
         });
     }
-}
-
-pub(super) fn via_for(listen: &[std::net::SocketAddr], peer: Peer) -> std::net::SocketAddr {
-    listen
-        .iter()
-        .find(|a| a.is_ipv4() == peer.addr.is_ipv4())
-        .or(listen.first())
-        .copied()
-        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 5060)))
 }
 
 fn pick(best: Option<u16>, code: u16) -> u16 {

@@ -33,6 +33,17 @@ pub fn host_port(a: SocketAddr) -> String {
     }
 }
 
+/// Our address for Via and Contact toward `peer`: the listen address of
+/// the same IP family (a v6 peer cannot reach a v4 sent-by).
+pub fn local_addr_for(listen: &[SocketAddr], peer: Peer) -> SocketAddr {
+    listen
+        .iter()
+        .find(|a| a.is_ipv4() == peer.addr.is_ipv4())
+        .or(listen.first())
+        .copied()
+        .unwrap_or(peer.addr)
+}
+
 pub fn new_branch() -> String {
     format!("z9hG4bK{}", random_token())
 }

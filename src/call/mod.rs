@@ -269,7 +269,7 @@ impl CallManager {
     }
 
     fn via_addr(&self, peer: Peer) -> SocketAddr {
-        callee::via_for(&self.config.listen, peer)
+        dialog::local_addr_for(&self.config.listen, peer)
     }
 
     fn timer(&mut self, at: Instant, call: CallRef, t: CallTimer) {

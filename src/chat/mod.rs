@@ -279,12 +279,7 @@ impl ChatService {
                     TransportKind::Udp
                 };
                 let peer = Peer { transport, addr };
-                let via_addr = self
-                    .local
-                    .iter()
-                    .find(|a| a.is_ipv4() == addr.is_ipv4())
-                    .copied()
-                    .unwrap_or(addr);
+                let via_addr = crate::call::dialog::local_addr_for(&self.local, peer);
                 // Out of any dialog (RFC 3428 §4): a fresh Call-ID and From tag.
                 let mut dialog = Dialog {
                     call_id: format!("{}@switchboard", random_token()),

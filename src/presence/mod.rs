@@ -131,12 +131,7 @@ impl PresenceService {
             .ok_or_else(|| SipError::with_reason(400, "Missing Call-ID"))?
             .to_string();
         let tag = random_token();
-        let via_addr = self
-            .local
-            .iter()
-            .find(|a| a.is_ipv4() == from.addr.is_ipv4())
-            .copied()
-            .unwrap_or(from.addr);
+        let via_addr = crate::call::dialog::local_addr_for(&self.local, from);
         let dialog = Dialog {
             call_id: call_id.clone(),
             local: format!("{};tag={tag}", req.header(&HeaderName::To).unwrap_or("")),
