@@ -3,6 +3,8 @@
 //! (control socket, store acknowledgements, reload). No lock is held on
 //! the signalling path: everything here is owned by this one task.
 
+mod commands;
+
 use super::handler::{Outcome, RequestContext, RequestHandler, Services};
 use crate::call::{CallEffect, CallRef, CallView};
 use crate::cdr::CallRecord;
@@ -239,86 +241,6 @@ impl Core {
         }
     }
 
-    /// `chat history USER PEER [LIMIT [BEFORE_ID]]`, `chat unread USER`,
-    /// `chat read USER PEER`, `chat mute USER on|off`. USER is an extension
-    /// of the default account or `ext@domain`.
-    fn on_chat_command(&mut self, args: Vec<String>, reply: oneshot::Sender<Result<serde_json::Value, String>>) {
-        let usage = "usage: chat history USER PEER [LIMIT [BEFORE]] | chat unread USER | chat read USER PEER | chat mute USER on|off";
-        let (Some(verb), Some(who)) = (args.first(), args.get(1)) else {
-            let _ = reply.send(Err(usage.into()));
-            return;
-        };
-        let (ext, account) = match who.split_once('@') {
-            Some((e, d)) => (e.to_string(), self.config.accounts.iter().find(|a| a.domain == d)),
-            None => (who.clone(), self.config.accounts.iter().find(|a| a.is_default)),
-        };
-        let Some(account) = account.cloned() else {
-            let _ = reply.send(Err("no such account".into()));
-            return;
-        };
-        let Some(user) = account.user(&ext).cloned() else {
-            let _ = reply.send(Err(format!("no user {ext} in {}", account.domain)));
-            return;
-        };
-        let aor = format!("{ext}@{}", account.domain);
-        let backend = self.store.backend().clone();
-        match (verb.as_str(), args.get(2)) {
-            ("mute", Some(onoff)) => {
-                let muted = onoff == "on";
-                self.services.chat.set_muted(&aor, muted);
-                self.store.write_detached(vec![StoreOp::PutMuted { aor, muted }]);
-                let _ = reply.send(Ok(serde_json::json!({ "muted": muted })));
-            }
-            ("history", Some(peer)) | ("read", Some(peer)) => {
-                let Some(conv) = crate::chat::queries::conversation_for(&account, &user, peer) else {
-                    let _ = reply.send(Err(format!("{ext} may not read the conversation with {peer}")));
-                    return;
-                };
-                let limit = args.get(3).and_then(|l| l.parse().ok()).unwrap_or(50);
-                let before = args.get(4).and_then(|b| b.parse().ok());
-                let store = self.store.clone();
-                let mark = verb == "read";
-                tokio::task::spawn_blocking(move || {
-                    let r = backend
-                        .chat_history(&conv, if mark { None } else { before }, if mark { 1 } else { limit })
-                        .map_err(|e| e.to_string());
-                    let r = match (r, mark) {
-                        (Ok(list), true) => {
-                            let id = list.last().map_or(0, |m| m.id);
-                            let done = store.write(vec![StoreOp::PutReadMark {
-                                aor,
-                                conversation: conv,
-                                id,
-                            }]);
-                            match done.blocking_recv() {
-                                Ok(Ok(())) => Ok(serde_json::json!({ "read_up_to": id })),
-                                _ => Err("could not store the read mark".to_string()),
-                            }
-                        }
-                        (Ok(list), false) => serde_json::to_value(list).map_err(|e| e.to_string()),
-                        (Err(e), _) => Err(e),
-                    };
-                    let _ = reply.send(r);
-                });
-            }
-            ("unread", None) => {
-                tokio::task::spawn_blocking(move || {
-                    let r = backend.chat_messages(&account.domain).and_then(|msgs| {
-                        let marks = backend.read_marks(&aor)?;
-                        Ok(crate::chat::queries::unread(&account, &user, &msgs, &marks))
-                    });
-                    let _ = reply.send(
-                        r.map_err(|e| e.to_string())
-                            .and_then(|u| serde_json::to_value(u).map_err(|e| e.to_string())),
-                    );
-                });
-            }
-            _ => {
-                let _ = reply.send(Err(usage.into()));
-            }
-        }
-    }
-
     fn on_chat_result(&mut self, aor: &str, id: u64, status: u16) {
         if status < 200 {
             return;
@@ -388,122 +310,6 @@ impl Core {
         });
     }
 
-    fn on_command(&mut self, cmd: Command) {
-        match cmd {
-            Command::Respond { key, response } => self.respond(&key, *response, Instant::now()),
-            Command::Registrations(reply) => {
-                let now = crate::unix_now();
-                let mut list: Vec<RegistrationView> = self
-                    .services
-                    .registrar
-                    .all()
-                    .flat_map(|(aor, bs)| {
-                        bs.iter().map(move |b| RegistrationView {
-                            aor: aor.clone(),
-                            contact: b.contact.clone(),
-                            expires_in: b.remaining(now),
-                            source: b.source.clone(),
-                            transport: b.transport.clone(),
-                            user_agent: b.user_agent.clone(),
-                        })
-                    })
-                    .collect();
-                list.sort_by(|a, b| (&a.aor, &a.contact).cmp(&(&b.aor, &b.contact)));
-                let _ = reply.send(list);
-            }
-            Command::Status(reply) => {
-                let now = Instant::now();
-                let _ = reply.send(StatusView {
-                    bindings: self.services.registrar.binding_count(),
-                    transactions: self.txl.len(),
-                    calls: self.services.calls.len(),
-                    relay_ports_in_use: self.services.calls.relay_ports_in_use(),
-                    rss_kib: rss_kib(),
-                    dialplans_running: self.dialplans_running.load(std::sync::atomic::Ordering::Relaxed),
-                    tables: {
-                        let (a, b, c) = self.services.calls.table_sizes();
-                        vec![a, b, c, self.services.auth.nonces_tracked()]
-                    },
-                    banned: self
-                        .services
-                        .auth
-                        .guard()
-                        .banned(now)
-                        .into_iter()
-                        .map(|(ip, left)| format!("{ip} ({}s left)", left.as_secs()))
-                        .collect(),
-                });
-            }
-            Command::Reload(config) => {
-                self.txl.set_timers(config.sip.timers);
-                self.services.auth.reconfigure(
-                    config.security.nonce_lifetime_s,
-                    config.security.digest_algorithms.clone(),
-                    super::guard_policy(&config),
-                );
-                self.services.calls.reconfigure(super::call_config(&config));
-                self.dialplans.invalidate();
-                self.config = config;
-                tracing::info!("configuration reloaded; registrations and calls kept");
-            }
-            Command::Ping(reply) => {
-                let _ = reply.send(());
-            }
-            Command::Dialplan { call, action, reply } => self.on_dialplan_action(call, action, reply),
-            Command::DialplanDone { call, result } => self.services.calls.script_done(call, result),
-            Command::Calls(reply) => {
-                let _ = reply.send(self.services.calls.views());
-            }
-            Command::Chat { args, reply } => self.on_chat_command(args, reply),
-            Command::CallRecords { user, limit, reply } => {
-                // Reads do not wait for the writer; redb serves them from a snapshot.
-                let backend = self.store.backend().clone();
-                tokio::task::spawn_blocking(move || {
-                    let r = backend.call_records(user.as_deref(), limit).map_err(|e| e.to_string());
-                    let _ = reply.send(r);
-                });
-            }
-        }
-    }
-
-    fn on_dialplan_action(&mut self, call: CallRef, action: Action, reply: oneshot::Sender<Reply>) {
-        let now = Instant::now();
-        let calls = &mut self.services.calls;
-        match action {
-            Action::Dial {
-                targets,
-                timeout_s,
-                external,
-            } => {
-                let Some(domain) = calls.account_of(call) else {
-                    let _ = reply.send(Reply::CallEnded);
-                    return;
-                };
-                let Some(account) = self.config.accounts.iter().find(|a| a.domain == domain) else {
-                    let _ = reply.send(Reply::CallEnded);
-                    return;
-                };
-                let req = crate::call::DialRequest {
-                    targets,
-                    timeout: timeout_s.map(Duration::from_secs),
-                    external,
-                    account,
-                    registrar: &self.services.registrar,
-                };
-                calls.dial(call, req, reply, now);
-            }
-            Action::Answer => calls.answer(call, reply, now),
-            Action::Playback(file) => calls.playback(call, &file, reply, now),
-            Action::Hangup(code) => {
-                calls.hangup(call, code);
-                let _ = reply.send(Reply::CallEnded);
-            }
-            Action::SetCallerId { number, name } => {
-                let _ = reply.send(calls.set_caller_id(call, number, name));
-            }
-        }
-    }
-
     fn on_call_effect(&mut self, effect: CallEffect) {
         let now = Instant::now();
         match effect {
@@ -546,49 +352,6 @@ impl Core {
             CallEffect::WriteRecord(record) => self.store.write_detached(vec![StoreOp::PutCallRecord(record)]),
             CallEffect::StartDialplan { call, account, info } => self.start_dialplan(call, &account, info),
         }
-    }
-
-    fn start_dialplan(&mut self, call: CallRef, account: &str, info: crate::dialplan::CallInfo) {
-        let Some(path) = self
-            .config
-            .accounts
-            .iter()
-            .find(|a| a.domain == account)
-            .map(|a| a.dialplan.clone())
-        else {
-            return;
-        };
-        let plan = match self.dialplans.get(&path) {
-            Ok(p) => p,
-            Err(e) => {
-                self.services.calls.script_done(call, Err(e));
-                return;
-            }
-        };
-        let limits = crate::dialplan::Limits {
-            instructions: self.config.dialplan_limits.instructions,
-            memory_bytes: self.config.dialplan_limits.memory_bytes,
-        };
-        let commands = self.commands.clone();
-        let running = self.dialplans_running.clone();
-        running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::spawn(async move {
-            let (tx, mut rx) = mpsc::channel::<(Action, oneshot::Sender<Reply>)>(4);
-            let forward = {
-                let commands = commands.clone();
-                tokio::spawn(async move {
-                    while let Some((action, reply)) = rx.recv().await {
-                        if commands.send(Command::Dialplan { call, action, reply }).await.is_err() {
-                            return;
-                        }
-                    }
-                })
-            };
-            let result = crate::dialplan::run(plan, info, tx, limits).await;
-            let _ = forward.await;
-            running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            let _ = commands.send(Command::DialplanDone { call, result }).await;
-        });
     }
 
     fn housekeeping(&mut self) {
