@@ -3,10 +3,10 @@
 //! the call manager; BYE, re-INVITE, UPDATE, INFO and CANCEL go to the
 //! call they belong to, or get 481.
 
-use super::handler::{authenticate, AuthStop, Challenger, Outcome, RequestContext, RequestHandler};
-use crate::sip::addr::NameAddr;
+use super::handler::{
+    addressed_account, authenticate, outcome, AuthStop, Challenger, Outcome, RequestContext, RequestHandler,
+};
 use crate::sip::response::{random_token, response_to};
-use crate::sip::uri::SipUri;
 use crate::sip::{HeaderName, Method, SipError, SipMessage};
 
 pub struct CallHandler;
@@ -14,29 +14,21 @@ pub struct CallHandler;
 impl RequestHandler for CallHandler {
     fn handle(&mut self, req: &SipMessage, cx: &mut RequestContext<'_>) -> Option<Outcome> {
         let method = req.method()?;
-        let has_to_tag = req
-            .header(&HeaderName::To)
-            .and_then(|t| NameAddr::parse(t).ok())
-            .is_some_and(|a| a.tag().is_some());
         let result = match method {
-            Method::Invite if !has_to_tag => new_call(req, cx),
+            Method::Invite if !req.has_to_tag() => new_call(req, cx),
             Method::Cancel => {
                 let invite = cx.cancelled_invite.clone()?;
                 cx.services.calls.on_cancel(&invite);
                 Ok(Outcome::Respond(response_to(req, 200, None, &random_token())))
             }
-            Method::Invite | Method::Bye | Method::Update | Method::Info | Method::Notify => {
-                match cx.services.calls.on_in_dialog(cx.key.clone(), req.clone()) {
-                    Ok(()) => Ok(Outcome::Deferred),
-                    Err(e) => Err(e),
-                }
-            }
+            Method::Invite | Method::Bye | Method::Update | Method::Info | Method::Notify => cx
+                .services
+                .calls
+                .on_in_dialog(cx.key.clone(), req.clone())
+                .map(|()| Outcome::Deferred),
             _ => return None,
         };
-        Some(match result {
-            Ok(o) => o,
-            Err(e) => Outcome::Respond(e.to_response(req, &random_token())),
-        })
+        Some(outcome(req, result))
     }
 }
 
@@ -49,11 +41,7 @@ fn new_call(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Si
     if req.call_id().is_some_and(|c| cx.services.calls.knows_call_id(c)) {
         return Err(SipError::new(482));
     }
-    let ruri = SipUri::parse(req.request_uri().unwrap_or("")).map_err(|_| SipError::new(416))?;
-    let account = cx
-        .config
-        .account_for_host(ruri.host)
-        .ok_or_else(|| SipError::with_reason(404, "Unknown domain"))?;
+    let (_ruri, account) = addressed_account(req, cx.config)?;
     let user = match authenticate(req, cx, account, Challenger::Proxy) {
         Ok(u) => u,
         Err(AuthStop::Reply(e)) => return Err(e),

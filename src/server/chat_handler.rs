@@ -2,11 +2,11 @@
 //! chat service, stored durably, answered 202 Accepted, then pushed to
 //! the recipients' registered devices (or queued until they register).
 
-use super::handler::{authenticate, AuthStop, Challenger, Outcome, RequestContext, RequestHandler};
-use crate::sip::addr::NameAddr;
+use super::handler::{
+    addressed_account, authenticate, outcome, AuthStop, Challenger, Outcome, RequestContext, RequestHandler,
+};
 use crate::sip::response::{random_token, response_to};
-use crate::sip::uri::SipUri;
-use crate::sip::{HeaderName, Method, SipError, SipMessage};
+use crate::sip::{Method, SipError, SipMessage};
 use crate::store::StoreOp;
 
 pub struct ChatHandler;
@@ -16,26 +16,16 @@ impl RequestHandler for ChatHandler {
         if req.method() != Some(&Method::Message) {
             return None;
         }
-        let in_dialog = req
-            .header(&HeaderName::To)
-            .and_then(|t| NameAddr::parse(t).ok())
-            .is_some_and(|a| a.tag().is_some());
+        let in_dialog = req.has_to_tag();
         if in_dialog {
             return Some(Outcome::Respond(SipError::new(481).to_response(req, &random_token())));
         }
-        Some(match message(req, cx) {
-            Ok(o) => o,
-            Err(e) => Outcome::Respond(e.to_response(req, &random_token())),
-        })
+        Some(outcome(req, message(req, cx)))
     }
 }
 
 fn message(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, SipError> {
-    let ruri = SipUri::parse(req.request_uri().unwrap_or("")).map_err(|_| SipError::new(416))?;
-    let account = cx
-        .config
-        .account_for_host(ruri.host)
-        .ok_or_else(|| SipError::with_reason(404, "Unknown domain"))?;
+    let (ruri, account) = addressed_account(req, cx.config)?;
     let to = ruri
         .user_unescaped()
         .map(|u| u.into_owned())

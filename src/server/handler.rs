@@ -6,7 +6,9 @@ use crate::auth::{AuthVerdict, Authenticator};
 use crate::call::CallManager;
 use crate::config::{Account, Config, User};
 use crate::registrar::Registrar;
+use crate::sip::response::random_token;
 use crate::sip::transaction::{Peer, TxKey};
+use crate::sip::uri::SipUri;
 use crate::sip::SipMessage;
 use crate::sip::{HeaderName, SipError};
 use crate::store::StoreOp;
@@ -74,6 +76,24 @@ pub trait RequestHandler: Send {
 
 /// Methods the daemon implements today, for Allow headers.
 pub const ALLOWED_METHODS: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO, MESSAGE, SUBSCRIBE";
+
+/// The Request-URI and the account it addresses: 416 for a URI that is not
+/// SIP, 404 for a domain no account serves.
+pub fn addressed_account<'r, 'c>(
+    req: &'r SipMessage,
+    config: &'c Config,
+) -> Result<(SipUri<'r>, &'c Account), SipError> {
+    let ruri = SipUri::parse(req.request_uri().unwrap_or("")).map_err(|_| SipError::new(416))?;
+    let account = config
+        .account_for_host(ruri.host)
+        .ok_or_else(|| SipError::with_reason(404, "Unknown domain"))?;
+    Ok((ruri, account))
+}
+
+/// A handler's result as an outcome: errors become their SIP response.
+pub fn outcome(req: &SipMessage, result: Result<Outcome, SipError>) -> Outcome {
+    result.unwrap_or_else(|e| Outcome::Respond(e.to_response(req, &random_token())))
+}
 
 /// Who challenges: the registrar answers 401 with WWW-Authenticate
 /// (RFC 3261 §22.2); for calls we act as a proxy would and answer 407

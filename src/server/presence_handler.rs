@@ -2,11 +2,10 @@
 //! account's users: authenticated (407), 489 for other packages, 404 for
 //! unknown users; refreshes and removals inside the subscription dialog.
 
-use super::handler::{authenticate, AuthStop, Challenger, Outcome, RequestContext, RequestHandler};
+use super::handler::{
+    addressed_account, authenticate, outcome, AuthStop, Challenger, Outcome, RequestContext, RequestHandler,
+};
 use crate::presence::Package;
-use crate::sip::addr::NameAddr;
-use crate::sip::response::random_token;
-use crate::sip::uri::SipUri;
 use crate::sip::{HeaderName, Method, SipError, SipMessage};
 
 pub struct PresenceHandler;
@@ -16,10 +15,7 @@ impl RequestHandler for PresenceHandler {
         if req.method() != Some(&Method::Subscribe) {
             return None;
         }
-        Some(match subscribe(req, cx) {
-            Ok(o) => o,
-            Err(e) => Outcome::Respond(e.to_response(req, &random_token())),
-        })
+        Some(outcome(req, subscribe(req, cx)))
     }
 }
 
@@ -28,15 +24,8 @@ fn subscribe(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, S
         .header(&HeaderName::Event)
         .and_then(Package::parse)
         .ok_or_else(|| SipError::new(489).header(HeaderName::AllowEvents, "presence, dialog"))?;
-    let ruri = SipUri::parse(req.request_uri().unwrap_or("")).map_err(|_| SipError::new(416))?;
-    let account = cx
-        .config
-        .account_for_host(ruri.host)
-        .ok_or_else(|| SipError::with_reason(404, "Unknown domain"))?;
-    let in_dialog = req
-        .header(&HeaderName::To)
-        .and_then(|t| NameAddr::parse(t).ok())
-        .is_some_and(|a| a.tag().is_some());
+    let (ruri, account) = addressed_account(req, cx.config)?;
+    let in_dialog = req.has_to_tag();
     let target = ruri.user_unescaped().map(|u| u.into_owned()).unwrap_or_default();
     let aor = format!("{target}@{}", account.domain);
     if in_dialog {

@@ -2,11 +2,12 @@
 //! the authenticated user may register the To address (§10.3 step 5),
 //! applies the registrar and answers with the bindings (§10.3 step 8).
 
-use super::handler::{authenticate, AuthStop, Challenger, Outcome, RequestContext, RequestHandler};
+use super::handler::{
+    addressed_account, authenticate, outcome, AuthStop, Challenger, Outcome, RequestContext, RequestHandler,
+};
 use crate::registrar::contact_headers;
 use crate::sip::addr::NameAddr;
 use crate::sip::response::random_token;
-use crate::sip::uri::SipUri;
 use crate::sip::{HeaderName, Method, SipError, SipMessage};
 
 pub struct RegisterHandler;
@@ -16,19 +17,12 @@ impl RequestHandler for RegisterHandler {
         if req.method() != Some(&Method::Register) {
             return None;
         }
-        Some(match register(req, cx) {
-            Ok(outcome) => outcome,
-            Err(e) => Outcome::Respond(e.to_response(req, &random_token())),
-        })
+        Some(outcome(req, register(req, cx)))
     }
 }
 
 fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, SipError> {
-    let ruri = SipUri::parse(req.request_uri().unwrap_or("")).map_err(|_| SipError::new(416))?;
-    let account = cx
-        .config
-        .account_for_host(ruri.host)
-        .ok_or_else(|| SipError::with_reason(404, "Unknown domain"))?;
+    let (_ruri, account) = addressed_account(req, cx.config)?;
     let to = req.header(&HeaderName::To).unwrap_or("");
     let to_user = NameAddr::parse(to)
         .ok()

@@ -150,6 +150,14 @@ impl SipMessage {
             .and_then(|h| std::str::from_utf8(&h.value).ok())
     }
 
+    /// Whether the To header carries a tag: the request is inside a dialog
+    /// (RFC 3261 §12.2.2), or the response ends an early dialog.
+    pub fn has_to_tag(&self) -> bool {
+        self.header(&HeaderName::To)
+            .and_then(|t| super::addr::NameAddr::parse(t).ok())
+            .is_some_and(|a| a.tag().is_some())
+    }
+
     pub fn call_id(&self) -> Option<&str> {
         self.header(&HeaderName::CallId)
     }
