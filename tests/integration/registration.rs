@@ -209,8 +209,9 @@ fn too_brief_expiry_gets_423_and_wildcard_removes_all() {
 }
 
 fn wildcard_unregister(c: &mut RawClient) -> switchboard::sip::SipMessage {
-    // First attempt is challenged; reuse register()'s digest by sending a
-    // "*" registration built the same way.
+    // Answers the challenge in the RFC 2069 form (no qop, no nonce count),
+    // which RawClient::register does not use, so that form is exercised
+    // against the daemon too.
     use switchboard::sip::digest::{compute_response, Algorithm, Credentials};
     let call_id = "wildcard-1";
     let req = c.request(
