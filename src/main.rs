@@ -222,15 +222,15 @@ fn dialplan_test(
     if let Some(n) = repeat {
         let n = n.max(1);
         let started = std::time::Instant::now();
-        for _ in 0..n {
-            let (_, r) = rt.block_on(switchboard::dialplan::simulate::simulate(
-                plan.clone(),
-                info.clone(),
-                result,
-                limits,
-            ));
-            r.map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
+        // One runtime turn for all the calls, as in the daemon.
+        rt.block_on(async {
+            for _ in 0..n {
+                let (_, r) =
+                    switchboard::dialplan::simulate::simulate(plan.clone(), info.clone(), result, limits).await;
+                r.map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            anyhow::Ok(())
+        })?;
         let per_call = started.elapsed().as_secs_f64() * 1e6 / f64::from(n);
         println!("{n} calls, {per_call:.1} us per call");
         return Ok(ExitCode::SUCCESS);

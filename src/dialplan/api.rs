@@ -1,44 +1,46 @@
-//! The Lua side: sandbox set-up, limits, and the functions a dialplan
-//! calls (`dial`, `answer`, `playback`, `hangup`, `set_caller_id`, `log`).
+//! The dialplan API: the functions a script calls (`dial`, `answer`,
+//! `playback`, `hangup`, `set_caller_id`, `log`), the instruction limit,
+//! and error locations.
+//!
+//! The call-control functions are small Lua wrappers (see
+//! `sandbox::BASE_ENV`) that yield their request out of the script's
+//! coroutine; [`drive`] turns each request into an [`Action`] for the call,
+//! waits for the reply and resumes the script with it. No async machinery
+//! inside Lua: a request costs one resume.
 
+use super::sandbox::Engine;
 use super::{Action, ActionSender, CallInfo, Dialplan, DialplanError, Limits, Reply};
-use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
+use mlua::{HookTriggers, IntoLuaMulti, Lua, LuaOptions, MultiValue, StdLib, Thread, ThreadStatus, Value, VmState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-/// Marks the error that unwinds a script whose call has ended.
-const CALL_ENDED: &str = "\u{1}call ended";
 const HOOK_EVERY: u32 = 1000;
 
-fn sandbox(limits: Limits) -> mlua::Result<Lua> {
-    // Base, table, string, math, utf8 only: no io, os, package, debug, and no
-    // coroutine (a coroutine created by the script would escape the
-    // instruction hook, which lives on the script's own thread).
-    let lua = Lua::new_with(
-        StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8,
-        LuaOptions::default(),
-    )?;
-    let g = lua.globals();
-    for name in ["dofile", "loadfile", "load", "require", "collectgarbage", "coroutine"] {
-        g.raw_set(name, Value::Nil)?;
-    }
-    // string.dump would expose bytecode; the string metatable must stay shared-safe.
-    let string: Table = g.get("string")?;
-    string.raw_set("dump", Value::Nil)?;
-    lua.set_memory_limit(limits.memory_bytes)?;
-    Ok(lua)
+/// Instructions a call's script may still run: used and allowed, reset at
+/// the start of each call on a pooled state.
+#[derive(Default)]
+pub(super) struct InstructionBudget {
+    used: AtomicU64,
+    max: AtomicU64,
 }
 
-/// Counts instructions on the script's thread and stops it past the limit.
-/// (A hook on the main state does not reach the coroutine an async
-/// script runs in, so it is set on that thread.)
-fn limit_instructions(thread: &mlua::Thread, max: u64) {
-    let used = Arc::new(AtomicU64::new(0));
+impl InstructionBudget {
+    pub(super) fn start(&self, max: u64) {
+        self.used.store(0, Ordering::Relaxed);
+        self.max.store(max, Ordering::Relaxed);
+    }
+}
+
+/// Counts instructions on the script's thread and stops it past the budget.
+/// (A hook on the main state does not reach a coroutine, so it is set on
+/// the script's own thread.)
+pub(super) fn limit_instructions(thread: &Thread, budget: Arc<InstructionBudget>) {
     thread.set_hook(
         HookTriggers::new().every_nth_instruction(HOOK_EVERY),
         move |_lua, _debug| {
-            let n = used.fetch_add(u64::from(HOOK_EVERY), Ordering::Relaxed) + u64::from(HOOK_EVERY);
+            let n = budget.used.fetch_add(u64::from(HOOK_EVERY), Ordering::Relaxed) + u64::from(HOOK_EVERY);
+            let max = budget.max.load(Ordering::Relaxed);
             if n > max {
                 return Err(mlua::Error::RuntimeError(format!("instruction limit ({max}) exceeded")));
             }
@@ -49,7 +51,7 @@ fn limit_instructions(thread: &mlua::Thread, max: u64) {
 
 pub fn compile(name: &str, source: &str) -> Result<(), DialplanError> {
     let lua = Lua::new_with(StdLib::NONE, LuaOptions::default()).map_err(|e| DialplanError::Script(e.to_string()))?;
-    lua.load(source)
+    lua.load(super::sandbox::with_env_parameter(source))
         .set_name(format!("@{name}"))
         .into_function()
         .map(|_| ())
@@ -62,32 +64,151 @@ pub async fn run(
     actions: ActionSender,
     limits: Limits,
 ) -> Result<(), DialplanError> {
-    let name = plan.name.clone();
-    let fail = |e: mlua::Error| DialplanError::Script(describe(&e, &name));
-    let lua = sandbox(limits).map_err(fail)?;
-    install(&lua, &info, actions).map_err(fail)?;
-    let chunk = lua.load(plan.source.as_str()).set_name(format!("@{}", plan.name));
-    let thread = chunk.into_function().and_then(|f| lua.create_thread(f)).map_err(fail)?;
-    limit_instructions(&thread, limits.instructions);
-    // mlua's async machinery loads the coroutine library; take it away again.
-    lua.globals().raw_set("coroutine", Value::Nil).map_err(fail)?;
-    match thread.into_async::<()>(()).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.to_string().contains(CALL_ENDED) => Ok(()),
-        Err(e) => {
-            let text = describe(&e, &name);
-            if text.contains("limit") && (text.contains("instruction") || text.contains("memory")) {
-                Err(DialplanError::Limit(text))
-            } else {
-                Err(DialplanError::Script(text))
+    let name = plan.name.as_str();
+    let engine = plan.engine.get(name, &plan.source)?;
+    let result = engine.run(&info, actions, limits).await;
+    result.map_err(|e| {
+        let text = describe(&e, name);
+        if text.contains("limit") && (text.contains("instruction") || text.contains("memory")) {
+            DialplanError::Limit(text)
+        } else {
+            DialplanError::Script(text)
+        }
+    })
+}
+
+/// Runs the script's coroutine to its end, serving each request it yields.
+/// Returns quietly when the call ends under the script (caller hung up,
+/// or `hangup()`): the suspended coroutine is dropped.
+pub(super) async fn drive(
+    engine: &Engine,
+    thread: &Thread,
+    start: impl FnOnce(&Lua) -> mlua::Result<MultiValue>,
+    actions: &ActionSender,
+    call_id: &str,
+) -> mlua::Result<()> {
+    let mut request = engine.resume(thread, start)?;
+    loop {
+        if thread.status() != ThreadStatus::Resumable {
+            return Ok(());
+        }
+        let reply = match parse_request(request) {
+            Ok(Request::Call(action)) => ask(actions, action).await,
+            Ok(Request::Log { level, message }) => {
+                match level.as_str() {
+                    "warn" => tracing::warn!(call = %call_id, "dialplan: {message}"),
+                    "error" => tracing::error!(call = %call_id, "dialplan: {message}"),
+                    _ => tracing::info!(call = %call_id, "dialplan: {message}"),
+                }
+                Reply::Done
+            }
+            Err(message) => Reply::Failed(message),
+        };
+        if reply == Reply::CallEnded {
+            return Ok(());
+        }
+        request = engine.resume(thread, |lua| match reply {
+            Reply::Dialed(o) => (true, o.result, o.code).into_lua_multi(lua),
+            Reply::Failed(message) => (false, message).into_lua_multi(lua),
+            _ => (true,).into_lua_multi(lua),
+        })?;
+    }
+}
+
+/// What a script yielded.
+enum Request {
+    Call(Action),
+    Log { level: String, message: String },
+}
+
+/// The request a script yielded, or the error to raise in the script:
+/// `("dial", target, opts)`, `("answer")`, `("playback", file)`,
+/// `("hangup", code)`, `("set_caller_id", number, name)`,
+/// `("log", level, message)`.
+fn parse_request(request: MultiValue) -> Result<Request, String> {
+    let mut values = request.into_iter();
+    let name = match values.next() {
+        Some(Value::String(s)) => s.to_string_lossy(),
+        _ => return Err("dialplan: bad request".to_string()),
+    };
+    let mut arg = || values.next().unwrap_or(Value::Nil);
+    let text = |v: Value, what: &str| match v {
+        Value::String(s) => Ok(s.to_string_lossy()),
+        Value::Integer(n) => Ok(n.to_string()),
+        _ => Err(format!("{name}: {what} must be a string")),
+    };
+    match name.as_str() {
+        "dial" => {
+            let targets = match arg() {
+                Value::String(s) => vec![s.to_string_lossy()],
+                Value::Integer(n) => vec![n.to_string()],
+                Value::Table(t) => t
+                    .sequence_values::<String>()
+                    .collect::<mlua::Result<Vec<_>>>()
+                    .map_err(|_| "dial: targets must be numbers or strings".to_string())?,
+                _ => return Err("dial: target must be a number, a string or a list".to_string()),
+            };
+            if targets.is_empty() {
+                return Err("dial: no target".to_string());
+            }
+            let (timeout_s, external) = match arg() {
+                Value::Table(o) => (
+                    o.raw_get::<Option<u64>>("timeout")
+                        .map_err(|_| "dial: timeout must be a whole number of seconds".to_string())?,
+                    o.raw_get::<Option<bool>>("external")
+                        .map_err(|_| "dial: external must be true or false".to_string())?
+                        .unwrap_or(false),
+                ),
+                Value::Nil => (None, false),
+                _ => return Err("dial: options must be a table".to_string()),
+            };
+            Ok(Request::Call(Action::Dial {
+                targets,
+                timeout_s,
+                external,
+            }))
+        }
+        "answer" => Ok(Request::Call(Action::Answer)),
+        "playback" => Ok(Request::Call(Action::Playback(text(arg(), "file")?))),
+        "hangup" => {
+            let code = match arg() {
+                Value::Nil => 480,
+                Value::Integer(n) => n,
+                Value::Number(n) if n.fract() == 0.0 => n as i64,
+                _ => return Err("hangup: code must be a number".to_string()),
+            };
+            match u16::try_from(code) {
+                Ok(code) if (400..=699).contains(&code) => Ok(Request::Call(Action::Hangup(code))),
+                _ => Err(format!("hangup: {code} is not a SIP error status (400-699)")),
             }
         }
+        "set_caller_id" => {
+            let number = text(arg(), "number")?;
+            let name = match arg() {
+                Value::Nil => None,
+                v => Some(text(v, "name")?),
+            };
+            Ok(Request::Call(Action::SetCallerId { number, name }))
+        }
+        "log" => Ok(Request::Log {
+            level: text(arg(), "level")?,
+            message: text(arg(), "message")?,
+        }),
+        other => Err(format!("dialplan: unknown request {other}")),
     }
+}
+
+async fn ask(actions: &ActionSender, action: Action) -> Reply {
+    let (tx, rx) = oneshot::channel();
+    if actions.send((action, tx)).await.is_err() {
+        return Reply::CallEnded;
+    }
+    rx.await.unwrap_or(Reply::CallEnded)
 }
 
 /// `file:line: message`, taken from the error or, for errors raised in
 /// Rust callbacks, from the first traceback frame in the script.
-fn describe(e: &mlua::Error, name: &str) -> String {
+pub(super) fn describe(e: &mlua::Error, name: &str) -> String {
     let (message, traceback) = match e {
         mlua::Error::CallbackError { traceback, cause } => (cause.to_string(), traceback.clone()),
         mlua::Error::MemoryError(m) => (format!("memory limit exceeded: {m}"), String::new()),
@@ -117,138 +238,4 @@ fn describe(e: &mlua::Error, name: &str) -> String {
         Some(loc) => format!("{loc}: {}", first.trim_start_matches("runtime error: ")),
         None => format!("{name}: {first}"),
     }
-}
-
-async fn ask(actions: &ActionSender, action: Action) -> mlua::Result<Reply> {
-    let (tx, rx) = oneshot::channel();
-    actions
-        .send((action, tx))
-        .await
-        .map_err(|_| mlua::Error::RuntimeError(CALL_ENDED.into()))?;
-    match rx.await {
-        Ok(Reply::CallEnded) | Err(_) => Err(mlua::Error::RuntimeError(CALL_ENDED.into())),
-        Ok(Reply::Failed(msg)) => Err(mlua::Error::RuntimeError(msg)),
-        Ok(r) => Ok(r),
-    }
-}
-
-fn install(lua: &Lua, info: &CallInfo, actions: ActionSender) -> mlua::Result<()> {
-    let g = lua.globals();
-    let call = lua.create_table()?;
-    call.set("id", info.id.as_str())?;
-    call.set("from", info.from.as_str())?;
-    call.set("to", info.to.as_str())?;
-    call.set("display", info.display.as_str())?;
-    call.set("domain", info.domain.as_str())?;
-    call.set("vars", lua.create_table()?)?;
-    g.set("call", call)?;
-
-    let a = actions.clone();
-    g.set(
-        "dial",
-        lua.create_async_function(move |lua, (target, opts): (Value, Option<Table>)| {
-            let a = a.clone();
-            async move {
-                let targets = match target {
-                    Value::String(s) => vec![s.to_str()?.to_string()],
-                    Value::Integer(n) => vec![n.to_string()],
-                    Value::Table(t) => t.sequence_values::<String>().collect::<mlua::Result<Vec<_>>>()?,
-                    _ => {
-                        return Err(mlua::Error::RuntimeError(
-                            "dial: target must be a number, a string or a list".into(),
-                        ))
-                    }
-                };
-                if targets.is_empty() {
-                    return Err(mlua::Error::RuntimeError("dial: no target".into()));
-                }
-                let timeout_s = opts
-                    .as_ref()
-                    .map(|o| o.get::<Option<u64>>("timeout"))
-                    .transpose()?
-                    .flatten();
-                let external = opts
-                    .as_ref()
-                    .map(|o| o.get::<Option<bool>>("external"))
-                    .transpose()?
-                    .flatten()
-                    .unwrap_or(false);
-                let reply = ask(
-                    &a,
-                    Action::Dial {
-                        targets,
-                        timeout_s,
-                        external,
-                    },
-                )
-                .await?;
-                let t = lua.create_table()?;
-                if let Reply::Dialed(o) = reply {
-                    t.set("result", o.result)?;
-                    t.set("code", o.code)?;
-                }
-                Ok(t)
-            }
-        })?,
-    )?;
-    let a = actions.clone();
-    g.set(
-        "answer",
-        lua.create_async_function(move |_, ()| {
-            let a = a.clone();
-            async move { ask(&a, Action::Answer).await.map(|_| ()) }
-        })?,
-    )?;
-    let a = actions.clone();
-    g.set(
-        "playback",
-        lua.create_async_function(move |_, file: String| {
-            let a = a.clone();
-            async move { ask(&a, Action::Playback(file)).await.map(|_| ()) }
-        })?,
-    )?;
-    let a = actions.clone();
-    g.set(
-        "hangup",
-        lua.create_async_function(move |_, code: Option<u16>| {
-            let a = a.clone();
-            async move {
-                let code = code.unwrap_or(480);
-                if !(400..=699).contains(&code) {
-                    return Err(mlua::Error::RuntimeError(format!(
-                        "hangup: {code} is not a SIP error status (400-699)"
-                    )));
-                }
-                ask(&a, Action::Hangup(code)).await.map(|_| ())
-            }
-        })?,
-    )?;
-    let a = actions;
-    g.set(
-        "set_caller_id",
-        lua.create_async_function(move |_, (number, name): (String, Option<String>)| {
-            let a = a.clone();
-            async move { ask(&a, Action::SetCallerId { number, name }).await.map(|_| ()) }
-        })?,
-    )?;
-
-    let log = lua.create_table()?;
-    for level in ["info", "warn", "error"] {
-        let id = info.id.clone();
-        log.set(
-            level,
-            lua.create_function(move |_, msg: String| {
-                match level {
-                    "info" => tracing::info!(call = %id, "dialplan: {msg}"),
-                    "warn" => tracing::warn!(call = %id, "dialplan: {msg}"),
-                    _ => tracing::error!(call = %id, "dialplan: {msg}"),
-                }
-                Ok(())
-            })?,
-        )?;
-    }
-    let print = log.get::<mlua::Function>("info")?;
-    g.set("log", log)?;
-    g.set("print", print)?;
-    Ok(())
 }

@@ -72,5 +72,5 @@ pub fn load(path: &Path) -> Result<Dialplan, DialplanError> {
     let source =
         std::fs::read_to_string(path).map_err(|e| DialplanError::Script(format!("{name}: cannot read: {e}")))?;
     compile(&name, &source)?;
-    Ok(Dialplan { name, source })
+    Ok(Dialplan::new(name, source))
 }

@@ -9,6 +9,7 @@
 
 mod api;
 mod library;
+mod sandbox;
 pub mod simulate;
 #[cfg(test)]
 mod tests;
@@ -102,12 +103,24 @@ pub struct Limits {
     pub memory_bytes: usize,
 }
 
-/// A compiled-once dialplan: its source and the name errors use.
+/// One version of a dialplan: its source, the name errors use, and the
+/// Lua state that runs it.
 #[derive(Debug)]
 pub struct Dialplan {
     /// Path shown in errors (`dialplans/default.lua:12: …`).
     pub name: String,
     pub source: String,
+    engine: sandbox::LazyEngine,
+}
+
+impl Dialplan {
+    pub fn new(name: impl Into<String>, source: impl Into<String>) -> Dialplan {
+        Dialplan {
+            name: name.into(),
+            source: source.into(),
+            engine: sandbox::LazyEngine::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

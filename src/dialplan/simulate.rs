@@ -21,41 +21,42 @@ pub async fn simulate(
         _ => DialOutcome::new("failed", 503),
     };
     let (tx, mut rx) = mpsc::channel(16);
-    let script = tokio::spawn(run(plan, info, tx, limits));
-    let mut lines = Vec::new();
-    while let Some((action, reply)) = rx.recv().await {
-        let (line, answer) = match action {
-            Action::Dial {
-                targets,
-                timeout_s,
-                external,
-            } => (
-                format!(
-                    "dial {}{}{} -> {} ({})",
-                    targets.join(","),
-                    timeout_s.map(|t| format!(" (timeout {t}s)")).unwrap_or_default(),
-                    if external { " [external]" } else { "" },
-                    outcome.result,
-                    outcome.code
+    let script = run(plan, info, tx, limits);
+    let decisions = async {
+        let mut lines = Vec::new();
+        while let Some((action, reply)) = rx.recv().await {
+            let (line, answer) = match action {
+                Action::Dial {
+                    targets,
+                    timeout_s,
+                    external,
+                } => (
+                    format!(
+                        "dial {}{}{} -> {} ({})",
+                        targets.join(","),
+                        timeout_s.map(|t| format!(" (timeout {t}s)")).unwrap_or_default(),
+                        if external { " [external]" } else { "" },
+                        outcome.result,
+                        outcome.code
+                    ),
+                    Reply::Dialed(outcome.clone()),
                 ),
-                Reply::Dialed(outcome.clone()),
-            ),
-            Action::Answer => ("answer".into(), Reply::Done),
-            Action::Playback(f) => (format!("playback {f}"), Reply::Done),
-            Action::Hangup(code) => (format!("hangup {code}"), Reply::CallEnded),
-            Action::SetCallerId { number, name } => (
-                format!(
-                    "set_caller_id {number}{}",
-                    name.map(|n| format!(" \"{n}\"")).unwrap_or_default()
+                Action::Answer => ("answer".into(), Reply::Done),
+                Action::Playback(f) => (format!("playback {f}"), Reply::Done),
+                Action::Hangup(code) => (format!("hangup {code}"), Reply::CallEnded),
+                Action::SetCallerId { number, name } => (
+                    format!(
+                        "set_caller_id {number}{}",
+                        name.map(|n| format!(" \"{n}\"")).unwrap_or_default()
+                    ),
+                    Reply::Done,
                 ),
-                Reply::Done,
-            ),
-        };
-        lines.push(line);
-        let _ = reply.send(answer);
-    }
-    let result = script
-        .await
-        .unwrap_or_else(|e| Err(DialplanError::Script(e.to_string())));
+            };
+            lines.push(line);
+            let _ = reply.send(answer);
+        }
+        lines
+    };
+    let (result, lines) = tokio::join!(script, decisions);
     (lines, result)
 }

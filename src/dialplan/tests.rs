@@ -21,15 +21,16 @@ const LIMITS: Limits = Limits {
 };
 
 fn run(source: &str, to: &str, result: &str) -> (Vec<String>, Result<(), DialplanError>) {
-    let plan = Arc::new(Dialplan {
-        name: "test.lua".into(),
-        source: source.into(),
-    });
+    run_on(&Arc::new(Dialplan::new("test.lua", source)), to, result)
+}
+
+/// Runs a call on a given dialplan version, so calls share its state pool.
+fn run_on(plan: &Arc<Dialplan>, to: &str, result: &str) -> (Vec<String>, Result<(), DialplanError>) {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(simulate(plan, info(to), result, LIMITS))
+        .block_on(simulate(plan.clone(), info(to), result, LIMITS))
 }
 
 fn shipped() -> String {
@@ -134,4 +135,85 @@ fn instruction_and_memory_limits() {
         format!("{r:?}").contains("memory") || format!("{r:?}").contains("instruction"),
         "{r:?}"
     );
+}
+
+#[test]
+fn pooled_state_keeps_nothing_from_one_call_to_the_next() {
+    // Call "1" pollutes what it can; call "2" reports what it sees. Both run
+    // on the same pooled Lua state (one call at a time).
+    let src = r#"
+        if call.to == "1" then
+            leaked = "global"
+            call.vars.leaked = "var"
+            assert(not pcall(function() string.upper = nil end), "string is writable")
+            assert(not pcall(function() math.floor = nil end), "math is writable")
+            assert(not pcall(function() log.info = nil end), "log is writable")
+            assert(getmetatable("") == false, "string metatable reachable")
+            assert(getmetatable(_ENV) == false, "environment metatable reachable")
+            dial("1002")
+        else
+            set_caller_id(tostring(leaked), tostring(call.vars.leaked))
+            set_caller_id(("x"):upper(), tostring(math.floor(2.5)))
+        end
+    "#;
+    let plan = Arc::new(Dialplan::new("test.lua", src));
+    let (lines, r) = run_on(&plan, "1", "busy");
+    assert_eq!((lines, r), (vec!["dial 1002 -> busy (486)".to_string()], Ok(())));
+    let (lines, r) = run_on(&plan, "2", "busy");
+    assert_eq!(r, Ok(()));
+    assert_eq!(lines, vec!["set_caller_id nil \"nil\"", "set_caller_id X \"2\""]);
+}
+
+#[test]
+fn pooled_state_is_reusable_after_hangup_errors_and_limits() {
+    let src = r#"
+        if call.to == "hang" then hangup(486) dial("never") end
+        if call.to == "fail" then error("boom") end
+        if call.to == "spin" then while true do end end
+        dial(call.to)
+    "#;
+    let plan = Arc::new(Dialplan::new("test.lua", src));
+    for _ in 0..3 {
+        assert_eq!(run_on(&plan, "hang", "busy"), (vec!["hangup 486".to_string()], Ok(())));
+        assert_eq!(
+            run_on(&plan, "fail", "busy").1,
+            Err(DialplanError::Script("test.lua:3: boom".into()))
+        );
+        let spun = run_on(&plan, "spin", "busy").1;
+        assert!(matches!(spun, Err(DialplanError::Limit(_))), "{spun:?}");
+        // A fresh instruction budget each call: this one is not cut short.
+        assert_eq!(
+            run_on(&plan, "1002", "answered"),
+            (vec!["dial 1002 -> answered (200)".to_string()], Ok(()))
+        );
+    }
+}
+
+#[test]
+fn concurrent_calls_share_the_state_but_not_globals() {
+    // Call "a" sets a global, then waits in dial while call "b" runs on the
+    // same Lua state; each must see only its own global.
+    let src = r#"
+        who = call.to
+        local r = dial("x")
+        if who ~= call.to then error("saw " .. tostring(who)) end
+    "#;
+    let plan = Arc::new(Dialplan::new("test.lua", src));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (tx_a, mut rx_a) = tokio::sync::mpsc::channel(1);
+        let (tx_b, mut rx_b) = tokio::sync::mpsc::channel(1);
+        let a = tokio::spawn(super::run(plan.clone(), info("a"), tx_a, LIMITS));
+        let (_, reply_a): (_, tokio::sync::oneshot::Sender<super::Reply>) = rx_a.recv().await.unwrap();
+        let b = tokio::spawn(super::run(plan.clone(), info("b"), tx_b, LIMITS));
+        let (_, reply_b): (_, tokio::sync::oneshot::Sender<super::Reply>) = rx_b.recv().await.unwrap();
+        let answered = || super::Reply::Dialed(super::DialOutcome::new("answered", 200));
+        reply_a.send(answered()).unwrap();
+        reply_b.send(answered()).unwrap();
+        assert_eq!(a.await.unwrap(), Ok(()));
+        assert_eq!(b.await.unwrap(), Ok(()));
+    });
 }

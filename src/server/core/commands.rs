@@ -232,18 +232,14 @@ impl Core {
         running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
             let (tx, mut rx) = mpsc::channel::<(Action, oneshot::Sender<Reply>)>(4);
-            let forward = {
-                let commands = commands.clone();
-                tokio::spawn(async move {
-                    while let Some((action, reply)) = rx.recv().await {
-                        if commands.send(Command::Dialplan { call, action, reply }).await.is_err() {
-                            return;
-                        }
+            let forward = async {
+                while let Some((action, reply)) = rx.recv().await {
+                    if commands.send(Command::Dialplan { call, action, reply }).await.is_err() {
+                        return;
                     }
-                })
+                }
             };
-            let result = crate::dialplan::run(plan, info, tx, limits).await;
-            let _ = forward.await;
+            let (result, ()) = tokio::join!(crate::dialplan::run(plan, info, tx, limits), forward);
             running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             let _ = commands.send(Command::DialplanDone { call, result }).await;
         });
