@@ -215,12 +215,13 @@ pub fn format_cdr(list: &[crate::cdr::CallRecord]) -> String {
 
 pub fn format_status(s: &StatusView) -> String {
     format!(
-        "bindings: {}\ntransactions: {}\ncalls: {}\nrelay ports in use: {}\nmemory: {} KiB\ndialplans running: {}\ntables: {:?}\nbanned: {}\n",
+        "bindings: {}\ntransactions: {}\ncalls: {}\nrelay ports in use: {}\nmemory: {} KiB (heap in use {} KiB)\ndialplans running: {}\ntables: {:?}\nbanned: {}\n",
         s.bindings,
         s.transactions,
         s.calls,
         s.relay_ports_in_use,
         s.rss_kib,
+        s.heap_in_use_kib,
         s.dialplans_running,
         s.tables,
         if s.banned.is_empty() {

@@ -210,7 +210,9 @@ pub enum NonceStatus {
 pub struct NonceKeeper {
     secret: [u8; 32],
     lifetime_secs: u64,
-    counts: HashMap<String, (u64, u32)>,
+    /// Highest nonce-count seen, by nonce head (issue time in the high 64
+    /// bits, random salt in the low): 20 bytes a nonce, not a 56-byte string.
+    counts: HashMap<u128, u32>,
 }
 
 impl NonceKeeper {
@@ -249,9 +251,10 @@ impl NonceKeeper {
         if !constant_time_eq(mac, &self.mac(head)) {
             return NonceStatus::Invalid;
         }
-        let Ok(issued) = u64::from_str_radix(&head[..16], 16) else {
+        let Ok(id) = u128::from_str_radix(head, 16) else {
             return NonceStatus::Invalid;
         };
+        let issued = (id >> 64) as u64;
         if now_unix.saturating_sub(issued) > self.lifetime_secs || issued > now_unix + 5 {
             return NonceStatus::Stale;
         }
@@ -259,11 +262,11 @@ impl NonceKeeper {
             let Ok(n) = u32::from_str_radix(nc, 16) else {
                 return NonceStatus::Invalid;
             };
-            let entry = self.counts.entry(nonce.to_string()).or_insert((issued, 0));
-            if n <= entry.1 {
+            let seen = self.counts.entry(id).or_insert(0);
+            if n <= *seen {
                 return NonceStatus::Invalid;
             }
-            entry.1 = n;
+            *seen = n;
         }
         NonceStatus::Valid
     }
@@ -272,7 +275,10 @@ impl NonceKeeper {
     pub fn purge(&mut self, now_unix: u64) {
         let life = self.lifetime_secs;
         self.counts
-            .retain(|_, (issued, _)| now_unix.saturating_sub(*issued) <= life);
+            .retain(|id, _| now_unix.saturating_sub((id >> 64) as u64) <= life);
+        if self.counts.capacity() > 4 * self.counts.len() + 1024 {
+            self.counts.shrink_to(2 * self.counts.len() + 256);
+        }
     }
 
     pub fn tracked(&self) -> usize {

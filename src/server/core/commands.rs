@@ -2,7 +2,7 @@
 //! queries (registrations, status, calls, call records, chat), dialplan
 //! actions and reloads.
 
-use super::{rss_kib, Command, Core, RegistrationView, StatusView};
+use super::{heap_in_use_kib, rss_kib, Command, Core, RegistrationView, StatusView};
 use crate::call::CallRef;
 use crate::dialplan::{Action, Reply};
 use crate::store::StoreOp;
@@ -121,6 +121,7 @@ impl Core {
                     calls: self.services.calls.len(),
                     relay_ports_in_use: self.services.calls.relay_ports_in_use(),
                     rss_kib: rss_kib(),
+                    heap_in_use_kib: heap_in_use_kib(),
                     dialplans_running: self.dialplans_running.load(std::sync::atomic::Ordering::Relaxed),
                     tables: {
                         let (a, b, c) = self.services.calls.table_sizes();

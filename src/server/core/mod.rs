@@ -41,6 +41,9 @@ pub struct StatusView {
     pub relay_ports_in_use: usize,
     /// Resident memory of the daemon, KiB (from /proc/self/statm).
     pub rss_kib: u64,
+    /// Heap bytes in live allocations (glibc `mallinfo2`), KiB: unlike
+    /// RSS, not inflated by memory the allocator keeps after a burst.
+    pub heap_in_use_kib: u64,
     /// Dialplan scripts still running.
     pub dialplans_running: usize,
     /// Internal table sizes: call-ids, client transactions, call timers, nonces.
@@ -370,6 +373,18 @@ impl Core {
             self.services.presence_changed(&aor, now);
         }
     }
+}
+
+/// Heap in live allocations, KiB (glibc; 0 elsewhere).
+fn heap_in_use_kib() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters.
+        let info = unsafe { libc::mallinfo2() };
+        (info.uordblks + info.hblkhd) as u64 / 1024
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    0
 }
 
 /// Resident set size of this process in KiB (Linux).

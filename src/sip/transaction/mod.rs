@@ -195,7 +195,9 @@ impl Ord for TxKeyOrd {
 
 pub struct TransactionLayer {
     timers: TimerConfig,
-    txs: HashMap<TxKey, Entry>,
+    /// Boxed: the table is sized for the peak of a burst, and a slot holding
+    /// a pointer instead of a ~450-byte entry keeps that peak small.
+    txs: HashMap<TxKey, Box<Entry>>,
     heap: BinaryHeap<Reverse<TimerEntry>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<TxEvent>,
@@ -330,6 +332,12 @@ impl TransactionLayer {
     pub fn respond(&mut self, key: &TxKey, resp: SipMessage, now: Instant) -> Result<(), TxError> {
         let entry = self.txs.get_mut(key).ok_or(TxError::NoTransaction)?;
         let status = resp.status().unwrap_or(500);
+        if status >= 200 {
+            // Answered: the request is no longer needed, and a completed
+            // transaction lives on for 32 s (Timer J) to absorb
+            // retransmissions; keep only what resending the answer needs.
+            entry.request = None;
+        }
         let data = resp.to_bytes();
         let actions = match &mut entry.machine {
             Machine::ServerInvite(m) => m.send_response(status, data),
@@ -340,7 +348,7 @@ impl TransactionLayer {
         Ok(())
     }
 
-    /// The request that created a server transaction.
+    /// The request that created a server transaction, until it is answered.
     pub fn server_request(&self, key: &TxKey) -> Option<&SipMessage> {
         self.txs.get(key).and_then(|e| e.request.as_ref())
     }
@@ -397,6 +405,28 @@ impl TransactionLayer {
             };
             self.apply(&key, actions, now);
         }
+        self.release_spare_capacity();
+    }
+
+    /// A burst (say 20,000 registrations in a few seconds) grows the table
+    /// and the timer heap, and they never shrink by themselves: every
+    /// binding would carry that peak for ever. Give memory back once they
+    /// are mostly empty.
+    fn release_spare_capacity(&mut self) {
+        const SLACK: usize = 1024;
+        if self.txs.capacity() > 4 * self.txs.len() + SLACK {
+            self.txs.shrink_to(2 * self.txs.len() + SLACK / 4);
+        }
+        if self.heap.capacity() > 4 * self.heap.len() + SLACK {
+            self.heap.shrink_to(2 * self.heap.len() + SLACK / 4);
+        }
+        for q in [self.transmits.capacity(), self.events.capacity()] {
+            if q > SLACK {
+                self.transmits.shrink_to(SLACK / 4);
+                self.events.shrink_to(SLACK / 4);
+                break;
+            }
+        }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -415,12 +445,12 @@ impl TransactionLayer {
         self.next_serial += 1;
         self.txs.insert(
             key,
-            Entry {
+            Box::new(Entry {
                 machine,
                 peer,
                 serial: self.next_serial,
                 request,
-            },
+            }),
         );
     }
 

@@ -69,9 +69,12 @@ fn non_invite_server_absorbs_retransmissions_and_ends_after_timer_j() {
     // Retransmission before any response: absorbed silently.
     l.handle_request(req.clone(), peer(TransportKind::Udp), now).unwrap();
     assert_eq!(drain(&mut l), (vec![], vec![]));
+    assert!(l.server_request(key).is_some());
     l.respond(key, response_to(&req, 200, None, "t"), now).unwrap();
     let (t, _) = drain(&mut l);
     assert_eq!(status_of(&t[0]), 200);
+    // Answered: the request is let go while the transaction waits out Timer J.
+    assert!(l.server_request(key).is_none());
     // Retransmission after the final response: the same 200 again, not a new TU event.
     l.handle_request(req.clone(), peer(TransportKind::Udp), now + T1)
         .unwrap();
