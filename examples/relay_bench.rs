@@ -21,7 +21,10 @@ fn main() -> std::io::Result<()> {
     let calls = usize::from(number(calls));
     let first = number(first);
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let party = [SocketAddr::new(ip, number(party_a)), SocketAddr::new(ip, number(party_b))];
+    let party = [
+        SocketAddr::new(ip, number(party_a)),
+        SocketAddr::new(ip, number(party_b)),
+    ];
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let mut pool = RelayPool::new(ip, first, first.saturating_add((calls * 8) as u16));

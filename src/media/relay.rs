@@ -1,6 +1,6 @@
 //! The RTP/RTCP relay. Each call gets two port pairs from the configured
-//! range: side A faces the caller, side B the callee. A task per socket
-//! forwards what arrives to the other side's party. Symmetric RTP: the
+//! range: side A faces the caller, side B the callee. A task per side
+//! forwards what arrives on its RTP and RTCP ports to the other side's party. Symmetric RTP: the
 //! first packet from a party fixes where we send to it (phones behind NAT),
 //! and later packets from other sources are dropped until signalling
 //! re-opens the latch. The per-packet path reuses one buffer, takes no
@@ -131,16 +131,16 @@ impl MediaSession {
     }
 
     fn start(&mut self) {
-        // socket index: side*2 + (0 rtp | 1 rtcp)
+        // socket index: side*2 + (0 rtp | 1 rtcp). One task per side serves
+        // its RTP and RTCP sockets with one buffer: half the tasks and
+        // buffers of a task per socket (~4 KiB less per call).
         for side in [Side::A, Side::B] {
-            for rtcp in [false, true] {
-                let i = idx(side);
-                let other = 1 - i;
-                let recv = self.sockets[i * 2 + usize::from(rtcp)].clone();
-                let send = self.sockets[other * 2 + usize::from(rtcp)].clone();
-                let shared = self.shared.clone();
-                self.tasks.push(tokio::spawn(forward(recv, send, shared, i, rtcp)));
-            }
+            let i = idx(side);
+            let other = 1 - i;
+            let recv = [self.sockets[i * 2].clone(), self.sockets[i * 2 + 1].clone()];
+            let send = [self.sockets[other * 2].clone(), self.sockets[other * 2 + 1].clone()];
+            let shared = self.shared.clone();
+            self.tasks.push(tokio::spawn(forward(recv, send, shared, i)));
         }
     }
 }
@@ -153,51 +153,66 @@ impl Drop for MediaSession {
     }
 }
 
-async fn forward(recv: Arc<UdpSocket>, send: Arc<UdpSocket>, shared: Arc<Shared>, from: usize, rtcp: bool) {
+/// Relays what arrives on one side's RTP and RTCP sockets to the other
+/// side's party.
+async fn forward(recv: [Arc<UdpSocket>; 2], send: [Arc<UdpSocket>; 2], shared: Arc<Shared>, from: usize) {
     let mut buf = [0u8; 2048];
-    let to = 1 - from;
     loop {
-        let Ok((n, src)) = recv.recv_from(&mut buf).await else {
+        let rtcp = tokio::select! {
+            biased;
+            r = recv[0].readable() => { if r.is_err() { continue; } false }
+            r = recv[1].readable() => { if r.is_err() { continue; } true }
+        };
+        // One read per readiness: a WouldBlock clears it (as recv_from does).
+        let Ok((n, src)) = recv[usize::from(rtcp)].try_recv_from(&mut buf) else {
             continue;
         };
-        let me = &shared.remotes[from];
-        let (latched, addr) = if rtcp {
-            (&me.rtcp_latched, &me.rtcp)
-        } else {
-            (&me.rtp_latched, &me.rtp)
-        };
-        if latched.load(Ordering::Acquire) {
-            if addr.load().as_deref() != Some(&src) {
-                continue; // not the party we latched onto
-            }
-        } else {
-            addr.store(Some(Arc::new(src)));
-            latched.store(true, Ordering::Release);
+        relay_packet(&buf[..n], src, &send[usize::from(rtcp)], &shared, from, rtcp);
+    }
+}
+
+fn relay_packet(packet: &[u8], src: SocketAddr, send: &UdpSocket, shared: &Shared, from: usize, rtcp: bool) {
+    let to = 1 - from;
+    let me = &shared.remotes[from];
+    let (latched, addr) = if rtcp {
+        (&me.rtcp_latched, &me.rtcp)
+    } else {
+        (&me.rtp_latched, &me.rtp)
+    };
+    if latched.load(Ordering::Acquire) {
+        if addr.load().as_deref() != Some(&src) {
+            return; // not the party we latched onto
         }
-        if !rtcp {
-            let c = &shared.counters[from];
-            c.packets.fetch_add(1, Ordering::Relaxed);
-            c.bytes.fetch_add(n as u64, Ordering::Relaxed);
-            if n >= 12 {
-                // RTP sequence number (RFC 3550 §5.1); count forward gaps.
-                let seq = u64::from(u16::from_be_bytes([buf[2], buf[3]]));
-                let prev = c.last_seq.swap(seq | 1 << 32, Ordering::Relaxed);
-                if prev & (1 << 32) != 0 {
-                    let expected = ((prev & 0xffff) + 1) & 0xffff;
-                    if seq != expected && (seq.wrapping_sub(expected) & 0xffff) < 0x8000 {
-                        c.seq_gaps.fetch_add(1, Ordering::Relaxed);
-                    }
+    } else {
+        addr.store(Some(Arc::new(src)));
+        latched.store(true, Ordering::Release);
+    }
+    if !rtcp {
+        let c = &shared.counters[from];
+        c.packets.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(packet.len() as u64, Ordering::Relaxed);
+        if packet.len() >= 12 {
+            // RTP sequence number (RFC 3550 §5.1); count forward gaps.
+            let seq = u64::from(u16::from_be_bytes([packet[2], packet[3]]));
+            let prev = c.last_seq.swap(seq | 1 << 32, Ordering::Relaxed);
+            if prev & (1 << 32) != 0 {
+                let expected = ((prev & 0xffff) + 1) & 0xffff;
+                if seq != expected && (seq.wrapping_sub(expected) & 0xffff) < 0x8000 {
+                    c.seq_gaps.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            let ms = shared.started.elapsed().as_millis() as u64;
-            shared.last_rtp_ms.store(ms, Ordering::Relaxed);
         }
-        let dest = shared.remotes[to].rtp.load();
-        let dest = if rtcp { shared.remotes[to].rtcp.load() } else { dest };
-        if let Some(d) = dest.as_deref() {
-            if send.try_send_to(&buf[..n], *d).is_ok() && !rtcp {
-                shared.counters[from].forwarded.fetch_add(1, Ordering::Relaxed);
-            }
+        let ms = shared.started.elapsed().as_millis() as u64;
+        shared.last_rtp_ms.store(ms, Ordering::Relaxed);
+    }
+    let dest = if rtcp {
+        shared.remotes[to].rtcp.load()
+    } else {
+        shared.remotes[to].rtp.load()
+    };
+    if let Some(d) = dest.as_deref() {
+        if send.try_send_to(packet, *d).is_ok() && !rtcp {
+            shared.counters[from].forwarded.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
