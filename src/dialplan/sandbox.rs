@@ -20,9 +20,9 @@ const IDLE_COROUTINES_MAX: usize = 1024;
 /// no io, os, package, debug, load, require, string.dump, and no coroutine
 /// (a coroutine made by the script would escape the instruction hook, which
 /// lives on the script's own thread; the API keeps `coroutine.yield` to
-/// itself). Library tables are read-only proxies
-/// and the string metatable is locked, so a script cannot change what the
-/// next call sees.
+/// itself), and no `rawset`. Library tables are read-only proxies and the
+/// string metatable is locked, so a script cannot change what another call
+/// sees.
 const BASE_ENV: &str = r#"
 local string_safe = {}
 for k, v in pairs(string) do if k ~= "dump" then string_safe[k] = v end end
