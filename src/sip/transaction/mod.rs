@@ -420,12 +420,9 @@ impl TransactionLayer {
         if self.heap.capacity() > 4 * self.heap.len() + SLACK {
             self.heap.shrink_to(2 * self.heap.len() + SLACK / 4);
         }
-        for q in [self.transmits.capacity(), self.events.capacity()] {
-            if q > SLACK {
-                self.transmits.shrink_to(SLACK / 4);
-                self.events.shrink_to(SLACK / 4);
-                break;
-            }
+        if self.transmits.capacity() > SLACK || self.events.capacity() > SLACK {
+            self.transmits.shrink_to(SLACK / 4);
+            self.events.shrink_to(SLACK / 4);
         }
     }
 
