@@ -16,7 +16,7 @@ use crate::auth::{Authenticator, GuardPolicy};
 use crate::config::{Config, ConfigErrors};
 use crate::registrar::Registrar;
 use crate::sip::transport::{self, TransportLimits};
-use crate::store::{RedbStore, StoreBackend, StoreError, StoreHandle};
+use crate::store::{JournaledStore, StoreBackend, StoreError, StoreHandle};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -71,7 +71,7 @@ where
     F: Fn() -> Result<Config, ConfigErrors> + Send + 'static,
 {
     let config = Arc::new(config);
-    let backend: Arc<dyn StoreBackend> = Arc::new(RedbStore::open(&config.data_dir, config.store_cache_bytes)?);
+    let backend: Arc<dyn StoreBackend> = Arc::new(JournaledStore::open(&config.data_dir, config.store_cache_bytes)?);
     let store = StoreHandle::start(backend.clone());
     let mut registrar = Registrar::new();
     let purge = registrar.restore(backend.load_bindings()?, crate::unix_now());

@@ -2,12 +2,15 @@
 //! the embedded redb implementation, and a group-commit writer that turns
 //! many concurrent writes into one durable transaction.
 //!
-//! A caller answers its client only after its write is durable, so
-//! acknowledged data survives `kill -9`.
+//! A caller answers its client only after its write is in the journal
+//! (see [`journal`]), so acknowledged data survives `kill -9`, and a power
+//! cut loses at most the last [`journal::FOLD_INTERVAL`].
 
+mod journal;
 mod redb_store;
 mod writer;
 
+pub use journal::JournaledStore;
 pub use redb_store::RedbStore;
 pub use writer::StoreHandle;
 
@@ -24,7 +27,7 @@ pub enum StoreError {
 }
 
 /// One change to persistent state.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum StoreOp {
     /// Replace all bindings of an address-of-record.
     PutBindings {
@@ -69,8 +72,14 @@ pub struct ChatState {
 /// What a storage engine must provide. redb is the embedded default; a
 /// shared store for multi-node setups implements the same trait.
 pub trait StoreBackend: Send + Sync + 'static {
-    /// Applies all ops atomically and durably.
+    /// Applies all ops atomically; once it returns they survive the
+    /// daemon's death (`kill -9`).
     fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError>;
+    /// Makes every committed op durable on disk (survives a power cut).
+    /// The writer calls it when writes pause.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Every stored registration, by address-of-record.
     fn load_bindings(&self) -> Result<Vec<(String, Vec<Binding>)>, StoreError>;
     /// The newest `limit` call records involving `user` (all if None), oldest first.

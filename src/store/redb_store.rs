@@ -4,7 +4,7 @@ use super::{ChatState, StoreBackend, StoreError, StoreOp};
 use crate::cdr::CallRecord;
 use crate::chat::ChatMessage;
 use crate::registrar::Binding;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 
 use std::path::Path;
 
@@ -56,9 +56,15 @@ impl RedbStore {
     }
 }
 
-impl StoreBackend for RedbStore {
-    fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(backend)?;
+impl RedbStore {
+    /// Applies `ops` in one transaction. A commit that is not `durable` is
+    /// visible to readers at once but reaches the disk only with the next
+    /// durable one (redb `Durability::None`).
+    pub fn apply(&self, ops: &[StoreOp], durable: bool) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(backend)?;
+        if !durable {
+            txn.set_durability(Durability::None);
+        }
         {
             let mut location = txn.open_table(LOCATION).map_err(backend)?;
             let mut cdr = txn.open_table(CDR).map_err(backend)?;
@@ -104,6 +110,12 @@ impl StoreBackend for RedbStore {
             }
         }
         txn.commit().map_err(backend)
+    }
+}
+
+impl StoreBackend for RedbStore {
+    fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        self.apply(ops, true)
     }
 
     fn load_bindings(&self) -> Result<Vec<(String, Vec<Binding>)>, StoreError> {
