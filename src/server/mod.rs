@@ -71,12 +71,12 @@ where
     F: Fn() -> Result<Config, ConfigErrors> + Send + 'static,
 {
     let config = Arc::new(config);
-    let backend: Arc<dyn StoreBackend> = Arc::new(JournaledStore::open(&config.data_dir, config.store_cache_bytes)?);
-    let store = StoreHandle::start(backend.clone());
+    let backend: Arc<dyn StoreBackend> = JournaledStore::open(&config.data_dir, config.store_cache_bytes)?;
+    let store = StoreHandle::new(backend.clone());
     let mut registrar = Registrar::new();
     let purge = registrar.restore(backend.load_bindings()?, crate::unix_now());
     if !purge.is_empty() {
-        store.write_detached(purge);
+        let _ = store.write(&purge);
     }
     let mut chat = crate::chat::ChatService::new(config.listen.clone());
     let chat_state = backend.chat_state()?;

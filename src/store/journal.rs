@@ -1,127 +1,209 @@
 //! The write-ahead journal in front of redb.
 //!
-//! A commit appends its ops to `journal.log` with one `write(2)` and returns:
-//! once the kernel has the bytes, a `kill -9` of the daemon loses nothing.
-//! The journal is folded into redb (one durable transaction, then the file
-//! is emptied) every [`FOLD_INTERVAL`] or [`FOLD_OPS`] ops, so a power cut
-//! loses at most the last interval. This replaces a durable redb commit —
-//! a B-tree copy-on-write and an fsync — per batch of writes, which was
-//! a quarter of the CPU of a registration (bench/RESULTS.md).
+//! A commit appends its ops to the open journal file with one `write(2)`
+//! and returns: once the kernel has the bytes, a `kill -9` of the daemon
+//! loses nothing. The caller (the core task) commits inline, so answering
+//! a REGISTER costs no thread hop. A fold thread moves the journal into
+//! redb every [`FOLD_INTERVAL`] (sooner past [`FOLD_OPS`] ops): it starts
+//! a new journal file, applies the old file's ops in one durable redb
+//! transaction and deletes the file, so a power cut loses at most the last
+//! interval. This replaces a durable redb commit — a B-tree copy-on-write
+//! and an fsync — per batch of writes, which was a quarter to a third of
+//! the CPU of a registration (bench/RESULTS.md).
 //!
-//! Readers see every acknowledged write: before a read, ops not yet in
-//! redb are applied in a non-durable transaction (the journal still holds
+//! Readers see every acknowledged write: before a read, ops not yet folded
+//! are applied in a non-durable transaction (their journal file still holds
 //! them until the next durable fold).
 //!
-//! A frame is `len: u32 LE | crc32(payload): u32 LE | payload`, the payload
-//! the JSON list of one commit's ops. At start-up the frames are replayed
-//! into redb; a torn or corrupt tail (a write cut short) is dropped with a
-//! warning. Replaying twice is harmless: every op sets or deletes a key.
+//! Files are `journal.<seq>.log`; a frame is `len: u32 LE |
+//! crc32(payload): u32 LE | payload`, the payload the JSON list of one
+//! commit's ops. At start-up every file is replayed in order into redb; a
+//! torn or corrupt tail (a write cut short) is dropped with a warning.
+//! Replaying twice is harmless: every op sets or deletes a key.
 
 use super::{ChatState, RedbStore, StoreBackend, StoreError, StoreOp};
 use crate::cdr::CallRecord;
 use crate::chat::ChatMessage;
 use crate::registrar::Binding;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// Longest time an acknowledged write waits to reach redb durably.
 pub const FOLD_INTERVAL: Duration = Duration::from_secs(1);
-/// Ops after which the journal is folded regardless of time.
+/// Ops after which the fold thread is woken before its interval.
 const FOLD_OPS: usize = 8192;
 const HEADER: usize = 8;
 /// Bigger frames are corruption, not data.
 const MAX_FRAME: usize = 64 << 20;
 
 pub struct JournaledStore {
+    dir: PathBuf,
     db: RedbStore,
-    journal: Mutex<Journal>,
+    tail: Mutex<Tail>,
+    /// Held while writing to redb, so folds and read catch-ups apply in
+    /// the order the ops were committed.
+    db_writes: Mutex<()>,
+    fold_thread: std::thread::Thread,
 }
 
-struct Journal {
+/// The open journal file and the ops it holds, oldest first.
+struct Tail {
     file: File,
-    /// Ops in the journal, oldest first.
+    seq: u64,
     ops: Vec<StoreOp>,
-    /// How many of `ops` are already applied (non-durably) to redb.
-    applied: usize,
-    last_fold: Instant,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
     move |e| StoreError::Backend(format!("{}: {e}", path.display()))
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock leaves the journal as
+    // consistent as the file is: keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn journal_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("journal.{seq}.log"))
+}
+
+/// Journal files in `dir`, by sequence number.
+fn journal_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let seq = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("journal.")?.strip_suffix(".log")?.parse().ok());
+        if let Some(seq) = seq {
+            files.push((seq, path));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn create_journal(dir: &Path, seq: u64) -> Result<File, StoreError> {
+    let path = journal_path(dir, seq);
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(io(&path))
+}
+
 impl JournaledStore {
-    /// Opens redb in `dir`, replays what the journal holds into it and
-    /// empties the journal.
-    pub fn open(dir: &Path, cache_bytes: usize) -> Result<JournaledStore, StoreError> {
+    /// Opens redb in `dir`, replays the journal files into it, deletes
+    /// them and starts the fold thread.
+    pub fn open(dir: &Path, cache_bytes: usize) -> Result<Arc<JournaledStore>, StoreError> {
         let db = RedbStore::open(dir, cache_bytes)?;
-        let path = dir.join("journal.log");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io(&path))?;
-        let (ops, good) = decode_frames(&bytes);
-        if good < bytes.len() {
-            tracing::warn!(
-                file = %path.display(),
-                offset = good,
-                dropped_bytes = bytes.len() - good,
-                "journal ends in a torn or corrupt frame; keeping what precedes it"
-            );
+        let files = journal_files(dir)?;
+        let mut ops = Vec::new();
+        for (_, path) in &files {
+            let bytes = std::fs::read(path).map_err(io(path))?;
+            let (file_ops, good) = decode_frames(&bytes);
+            if good < bytes.len() {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = good,
+                    dropped_bytes = bytes.len() - good,
+                    "journal ends in a torn or corrupt frame; keeping what precedes it"
+                );
+            }
+            ops.extend(file_ops);
         }
         if !ops.is_empty() {
             db.apply(&ops, true)?;
             tracing::info!(ops = ops.len(), "journal replayed into the store");
         }
-        file.set_len(0).map_err(io(&path))?;
-        let journal = Journal {
-            file,
+        for (_, path) in &files {
+            std::fs::remove_file(path).map_err(io(path))?;
+        }
+        let seq = files.last().map_or(0, |(s, _)| s + 1);
+        let tail = Tail {
+            file: create_journal(dir, seq)?,
+            seq,
             ops: Vec::new(),
-            applied: 0,
-            last_fold: Instant::now(),
         };
-        Ok(JournaledStore {
-            db,
-            journal: Mutex::new(journal),
-        })
+        let store = Arc::new_cyclic(|weak: &std::sync::Weak<JournaledStore>| {
+            let weak = weak.clone();
+            let fold_thread = std::thread::Builder::new()
+                .name("store-fold".into())
+                .spawn(move || fold_loop(weak))
+                .expect("spawn the store fold thread");
+            JournaledStore {
+                dir: dir.to_path_buf(),
+                db,
+                tail: Mutex::new(tail),
+                db_writes: Mutex::new(()),
+                fold_thread: fold_thread.thread().clone(),
+            }
+        });
+        Ok(store)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Journal> {
-        // A panic while holding the lock leaves the journal as consistent
-        // as the file is: keep going.
-        self.journal.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Applies journal ops not yet in redb, so a read sees them.
+    /// Applies the ops not yet folded (non-durably), so a read sees them.
     fn catch_up(&self) -> Result<(), StoreError> {
-        let mut j = self.lock();
-        if j.applied < j.ops.len() {
-            self.db.apply(&j.ops[j.applied..], false)?;
-            j.applied = j.ops.len();
+        let _writing = lock(&self.db_writes);
+        let ops = lock(&self.tail).ops.clone();
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.db.apply(&ops, false)
+    }
+
+    /// Moves the journal into redb durably: a new file takes the next
+    /// commits; the old ones are deleted once redb has their ops.
+    fn fold(&self) -> Result<(), StoreError> {
+        let _writing = lock(&self.db_writes);
+        let (ops, seq) = {
+            let mut tail = lock(&self.tail);
+            if tail.ops.is_empty() {
+                return Ok(());
+            }
+            let seq = tail.seq + 1;
+            tail.file = create_journal(&self.dir, seq)?;
+            tail.seq = seq;
+            (std::mem::take(&mut tail.ops), seq)
+        };
+        // A durable commit also makes earlier non-durable ones durable.
+        if let Err(e) = self.db.apply(&ops, true) {
+            // Keep them for the next fold; their file stays until then.
+            let mut tail = lock(&self.tail);
+            let newer = std::mem::replace(&mut tail.ops, ops);
+            tail.ops.extend(newer);
+            return Err(e);
+        }
+        for (old, path) in journal_files(&self.dir)? {
+            if old < seq {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            }
         }
         Ok(())
     }
+}
 
-    fn fold(&self, j: &mut Journal) -> Result<(), StoreError> {
-        if !j.ops.is_empty() {
-            // A durable commit also makes the earlier non-durable ones durable.
-            self.db.apply(&j.ops[j.applied..], true)?;
-            j.file
-                .set_len(0)
-                .map_err(|e| StoreError::Backend(format!("journal: {e}")))?;
-            j.ops.clear();
-            j.ops.shrink_to(FOLD_OPS);
-            j.applied = 0;
+/// Folds every interval, or when a commit wakes it, until the store is dropped.
+fn fold_loop(store: std::sync::Weak<JournaledStore>) {
+    loop {
+        std::thread::park_timeout(FOLD_INTERVAL);
+        let Some(store) = store.upgrade() else { return };
+        if let Err(e) = store.fold() {
+            tracing::error!(error = %e, "folding the journal into the store failed");
         }
-        j.last_fold = Instant::now();
-        Ok(())
+    }
+}
+
+impl Drop for JournaledStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.fold() {
+            tracing::error!(error = %e, "folding the journal at shutdown failed");
+        }
+        self.fold_thread.unpark();
     }
 }
 
@@ -162,20 +244,19 @@ fn decode_frames(bytes: &[u8]) -> (Vec<StoreOp>, usize) {
 impl StoreBackend for JournaledStore {
     fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
         let frame = encode_frame(ops)?;
-        let mut j = self.lock();
-        j.file
+        let mut tail = lock(&self.tail);
+        tail.file
             .write_all(&frame)
             .map_err(|e| StoreError::Backend(format!("journal: {e}")))?;
-        j.ops.extend_from_slice(ops);
-        if j.ops.len() >= FOLD_OPS || j.last_fold.elapsed() >= FOLD_INTERVAL {
-            self.fold(&mut j)?;
+        tail.ops.extend_from_slice(ops);
+        if tail.ops.len() >= FOLD_OPS {
+            self.fold_thread.unpark();
         }
         Ok(())
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        let mut j = self.lock();
-        self.fold(&mut j)
+        self.fold()
     }
 
     fn load_bindings(&self) -> Result<Vec<(String, Vec<Binding>)>, StoreError> {
@@ -239,32 +320,54 @@ mod tests {
         s.load_bindings().unwrap().into_iter().map(|(a, _)| a).collect()
     }
 
-    #[test]
-    fn unfolded_writes_are_read_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = JournaledStore::open(dir.path(), 1 << 20).unwrap();
-            s.commit(&[put("1001@a", "sip:1@h"), put("1002@a", "sip:2@h")]).unwrap();
-            assert_eq!(aors(&s), ["1001@a", "1002@a"]);
-            s.commit(&[StoreOp::DeleteBindings { aor: "1002@a".into() }]).unwrap();
-            // Dropped without a fold, as by kill -9: only the journal has the delete.
-            assert!(std::fs::metadata(dir.path().join("journal.log")).unwrap().len() > 0);
-        }
-        let s = JournaledStore::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(aors(&s), ["1001@a"]);
-        assert_eq!(std::fs::metadata(dir.path().join("journal.log")).unwrap().len(), 0);
+    fn journal_names(dir: &Path) -> Vec<String> {
+        let files = journal_files(dir).unwrap();
+        files
+            .iter()
+            .map(|(_, p)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
     }
 
     #[test]
-    fn sync_folds_into_redb_and_empties_the_journal() {
+    fn unfolded_writes_are_read_then_folded_and_the_old_file_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let s = JournaledStore::open(dir.path(), 1 << 20).unwrap();
-        s.commit(&[put("1001@a", "sip:1@h")]).unwrap();
+        s.commit(&[put("1001@a", "sip:1@h"), put("1002@a", "sip:2@h")]).unwrap();
+        assert_eq!(aors(&s), ["1001@a", "1002@a"]);
+        s.commit(&[StoreOp::DeleteBindings { aor: "1002@a".into() }]).unwrap();
+        assert_eq!(aors(&s), ["1001@a"]);
+        assert!(std::fs::metadata(journal_path(dir.path(), 0)).unwrap().len() > 0);
         s.sync().unwrap();
-        assert_eq!(std::fs::metadata(dir.path().join("journal.log")).unwrap().len(), 0);
+        assert_eq!(journal_names(dir.path()), ["journal.1.log"]);
+        s.commit(&[put("1003@a", "sip:3@h")]).unwrap();
         drop(s);
         let s = JournaledStore::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(aors(&s), ["1001@a"]);
+        assert_eq!(aors(&s), ["1001@a", "1003@a"]);
+    }
+
+    #[test]
+    fn journals_left_by_a_crash_are_replayed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(JournaledStore::open(dir.path(), 1 << 20).unwrap());
+        // What a daemon killed in the middle of a fold leaves: two files,
+        // the newer one deleting what the older one put.
+        std::fs::write(
+            journal_path(dir.path(), 7),
+            encode_frame(&[put("1001@a", "sip:1@h")]).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            journal_path(dir.path(), 8),
+            encode_frame(&[
+                StoreOp::DeleteBindings { aor: "1001@a".into() },
+                put("1002@a", "sip:2@h"),
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        let s = JournaledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(aors(&s), ["1002@a"]);
+        assert_eq!(journal_names(dir.path()), ["journal.9.log"]);
     }
 
     #[test]
@@ -282,7 +385,7 @@ mod tests {
         assert_eq!(decode_frames(&flipped).1, a.len());
 
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("journal.log"), &bytes).unwrap();
+        std::fs::write(journal_path(dir.path(), 0), &bytes).unwrap();
         let s = JournaledStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(aors(&s), ["1001@a"]);
     }

@@ -1,6 +1,6 @@
 //! Storage: a narrow interface ([`StoreBackend`]) with typed operations,
-//! the embedded redb implementation, and a group-commit writer that turns
-//! many concurrent writes into one durable transaction.
+//! the embedded redb implementation, and the journal in front of it that
+//! makes a commit one `write(2)` (see [`journal`]).
 //!
 //! A caller answers its client only after its write is in the journal
 //! (see [`journal`]), so acknowledged data survives `kill -9`, and a power
@@ -8,11 +8,9 @@
 
 mod journal;
 mod redb_store;
-mod writer;
 
 pub use journal::JournaledStore;
 pub use redb_store::RedbStore;
-pub use writer::StoreHandle;
 
 use crate::cdr::CallRecord;
 use crate::chat::ChatMessage;
@@ -22,8 +20,6 @@ use crate::registrar::Binding;
 pub enum StoreError {
     #[error("store: {0}")]
     Backend(String),
-    #[error("store writer has stopped")]
-    Closed,
 }
 
 /// One change to persistent state.
@@ -76,7 +72,6 @@ pub trait StoreBackend: Send + Sync + 'static {
     /// daemon's death (`kill -9`).
     fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError>;
     /// Makes every committed op durable on disk (survives a power cut).
-    /// The writer calls it when writes pause.
     fn sync(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -97,4 +92,31 @@ pub trait StoreBackend: Send + Sync + 'static {
     fn chat_messages(&self, account: &str) -> Result<Vec<ChatMessage>, StoreError>;
     /// Read marks of `aor`: conversation → last read id.
     fn read_marks(&self, aor: &str) -> Result<Vec<(String, u64)>, StoreError>;
+}
+
+/// The core's handle on the store. Commits run inline: with the journal a
+/// commit is one `write(2)`, cheaper than handing it to another thread.
+#[derive(Clone)]
+pub struct StoreHandle {
+    backend: std::sync::Arc<dyn StoreBackend>,
+}
+
+impl StoreHandle {
+    pub fn new(backend: std::sync::Arc<dyn StoreBackend>) -> StoreHandle {
+        StoreHandle { backend }
+    }
+
+    /// Commits `ops`; once it returns Ok they survive `kill -9`. A failure
+    /// is logged here.
+    pub fn write(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        let r = self.backend.commit(ops);
+        if let Err(e) = &r {
+            tracing::error!(error = %e, ops = ops.len(), "store commit failed");
+        }
+        r
+    }
+
+    pub fn backend(&self) -> &std::sync::Arc<dyn StoreBackend> {
+        &self.backend
+    }
 }

@@ -37,7 +37,7 @@ impl Core {
             ("mute", Some(onoff)) => {
                 let muted = onoff == "on";
                 self.services.chat.set_muted(&aor, muted);
-                self.store.write_detached(vec![StoreOp::PutMuted { aor, muted }]);
+                let _ = self.store.write(&[StoreOp::PutMuted { aor, muted }]);
                 let _ = reply.send(Ok(serde_json::json!({ "muted": muted })));
             }
             ("history", Some(peer)) | ("read", Some(peer)) => {
@@ -56,14 +56,14 @@ impl Core {
                     let r = match (r, mark) {
                         (Ok(list), true) => {
                             let id = list.last().map_or(0, |m| m.id);
-                            let done = store.write(vec![StoreOp::PutReadMark {
+                            let mark = StoreOp::PutReadMark {
                                 aor,
                                 conversation: conv,
                                 id,
-                            }]);
-                            match done.blocking_recv() {
-                                Ok(Ok(())) => Ok(serde_json::json!({ "read_up_to": id })),
-                                _ => Err("could not store the read mark".to_string()),
+                            };
+                            match store.write(&[mark]) {
+                                Ok(()) => Ok(serde_json::json!({ "read_up_to": id })),
+                                Err(_) => Err("could not store the read mark".to_string()),
                             }
                         }
                         (Ok(list), false) => serde_json::to_value(list).map_err(|e| e.to_string()),
@@ -92,7 +92,6 @@ impl Core {
 
     pub(super) fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Respond { key, response } => self.respond(&key, *response, Instant::now()),
             Command::Registrations(reply) => {
                 let now = crate::unix_now();
                 let mut list: Vec<RegistrationView> = self

@@ -1,6 +1,6 @@
 //! The core task: owns the transaction layer, the handler chain and the
 //! shared services; fed by the transports, its own timers and commands
-//! (control socket, store acknowledgements, reload). No lock is held on
+//! (control socket, dialplans, reload). No lock is held on
 //! the signalling path: everything here is owned by this one task.
 
 mod commands;
@@ -53,11 +53,6 @@ pub struct StatusView {
 
 /// Requests to the core from other tasks.
 pub enum Command {
-    /// A deferred response is ready (after a store write).
-    Respond {
-        key: TxKey,
-        response: Box<SipMessage>,
-    },
     Registrations(oneshot::Sender<Vec<RegistrationView>>),
     Status(oneshot::Sender<StatusView>),
     Reload(Arc<Config>),
@@ -250,7 +245,7 @@ impl Core {
         }
         if let Some(op) = self.services.chat.on_delivery_result(aor, id, status) {
             tracing::info!(id, to = aor, "chat message delivered");
-            self.store.write_detached(vec![op]);
+            let _ = self.store.write(&[op]);
         }
     }
 
@@ -278,7 +273,13 @@ impl Core {
         let outcome = self.handlers.iter_mut().find_map(|h| h.handle(&req, &mut cx));
         match outcome {
             Some(Outcome::Respond(resp)) => self.respond(&key, resp, now),
-            Some(Outcome::PersistThenRespond { ops, response }) => self.persist_then_respond(key, ops, response, &req),
+            Some(Outcome::PersistThenRespond { ops, response }) => {
+                let response = match self.store.write(&ops) {
+                    Ok(()) => response,
+                    Err(_) => response_to(&req, 500, Some("Storage Failure"), &random_token()),
+                };
+                self.respond(&key, response, now);
+            }
             Some(Outcome::Drop) | Some(Outcome::Deferred) => {}
             None => self.respond(&key, response_to(&req, 500, None, &random_token()), now),
         }
@@ -289,28 +290,6 @@ impl Core {
         if let Err(e) = self.txl.respond(key, resp, now) {
             tracing::debug!(error = %e, "response for a finished transaction dropped");
         }
-    }
-
-    fn persist_then_respond(&mut self, key: TxKey, ops: Vec<StoreOp>, response: SipMessage, req: &SipMessage) {
-        let failure = response_to(req, 500, Some("Storage Failure"), &random_token());
-        self.persist_then(key, ops, response, failure);
-    }
-
-    fn persist_then(&mut self, key: TxKey, ops: Vec<StoreOp>, response: SipMessage, failure: SipMessage) {
-        let done = self.store.write(ops);
-        let commands = self.commands.clone();
-        tokio::spawn(async move {
-            let response = match done.await {
-                Ok(Ok(())) => response,
-                _ => failure,
-            };
-            let _ = commands
-                .send(Command::Respond {
-                    key,
-                    response: Box::new(response),
-                })
-                .await;
-        });
     }
 
     fn on_call_effect(&mut self, effect: CallEffect) {
@@ -343,8 +322,10 @@ impl Core {
                 self.respond(&key, resp, now);
             }
             CallEffect::RespondAfterWrite { key, resp, record } => {
-                let failure = resp.clone();
-                self.persist_then(key, vec![StoreOp::PutCallRecord(record)], resp, failure);
+                // The record is kept before the answer; a failed write is
+                // logged and the call still ends.
+                let _ = self.store.write(&[StoreOp::PutCallRecord(record)]);
+                self.respond(&key, resp, now);
             }
             CallEffect::Stateless { msg, to } => {
                 self.transports.send(&crate::sip::transaction::Transmit {
@@ -352,7 +333,9 @@ impl Core {
                     data: msg.to_bytes(),
                 });
             }
-            CallEffect::WriteRecord(record) => self.store.write_detached(vec![StoreOp::PutCallRecord(record)]),
+            CallEffect::WriteRecord(record) => {
+                let _ = self.store.write(&[StoreOp::PutCallRecord(record)]);
+            }
             CallEffect::StartDialplan { call, account, info } => self.start_dialplan(call, &account, info),
         }
     }
@@ -362,7 +345,7 @@ impl Core {
         let ops = self.services.registrar.purge_expired(now_unix);
         if !ops.is_empty() {
             tracing::debug!(count = ops.len(), "purging expired registrations");
-            self.store.write_detached(ops);
+            let _ = self.store.write(&ops);
         }
         self.services.auth.purge(Instant::now(), now_unix);
         self.services.calls.check_media(Instant::now());
