@@ -138,14 +138,28 @@ impl<'a> Via<'a> {
 
     /// `host[:port]` as written, with brackets restored for IPv6.
     pub fn sent_by(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
+        self.host_port().to_string()
+    }
+
+    /// [`Via::sent_by`] without allocating, to write into a buffer.
+    pub fn host_port(&self) -> impl std::fmt::Display + '_ {
+        SentBy(self)
+    }
+}
+
+struct SentBy<'a, 'v>(&'a Via<'v>);
+
+impl std::fmt::Display for SentBy<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let via = self.0;
+        if via.host.contains(':') {
+            write!(f, "[{}]", via.host)?;
         } else {
-            self.host.to_string()
-        };
-        match self.port {
-            Some(p) => format!("{host}:{p}"),
-            None => host,
+            f.write_str(via.host)?;
+        }
+        match via.port {
+            Some(p) => write!(f, ":{p}"),
+            None => Ok(()),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! nonces with an expiry (`stale=true`), and nonce-count replay checks.
 
 use md5::Md5;
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +34,22 @@ impl Algorithm {
         }
     }
 
-    fn hash(self, data: &str) -> String {
+    /// Hex digest of `parts` joined by ':' (RFC 7616 §3.4.1-3.4.3), fed to
+    /// the hasher piece by piece rather than formatted into a string.
+    fn hash(self, parts: &[&str]) -> String {
+        fn run<D: Digest>(parts: &[&str]) -> String {
+            let mut d = D::new();
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    d.update(b":");
+                }
+                d.update(p.as_bytes());
+            }
+            hex::encode(d.finalize())
+        }
         match self {
-            Algorithm::Md5 | Algorithm::Md5Sess => hex::encode(Md5::digest(data.as_bytes())),
-            Algorithm::Sha256 | Algorithm::Sha256Sess => hex::encode(Sha256::digest(data.as_bytes())),
+            Algorithm::Md5 | Algorithm::Md5Sess => run::<Md5>(parts),
+            Algorithm::Sha256 | Algorithm::Sha256Sess => run::<Sha256>(parts),
         }
     }
 
@@ -73,18 +85,27 @@ impl Credentials {
         let mut c = Credentials::default();
         let (mut has_user, mut has_nonce, mut has_resp) = (false, false, false);
         for (k, v) in auth_params(rest) {
-            match k.to_ascii_lowercase().as_str() {
-                "username" => (c.username, has_user) = (v, true),
-                "realm" => c.realm = v,
-                "nonce" => (c.nonce, has_nonce) = (v, true),
-                "uri" => c.uri = v,
-                "response" => (c.response, has_resp) = (v, true),
-                "algorithm" => c.algorithm = Some(v),
-                "cnonce" => c.cnonce = Some(v),
-                "qop" => c.qop = Some(v),
-                "nc" => c.nc = Some(v),
-                "opaque" => c.opaque = Some(v),
-                _ => {}
+            let is = |name: &str| k.eq_ignore_ascii_case(name);
+            if is("username") {
+                (c.username, has_user) = (v, true);
+            } else if is("realm") {
+                c.realm = v;
+            } else if is("nonce") {
+                (c.nonce, has_nonce) = (v, true);
+            } else if is("uri") {
+                c.uri = v;
+            } else if is("response") {
+                (c.response, has_resp) = (v, true);
+            } else if is("algorithm") {
+                c.algorithm = Some(v);
+            } else if is("cnonce") {
+                c.cnonce = Some(v);
+            } else if is("qop") {
+                c.qop = Some(v);
+            } else if is("nc") {
+                c.nc = Some(v);
+            } else if is("opaque") {
+                c.opaque = Some(v);
             }
         }
         (has_user && has_nonce && has_resp).then_some(c)
@@ -122,19 +143,15 @@ pub fn compute_response(
     method: &str,
     c: &Credentials,
 ) -> String {
-    let mut ha1 = alg.hash(&format!("{user}:{realm}:{password}"));
+    let mut ha1 = alg.hash(&[user, realm, password]);
     let cnonce = c.cnonce.as_deref().unwrap_or("");
     if alg.is_sess() {
-        ha1 = alg.hash(&format!("{ha1}:{}:{cnonce}", c.nonce));
+        ha1 = alg.hash(&[&ha1, &c.nonce, cnonce]);
     }
-    let ha2 = alg.hash(&format!("{method}:{}", c.uri));
+    let ha2 = alg.hash(&[method, &c.uri]);
     match c.qop.as_deref() {
-        Some(qop) => alg.hash(&format!(
-            "{ha1}:{}:{}:{cnonce}:{qop}:{ha2}",
-            c.nonce,
-            c.nc.as_deref().unwrap_or("")
-        )),
-        None => alg.hash(&format!("{ha1}:{}:{ha2}", c.nonce)),
+        Some(qop) => alg.hash(&[&ha1, &c.nonce, c.nc.as_deref().unwrap_or(""), cnonce, qop, &ha2]),
+        None => alg.hash(&[&ha1, &c.nonce, &ha2]),
     }
 }
 

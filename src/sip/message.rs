@@ -169,14 +169,14 @@ impl SipMessage {
 
     /// Replaces the first element of the first Via header (used to add
     /// `received`/`rport`, RFC 3261 §18.2.1, RFC 3581 §4).
-    pub fn set_top_via(&mut self, new_top: &str) {
+    pub fn set_top_via(&mut self, new_top: String) {
         if let Some(h) = self.headers.iter_mut().find(|h| h.name == HeaderName::Via) {
-            let old = String::from_utf8_lossy(&h.value).into_owned();
-            let rest: Vec<&str> = split_list(&old).skip(1).collect();
-            let mut v = new_top.to_string();
-            for r in rest {
-                v.push_str(", ");
-                v.push_str(r);
+            let mut v = new_top;
+            if let Ok(old) = std::str::from_utf8(&h.value) {
+                for r in split_list(old).skip(1) {
+                    v.push_str(", ");
+                    v.push_str(r);
+                }
             }
             h.value = Bytes::from(v);
         }

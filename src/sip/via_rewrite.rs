@@ -16,23 +16,25 @@ pub fn stamp_received(msg: &mut SipMessage, source: SocketAddr) {
     if host_is_source && !wants_rport {
         return;
     }
-    let mut params = String::with_capacity(via.params.len() + 48);
+    use std::fmt::Write;
+    // One buffer, written in place (this runs for every request).
+    let mut top = String::with_capacity(top.len() + 48);
+    let _ = write!(top, "SIP/2.0/{} {}", via.transport, via.host_port());
     for p in via.params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         let name = p.split('=').next().unwrap_or("").trim();
         if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
             continue;
         }
-        params.push(';');
-        params.push_str(p);
+        top.push(';');
+        top.push_str(p);
     }
-    params.push_str(&format!(";received={}", source.ip()));
+    let _ = write!(top, ";received={}", source.ip());
     if wants_rport {
-        params.push_str(&format!(";rport={}", source.port()));
+        let _ = write!(top, ";rport={}", source.port());
     } else if let Some(r) = via.param("rport") {
-        params.push_str(&format!(";rport={r}"));
+        let _ = write!(top, ";rport={r}");
     }
-    let new_top = format!("SIP/2.0/{} {}{}", via.transport, via.sent_by(), params);
-    msg.set_top_via(&new_top);
+    msg.set_top_via(top);
 }
 
 /// Where a response to a request received over UDP goes: `received` +
