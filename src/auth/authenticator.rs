@@ -166,7 +166,7 @@ mod tests {
             nc: Some(nc.into()),
             ..Default::default()
         };
-        c.response = digest::compute_response(alg, user, "pbx.test", password, "REGISTER", &c);
+        c.response = digest::compute_response(alg, user, "pbx.test", password, "REGISTER", &c).into();
         let auth = format!(
             r#"Digest username="{}", realm="pbx.test", nonce="{}", uri="sip:pbx.test", response="{}", algorithm={}, cnonce="abc", qop=auth, nc={}"#,
             user,

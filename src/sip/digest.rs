@@ -4,6 +4,7 @@
 
 use md5::Md5;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,13 +17,14 @@ pub enum Algorithm {
 
 impl Algorithm {
     pub fn parse(s: &str) -> Option<Algorithm> {
-        match s.to_ascii_uppercase().as_str() {
-            "MD5" => Some(Algorithm::Md5),
-            "MD5-SESS" => Some(Algorithm::Md5Sess),
-            "SHA-256" => Some(Algorithm::Sha256),
-            "SHA-256-SESS" => Some(Algorithm::Sha256Sess),
-            _ => None,
-        }
+        [
+            Algorithm::Md5,
+            Algorithm::Md5Sess,
+            Algorithm::Sha256,
+            Algorithm::Sha256Sess,
+        ]
+        .into_iter()
+        .find(|a| a.as_str().eq_ignore_ascii_case(s))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -58,25 +60,26 @@ impl Algorithm {
     }
 }
 
-/// The parameters of an `Authorization: Digest …` header.
+/// The parameters of an `Authorization: Digest …` header, borrowed from
+/// the header (owned only where a quoted value had escapes).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub realm: String,
-    pub nonce: String,
-    pub uri: String,
-    pub response: String,
-    pub algorithm: Option<String>,
-    pub cnonce: Option<String>,
-    pub qop: Option<String>,
-    pub nc: Option<String>,
-    pub opaque: Option<String>,
+pub struct Credentials<'a> {
+    pub username: Cow<'a, str>,
+    pub realm: Cow<'a, str>,
+    pub nonce: Cow<'a, str>,
+    pub uri: Cow<'a, str>,
+    pub response: Cow<'a, str>,
+    pub algorithm: Option<Cow<'a, str>>,
+    pub cnonce: Option<Cow<'a, str>>,
+    pub qop: Option<Cow<'a, str>>,
+    pub nc: Option<Cow<'a, str>>,
+    pub opaque: Option<Cow<'a, str>>,
 }
 
-impl Credentials {
+impl<'a> Credentials<'a> {
     /// Parses `Digest k=v, k="v", …` (RFC 7616 §3.4). Returns None if the
     /// scheme is not Digest or a required parameter is missing.
-    pub fn parse(value: &str) -> Option<Credentials> {
+    pub fn parse(value: &'a str) -> Option<Credentials<'a>> {
         let value = value.trim();
         let (scheme, rest) = value.split_once(char::is_whitespace)?;
         if !scheme.eq_ignore_ascii_case("Digest") {
@@ -155,8 +158,9 @@ pub fn compute_response(
     }
 }
 
-/// Splits `k=v, k="quoted, value"` pairs.
-fn auth_params(s: &str) -> Vec<(String, String)> {
+/// Splits `k=v, k="quoted, value"` pairs; a quoted value is unescaped
+/// (RFC 3261 §25.1 quoted-pair) into a new string only if it has escapes.
+fn auth_params(s: &str) -> Vec<(&str, Cow<'_, str>)> {
     let mut out = Vec::new();
     let b = s.as_bytes();
     let mut i = 0;
@@ -168,7 +172,7 @@ fn auth_params(s: &str) -> Vec<(String, String)> {
         while i < b.len() && b[i] != b'=' && b[i] != b',' {
             i += 1;
         }
-        let key = s[ks..i].trim().to_string();
+        let key = s[ks..i].trim();
         if i >= b.len() || b[i] == b',' {
             continue;
         }
@@ -176,25 +180,36 @@ fn auth_params(s: &str) -> Vec<(String, String)> {
         while i < b.len() && b[i].is_ascii_whitespace() {
             i += 1;
         }
-        let mut val = String::new();
-        if i < b.len() && b[i] == b'"' {
+        let val = if i < b.len() && b[i] == b'"' {
             i += 1;
+            let vs = i;
+            let mut escaped = false;
             while i < b.len() && b[i] != b'"' {
                 if b[i] == b'\\' && i + 1 < b.len() {
+                    escaped = true;
                     i += 1;
                 }
-                let ch_len = s[i..].chars().next().map_or(1, char::len_utf8);
-                val.push_str(&s[i..i + ch_len]);
-                i += ch_len;
+                i += 1;
             }
+            let raw = &s[vs..i.min(b.len())];
             i += 1;
+            if escaped {
+                let mut v = String::with_capacity(raw.len());
+                let mut chars = raw.chars();
+                while let Some(c) = chars.next() {
+                    v.push(if c == '\\' { chars.next().unwrap_or(c) } else { c });
+                }
+                Cow::Owned(v)
+            } else {
+                Cow::Borrowed(raw)
+            }
         } else {
             let vs = i;
             while i < b.len() && b[i] != b',' {
                 i += 1;
             }
-            val = s[vs..i].trim().to_string();
-        }
+            Cow::Borrowed(s[vs..i].trim())
+        };
         if !key.is_empty() {
             out.push((key, val));
         }
@@ -319,17 +334,17 @@ pub fn challenge(realm: &str, nonce: &str, alg: Algorithm, stale: bool) -> Strin
 mod tests {
     use super::*;
 
-    /// RFC 7616 §3.9.1 example.
-    fn rfc7616_example(alg: &str) -> Credentials {
-        Credentials::parse(&format!(
+    /// RFC 7616 §3.9.1 example: the Authorization header value.
+    fn rfc7616_example(alg: &str) -> String {
+        format!(
             r#"Digest username="Mufasa", realm="http-auth@example.org", uri="/dir/index.html", algorithm={alg}, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", nc=00000001, cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", qop=auth, response="x", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#
-        ))
-        .unwrap()
+        )
     }
 
     #[test]
     fn rfc7616_md5_vector() {
-        let c = rfc7616_example("MD5");
+        let header = rfc7616_example("MD5");
+        let c = Credentials::parse(&header).unwrap();
         assert_eq!(
             c.expected_response("Circle of Life", "GET").unwrap(),
             "8ca523f5e9506fed4657c9700eebdbec"
@@ -342,11 +357,25 @@ mod tests {
 
     #[test]
     fn rfc7616_sha256_vector() {
-        let c = rfc7616_example("SHA-256");
+        let header = rfc7616_example("SHA-256");
+        let c = Credentials::parse(&header).unwrap();
         assert_eq!(
             c.expected_response("Circle of Life", "GET").unwrap(),
             "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
         );
+    }
+
+    #[test]
+    fn quoted_values_are_unescaped_and_borrowed_when_plain() {
+        let c = Credentials::parse(r#"Digest username="a\"b\\c", realm="r, s", nonce=n, response="x""#).unwrap();
+        assert_eq!(c.username, r#"a"b\c"#);
+        assert!(matches!(c.username, Cow::Owned(_)));
+        assert_eq!(c.realm, "r, s");
+        assert!(matches!(c.realm, Cow::Borrowed(_)));
+        assert_eq!(c.nonce, "n");
+        assert_eq!(c.algorithm(), Some(Algorithm::Md5));
+        assert_eq!(Algorithm::parse("sha-256-SESS"), Some(Algorithm::Sha256Sess));
+        assert_eq!(Algorithm::parse("SHA-512"), None);
     }
 
     #[test]

@@ -146,29 +146,54 @@ const KNOWN: &[(HeaderName, &str)] = &[
 
 /// Splits a list header value at commas that are outside quotes and angle
 /// brackets (RFC 3261 §7.3.1), trimming whitespace around each element.
-pub fn split_list(value: &str) -> impl Iterator<Item = &str> {
-    let mut parts = Vec::new();
-    let bytes = value.as_bytes();
-    let (mut start, mut in_quotes, mut in_angle, mut escaped) = (0, false, false, false);
-    for (i, &b) in bytes.iter().enumerate() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match b {
-            b'\\' if in_quotes => escaped = true,
-            b'"' => in_quotes = !in_quotes,
-            b'<' if !in_quotes => in_angle = true,
-            b'>' if !in_quotes => in_angle = false,
-            b',' if !in_quotes && !in_angle => {
-                parts.push(value[start..i].trim());
-                start = i + 1;
+/// Lazy and allocation-free: it runs on every Via and Contact lookup.
+pub fn split_list(value: &str) -> ListItems<'_> {
+    ListItems { rest: Some(value) }
+}
+
+/// The elements of a list header value; see [`split_list`].
+pub struct ListItems<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> ListItems<'a> {
+    /// The next element, empty ones included.
+    fn next_raw(&mut self) -> Option<&'a str> {
+        let value = self.rest?;
+        let (mut in_quotes, mut in_angle, mut escaped) = (false, false, false);
+        for (i, &b) in value.as_bytes().iter().enumerate() {
+            if escaped {
+                escaped = false;
+                continue;
             }
-            _ => {}
+            match b {
+                b'\\' if in_quotes => escaped = true,
+                b'"' => in_quotes = !in_quotes,
+                b'<' if !in_quotes => in_angle = true,
+                b'>' if !in_quotes => in_angle = false,
+                b',' if !in_quotes && !in_angle => {
+                    self.rest = Some(&value[i + 1..]);
+                    return Some(value[..i].trim());
+                }
+                _ => {}
+            }
+        }
+        self.rest = None;
+        Some(value.trim())
+    }
+}
+
+impl<'a> Iterator for ListItems<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            let item = self.next_raw()?;
+            if !item.is_empty() {
+                return Some(item);
+            }
         }
     }
-    parts.push(value[start..].trim());
-    parts.into_iter().filter(|p| !p.is_empty())
 }
 
 #[cfg(test)]

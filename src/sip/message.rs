@@ -132,12 +132,12 @@ impl SipMessage {
             .filter(move |h| &h.name == name)
             .filter_map(|h| std::str::from_utf8(&h.value).ok())
             .flat_map(move |v| {
-                let parts: Vec<&str> = if name.is_list() {
-                    split_list(v).collect()
+                let (list, whole) = if name.is_list() {
+                    (Some(split_list(v)), None)
                 } else {
-                    vec![v]
+                    (None, Some(v))
                 };
-                parts
+                list.into_iter().flatten().chain(whole)
             })
     }
 

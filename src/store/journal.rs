@@ -208,7 +208,8 @@ impl Drop for JournaledStore {
 }
 
 fn encode_frame(ops: &[StoreOp]) -> Result<Vec<u8>, StoreError> {
-    let mut frame = vec![0; HEADER];
+    let mut frame = Vec::with_capacity(512);
+    frame.resize(HEADER, 0);
     serde_json::to_writer(&mut frame, ops).map_err(|e| StoreError::Backend(e.to_string()))?;
     let len = (frame.len() - HEADER) as u32;
     let crc = crc32fast::hash(&frame[HEADER..]);

@@ -251,7 +251,7 @@ impl TransactionLayer {
         Some(TxKey {
             branch,
             method,
-            sent_by: via.sent_by().to_ascii_lowercase(),
+            sent_by: lowercase_sent_by(&via),
             server: true,
         })
     }
@@ -481,6 +481,15 @@ impl TransactionLayer {
 
 /// Where responses for a server transaction go (§18.2.2): over the same
 /// connection for TCP, by Via `received`/`rport` for UDP.
+/// The Via sent-by in lowercase, in one allocation (keys a transaction).
+fn lowercase_sent_by(via: &Via) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(via.host.len() + 8);
+    let _ = write!(s, "{}", via.host_port());
+    s.make_ascii_lowercase();
+    s
+}
+
 fn reply_peer(req: &SipMessage, from: Peer) -> Option<Peer> {
     if from.transport.is_reliable() {
         return Some(from);
