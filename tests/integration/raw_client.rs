@@ -149,8 +149,8 @@ impl RawClient {
         };
         let mut c = Credentials {
             username: user.into(),
-            realm: field("realm"),
-            nonce: field("nonce"),
+            realm: field("realm").into(),
+            nonce: field("nonce").into(),
             uri: ruri.into(),
             cnonce: Some("0a4f113b".into()),
             qop: Some("auth".into()),
@@ -166,7 +166,7 @@ impl RawClient {
             .trim()
             .to_string();
         let alg = Algorithm::parse(&alg_name).unwrap();
-        c.response = compute_response(alg, user, &c.realm, password, "REGISTER", &c);
+        c.response = compute_response(alg, user, &c.realm, password, "REGISTER", &c).into();
         let auth = format!(
             "Authorization: Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{ruri}\", response=\"{}\", algorithm={alg_name}, cnonce=\"0a4f113b\", qop=auth, nc=00000001\r\n",
             c.realm, c.nonce, c.response
