@@ -236,11 +236,11 @@ fn wildcard_unregister(c: &mut RawClient) -> switchboard::sip::SipMessage {
     let mut cr = Credentials {
         username: "1004".into(),
         realm: "pbx.test".into(),
-        nonce: nonce.clone(),
+        nonce: nonce.as_str().into(),
         uri: "sip:pbx.test".into(),
         ..Default::default()
     };
-    cr.response = compute_response(Algorithm::Md5, "1004", "pbx.test", "demo1004", "REGISTER", &cr);
+    cr.response = compute_response(Algorithm::Md5, "1004", "pbx.test", "demo1004", "REGISTER", &cr).into();
     let auth = format!(
         "Contact: *\r\nExpires: 0\r\nAuthorization: Digest username=\"1004\", realm=\"pbx.test\", nonce=\"{nonce}\", uri=\"sip:pbx.test\", response=\"{}\"\r\n",
         cr.response
