@@ -255,12 +255,36 @@ fn run(path: PathBuf, listen: Vec<SocketAddr>, data_dir: Option<PathBuf>) -> any
     let load = move || Config::load(&path).map(|c| c.with_overrides(&listen, data_dir.as_deref()));
     let cfg = load().map_err(|e| anyhow::anyhow!("{e}"))?;
     init_logging(&cfg);
+    raise_open_files_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     rt.block_on(switchboard::server::run(cfg, load))?;
     Ok(())
+}
+
+/// Lifts the soft limit on open files to the hard one: each relayed call
+/// holds four sockets (plus released ones kept for reuse), and the usual
+/// soft limit of 1,024 would cap the daemon near 250 calls.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                lim = wanted;
+            }
+        }
+    }
+    tracing::info!(open_files = lim.rlim_cur, "open files limit");
 }
 
 fn init_logging(cfg: &Config) {

@@ -122,7 +122,9 @@ impl CallManager {
     /// Hangs up answered calls whose relay saw no RTP for the media
     /// timeout, and calls past the maximum duration (checked here, once a
     /// second, rather than with a timer per call that would outlive it).
+    /// Also closes relay ports left unused since the load went down.
     pub fn check_media(&mut self, now: Instant) {
+        self.pool.close_spare(now);
         let max_ms = self.config.calls.max_duration.as_millis() as u64;
         let now_ms = unix_ms();
         let too_long: Vec<CallRef> = self
