@@ -49,11 +49,11 @@ pub struct JournaledStore {
     fold_thread: std::thread::Thread,
 }
 
-/// The open journal file and the ops it holds, oldest first.
+/// The open journal file and how many ops it holds.
 struct Tail {
     file: File,
     seq: u64,
-    ops: Vec<StoreOp>,
+    ops: usize,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
@@ -96,26 +96,32 @@ fn create_journal(dir: &Path, seq: u64) -> Result<File, StoreError> {
         .map_err(io(&path))
 }
 
+/// The ops of journal files, in order, warning about a torn tail.
+fn read_journals(files: &[(u64, PathBuf)]) -> Result<Vec<StoreOp>, StoreError> {
+    let mut ops = Vec::new();
+    for (_, path) in files {
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        let (file_ops, good) = decode_frames(&bytes);
+        if good < bytes.len() {
+            tracing::warn!(
+                file = %path.display(),
+                offset = good,
+                dropped_bytes = bytes.len() - good,
+                "journal ends in a torn or corrupt frame; keeping what precedes it"
+            );
+        }
+        ops.extend(file_ops);
+    }
+    Ok(ops)
+}
+
 impl JournaledStore {
     /// Opens redb in `dir`, replays the journal files into it, deletes
     /// them and starts the fold thread.
     pub fn open(dir: &Path, cache_bytes: usize) -> Result<Arc<JournaledStore>, StoreError> {
         let db = RedbStore::open(dir, cache_bytes)?;
         let files = journal_files(dir)?;
-        let mut ops = Vec::new();
-        for (_, path) in &files {
-            let bytes = std::fs::read(path).map_err(io(path))?;
-            let (file_ops, good) = decode_frames(&bytes);
-            if good < bytes.len() {
-                tracing::warn!(
-                    file = %path.display(),
-                    offset = good,
-                    dropped_bytes = bytes.len() - good,
-                    "journal ends in a torn or corrupt frame; keeping what precedes it"
-                );
-            }
-            ops.extend(file_ops);
-        }
+        let ops = read_journals(&files)?;
         if !ops.is_empty() {
             db.apply(&ops, true)?;
             tracing::info!(ops = ops.len(), "journal replayed into the store");
@@ -127,7 +133,7 @@ impl JournaledStore {
         let tail = Tail {
             file: create_journal(dir, seq)?,
             seq,
-            ops: Vec::new(),
+            ops: 0,
         };
         let store = Arc::new_cyclic(|weak: &std::sync::Weak<JournaledStore>| {
             let weak = weak.clone();
@@ -147,41 +153,44 @@ impl JournaledStore {
     }
 
     /// Applies the ops not yet folded (non-durably), so a read sees them.
+    /// They are read back from the journal files: every acknowledged
+    /// commit is there in full (a commit still being written is not
+    /// acknowledged, and its torn frame is left out).
     fn catch_up(&self) -> Result<(), StoreError> {
         let _writing = lock(&self.db_writes);
-        let ops = lock(&self.tail).ops.clone();
-        if ops.is_empty() {
+        if lock(&self.tail).ops == 0 && journal_files(&self.dir)?.len() <= 1 {
             return Ok(());
         }
+        let ops = read_journals(&journal_files(&self.dir)?)?;
         self.db.apply(&ops, false)
     }
 
     /// Moves the journal into redb durably: a new file takes the next
-    /// commits; the old ones are deleted once redb has their ops.
+    /// commits; the older ones are read back, applied in one transaction
+    /// and deleted. (Not keeping the ops in memory until then spares the
+    /// heap a second's worth of copies interleaved with live data.)
     fn fold(&self) -> Result<(), StoreError> {
         let _writing = lock(&self.db_writes);
-        let (ops, seq) = {
+        let seq = {
             let mut tail = lock(&self.tail);
-            if tail.ops.is_empty() {
+            if tail.ops == 0 {
                 return Ok(());
             }
             let seq = tail.seq + 1;
             tail.file = create_journal(&self.dir, seq)?;
             tail.seq = seq;
-            (std::mem::take(&mut tail.ops), seq)
+            tail.ops = 0;
+            seq
         };
+        // Files of a fold that failed before are still there: retried here.
+        let older: Vec<_> = journal_files(&self.dir)?
+            .into_iter()
+            .filter(|(s, _)| *s < seq)
+            .collect();
         // A durable commit also makes earlier non-durable ones durable.
-        if let Err(e) = self.db.apply(&ops, true) {
-            // Keep them for the next fold; their file stays until then.
-            let mut tail = lock(&self.tail);
-            let newer = std::mem::replace(&mut tail.ops, ops);
-            tail.ops.extend(newer);
-            return Err(e);
-        }
-        for (old, path) in journal_files(&self.dir)? {
-            if old < seq {
-                std::fs::remove_file(&path).map_err(io(&path))?;
-            }
+        self.db.apply(&read_journals(&older)?, true)?;
+        for (_, path) in older {
+            std::fs::remove_file(&path).map_err(io(&path))?;
         }
         Ok(())
     }
@@ -249,8 +258,8 @@ impl StoreBackend for JournaledStore {
         tail.file
             .write_all(&frame)
             .map_err(|e| StoreError::Backend(format!("journal: {e}")))?;
-        tail.ops.extend_from_slice(ops);
-        if tail.ops.len() >= FOLD_OPS {
+        tail.ops += ops.len();
+        if tail.ops >= FOLD_OPS {
             self.fold_thread.unpark();
         }
         Ok(())

@@ -94,6 +94,7 @@ pub struct Core {
     dialplans_running: Arc<std::sync::atomic::AtomicUsize>,
     /// Chat pushes in flight: client transaction → (recipient, message id).
     chat_tx: std::collections::HashMap<TxKey, (String, u64)>,
+    heap_trim: HeapTrim,
 }
 
 impl Core {
@@ -116,6 +117,7 @@ impl Core {
             dialplans: DialplanLibrary::new(),
             dialplans_running: Arc::default(),
             chat_tx: Default::default(),
+            heap_trim: HeapTrim::default(),
         }
     }
 
@@ -287,7 +289,13 @@ impl Core {
 
     fn respond(&mut self, key: &TxKey, mut resp: SipMessage, now: Instant) {
         resp.push_header(HeaderName::Server, self.config.sip.user_agent.clone());
-        if let Err(e) = self.txl.respond(key, resp, now) {
+        // Challenges are sent statelessly (RFC 3261 §8.2.7).
+        let result = if matches!(resp.status(), Some(401 | 407)) {
+            self.txl.respond_statelessly(key, resp, now)
+        } else {
+            self.txl.respond(key, resp, now)
+        };
+        if let Err(e) = result {
             tracing::debug!(error = %e, "response for a finished transaction dropped");
         }
     }
@@ -348,12 +356,39 @@ impl Core {
             let _ = self.store.write(&ops);
         }
         self.services.auth.purge(Instant::now(), now_unix);
+        self.heap_trim.observe(self.txl.len());
         self.services.calls.check_media(Instant::now());
         // Presence follows registrations that lapse and calls that start or end.
         let now = Instant::now();
         self.services.presence.expire(now);
         for aor in self.services.presence.watched() {
             self.services.presence_changed(&aor, now);
+        }
+    }
+}
+
+/// Gives the allocator's free pages back to the system once a burst of
+/// transactions has drained: glibc keeps them otherwise, and the resident
+/// memory after 10,000 registrations stayed at ~3 KB per binding for
+/// ~0.6 KB of live data.
+#[derive(Default)]
+struct HeapTrim {
+    /// Most transactions seen since the last trim.
+    peak: usize,
+}
+
+impl HeapTrim {
+    const BURST: usize = 1000;
+
+    fn observe(&mut self, transactions: usize) {
+        self.peak = self.peak.max(transactions);
+        if self.peak >= Self::BURST && transactions <= self.peak / 4 {
+            self.peak = transactions;
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only returns free memory to the system.
+            unsafe {
+                libc::malloc_trim(0);
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// RFC 3261 §17.1.1.1 timer values; T1/T2 are configurable.
@@ -158,7 +159,9 @@ pub(crate) enum Action {
 pub(crate) enum Machine {
     ServerInvite(server_invite::ServerInvite),
     ServerNonInvite(server_non_invite::ServerNonInvite),
-    ClientInvite(client_invite::ClientInvite),
+    /// Boxed: it holds the INVITE, and an unboxed variant would size every
+    /// entry of the table for it (a completed REGISTER needs ~80 bytes).
+    ClientInvite(Box<client_invite::ClientInvite>),
     ClientNonInvite(client_non_invite::ClientNonInvite),
 }
 
@@ -166,8 +169,9 @@ struct Entry {
     machine: Machine,
     peer: Peer,
     serial: u64,
-    /// The request that created a server transaction (for CANCEL matching).
-    request: Option<SipMessage>,
+    /// The request that created a server transaction (for CANCEL matching);
+    /// boxed for the same reason as `Machine::ClientInvite`.
+    request: Option<Box<SipMessage>>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -180,8 +184,9 @@ struct TimerEntry {
 
 /// TxKey wrapper with a total order for the heap (ordering is irrelevant
 /// beyond (at, serial), which are unique).
+/// Shared with the table's key: a timer costs no copy of the key's strings.
 #[derive(PartialEq, Eq)]
-struct TxKeyOrd(TxKey);
+struct TxKeyOrd(Arc<TxKey>);
 impl PartialOrd for TxKeyOrd {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
@@ -197,7 +202,7 @@ pub struct TransactionLayer {
     timers: TimerConfig,
     /// Boxed: the table is sized for the peak of a burst, and a slot holding
     /// a pointer instead of a ~450-byte entry keeps that peak small.
-    txs: HashMap<TxKey, Box<Entry>>,
+    txs: HashMap<Arc<TxKey>, Box<Entry>>,
     heap: BinaryHeap<Reverse<TimerEntry>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<TxEvent>,
@@ -301,7 +306,7 @@ impl TransactionLayer {
                 Vec::new(),
             )
         };
-        self.insert(key.clone(), machine, reply_to, Some(req.clone()));
+        self.insert(key.clone(), machine, reply_to, Some(Box::new(req.clone())));
         self.events.push_back(TxEvent::Request {
             key: key.clone(),
             request: req,
@@ -348,9 +353,29 @@ impl TransactionLayer {
         Ok(())
     }
 
+    /// Answers a non-INVITE server transaction and forgets it at once, as a
+    /// stateless UAS does (RFC 3261 §8.2.7, whose main use is challenging
+    /// unauthenticated requests): a retransmission is answered anew. Spares
+    /// a burst of registrations half its completed transactions, kept 32 s
+    /// each. An INVITE transaction is answered statefully (its ACK).
+    pub fn respond_statelessly(&mut self, key: &TxKey, resp: SipMessage, now: Instant) -> Result<(), TxError> {
+        match self.txs.get(key).map(|e| &e.machine) {
+            Some(Machine::ServerNonInvite(_)) => {}
+            Some(_) => return self.respond(key, resp, now),
+            None => return Err(TxError::NoTransaction),
+        }
+        if let Some(entry) = self.txs.remove(key) {
+            self.transmits.push_back(Transmit {
+                to: entry.peer,
+                data: resp.to_bytes(),
+            });
+        }
+        Ok(())
+    }
+
     /// The request that created a server transaction, until it is answered.
     pub fn server_request(&self, key: &TxKey) -> Option<&SipMessage> {
-        self.txs.get(key).and_then(|e| e.request.as_ref())
+        self.txs.get(key).and_then(|e| e.request.as_deref())
     }
 
     /// The INVITE server transaction a CANCEL refers to (§9.2).
@@ -373,7 +398,7 @@ impl TransactionLayer {
         let reliable = to.transport.is_reliable();
         let (machine, actions) = if method == Method::Invite {
             let (m, a) = client_invite::ClientInvite::new(self.timers, reliable, req);
-            (Machine::ClientInvite(m), a)
+            (Machine::ClientInvite(Box::new(m)), a)
         } else {
             let (m, a) = client_non_invite::ClientNonInvite::new(self.timers, reliable, req.to_bytes());
             (Machine::ClientNonInvite(m), a)
@@ -391,7 +416,7 @@ impl TransactionLayer {
             }
             let Reverse(t) = self.heap.pop().expect("peeked");
             let key = t.key.0;
-            let Some(entry) = self.txs.get_mut(&key) else {
+            let Some(entry) = self.txs.get_mut(&*key) else {
                 continue;
             };
             if entry.serial != t.serial {
@@ -438,10 +463,10 @@ impl TransactionLayer {
         self.events.pop_front()
     }
 
-    fn insert(&mut self, key: TxKey, machine: Machine, peer: Peer, request: Option<SipMessage>) {
+    fn insert(&mut self, key: TxKey, machine: Machine, peer: Peer, request: Option<Box<SipMessage>>) {
         self.next_serial += 1;
         self.txs.insert(
-            key,
+            Arc::new(key),
             Box::new(Entry {
                 machine,
                 peer,
@@ -452,10 +477,10 @@ impl TransactionLayer {
     }
 
     fn apply(&mut self, key: &TxKey, actions: Vec<Action>, now: Instant) {
-        let Some(entry) = self.txs.get(key) else {
+        let Some((shared_key, entry)) = self.txs.get_key_value(key) else {
             return;
         };
-        let (peer, serial) = (entry.peer, entry.serial);
+        let (peer, serial, shared_key) = (entry.peer, entry.serial, shared_key.clone());
         for action in actions {
             match action {
                 Action::Send(data) => self.transmits.push_back(Transmit { to: peer, data }),
@@ -463,7 +488,7 @@ impl TransactionLayer {
                     at: now + after,
                     serial,
                     kind,
-                    key: TxKeyOrd(key.clone()),
+                    key: TxKeyOrd(shared_key.clone()),
                 })),
                 Action::DeliverResponse(response) => self.events.push_back(TxEvent::Response {
                     key: key.clone(),
@@ -479,8 +504,6 @@ impl TransactionLayer {
     }
 }
 
-/// Where responses for a server transaction go (§18.2.2): over the same
-/// connection for TCP, by Via `received`/`rport` for UDP.
 /// The Via sent-by in lowercase, in one allocation (keys a transaction).
 fn lowercase_sent_by(via: &Via) -> String {
     use std::fmt::Write;
@@ -490,6 +513,8 @@ fn lowercase_sent_by(via: &Via) -> String {
     s
 }
 
+/// Where responses for a server transaction go (§18.2.2): over the same
+/// connection for TCP, by Via `received`/`rport` for UDP.
 fn reply_peer(req: &SipMessage, from: Peer) -> Option<Peer> {
     if from.transport.is_reliable() {
         return Some(from);

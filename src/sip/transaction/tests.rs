@@ -87,6 +87,35 @@ fn non_invite_server_absorbs_retransmissions_and_ends_after_timer_j() {
 }
 
 #[test]
+fn a_stateless_answer_leaves_nothing_and_its_retransmission_is_a_new_request() {
+    let mut l = TransactionLayer::new(TimerConfig::default());
+    let now = Instant::now();
+    let req = request("REGISTER", "z9hG4bKs");
+    l.handle_request(req.clone(), peer(TransportKind::Udp), now).unwrap();
+    let (_, e) = drain(&mut l);
+    let TxEvent::Request { key, .. } = &e[0] else { panic!() };
+    l.respond_statelessly(key, response_to(&req, 401, None, "t"), now)
+        .unwrap();
+    let (t, _) = drain(&mut l);
+    assert_eq!(status_of(&t[0]), 401);
+    assert!(l.is_empty() && l.poll_timeout().is_none());
+    l.handle_request(req.clone(), peer(TransportKind::Udp), now + T1)
+        .unwrap();
+    let (t, e) = drain(&mut l);
+    assert!(t.is_empty());
+    assert!(matches!(e[..], [TxEvent::Request { .. }]), "{e:?}");
+
+    // An INVITE is still answered statefully: its error waits for the ACK.
+    let invite = request("INVITE", "z9hG4bKi");
+    l.handle_request(invite.clone(), peer(TransportKind::Udp), now).unwrap();
+    let (_, e) = drain(&mut l);
+    let TxEvent::Request { key, .. } = &e[0] else { panic!() };
+    l.respond_statelessly(key, response_to(&invite, 407, None, "t"), now)
+        .unwrap();
+    assert!(l.server_request(key).is_none() && !l.is_empty());
+}
+
+#[test]
 fn non_invite_server_over_tcp_ends_at_once() {
     let mut l = TransactionLayer::new(TimerConfig::default());
     let now = Instant::now();
