@@ -49,10 +49,11 @@ pub struct JournaledStore {
     fold_thread: std::thread::Thread,
 }
 
-/// The open journal file and how many ops it holds.
+/// The open journal file, its length and how many ops it holds.
 struct Tail {
     file: File,
     seq: u64,
+    len: u64,
     ops: usize,
 }
 
@@ -133,6 +134,7 @@ impl JournaledStore {
         let tail = Tail {
             file: create_journal(dir, seq)?,
             seq,
+            len: 0,
             ops: 0,
         };
         let store = Arc::new_cyclic(|weak: &std::sync::Weak<JournaledStore>| {
@@ -153,15 +155,18 @@ impl JournaledStore {
     }
 
     /// Applies the ops not yet folded (non-durably), so a read sees them.
-    /// They are read back from the journal files: every acknowledged
-    /// commit is there in full (a commit still being written is not
-    /// acknowledged, and its torn frame is left out).
+    /// They are read back from the journal files, with commits held off
+    /// meanwhile so the open file is read whole.
     fn catch_up(&self) -> Result<(), StoreError> {
         let _writing = lock(&self.db_writes);
-        if lock(&self.tail).ops == 0 && journal_files(&self.dir)?.len() <= 1 {
-            return Ok(());
-        }
-        let ops = read_journals(&journal_files(&self.dir)?)?;
+        let ops = {
+            let tail = lock(&self.tail);
+            let files = journal_files(&self.dir)?;
+            if tail.ops == 0 && files.len() <= 1 {
+                return Ok(());
+            }
+            read_journals(&files)?
+        };
         self.db.apply(&ops, false)
     }
 
@@ -179,6 +184,7 @@ impl JournaledStore {
             let seq = tail.seq + 1;
             tail.file = create_journal(&self.dir, seq)?;
             tail.seq = seq;
+            tail.len = 0;
             tail.ops = 0;
             seq
         };
@@ -255,9 +261,14 @@ impl StoreBackend for JournaledStore {
     fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
         let frame = encode_frame(ops)?;
         let mut tail = lock(&self.tail);
-        tail.file
-            .write_all(&frame)
-            .map_err(|e| StoreError::Backend(format!("journal: {e}")))?;
+        if let Err(e) = tail.file.write_all(&frame) {
+            // A frame cut short (disk full) must not sit before the next
+            // ones: replay stops at the first bad frame.
+            let len = tail.len;
+            let _ = tail.file.set_len(len);
+            return Err(StoreError::Backend(format!("journal: {e}")));
+        }
+        tail.len += frame.len() as u64;
         tail.ops += ops.len();
         if tail.ops >= FOLD_OPS {
             self.fold_thread.unpark();
