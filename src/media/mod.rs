@@ -2,6 +2,7 @@
 
 pub mod g711;
 pub mod playback;
+mod recv_batch;
 pub mod relay;
 pub mod sdp;
 

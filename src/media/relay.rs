@@ -3,16 +3,20 @@
 //! forwards what arrives on its RTP and RTCP ports to the other side's party. Symmetric RTP: the
 //! first packet from a party fixes where we send to it (phones behind NAT),
 //! and later packets from other sources are dropped until signalling
-//! re-opens the latch. The per-packet path reuses one buffer, takes no
-//! lock and never waits on signalling.
+//! re-opens the latch. The per-packet path reads every waiting datagram
+//! with one recvmmsg into a per-thread buffer (`recv_batch`), takes no lock
+//! and never waits on signalling.
 
+use super::recv_batch;
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
@@ -156,18 +160,25 @@ impl Drop for MediaSession {
 /// Relays what arrives on one side's RTP and RTCP sockets to the other
 /// side's party.
 async fn forward(recv: [Arc<UdpSocket>; 2], send: [Arc<UdpSocket>; 2], shared: Arc<Shared>, from: usize) {
-    let mut buf = [0u8; 2048];
     loop {
         let rtcp = tokio::select! {
             biased;
             r = recv[0].readable() => { if r.is_err() { continue; } false }
             r = recv[1].readable() => { if r.is_err() { continue; } true }
         };
-        // One read per readiness: a WouldBlock clears it (as recv_from does).
-        let Ok((n, src)) = recv[usize::from(rtcp)].try_recv_from(&mut buf) else {
-            continue;
-        };
-        relay_packet(&buf[..n], src, &send[usize::from(rtcp)], &shared, from, rtcp);
+        let (sock, out) = (&recv[usize::from(rtcp)], &send[usize::from(rtcp)]);
+        recv_batch::with_batch(|batch| {
+            // Read inside try_io so that tokio clears the readiness (without
+            // losing an arrival since) when we say WouldBlock: a batch short
+            // of full emptied the queue, and another read would find nothing.
+            let _ = sock.try_io(Interest::READABLE, || match batch.recv(sock.as_raw_fd())? {
+                n if n < recv_batch::BATCH => Err(std::io::ErrorKind::WouldBlock.into()),
+                _ => Ok(()),
+            });
+            for (packet, src) in batch.datagrams() {
+                relay_packet(packet, src, out, &shared, from, rtcp);
+            }
+        });
     }
 }
 
