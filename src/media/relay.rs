@@ -230,10 +230,11 @@ fn relay_packet(packet: &[u8], src: SocketAddr, send: &UdpSocket, shared: &Share
 
 /// A released port pair waits this long before another call may take it,
 /// so a party still sending after its BYE does not reach (and latch) the
-/// next call.
-const SPARE_QUARANTINE: Duration = Duration::from_millis(500);
-/// Most released pairs kept open for reuse; the oldest beyond are closed.
-const MAX_SPARE: usize = 1024;
+/// next call (SIPp, for one, plays its audio file to the end).
+const SPARE_QUARANTINE: Duration = Duration::from_secs(2);
+/// Most released pairs kept open for reuse; the oldest beyond are closed
+/// (2,048 covers 500 calls/s within the quarantine).
+const MAX_SPARE: usize = 2048;
 /// Released pairs unused this long are closed (the load went down).
 const SPARE_IDLE: Duration = Duration::from_secs(30);
 
@@ -308,18 +309,24 @@ impl RelayPool {
             }
             let rtp = std::net::UdpSocket::bind(SocketAddr::new(self.ip, port));
             let rtcp = std::net::UdpSocket::bind(SocketAddr::new(self.ip, port + 1));
-            if let (Ok(rtp), Ok(rtcp)) = (rtp, rtcp) {
-                rtp.set_nonblocking(true)?;
-                rtcp.set_nonblocking(true)?;
-                self.bound.insert(port);
-                return Ok((
-                    port,
-                    Arc::new(UdpSocket::from_std(rtp)?),
-                    Arc::new(UdpSocket::from_std(rtcp)?),
-                ));
+            match (rtp, rtcp) {
+                (Ok(rtp), Ok(rtcp)) => {
+                    rtp.set_nonblocking(true)?;
+                    rtcp.set_nonblocking(true)?;
+                    self.bound.insert(port);
+                    return Ok((
+                        port,
+                        Arc::new(UdpSocket::from_std(rtp)?),
+                        Arc::new(UdpSocket::from_std(rtcp)?),
+                    ));
+                }
+                // Out of file descriptors: no other port would do better.
+                (Err(e), _) | (_, Err(e)) if e.kind() != std::io::ErrorKind::AddrInUse => break,
+                _ => {}
             }
         }
-        // Every port is bound: take a spare pair even if still in quarantine.
+        // Every port is bound (or no socket can be opened): take a spare
+        // pair even if still in quarantine.
         if let Some(pair) = self.reuse_pair(now, true) {
             return Ok(pair);
         }

@@ -323,17 +323,7 @@ mod tests {
     fn put(aor: &str, contact: &str) -> StoreOp {
         StoreOp::PutBindings {
             aor: aor.into(),
-            bindings: vec![Binding {
-                contact: contact.into(),
-                expires_at: 2_000_000_000,
-                call_id: "c".into(),
-                cseq: 1,
-                q: None,
-                source: "127.0.0.1:5070".into(),
-                transport: "UDP".into(),
-                user_agent: None,
-                registered_at: 1_900_000_000,
-            }],
+            bindings: vec![crate::store::sample_binding(contact)],
         }
     }
 

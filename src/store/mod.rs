@@ -94,6 +94,22 @@ pub trait StoreBackend: Send + Sync + 'static {
     fn read_marks(&self, aor: &str) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
+/// A binding for the store's tests.
+#[cfg(test)]
+fn sample_binding(contact: &str) -> Binding {
+    Binding {
+        contact: contact.into(),
+        expires_at: 2_000_000_000,
+        call_id: "c".into(),
+        cseq: 1,
+        q: None,
+        source: "127.0.0.1:5070".into(),
+        transport: "UDP".into(),
+        user_agent: Some("test".into()),
+        registered_at: 1_900_000_000,
+    }
+}
+
 /// The core's handle on the store. Commits run inline: with the journal a
 /// commit is one `write(2)`, cheaper than handing it to another thread.
 #[derive(Clone)]

@@ -240,19 +240,7 @@ impl StoreBackend for RedbStore {
 mod tests {
     use super::*;
 
-    fn binding(contact: &str) -> Binding {
-        Binding {
-            contact: contact.into(),
-            expires_at: 2_000_000_000,
-            call_id: "c".into(),
-            cseq: 1,
-            q: None,
-            source: "127.0.0.1:5070".into(),
-            transport: "UDP".into(),
-            user_agent: Some("test".into()),
-            registered_at: 1_900_000_000,
-        }
-    }
+    use crate::store::sample_binding as binding;
 
     #[test]
     fn bindings_survive_reopen() {

@@ -265,7 +265,8 @@ fn a_thousand_short_calls_leave_nothing_behind() {
     let before = memory_kib(&d);
     let second = run();
     assert_eq!(second.code, 0, "{}", second.errors);
-    assert_eq!(uas.wait().code, 0);
+    let uas = uas.wait();
+    assert_eq!(uas.code, 0, "{}", uas.errors);
     wait_for_idle(&d);
     let after = memory_kib(&d);
     let s = status(&d);
