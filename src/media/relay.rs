@@ -1,7 +1,8 @@
 //! The RTP/RTCP relay. Each call gets two port pairs from the configured
 //! range: side A faces the caller, side B the callee. A task per side
-//! forwards what arrives on its RTP and RTCP ports to the other side's party. Symmetric RTP: the
-//! first packet from a party fixes where we send to it (phones behind NAT),
+//! forwards what arrives on its RTP and RTCP ports to the other side's
+//! party. Symmetric RTP: the first packet from a party fixes where we send
+//! to it (phones behind NAT),
 //! and later packets from other sources are dropped until signalling
 //! re-opens the latch. The per-packet path reads every waiting datagram
 //! with one recvmmsg into a per-thread buffer (`recv_batch`), takes no lock
@@ -136,8 +137,7 @@ impl MediaSession {
 
     fn start(&mut self) {
         // socket index: side*2 + (0 rtp | 1 rtcp). One task per side serves
-        // its RTP and RTCP sockets with one buffer: half the tasks and
-        // buffers of a task per socket (~4 KiB less per call).
+        // its RTP and RTCP sockets: half the tasks of a task per socket.
         for side in [Side::A, Side::B] {
             let i = idx(side);
             let other = 1 - i;
@@ -285,10 +285,11 @@ impl RelayPool {
         let (_, (port, rtp, rtcp)) = self.spare.pop_front()?;
         // Straight to the (non-blocking) socket: tokio's try_recv_from does
         // not read unless the reactor has seen the socket readable.
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
-        for sock in [&rtp, &rtcp] {
-            while socket2::SockRef::from(&**sock).recv(&mut buf).is_ok() {}
-        }
+        recv_batch::with_batch(|batch| {
+            for sock in [&rtp, &rtcp] {
+                while batch.recv(sock.as_raw_fd()).is_ok() {}
+            }
+        });
         Some((port, rtp, rtcp))
     }
 
@@ -346,7 +347,9 @@ impl RelayPool {
         let (pb, b_rtp, b_rtcp) = match self.bind_pair(now) {
             Ok(x) => x,
             Err(e) => {
-                self.spare.push_front((now - SPARE_QUARANTINE, (pa, a_rtp, a_rtcp)));
+                // Unused: free for the next call at once.
+                let released = now.checked_sub(SPARE_QUARANTINE).unwrap_or(now);
+                self.spare.push_front((released, (pa, a_rtp, a_rtcp)));
                 return Err(e);
             }
         };

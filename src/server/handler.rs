@@ -57,8 +57,8 @@ pub struct RequestContext<'a> {
 #[derive(Debug)]
 pub enum Outcome {
     Respond(SipMessage),
-    /// Make `ops` durable, then send `response` (data is never
-    /// acknowledged before it would survive a crash).
+    /// Write `ops` to the store, then send `response` (data is never
+    /// acknowledged before it would survive a crash of the daemon).
     PersistThenRespond {
         ops: Vec<StoreOp>,
         response: SipMessage,

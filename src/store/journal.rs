@@ -276,10 +276,6 @@ impl StoreBackend for JournaledStore {
         Ok(())
     }
 
-    fn sync(&self) -> Result<(), StoreError> {
-        self.fold()
-    }
-
     fn load_bindings(&self) -> Result<Vec<(String, Vec<Binding>)>, StoreError> {
         self.catch_up()?;
         self.db.load_bindings()
@@ -348,7 +344,7 @@ mod tests {
         s.commit(&[StoreOp::DeleteBindings { aor: "1002@a".into() }]).unwrap();
         assert_eq!(aors(&s), ["1001@a"]);
         assert!(std::fs::metadata(journal_path(dir.path(), 0)).unwrap().len() > 0);
-        s.sync().unwrap();
+        s.fold().unwrap();
         assert_eq!(journal_names(dir.path()), ["journal.1.log"]);
         s.commit(&[put("1003@a", "sip:3@h")]).unwrap();
         drop(s);

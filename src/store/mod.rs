@@ -71,10 +71,6 @@ pub trait StoreBackend: Send + Sync + 'static {
     /// Applies all ops atomically; once it returns they survive the
     /// daemon's death (`kill -9`).
     fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError>;
-    /// Makes every committed op durable on disk (survives a power cut).
-    fn sync(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
     /// Every stored registration, by address-of-record.
     fn load_bindings(&self) -> Result<Vec<(String, Vec<Binding>)>, StoreError>;
     /// The newest `limit` call records involving `user` (all if None), oldest first.

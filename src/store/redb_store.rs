@@ -54,9 +54,7 @@ impl RedbStore {
         txn.commit().map_err(backend)?;
         Ok(RedbStore { db })
     }
-}
 
-impl RedbStore {
     /// Applies `ops` in one transaction. A commit that is not `durable` is
     /// visible to readers at once but reaches the disk only with the next
     /// durable one (redb `Durability::None`).

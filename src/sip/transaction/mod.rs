@@ -183,8 +183,8 @@ struct TimerEntry {
 }
 
 /// TxKey wrapper with a total order for the heap (ordering is irrelevant
-/// beyond (at, serial), which are unique).
-/// Shared with the table's key: a timer costs no copy of the key's strings.
+/// beyond (at, serial), which are unique). The key is shared with the
+/// table's, so a timer costs no copy of the key's strings.
 #[derive(PartialEq, Eq)]
 struct TxKeyOrd(Arc<TxKey>);
 impl PartialOrd for TxKeyOrd {
@@ -256,7 +256,11 @@ impl TransactionLayer {
         Some(TxKey {
             branch,
             method,
-            sent_by: lowercase_sent_by(&via),
+            sent_by: {
+                let mut s = via.sent_by();
+                s.make_ascii_lowercase();
+                s
+            },
             server: true,
         })
     }
@@ -502,15 +506,6 @@ impl TransactionLayer {
             }
         }
     }
-}
-
-/// The Via sent-by in lowercase, in one allocation (keys a transaction).
-fn lowercase_sent_by(via: &Via) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(via.host.len() + 8);
-    let _ = write!(s, "{}", via.host_port());
-    s.make_ascii_lowercase();
-    s
 }
 
 /// Where responses for a server transaction go (§18.2.2): over the same
