@@ -5,6 +5,7 @@
 
 mod client_invite;
 mod client_non_invite;
+mod completed;
 mod server_invite;
 mod server_non_invite;
 #[cfg(test)]
@@ -203,6 +204,8 @@ pub struct TransactionLayer {
     /// Boxed: the table is sized for the peak of a burst, and a slot holding
     /// a pointer instead of a ~450-byte entry keeps that peak small.
     txs: HashMap<Arc<TxKey>, Box<Entry>>,
+    /// Answered non-INVITE server transactions over UDP, until Timer J.
+    completed: completed::CompletedNonInvite,
     heap: BinaryHeap<Reverse<TimerEntry>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<TxEvent>,
@@ -214,6 +217,7 @@ impl TransactionLayer {
         TransactionLayer {
             timers,
             txs: HashMap::new(),
+            completed: completed::CompletedNonInvite::new(timers.t1 * 64),
             heap: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -223,14 +227,15 @@ impl TransactionLayer {
 
     pub fn set_timers(&mut self, timers: TimerConfig) {
         self.timers = timers;
+        self.completed.set_lifetime(timers.t1 * 64);
     }
 
     pub fn len(&self) -> usize {
-        self.txs.len()
+        self.txs.len() + self.completed.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.txs.is_empty()
+        self.len() == 0
     }
 
     /// Server transaction key of a request (§17.2.3).
@@ -298,6 +303,10 @@ impl TransactionLayer {
             self.events.push_back(TxEvent::StrayAck { request: req, from });
             return Ok(());
         }
+        if let Some((to, data)) = self.completed.lookup(&key) {
+            self.transmits.push_back(Transmit { to, data });
+            return Ok(());
+        }
         let reply_to = reply_peer(&req, from).ok_or(TxError::Unroutable)?;
         let reliable = from.transport.is_reliable();
         let (machine, actions) = if req.method() == Some(&Method::Invite) {
@@ -348,6 +357,15 @@ impl TransactionLayer {
             entry.request = None;
         }
         let data = resp.to_bytes();
+        if status >= 200 && matches!(entry.machine, Machine::ServerNonInvite(_)) && !entry.peer.transport.is_reliable()
+        {
+            // Completed (§17.2.2): only the answer is kept, until Timer J.
+            let peer = entry.peer;
+            self.txs.remove(key);
+            self.completed.insert(key, peer, &data, now);
+            self.transmits.push_back(Transmit { to: peer, data });
+            return Ok(());
+        }
         let actions = match &mut entry.machine {
             Machine::ServerInvite(m) => m.send_response(status, data),
             Machine::ServerNonInvite(m) => m.send_response(status, data),
@@ -434,6 +452,7 @@ impl TransactionLayer {
             };
             self.apply(&key, actions, now);
         }
+        self.completed.expire(now);
         self.release_spare_capacity();
     }
 
@@ -446,6 +465,7 @@ impl TransactionLayer {
         if self.txs.capacity() > 4 * self.txs.len() + SLACK {
             self.txs.shrink_to(2 * self.txs.len() + SLACK / 4);
         }
+        self.completed.shrink(SLACK);
         if self.heap.capacity() > 4 * self.heap.len() + SLACK {
             self.heap.shrink_to(2 * self.heap.len() + SLACK / 4);
         }
@@ -456,7 +476,11 @@ impl TransactionLayer {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse(t)| t.at)
+        let timer = self.heap.peek().map(|Reverse(t)| t.at);
+        match (timer, self.completed.next_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {

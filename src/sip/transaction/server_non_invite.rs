@@ -47,6 +47,8 @@ impl ServerNonInvite {
         }
         self.state = State::Completed;
         // Timer J: 64*T1 for unreliable transports, zero for reliable ones.
+        // (The layer keeps a completed UDP transaction in `completed`
+        // instead, so here it is in practice the reliable case.)
         let j = if self.reliable {
             Duration::ZERO
         } else {
