@@ -1,6 +1,6 @@
 //! switchboard's RTP relay on its own, for bench/run's RTP scenario: opens
-//! CALLS relay sessions exactly as a call does (src/media/relay.rs, on a
-//! multi-thread tokio runtime like the daemon's), points side A at the
+//! CALLS relay sessions exactly as a call does (src/media/relay.rs, whose
+//! I/O thread relays them), points side A at the
 //! generator's port A and side B at its port B (as the SDP of each party
 //! would), writes "port_a port_b" per call to PORTS_FILE, prints "ready",
 //! and relays until stdin closes; then prints the packets it forwarded.
@@ -25,33 +25,28 @@ fn main() -> std::io::Result<()> {
         SocketAddr::new(ip, number(party_a)),
         SocketAddr::new(ip, number(party_b)),
     ];
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async {
-        let mut pool = RelayPool::new(ip, first, first.saturating_add((calls * 8) as u16));
-        let mut sessions = Vec::with_capacity(calls);
-        let mut out = std::fs::File::create(ports_file)?;
-        for _ in 0..calls {
-            let s = pool.allocate()?;
-            s.set_remote(Side::A, Some(party[0]));
-            s.set_remote(Side::B, Some(party[1]));
-            writeln!(out, "{} {}", s.ports[0], s.ports[1])?;
-            sessions.push(s);
-        }
-        drop(out);
-        println!("ready");
-        std::io::stdout().flush()?;
-        // Relay until stdin closes (the bench script holds it open).
-        tokio::task::spawn_blocking(|| for _ in std::io::stdin().lock().lines() {})
-            .await
-            .ok();
-        let forwarded: u64 = sessions
-            .iter()
-            .map(|s| {
-                let st = s.stats();
-                st.from_caller.forwarded + st.from_callee.forwarded
-            })
-            .sum();
-        println!("forwarded {forwarded}");
-        Ok(())
-    })
+    let mut pool = RelayPool::new(ip, first, first.saturating_add((calls * 8) as u16));
+    let mut sessions = Vec::with_capacity(calls);
+    let mut out = std::fs::File::create(ports_file)?;
+    for _ in 0..calls {
+        let s = pool.allocate()?;
+        s.set_remote(Side::A, Some(party[0]));
+        s.set_remote(Side::B, Some(party[1]));
+        writeln!(out, "{} {}", s.ports[0], s.ports[1])?;
+        sessions.push(s);
+    }
+    drop(out);
+    println!("ready");
+    std::io::stdout().flush()?;
+    // Relay until stdin closes (the bench script holds it open).
+    for _ in std::io::stdin().lock().lines() {}
+    let forwarded: u64 = sessions
+        .iter()
+        .map(|s| {
+            let st = s.stats();
+            st.from_caller.forwarded + st.from_callee.forwarded
+        })
+        .sum();
+    println!("forwarded {forwarded}");
+    Ok(())
 }

@@ -4,6 +4,7 @@ pub mod g711;
 pub mod playback;
 mod recv_batch;
 pub mod relay;
+mod relay_io;
 pub mod sdp;
 
 pub use relay::{MediaSession, MediaStats, RelayPool, Side};

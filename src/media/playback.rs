@@ -3,10 +3,10 @@
 
 use super::g711::{linear_to_alaw, linear_to_ulaw};
 use std::net::SocketAddr;
+use std::net::UdpSocket;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::UdpSocket;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlaybackError {
@@ -59,7 +59,8 @@ pub async fn play(samples: &[i16], payload_type: u8, socket: Arc<UdpSocket>, to:
             };
         }
         let len = 12 + frame.len();
-        let _ = socket.send_to(&packet[..len], to).await;
+        // Non-blocking: a packet the send buffer cannot take is dropped.
+        let _ = socket.send_to(&packet[..len], to);
         seq = seq.wrapping_add(1);
         ts = ts.wrapping_add(frame.len() as u32);
     }

@@ -1,7 +1,7 @@
 //! The RTP/RTCP relay. Each call gets two port pairs from the configured
-//! range: side A faces the caller, side B the callee. A task per side
-//! forwards what arrives on its RTP and RTCP ports to the other side's
-//! party. Symmetric RTP: the first packet from a party fixes where we send
+//! range: side A faces the caller, side B the callee. What arrives on a
+//! side's RTP and RTCP ports goes to the other side's party, relayed by the
+//! I/O thread of `relay_io`. Symmetric RTP: the first packet from a party fixes where we send
 //! to it (phones behind NAT),
 //! and later packets from other sources are dropped until signalling
 //! re-opens the latch. The per-packet path reads every waiting datagram
@@ -9,17 +9,16 @@
 //! and never waits on signalling.
 
 use super::recv_batch;
+use super::relay_io::{Leg, RelayIo};
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use std::collections::{HashSet, VecDeque};
+use std::net::UdpSocket;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
-use tokio::task::JoinHandle;
 
 /// Which party a relay side faces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +46,7 @@ struct Counters {
     forwarded: AtomicU64,
 }
 
-struct Shared {
+pub(super) struct Shared {
     remotes: [Remote; 2],
     counters: [Counters; 2],
     started: Instant,
@@ -78,7 +77,9 @@ pub struct MediaSession {
     pub ports: [u16; 2],
     sockets: [Arc<UdpSocket>; 4],
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    io: Arc<RelayIo>,
+    /// The sockets' legs in the I/O thread, in `sockets` order.
+    legs: [u64; 4],
 }
 
 fn idx(side: Side) -> usize {
@@ -136,53 +137,30 @@ impl MediaSession {
     }
 
     fn start(&mut self) {
-        // socket index: side*2 + (0 rtp | 1 rtcp). One task per side serves
-        // its RTP and RTCP sockets: half the tasks of a task per socket.
-        for side in [Side::A, Side::B] {
-            let i = idx(side);
-            let other = 1 - i;
-            let recv = [self.sockets[i * 2].clone(), self.sockets[i * 2 + 1].clone()];
-            let send = [self.sockets[other * 2].clone(), self.sockets[other * 2 + 1].clone()];
-            let shared = self.shared.clone();
-            self.tasks.push(tokio::spawn(forward(recv, send, shared, i)));
+        // socket index: side*2 + (0 rtp | 1 rtcp); each goes to the same
+        // kind of socket on the other side.
+        for i in 0..4 {
+            let (side, rtcp) = (i / 2, i % 2 == 1);
+            let out = (1 - side) * 2 + usize::from(rtcp);
+            self.legs[i] = self.io.add(Leg {
+                recv: self.sockets[i].clone(),
+                send: self.sockets[out].clone(),
+                shared: self.shared.clone(),
+                from: side,
+                rtcp,
+            });
         }
     }
 }
 
 impl Drop for MediaSession {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.io.remove(&self.legs);
     }
 }
 
-/// Relays what arrives on one side's RTP and RTCP sockets to the other
-/// side's party.
-async fn forward(recv: [Arc<UdpSocket>; 2], send: [Arc<UdpSocket>; 2], shared: Arc<Shared>, from: usize) {
-    loop {
-        let rtcp = tokio::select! {
-            biased;
-            r = recv[0].readable() => { if r.is_err() { continue; } false }
-            r = recv[1].readable() => { if r.is_err() { continue; } true }
-        };
-        let (sock, out) = (&recv[usize::from(rtcp)], &send[usize::from(rtcp)]);
-        recv_batch::with_batch(|batch| {
-            // Read inside try_io so that tokio clears the readiness (without
-            // losing an arrival since) when we say WouldBlock: a batch short
-            // of full emptied the queue, and another read would find nothing.
-            let _ = sock.try_io(Interest::READABLE, || match batch.recv(sock.as_raw_fd())? {
-                n if n < recv_batch::BATCH => Err(std::io::ErrorKind::WouldBlock.into()),
-                _ => Ok(()),
-            });
-            for (packet, src) in batch.datagrams() {
-                relay_packet(packet, src, out, &shared, from, rtcp);
-            }
-        });
-    }
-}
-
-fn relay_packet(packet: &[u8], src: SocketAddr, send: &UdpSocket, shared: &Shared, from: usize, rtcp: bool) {
+/// Relays one packet that came from the party on side `from`.
+pub(super) fn relay_packet(packet: &[u8], src: SocketAddr, send: &UdpSocket, shared: &Shared, from: usize, rtcp: bool) {
     let to = 1 - from;
     let me = &shared.remotes[from];
     let (latched, addr) = if rtcp {
@@ -222,7 +200,7 @@ fn relay_packet(packet: &[u8], src: SocketAddr, send: &UdpSocket, shared: &Share
         shared.remotes[to].rtp.load()
     };
     if let Some(d) = dest.as_deref() {
-        if send.try_send_to(packet, *d).is_ok() && !rtcp {
+        if send.send_to(packet, *d).is_ok() && !rtcp {
             shared.counters[from].forwarded.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -253,6 +231,8 @@ pub struct RelayPool {
     bound: HashSet<u16>,
     /// Released pairs, oldest first, with when they were released.
     spare: VecDeque<(Instant, PortPair)>,
+    /// Started with the first session.
+    io: Option<Arc<RelayIo>>,
 }
 
 impl RelayPool {
@@ -265,6 +245,7 @@ impl RelayPool {
             next: min,
             bound: HashSet::new(),
             spare: VecDeque::new(),
+            io: None,
         }
     }
 
@@ -283,8 +264,6 @@ impl RelayPool {
         // (A prompt still playing to the old party may hold a clone of the
         // RTP socket: it only sends, to that party, until it ends.)
         let (_, (port, rtp, rtcp)) = self.spare.pop_front()?;
-        // Straight to the (non-blocking) socket: tokio's try_recv_from does
-        // not read unless the reactor has seen the socket readable.
         recv_batch::with_batch(|batch| {
             for sock in [&rtp, &rtcp] {
                 while batch.recv(sock.as_raw_fd()).is_ok() {}
@@ -315,11 +294,7 @@ impl RelayPool {
                     rtp.set_nonblocking(true)?;
                     rtcp.set_nonblocking(true)?;
                     self.bound.insert(port);
-                    return Ok((
-                        port,
-                        Arc::new(UdpSocket::from_std(rtp)?),
-                        Arc::new(UdpSocket::from_std(rtcp)?),
-                    ));
+                    return Ok((port, Arc::new(rtp), Arc::new(rtcp)));
                 }
                 // Out of file descriptors: no other port would do better.
                 (Err(e), _) | (_, Err(e)) if e.kind() != std::io::ErrorKind::AddrInUse => break,
@@ -343,6 +318,10 @@ impl RelayPool {
     }
 
     fn allocate_at(&mut self, now: Instant) -> std::io::Result<MediaSession> {
+        let io = match &self.io {
+            Some(io) => io.clone(),
+            None => self.io.insert(Arc::new(RelayIo::start()?)).clone(),
+        };
         let (pa, a_rtp, a_rtcp) = self.bind_pair(now)?;
         let (pb, b_rtp, b_rtcp) = match self.bind_pair(now) {
             Ok(x) => x,
@@ -363,13 +342,14 @@ impl RelayPool {
                 started: now,
                 last_rtp_ms: AtomicU64::new(0),
             }),
-            tasks: Vec::new(),
+            io,
+            legs: [0; 4],
         };
         s.start();
         Ok(s)
     }
 
-    /// Takes a session's ports back: its tasks stop and its sockets wait
+    /// Takes a session's ports back: relaying stops and its sockets wait
     /// in quarantine for the next calls.
     pub fn release(&mut self, session: MediaSession) {
         let now = Instant::now();
