@@ -139,17 +139,18 @@ impl MediaSession {
     fn start(&mut self) {
         // socket index: side*2 + (0 rtp | 1 rtcp); each goes to the same
         // kind of socket on the other side.
-        for i in 0..4 {
+        let legs: [Leg; 4] = std::array::from_fn(|i| {
             let (side, rtcp) = (i / 2, i % 2 == 1);
             let out = (1 - side) * 2 + usize::from(rtcp);
-            self.legs[i] = self.io.add(Leg {
+            Leg {
                 recv: self.sockets[i].clone(),
                 send: self.sockets[out].clone(),
                 shared: self.shared.clone(),
                 from: side,
                 rtcp,
-            });
-        }
+            }
+        });
+        self.legs = self.io.add(legs);
     }
 }
 
@@ -413,5 +414,39 @@ mod tests {
             .unwrap();
         assert_eq!(buf[..n], rtp(7));
         assert_eq!(reused.stats().from_caller.packets, 1);
+    }
+
+    #[test]
+    fn a_session_relays_until_released_and_not_after() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut pool = RelayPool::new(ip, 41200, 41299);
+        let session = pool.allocate().unwrap();
+        let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let callee = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        callee.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        session.set_remote(Side::B, Some(callee.local_addr().unwrap()));
+        let rtp = [0x80, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1];
+        caller.send_to(&rtp, session.local(Side::A)).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = callee.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&rtp[..], session.local(Side::B)));
+
+        let (to, shared) = (session.local(Side::A), session.shared.clone());
+        pool.release(session);
+        pool.io.as_ref().unwrap().flush();
+        // A packet to the released port, then one through a live session:
+        // epoll reports readiness in order, so once the second is relayed
+        // the first would have been, were its port still watched.
+        let live = pool.allocate().unwrap();
+        live.set_remote(Side::B, Some(callee.local_addr().unwrap()));
+        caller.send_to(&rtp, to).unwrap();
+        caller.send_to(&rtp, live.local(Side::A)).unwrap();
+        let (_, from) = callee.recv_from(&mut buf).unwrap();
+        assert_eq!(from, live.local(Side::B), "only the live session relays");
+        assert_eq!(shared.counters[0].packets.load(Ordering::Relaxed), 1);
+        // The released port left it in its socket.
+        let (_, (_, released_rtp, _)) = pool.spare.front().unwrap();
+        let n = released_rtp.recv(&mut buf).expect("a datagram waits");
+        assert_eq!(&buf[..n], &rtp[..]);
     }
 }

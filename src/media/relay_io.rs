@@ -36,6 +36,9 @@ pub(super) struct Leg {
 enum Command {
     Add(u64, Leg),
     Remove(u64),
+    /// Answered once every command before it is applied (tests).
+    #[cfg(test)]
+    Barrier(mpsc::Sender<()>),
 }
 
 /// The epoll data of the eventfd (leg ids start at 1).
@@ -90,12 +93,15 @@ impl RelayIo {
         })
     }
 
-    /// Starts relaying `leg`; returns the id that removes it.
-    pub fn add(&self, leg: Leg) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let _ = self.commands.send(Command::Add(id, leg));
+    /// Starts relaying `legs`; returns the ids that remove them.
+    pub fn add<const N: usize>(&self, legs: [Leg; N]) -> [u64; N] {
+        let ids = legs.map(|leg| {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let _ = self.commands.send(Command::Add(id, leg));
+            id
+        });
         self.signal();
-        id
+        ids
     }
 
     pub fn remove(&self, ids: &[u64]) {
@@ -103,6 +109,15 @@ impl RelayIo {
             let _ = self.commands.send(Command::Remove(id));
         }
         self.signal();
+    }
+
+    /// Waits until the thread has applied every command sent before.
+    #[cfg(test)]
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        let _ = self.commands.send(Command::Barrier(done));
+        self.signal();
+        let _ = wait.recv();
     }
 
     fn signal(&self) {
@@ -166,6 +181,10 @@ fn run(ep: OwnedFd, wake: &OwnedFd, queue: mpsc::Receiver<Command>) {
                         if let Some(leg) = legs.remove(&id) {
                             let _ = epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_DEL, leg.recv.as_raw_fd(), id);
                         }
+                    }
+                    #[cfg(test)]
+                    Ok(Command::Barrier(done)) => {
+                        let _ = done.send(());
                     }
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => return,
