@@ -113,11 +113,15 @@ impl Authenticator {
         }
     }
 
-    /// Challenge header values, one per offered algorithm, most preferred first.
-    pub fn challenges(&self, realm: &str, stale: bool, now_unix: u64) -> Vec<String> {
+    /// Challenge header values, one per offered algorithm, most preferred
+    /// first. `salt` tells requests apart: a retransmitted request (same
+    /// salt, same second) gets the same nonces, since challenges are sent
+    /// statelessly (RFC 3261 §8.2.7).
+    pub fn challenges(&self, realm: &str, stale: bool, now_unix: u64, salt: u64) -> Vec<String> {
         self.algorithms
             .iter()
-            .map(|&alg| digest::challenge(realm, &self.nonces.issue(now_unix), alg, stale))
+            .zip(0u64..)
+            .map(|(&alg, i)| digest::challenge(realm, &self.nonces.issue(now_unix, salt.wrapping_add(i)), alg, stale))
             .collect()
     }
 
@@ -198,7 +202,7 @@ mod tests {
         let mut a = Authenticator::new(300, vec![Algorithm::Sha256, Algorithm::Md5], policy());
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let now = Instant::now();
-        let ch = a.challenges("pbx.test", false, 1000);
+        let ch = a.challenges("pbx.test", false, 1000, 1);
         assert!(ch[0].contains("algorithm=SHA-256") && ch[1].contains("algorithm=MD5"));
         for (alg, c) in [(Algorithm::Sha256, &ch[0]), (Algorithm::Md5, &ch[1])] {
             let req = register_with("1001", "secret", &nonce_of(c), alg, "00000001");
@@ -219,8 +223,8 @@ mod tests {
         let mut a = Authenticator::new(300, vec![Algorithm::Md5], policy());
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let now = Instant::now();
-        let n1 = nonce_of(&a.challenges("pbx.test", false, 1000)[0]);
-        let n2 = nonce_of(&a.challenges("pbx.test", false, 1000)[0]);
+        let n1 = nonce_of(&a.challenges("pbx.test", false, 1000, 1)[0]);
+        let n2 = nonce_of(&a.challenges("pbx.test", false, 1000, 2)[0]);
         let wrong = a.verify(
             &register_with("1001", "bad", &n1, Algorithm::Md5, "1"),
             &HeaderName::Authorization,
@@ -246,7 +250,7 @@ mod tests {
         let acct = account();
         let mut a = Authenticator::new(300, vec![Algorithm::Md5], policy());
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let n = nonce_of(&a.challenges("pbx.test", false, 1000)[0]);
+        let n = nonce_of(&a.challenges("pbx.test", false, 1000, 1)[0]);
         let req = register_with("1001", "secret", &n, Algorithm::Md5, "1");
         assert_eq!(
             a.verify(&req, &HeaderName::Authorization, &acct, ip, Instant::now(), 1400),

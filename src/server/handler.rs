@@ -6,7 +6,7 @@ use crate::auth::{AuthVerdict, Authenticator};
 use crate::call::CallManager;
 use crate::config::{Account, Config, User};
 use crate::registrar::Registrar;
-use crate::sip::response::random_token;
+use crate::sip::response::{request_fingerprint, stateless_tag};
 use crate::sip::transaction::{Peer, TxKey};
 use crate::sip::uri::SipUri;
 use crate::sip::SipMessage;
@@ -92,7 +92,8 @@ pub fn addressed_account<'r, 'c>(
 
 /// A handler's result as an outcome: errors become their SIP response.
 pub fn outcome(req: &SipMessage, result: Result<Outcome, SipError>) -> Outcome {
-    result.unwrap_or_else(|e| Outcome::Respond(e.to_response(req, &random_token())))
+    // Challenges among these go out statelessly: same request, same tag.
+    result.unwrap_or_else(|e| Outcome::Respond(e.to_response(req, &stateless_tag(req))))
 }
 
 /// Who challenges: the registrar answers 401 with WWW-Authenticate
@@ -131,7 +132,8 @@ pub fn authenticate<'a>(
         AuthVerdict::Authenticated(u) => Ok(u),
         AuthVerdict::Challenge { stale } => {
             let mut e = SipError::new(status);
-            for ch in cx.services.auth.challenges(&account.domain, stale, cx.now_unix) {
+            let salt = request_fingerprint(req);
+            for ch in cx.services.auth.challenges(&account.domain, stale, cx.now_unix, salt) {
                 e = e.header(challenge.clone(), ch);
             }
             Err(AuthStop::Reply(e))

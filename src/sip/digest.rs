@@ -243,7 +243,7 @@ pub struct NonceKeeper {
     secret: [u8; 32],
     lifetime_secs: u64,
     /// Highest nonce-count seen, by nonce head (issue time in the high 64
-    /// bits, random salt in the low): 20 bytes a nonce, not a 56-byte string.
+    /// bits, salt in the low): 20 bytes a nonce, not a 56-byte string.
     counts: HashMap<u128, u32>,
 }
 
@@ -260,8 +260,10 @@ impl NonceKeeper {
         self.lifetime_secs = secs;
     }
 
-    pub fn issue(&self, now_unix: u64) -> String {
-        let salt: u64 = rand::random();
+    /// A nonce issued at `now_unix`; `salt` (a keyed fingerprint of the
+    /// request) makes it one request's: the same request in the same second
+    /// gets the same nonce. Only the MAC makes a nonce unforgeable.
+    pub fn issue(&self, now_unix: u64, salt: u64) -> String {
         let head = format!("{now_unix:016x}{salt:016x}");
         format!("{head}{}", self.mac(&head))
     }
@@ -402,7 +404,7 @@ mod tests {
     #[test]
     fn nonce_lifecycle_and_replay() {
         let mut k = NonceKeeper::new(300);
-        let n = k.issue(1000);
+        let n = k.issue(1000, 7);
         assert_eq!(k.check(&n, Some("00000001"), 1010), NonceStatus::Valid);
         assert_eq!(k.check(&n, Some("00000001"), 1011), NonceStatus::Invalid, "replayed nc");
         assert_eq!(k.check(&n, Some("00000002"), 1012), NonceStatus::Valid);

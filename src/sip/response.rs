@@ -5,6 +5,8 @@ use super::header::HeaderName;
 use super::message::{Header, SipMessage, StartLine};
 use bytes::Bytes;
 use rand::Rng;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::OnceLock;
 
 /// Default reason phrases (RFC 3261 §21 and extensions).
 pub fn reason_phrase(status: u16) -> &'static str {
@@ -40,6 +42,26 @@ pub fn reason_phrase(status: u16) -> &'static str {
         603 => "Decline",
         _ => "Unknown",
     }
+}
+
+/// A 64-bit fingerprint of a request's transaction identity (top Via,
+/// Call-ID, CSeq, From), keyed with a random key of this process: the same
+/// for a retransmission of the request, unpredictable to peers.
+pub fn request_fingerprint(req: &SipMessage) -> u64 {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    KEY.get_or_init(RandomState::new).hash_one((
+        req.top_via(),
+        req.header(&HeaderName::CallId),
+        req.header(&HeaderName::CSeq),
+        req.header(&HeaderName::From),
+    ))
+}
+
+/// The To tag of an answer that may be sent statelessly: the same tag for
+/// the same request (RFC 3261 §8.2.7), so that the answer to a
+/// retransmission is the same answer.
+pub fn stateless_tag(req: &SipMessage) -> String {
+    format!("{:016x}", request_fingerprint(req))
 }
 
 /// A random token suitable for tags and branches.

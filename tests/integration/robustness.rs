@@ -4,7 +4,7 @@
 use crate::harness::{free_port, sipp_register, Daemon};
 use crate::raw_client::RawClient;
 use std::time::Duration;
-use switchboard::sip::HeaderName;
+use switchboard::sip::{HeaderName, SipMessage};
 
 #[test]
 fn garbage_and_truncated_datagrams_then_a_valid_register() {
@@ -65,6 +65,52 @@ fn a_retransmitted_request_gets_the_same_response() {
         second.to_bytes(),
         "absorbed by the server transaction"
     );
+}
+
+/// Challenges are sent statelessly (RFC 3261 §8.2.7), so the answer to a
+/// retransmitted REGISTER must be the same answer, tag and nonce included
+/// (SIPp, like a phone's transaction layer, takes a different one for a new
+/// response); another request gets another tag and nonce.
+#[test]
+fn a_retransmitted_register_gets_the_same_challenge() {
+    let d = Daemon::start("");
+    let mut c = RawClient::udp(d.addr());
+    let req = c.request(
+        "REGISTER",
+        "sip:pbx.test",
+        "1001",
+        "Contact: <sip:1001@127.0.0.1>\r\n",
+        "retrans-2",
+    );
+    c.send_raw(req.as_bytes());
+    let first = c.recv_final().unwrap();
+    assert_eq!(first.status(), Some(401));
+    c.send_raw(req.as_bytes());
+    let second = c.recv_final().unwrap();
+    let other = c.request(
+        "REGISTER",
+        "sip:pbx.test",
+        "1001",
+        "Contact: <sip:1001@127.0.0.1>\r\n",
+        "retrans-3",
+    );
+    c.send_raw(other.as_bytes());
+    let third = c.recv_final().unwrap();
+    // Same second for the first two, almost surely; a second boundary
+    // between them changes the nonce's time, so compare what must match.
+    let challenge = |m: &SipMessage| m.header(&HeaderName::WwwAuthenticate).unwrap().to_string();
+    let to = |m: &SipMessage| m.header(&HeaderName::To).unwrap().to_string();
+    assert_eq!(to(&first), to(&second));
+    assert_ne!(to(&first), to(&third));
+    assert_ne!(challenge(&first), challenge(&third));
+    if first.to_bytes() != second.to_bytes() {
+        let nonce_head = |m: &SipMessage| challenge(m).split("nonce=\"").nth(1).unwrap()[..16].to_string();
+        assert_ne!(
+            nonce_head(&first),
+            nonce_head(&second),
+            "differ only by the second they were issued in"
+        );
+    }
 }
 
 #[test]
