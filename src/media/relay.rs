@@ -1,20 +1,19 @@
 //! The RTP/RTCP relay. Each call gets two port pairs from the configured
 //! range: side A faces the caller, side B the callee. What arrives on a
 //! side's RTP and RTCP ports goes to the other side's party, relayed by the
-//! I/O thread of `relay_io`. Symmetric RTP: the first packet from a party fixes where we send
-//! to it (phones behind NAT),
-//! and later packets from other sources are dropped until signalling
-//! re-opens the latch. The per-packet path reads every waiting datagram
-//! with one recvmmsg into a per-thread buffer (`recv_batch`), takes no lock
-//! and never waits on signalling.
+//! I/O thread of `relay_io`. Symmetric RTP: the first packet from a party
+//! fixes where we send to it (phones behind NAT), and later packets from
+//! other sources are dropped until signalling re-opens the latch. The
+//! per-packet path reads every waiting datagram with one recvmmsg into a
+//! per-thread buffer (`recv_batch`), takes no lock and never waits on
+//! signalling.
 
 use super::recv_batch;
 use super::relay_io::{Leg, RelayIo};
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use std::collections::{HashSet, VecDeque};
-use std::net::UdpSocket;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
