@@ -2,9 +2,8 @@
 //! [`BATCH`], read with one `recvmmsg(2)` into a buffer per thread (Linux).
 //!
 //! A batch short of full means the socket's queue is empty, so the caller
-//! can let tokio clear the readiness without the extra read that would
-//! find nothing (one syscall a packet instead of two), and no relay task
-//! carries a receive buffer of its own.
+//! need not read again to find nothing (one syscall a packet instead of
+//! two), and no relay leg carries a receive buffer of its own.
 
 use std::cell::RefCell;
 use std::io;

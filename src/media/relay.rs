@@ -219,9 +219,10 @@ const SPARE_IDLE: Duration = Duration::from_secs(30);
 type PortPair = (u16, Arc<UdpSocket>, Arc<UdpSocket>);
 
 /// Hands out port pairs from a range and binds the sockets. Released pairs
-/// are kept bound and registered with the runtime for the next calls:
-/// binding and closing four sockets a call (socket, bind, epoll_ctl,
-/// close) was ~7 % of the daemon's CPU per call in the call-setup bench.
+/// are kept bound for the next calls: binding and closing four sockets a
+/// call (socket, bind, epoll_ctl, close) was ~7 % of the daemon's CPU per
+/// call in the call-setup bench. (The relay thread still adds and removes
+/// them from its epoll set per call.)
 pub struct RelayPool {
     ip: IpAddr,
     min: u16,

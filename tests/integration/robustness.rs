@@ -75,25 +75,22 @@ fn a_retransmitted_request_gets_the_same_response() {
 fn a_retransmitted_register_gets_the_same_challenge() {
     let d = Daemon::start("");
     let mut c = RawClient::udp(d.addr());
-    let req = c.request(
-        "REGISTER",
-        "sip:pbx.test",
-        "1001",
-        "Contact: <sip:1001@127.0.0.1>\r\n",
-        "retrans-2",
-    );
+    let register = |c: &mut RawClient, call_id: &str| {
+        c.request(
+            "REGISTER",
+            "sip:pbx.test",
+            "1001",
+            "Contact: <sip:1001@127.0.0.1>\r\n",
+            call_id,
+        )
+    };
+    let req = register(&mut c, "retrans-2");
     c.send_raw(req.as_bytes());
     let first = c.recv_final().unwrap();
     assert_eq!(first.status(), Some(401));
     c.send_raw(req.as_bytes());
     let second = c.recv_final().unwrap();
-    let other = c.request(
-        "REGISTER",
-        "sip:pbx.test",
-        "1001",
-        "Contact: <sip:1001@127.0.0.1>\r\n",
-        "retrans-3",
-    );
+    let other = register(&mut c, "retrans-3");
     c.send_raw(other.as_bytes());
     let third = c.recv_final().unwrap();
     // Same second for the first two, almost surely; a second boundary
