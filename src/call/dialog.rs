@@ -4,7 +4,7 @@
 
 use crate::sip::addr::NameAddr;
 use crate::sip::message::{Header, StartLine};
-use crate::sip::response::random_token;
+use crate::sip::response::{keyed_hash, random_token};
 use crate::sip::transaction::Peer;
 use crate::sip::{HeaderName, Method, SipMessage};
 use bytes::Bytes;
@@ -117,10 +117,15 @@ impl Dialog {
         request(method, &self.remote_target.clone(), h, body)
     }
 
-    /// ACK for a 2xx to our INVITE with CSeq `cseq` (§13.2.2.4).
+    /// ACK for a 2xx to our INVITE with CSeq `cseq` (§13.2.2.4). Its
+    /// branch comes from the dialog and `cseq`, so the ACK sent again for
+    /// each retransmission of the 2xx is the same request, byte for byte
+    /// (§13.2.2.4, §17.1.1.3): a new branch would make it a second ACK to
+    /// the peer (SIPp aborts such a call).
     pub fn ack(&self, cseq: u32) -> SipMessage {
+        let branch = format!("z9hG4bK{:016x}", keyed_hash((&self.call_id, &self.local, cseq, "ACK")));
         let h = vec![
-            header(HeaderName::Via, via(self.peer, self.via_addr, &new_branch())),
+            header(HeaderName::Via, via(self.peer, self.via_addr, &branch)),
             header(HeaderName::MaxForwards, "70"),
             header(HeaderName::From, self.local.clone()),
             header(HeaderName::To, self.remote.clone()),

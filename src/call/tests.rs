@@ -142,6 +142,14 @@ async fn answered_call_bridges_and_caller_bye_ends_both_legs() {
     );
     assert!(dial_reply.try_recv().is_err(), "dial returns only when the call ends");
     assert_eq!(m.views()[0].state, "connected");
+    // The callee retransmits its 2xx after the transaction ended: the same
+    // ACK goes again, byte for byte (a new branch would be a new ACK).
+    m.on_stray_response(&respond_from_callee(&b_invite, 200, Some(SDP)));
+    let again = match &effects(&mut m)[..] {
+        [CallEffect::Stateless { msg, .. }] => msg.to_bytes(),
+        e => panic!("{e:?}"),
+    };
+    assert_eq!(again, ack.to_bytes());
     // Caller hangs up.
     let bye_raw = "BYE sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKbye\r\n\
         From: <sip:1001@pbx.test>;tag=a\r\nTo: <sip:1002@pbx.test>;tag=x\r\nCall-ID: call-a\r\nCSeq: 3 BYE\r\n\r\n";

@@ -48,13 +48,19 @@ pub fn reason_phrase(status: u16) -> &'static str {
 /// Call-ID, CSeq, From), keyed with a random key of this process: the same
 /// for a retransmission of the request, unpredictable to peers.
 pub fn request_fingerprint(req: &SipMessage) -> u64 {
-    static KEY: OnceLock<RandomState> = OnceLock::new();
-    KEY.get_or_init(RandomState::new).hash_one((
+    keyed_hash((
         req.top_via(),
         req.header(&HeaderName::CallId),
         req.header(&HeaderName::CSeq),
         req.header(&HeaderName::From),
     ))
+}
+
+/// A hash of `value` keyed with a random key of this process (SipHash):
+/// stable within the process, unpredictable to peers.
+pub fn keyed_hash(value: impl std::hash::Hash) -> u64 {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    KEY.get_or_init(RandomState::new).hash_one(value)
 }
 
 /// The To tag of an answer that may be sent statelessly: the same tag for

@@ -287,3 +287,58 @@ fn a_thousand_short_calls_leave_nothing_behind() {
         "resident memory grew from {before:?} KiB to {after:?} KiB"
     );
 }
+
+/// The callee sends its 200 OK again after the daemon ACKed it (as a phone
+/// does when the ACK is late or lost): each copy is ACKed with the same
+/// ACK, byte for byte (RFC 3261 §13.2.2.4), so the callee sees a
+/// retransmission and not a second ACK. The callee is hand-driven to
+/// replay its answer on cue; the caller is SIPp.
+#[test]
+fn a_retransmitted_answer_gets_the_same_ack() {
+    use switchboard::sip::response::response_to;
+    use switchboard::sip::{HeaderName, Method, SipMessage};
+    let d = Daemon::start("");
+    let mut callee = crate::raw_client::RawClient::udp(d.addr());
+    let reg = callee.register("sip:pbx.test", "1002", "demo1002", 600).unwrap();
+    assert_eq!(reg.status(), Some(200));
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mp = free_port().to_string();
+    let caller = Sipp::new("uac_call.xml", free_port())
+        .target(&d.target())
+        .args(&[
+            "-s", "1002", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-d", "0", "-mp", &mp, "-m", "1",
+        ])
+        .file("audio.al", &tone_alaw(1))
+        .spawn();
+    let next = |callee: &mut crate::raw_client::RawClient, method: Method| -> SipMessage {
+        loop {
+            let m = callee.recv().unwrap_or_else(|| panic!("no {method:?} came"));
+            if m.method() == Some(&method) {
+                return m;
+            }
+        }
+    };
+    let invite = next(&mut callee, Method::Invite);
+    let mut ok = response_to(&invite, 200, None, "raw-callee");
+    ok.push_header(HeaderName::Contact, format!("<sip:1002@{}>", callee.local));
+    ok.push_header(HeaderName::ContentType, "application/sdp");
+    ok.body = format!(
+        "v=0\r\no=callee 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n",
+        media.local_addr().unwrap().port()
+    )
+    .into();
+    let ok = ok.to_bytes();
+    callee.send_raw(&ok);
+    let first = next(&mut callee, Method::Ack);
+    callee.send_raw(&ok);
+    let second = next(&mut callee, Method::Ack);
+    assert_eq!(
+        String::from_utf8_lossy(&second.to_bytes()),
+        String::from_utf8_lossy(&first.to_bytes())
+    );
+    // The caller hangs up; the BYE reaches us and is answered.
+    let bye = next(&mut callee, Method::Bye);
+    callee.send_raw(&response_to(&bye, 200, None, "raw-callee").to_bytes());
+    let run = caller.wait();
+    assert_eq!(run.code, 0, "{}\n{}", run.errors, run.messages);
+}
