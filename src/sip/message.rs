@@ -164,6 +164,15 @@ impl SipMessage {
 
     /// The topmost Via value (first element of the first Via header).
     pub fn top_via(&self) -> Option<&str> {
+        // One Via per header line is the usual case: no list to split.
+        let first = self.headers.iter().find(|h| h.name == HeaderName::Via)?;
+        if !first.value.contains(&b',') {
+            if let Some(v) = std::str::from_utf8(&first.value).ok().map(str::trim) {
+                if !v.is_empty() {
+                    return Some(v);
+                }
+            }
+        }
         self.header_values(&HeaderName::Via).next()
     }
 
@@ -172,6 +181,10 @@ impl SipMessage {
     pub fn set_top_via(&mut self, new_top: String) {
         if let Some(h) = self.headers.iter_mut().find(|h| h.name == HeaderName::Via) {
             let mut v = new_top;
+            if !h.value.contains(&b',') {
+                h.value = Bytes::from(v);
+                return;
+            }
             if let Ok(old) = std::str::from_utf8(&h.value) {
                 for r in split_list(old).skip(1) {
                     v.push_str(", ");
@@ -268,17 +281,12 @@ fn skip_leading_crlf(buf: Bytes) -> Bytes {
 /// Index just past the blank line ending the headers (CRLFCRLF, or bare
 /// LFLF which RFC 3261 §7 tolerates in practice).
 fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while i < buf.len() {
-        if buf[i] == b'\n' {
-            if buf.get(i + 1) == Some(&b'\n') {
-                return Some(i + 2);
-            }
-            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
-            }
+    for i in memchr::memchr_iter(b'\n', buf) {
+        match buf.get(i + 1) {
+            Some(b'\n') => return Some(i + 2),
+            Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some(i + 3),
+            _ => {}
         }
-        i += 1;
     }
     None
 }
@@ -320,10 +328,7 @@ fn parse_head(buf: &Bytes) -> Result<(SipMessage, usize), ParseError> {
     let mut lines: Vec<(usize, usize)> = Vec::with_capacity(16);
     let mut pos = 0;
     while pos < head_end {
-        let nl = buf[pos..head_end]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(head_end, |i| pos + i);
+        let nl = memchr::memchr(b'\n', &buf[pos..head_end]).map_or(head_end, |i| pos + i);
         let mut end = nl;
         if end > pos && buf[end - 1] == b'\r' {
             end -= 1;
@@ -342,10 +347,7 @@ fn parse_head(buf: &Bytes) -> Result<(SipMessage, usize), ParseError> {
     while i < lines.len() {
         let (s, e) = lines[i];
         let line = &buf[s..e];
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(ParseError::HeaderLine(i + 1))?;
+        let colon = memchr::memchr(b':', line).ok_or(ParseError::HeaderLine(i + 1))?;
         let name_raw = trim(&line[..colon]);
         if name_raw.is_empty() || !name_raw.iter().all(|&b| is_token_char(b)) {
             return Err(ParseError::HeaderLine(i + 1));
@@ -444,5 +446,19 @@ fn parse_start_line(buf: &Bytes, s: usize, e: usize) -> Result<StartLine, ParseE
 
 /// RFC 3261 §25.1 `token` characters.
 pub fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    TOKEN_CHARS[usize::from(b)]
 }
+
+/// RFC 3261 §25.1 token characters, as a table: this runs for every byte
+/// of every header name.
+const TOKEN_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~');
+        i += 1;
+    }
+    t
+};

@@ -205,3 +205,30 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn top_via_is_the_first_element_of_the_first_non_empty_via() {
+    let parse = |vias: &str| {
+        let raw = format!("OPTIONS sip:x SIP/2.0\r\n{vias}Call-ID: a\r\nCSeq: 1 OPTIONS\r\n\r\n");
+        SipMessage::parse_datagram(Bytes::from(raw)).unwrap()
+    };
+    let lone = parse("Via: SIP/2.0/UDP a;branch=z9hG4bK1  \r\nVia: SIP/2.0/UDP b\r\n");
+    assert_eq!(lone.top_via(), Some("SIP/2.0/UDP a;branch=z9hG4bK1"));
+    let listed = parse("Via: SIP/2.0/UDP a;branch=z9hG4bK1 , SIP/2.0/UDP b\r\n");
+    assert_eq!(listed.top_via(), Some("SIP/2.0/UDP a;branch=z9hG4bK1"));
+    let empty_first = parse("Via: \r\nVia: SIP/2.0/UDP b;branch=z9hG4bK2\r\n");
+    assert_eq!(empty_first.top_via(), Some("SIP/2.0/UDP b;branch=z9hG4bK2"));
+    // Replacing the top element keeps the rest of the list.
+    let mut m = listed;
+    m.set_top_via("SIP/2.0/UDP a;branch=z9hG4bK1;received=192.0.2.1".into());
+    assert_eq!(
+        m.header_values(&HeaderName::Via).collect::<Vec<_>>(),
+        ["SIP/2.0/UDP a;branch=z9hG4bK1;received=192.0.2.1", "SIP/2.0/UDP b"]
+    );
+    let mut m = lone;
+    m.set_top_via("SIP/2.0/UDP a;received=192.0.2.1".into());
+    assert_eq!(
+        m.header_values(&HeaderName::Via).collect::<Vec<_>>(),
+        ["SIP/2.0/UDP a;received=192.0.2.1", "SIP/2.0/UDP b"]
+    );
+}

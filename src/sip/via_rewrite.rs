@@ -17,24 +17,26 @@ pub fn stamp_received(msg: &mut SipMessage, source: SocketAddr) {
         return;
     }
     use std::fmt::Write;
-    // One buffer, written in place (this runs for every request).
-    let mut top = String::with_capacity(top.len() + 48);
-    let _ = write!(top, "SIP/2.0/{} {}", via.transport, via.host_port());
+    // One buffer, the Via as written up to its parameters, then the
+    // parameters but received/rport, then ours (this runs for every request).
+    let mut out = String::with_capacity(top.len() + 48);
+    out.push_str(&top[..via.params.as_ptr() as usize - top.as_ptr() as usize]);
     for p in via.params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         let name = p.split('=').next().unwrap_or("").trim();
         if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
             continue;
         }
-        top.push(';');
-        top.push_str(p);
+        out.push(';');
+        out.push_str(p);
     }
-    let _ = write!(top, ";received={}", source.ip());
+    let _ = write!(out, ";received={}", source.ip());
     if wants_rport {
-        let _ = write!(top, ";rport={}", source.port());
+        let _ = write!(out, ";rport={}", source.port());
     } else if let Some(r) = via.param("rport") {
-        let _ = write!(top, ";rport={r}");
+        out.push_str(";rport=");
+        out.push_str(r);
     }
-    msg.set_top_via(top);
+    msg.set_top_via(out);
 }
 
 /// Where a response to a request received over UDP goes: `received` +
