@@ -82,6 +82,16 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_received_is_replaced_and_the_via_kept_as_written() {
+        let mut m = msg("SIP/2.0/UDP  phone.example:5060 ;received=198.51.100.1;branch=z9hG4bK1;rport=7000");
+        stamp_received(&mut m, "192.0.2.7:40000".parse().unwrap());
+        assert_eq!(
+            m.top_via().unwrap(),
+            "SIP/2.0/UDP  phone.example:5060 ;branch=z9hG4bK1;received=192.0.2.7;rport=7000"
+        );
+    }
+
+    #[test]
     fn no_rport_uses_sent_by_port() {
         let mut m = msg("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1");
         stamp_received(&mut m, "192.0.2.7:40000".parse().unwrap());
