@@ -181,14 +181,13 @@ impl SipMessage {
     pub fn set_top_via(&mut self, new_top: String) {
         if let Some(h) = self.headers.iter_mut().find(|h| h.name == HeaderName::Via) {
             let mut v = new_top;
-            if !h.value.contains(&b',') {
-                h.value = Bytes::from(v);
-                return;
-            }
-            if let Ok(old) = std::str::from_utf8(&h.value) {
-                for r in split_list(old).skip(1) {
-                    v.push_str(", ");
-                    v.push_str(r);
+            // Only a comma-joined Via has elements after the top one to keep.
+            if h.value.contains(&b',') {
+                if let Ok(old) = std::str::from_utf8(&h.value) {
+                    for r in split_list(old).skip(1) {
+                        v.push_str(", ");
+                        v.push_str(r);
+                    }
                 }
             }
             h.value = Bytes::from(v);

@@ -11,7 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 pub fn stamp_received(msg: &mut SipMessage, source: SocketAddr) {
     let Some(top) = msg.top_via() else { return };
     let Ok(via) = Via::parse(top) else { return };
-    let wants_rport = via.param("rport").is_some_and(str::is_empty);
+    let rport = via.param("rport");
+    let wants_rport = rport.is_some_and(str::is_empty);
     let host_is_source = via.host.parse::<IpAddr>().ok() == Some(source.ip());
     if host_is_source && !wants_rport {
         return;
@@ -32,7 +33,7 @@ pub fn stamp_received(msg: &mut SipMessage, source: SocketAddr) {
     let _ = write!(out, ";received={}", source.ip());
     if wants_rport {
         let _ = write!(out, ";rport={}", source.port());
-    } else if let Some(r) = via.param("rport") {
+    } else if let Some(r) = rport {
         out.push_str(";rport=");
         out.push_str(r);
     }
