@@ -19,4 +19,10 @@ fi
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
+# The thousand-call load test runs alone, after the others: beside them on a
+# 2-core machine its SIPp callee was once starved for over 500 ms ("minor
+# watchdog timer 500ms has been tripped") and aborted the calls it was
+# answering at that moment.
+LOAD_TEST=calls::a_thousand_short_calls_leave_nothing_behind
+cargo test --all-targets -- --skip "$LOAD_TEST"
+cargo test --test integration -- --exact "$LOAD_TEST"
