@@ -40,7 +40,7 @@ impl Authenticator {
             nonces: NonceKeeper::new(nonce_lifetime_s),
             guard: FailureGuard::new(policy),
             algorithms,
-            decoy_password: hex::encode(rand::random::<[u8; 16]>()),
+            decoy_password: crate::sip::digest::hex_lower(&rand::random::<[u8; 16]>()),
         }
     }
 

@@ -176,7 +176,7 @@ impl CallManager {
             let msg = SipMessage {
                 start: crate::sip::StartLine::Response {
                     status: 408,
-                    reason: bytes::Bytes::from_static(b"Request Timeout"),
+                    reason: bytestring::ByteString::from_static("Request Timeout"),
                 },
                 headers: Vec::new(),
                 body: bytes::Bytes::new(),

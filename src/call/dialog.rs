@@ -8,6 +8,7 @@ use crate::sip::response::{keyed_hash, random_token};
 use crate::sip::transaction::Peer;
 use crate::sip::{HeaderName, Method, SipMessage};
 use bytes::Bytes;
+use bytestring::ByteString;
 use std::net::SocketAddr;
 
 /// Our side of one dialog.
@@ -71,7 +72,7 @@ pub fn contact_uri(msg: &SipMessage) -> Option<String> {
     NameAddr::parse(c).ok().map(|a| a.uri_text.to_string())
 }
 
-fn header(name: HeaderName, value: impl Into<Bytes>) -> Header {
+fn header(name: HeaderName, value: impl Into<ByteString>) -> Header {
     Header {
         name,
         value: value.into(),
@@ -82,7 +83,7 @@ pub fn request(method: Method, uri: &str, headers: Vec<Header>, body: Bytes) -> 
     SipMessage {
         start: StartLine::Request {
             method,
-            uri: Bytes::copy_from_slice(uri.as_bytes()),
+            uri: ByteString::from(uri),
         },
         headers,
         body,
@@ -146,9 +147,8 @@ pub fn cancel_for(invite: &SipMessage) -> SipMessage {
                 h.push(hd.clone())
             }
             HeaderName::CSeq => {
-                let n = hd.value.split(|&b| b == b' ').next().unwrap_or(b"1").to_vec();
-                let mut v = n;
-                v.extend_from_slice(b" CANCEL");
+                let mut v = hd.value.split(' ').next().unwrap_or("1").to_string();
+                v.push_str(" CANCEL");
                 h.push(header(HeaderName::CSeq, v));
             }
             _ => {}
@@ -194,7 +194,7 @@ impl CalleeInvite<'_> {
         let mut req = dialog.request(Method::Invite, Some(("application/sdp", self.sdp.clone())));
         for h in req.headers.iter_mut() {
             if h.name == HeaderName::MaxForwards {
-                h.value = Bytes::from(self.max_forwards.to_string());
+                h.value = ByteString::from(self.max_forwards.to_string());
             }
         }
         req.push_header(HeaderName::Allow, "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO");

@@ -34,16 +34,48 @@ pub struct RegisterOutcome {
 /// simplified: scheme, user, host case-insensitively, port, transport).
 fn contact_key(uri: &str) -> String {
     match SipUri::parse(uri) {
-        Ok(u) => format!(
-            "{}:{}@{}:{}:{}",
-            u.scheme.to_ascii_lowercase(),
-            u.user_unescaped().unwrap_or_default(),
-            u.host.to_ascii_lowercase(),
-            u.port.unwrap_or(0),
-            u.param("transport").unwrap_or("").to_ascii_lowercase()
-        ),
+        Ok(u) => {
+            // Pieces pushed into one buffer, lower-cased where the comparison
+            // is case-insensitive (§19.1.4), rather than `format!` over three
+            // lower-cased copies.
+            let user = u.user_unescaped().unwrap_or_default();
+            let transport = u.param("transport").unwrap_or("");
+            let mut key = String::with_capacity(uri.len() + 8);
+            push_lowercase(&mut key, u.scheme);
+            key.push(':');
+            key.push_str(&user);
+            key.push('@');
+            push_lowercase(&mut key, u.host);
+            key.push(':');
+            push_decimal(&mut key, u.port.unwrap_or(0));
+            key.push(':');
+            push_lowercase(&mut key, transport);
+            key
+        }
         Err(_) => uri.to_string(),
     }
+}
+
+fn push_lowercase(out: &mut String, s: &str) {
+    let start = out.len();
+    out.push_str(s);
+    out[start..].make_ascii_lowercase();
+}
+
+/// A port in decimal, without the formatting machinery.
+fn push_decimal(out: &mut String, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut rest = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend(digits[i..].iter().map(|&d| char::from(d)));
 }
 
 impl Registrar {

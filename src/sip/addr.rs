@@ -90,7 +90,11 @@ pub struct ViaError;
 
 impl<'a> Via<'a> {
     pub fn parse(v: &'a str) -> Result<Via<'a>, ViaError> {
-        let v = v.trim();
+        let v = v.trim_ascii();
+        // The usual `SIP/2.0/UDP host` first, without the general scan below.
+        if let Some(via) = Self::parse_compact(v) {
+            return Ok(via);
+        }
         // sent-protocol may contain LWS around '/' (RFC 4475 §3.1.1.1).
         let mut slash_count = 0;
         let mut i = 0;
@@ -121,6 +125,31 @@ impl<'a> Via<'a> {
         let semi = rest.find(';').unwrap_or(rest.len());
         let (host, port) = split_hostport(rest[..semi].trim()).map_err(|_| ViaError)?;
         Ok(Via {
+            transport,
+            host,
+            port,
+            params: &rest[semi..],
+        })
+    }
+
+    /// `SIP/2.0/<transport> <sent-by>[;params]` written without LWS inside
+    /// the sent-protocol, as nearly every peer writes it. None otherwise,
+    /// for the general parse to decide.
+    fn parse_compact(v: &'a str) -> Option<Via<'a>> {
+        let head = v.get(..8)?;
+        if !head.eq_ignore_ascii_case("SIP/2.0/") {
+            return None;
+        }
+        let rest = &v[8..];
+        let sp = rest.bytes().position(|b| b == b' ' || b == b'\t')?;
+        let transport = &rest[..sp];
+        if transport.is_empty() || transport.contains('/') {
+            return None;
+        }
+        let rest = rest[sp..].trim_ascii_start();
+        let semi = memchr::memchr(b';', rest.as_bytes()).unwrap_or(rest.len());
+        let (host, port) = split_hostport(&rest[..semi]).ok()?;
+        Some(Via {
             transport,
             host,
             port,

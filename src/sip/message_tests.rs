@@ -138,6 +138,26 @@ fn malformed_start_lines() {
 }
 
 #[test]
+fn a_head_that_is_not_utf8_is_refused_and_answered_400() {
+    // Latin-1 "é" (0xE9) in a display name: not UTF-8 (RFC 3261 §7.3.1).
+    let bad: Vec<u8> = BASIC
+        .replace("From: ", "From: \"Jos\x01\" ")
+        .bytes()
+        .map(|b| if b == 1 { 0xe9 } else { b })
+        .collect();
+    let err = SipMessage::parse_datagram(Bytes::from(bad.clone())).unwrap_err();
+    assert_eq!(err, ParseError::NotText);
+    let resp = crate::sip::transport::salvage_bad_request(&bad, &err).expect("dialog headers are readable");
+    let resp = SipMessage::parse_datagram(resp).unwrap();
+    assert_eq!(resp.status(), Some(400));
+    assert_eq!(resp.reason(), "Bad Request (message head is not UTF-8)");
+    // The same text in UTF-8 is read as is.
+    let good = BASIC.replace("From: ", "From: \"Jos\u{e9}\" ");
+    let m = SipMessage::parse_datagram(Bytes::from(good)).unwrap();
+    assert!(m.header(&HeaderName::From).unwrap().starts_with("\"Jos\u{e9}\""));
+}
+
+#[test]
 fn binary_body_is_byte_exact() {
     let head = BASIC.replace(
         "Content-Length: 0",

@@ -4,6 +4,7 @@
 use super::header::HeaderName;
 use super::message::{Header, SipMessage, StartLine};
 use bytes::Bytes;
+use bytestring::ByteString;
 use rand::Rng;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::OnceLock;
@@ -84,19 +85,19 @@ pub fn response_to(req: &SipMessage, status: u16, reason: Option<&str>, to_tag: 
         match h.name {
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => headers.push(h.clone()),
             HeaderName::To => {
-                let has_tag = std::str::from_utf8(&h.value)
+                let has_tag = super::addr::NameAddr::parse(&h.value)
                     .ok()
-                    .and_then(|v| super::addr::NameAddr::parse(v).ok())
                     .is_some_and(|a| a.tag().is_some());
                 if has_tag || status == 100 {
                     headers.push(h.clone());
                 } else {
-                    let mut v = h.value.to_vec();
-                    v.extend_from_slice(b";tag=");
-                    v.extend_from_slice(to_tag.as_bytes());
+                    let mut v = String::with_capacity(h.value.len() + 5 + to_tag.len());
+                    v.push_str(&h.value);
+                    v.push_str(";tag=");
+                    v.push_str(to_tag);
                     headers.push(Header {
                         name: HeaderName::To,
-                        value: Bytes::from(v),
+                        value: ByteString::from(v),
                     });
                 }
             }
@@ -106,7 +107,10 @@ pub fn response_to(req: &SipMessage, status: u16, reason: Option<&str>, to_tag: 
     SipMessage {
         start: StartLine::Response {
             status,
-            reason: Bytes::copy_from_slice(reason.unwrap_or(reason_phrase(status)).as_bytes()),
+            reason: match reason {
+                Some(r) => ByteString::from(r),
+                None => ByteString::from_static(reason_phrase(status)),
+            },
         },
         headers,
         body: Bytes::new(),

@@ -93,17 +93,15 @@ impl<'a> SipUri<'a> {
 
 /// Looks up `name` in a `;a=b;c` parameter string.
 pub fn find_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    params
-        .split(';')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .find_map(|p| {
-            let (k, v) = match p.find('=') {
-                Some(eq) => (p[..eq].trim(), p[eq + 1..].trim()),
-                None => (p, ""),
-            };
-            k.eq_ignore_ascii_case(name).then_some(v)
-        })
+    // Byte-wise: this runs several times for every request (Via branch,
+    // received, rport; URI and header params), and SIP text is ASCII.
+    params.split(';').find_map(|p| {
+        let (k, v) = match memchr::memchr(b'=', p.as_bytes()) {
+            Some(eq) => (p[..eq].trim_ascii(), p[eq + 1..].trim_ascii()),
+            None => (p.trim_ascii(), ""),
+        };
+        (!k.is_empty() && k.eq_ignore_ascii_case(name)).then_some(v)
+    })
 }
 
 fn split_params(s: &str) -> (&str, &str, &str) {

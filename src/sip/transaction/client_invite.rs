@@ -6,6 +6,7 @@ use super::{Action, TimerConfig, TimerKind};
 use crate::sip::message::{Header, StartLine};
 use crate::sip::{HeaderName, Method, SipMessage};
 use bytes::Bytes;
+use bytestring::ByteString;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,14 +106,14 @@ impl ClientInvite {
     fn build_ack(&self, resp: &SipMessage) -> Bytes {
         let uri = match &self.request.start {
             StartLine::Request { uri, .. } => uri.clone(),
-            StartLine::Response { .. } => Bytes::new(),
+            StartLine::Response { .. } => ByteString::new(),
         };
         let mut headers = Vec::with_capacity(8);
         if let Some(v) = self.request.headers.iter().find(|h| h.name == HeaderName::Via) {
             let top = self.request.top_via().unwrap_or_default().to_string();
             headers.push(Header {
                 name: v.name.clone(),
-                value: Bytes::from(top),
+                value: ByteString::from(top),
             });
         }
         for h in &self.request.headers {
@@ -121,12 +122,11 @@ impl ClientInvite {
                     headers.push(h.clone())
                 }
                 HeaderName::CSeq => {
-                    let n = h.value.split(|&b| b == b' ').next().unwrap_or(b"1");
-                    let mut v = n.to_vec();
-                    v.extend_from_slice(b" ACK");
+                    let mut v = h.value.split(' ').next().unwrap_or("1").to_string();
+                    v.push_str(" ACK");
                     headers.push(Header {
                         name: HeaderName::CSeq,
-                        value: Bytes::from(v),
+                        value: ByteString::from(v),
                     });
                 }
                 _ => {}

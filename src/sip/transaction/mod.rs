@@ -108,7 +108,8 @@ pub enum TxEvent {
     /// A new request created a server transaction; answer via `respond`.
     Request {
         key: TxKey,
-        request: SipMessage,
+        /// Shared with the transaction, which keeps it until answered.
+        request: Arc<SipMessage>,
         from: Peer,
     },
     /// An ACK that matched no transaction (the ACK for a 2xx, §17.2.3).
@@ -170,9 +171,9 @@ struct Entry {
     machine: Machine,
     peer: Peer,
     serial: u64,
-    /// The request that created a server transaction (for CANCEL matching);
-    /// boxed for the same reason as `Machine::ClientInvite`.
-    request: Option<Box<SipMessage>>,
+    /// The request that created a server transaction (for CANCEL matching
+    /// and relayed answers), shared with the TU's event rather than copied.
+    request: Option<Arc<SipMessage>>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -319,7 +320,8 @@ impl TransactionLayer {
                 Vec::new(),
             )
         };
-        self.insert(key.clone(), machine, reply_to, Some(Box::new(req.clone())));
+        let req = Arc::new(req);
+        self.insert(key.clone(), machine, reply_to, Some(req.clone()));
         self.events.push_back(TxEvent::Request {
             key: key.clone(),
             request: req,
@@ -491,7 +493,7 @@ impl TransactionLayer {
         self.events.pop_front()
     }
 
-    fn insert(&mut self, key: TxKey, machine: Machine, peer: Peer, request: Option<Box<SipMessage>>) {
+    fn insert(&mut self, key: TxKey, machine: Machine, peer: Peer, request: Option<Arc<SipMessage>>) {
         self.next_serial += 1;
         self.txs.insert(
             Arc::new(key),
@@ -505,6 +507,9 @@ impl TransactionLayer {
     }
 
     fn apply(&mut self, key: &TxKey, actions: Vec<Action>, now: Instant) {
+        if actions.is_empty() {
+            return; // spares a table lookup, as for every new non-INVITE request
+        }
         let Some((shared_key, entry)) = self.txs.get_key_value(key) else {
             return;
         };
