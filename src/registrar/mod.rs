@@ -9,6 +9,7 @@ pub use binding::Binding;
 
 use crate::config::RegistrarSettings;
 use crate::sip::addr::{CSeq, NameAddr};
+use crate::sip::text::push_decimal;
 use crate::sip::transaction::Peer;
 use crate::sip::uri::SipUri;
 use crate::sip::{HeaderName, SipError, SipMessage};
@@ -47,7 +48,7 @@ fn contact_key(uri: &str) -> String {
             key.push('@');
             push_lowercase(&mut key, u.host);
             key.push(':');
-            push_decimal(&mut key, u.port.unwrap_or(0));
+            push_decimal(&mut key, u32::from(u.port.unwrap_or(0)));
             key.push(':');
             push_lowercase(&mut key, transport);
             key
@@ -60,22 +61,6 @@ fn push_lowercase(out: &mut String, s: &str) {
     let start = out.len();
     out.push_str(s);
     out[start..].make_ascii_lowercase();
-}
-
-/// A port in decimal, without the formatting machinery.
-fn push_decimal(out: &mut String, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut i = digits.len();
-    let mut rest = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.extend(digits[i..].iter().map(|&d| char::from(d)));
 }
 
 impl Registrar {

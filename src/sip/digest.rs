@@ -282,8 +282,15 @@ impl NonceKeeper {
     /// request) makes it one request's: the same request in the same second
     /// gets the same nonce. Only the MAC makes a nonce unforgeable.
     pub fn issue(&self, now_unix: u64, salt: u64) -> String {
-        let head = format!("{now_unix:016x}{salt:016x}");
-        format!("{head}{}", self.mac(&head))
+        // Both numbers as 16 zero-padded hex digits, as `{:016x}` would
+        // write them, without the formatting machinery.
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&now_unix.to_be_bytes());
+        id[8..].copy_from_slice(&salt.to_be_bytes());
+        let mut nonce = hex_lower(&id);
+        let mac = self.mac(&nonce);
+        nonce.push_str(&mac);
+        nonce
     }
 
     fn mac(&self, head: &str) -> String {

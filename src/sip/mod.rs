@@ -9,6 +9,7 @@ pub mod header;
 pub mod message;
 pub mod method;
 pub mod response;
+pub mod text;
 pub mod transaction;
 pub mod transport;
 pub mod uri;

@@ -4,6 +4,7 @@
 
 use super::addr::Via;
 use super::message::SipMessage;
+use super::text::push_decimal;
 use std::net::{IpAddr, SocketAddr};
 
 /// Adds `received` when the sent-by host is not the packet's source IP,
@@ -17,7 +18,6 @@ pub fn stamp_received(msg: &mut SipMessage, source: SocketAddr) {
     if host_is_source && !wants_rport {
         return;
     }
-    use std::fmt::Write;
     // One buffer, the Via as written up to its parameters, then the
     // parameters but received/rport, then ours (this runs for every request).
     let mut out = String::with_capacity(top.len() + 48);
@@ -30,14 +30,35 @@ pub fn stamp_received(msg: &mut SipMessage, source: SocketAddr) {
         out.push(';');
         out.push_str(p);
     }
-    let _ = write!(out, ";received={}", source.ip());
+    out.push_str(";received=");
+    push_ip(&mut out, source.ip());
     if wants_rport {
-        let _ = write!(out, ";rport={}", source.port());
+        out.push_str(";rport=");
+        push_decimal(&mut out, u32::from(source.port()));
     } else if let Some(r) = rport {
         out.push_str(";rport=");
         out.push_str(r);
     }
     msg.set_top_via(out);
+}
+
+/// Writes an address as `Display` does; IPv4 digit by digit (`write!`
+/// of an `IpAddr` was a tenth of this function's instructions).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_decimal(out, u32::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Where a response to a request received over UDP goes: `received` +
