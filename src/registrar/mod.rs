@@ -9,7 +9,7 @@ pub use binding::Binding;
 
 use crate::config::RegistrarSettings;
 use crate::sip::addr::{CSeq, NameAddr};
-use crate::sip::text::push_decimal;
+use crate::sip::text::{push_decimal, push_socket_addr};
 use crate::sip::transaction::Peer;
 use crate::sip::uri::SipUri;
 use crate::sip::{HeaderName, SipError, SipMessage};
@@ -182,7 +182,11 @@ impl Registrar {
                 call_id: call_id.to_string(),
                 cseq,
                 q: addr.param("q").map(str::to_string),
-                source: source.addr.to_string(),
+                source: {
+                    let mut s = String::with_capacity(24);
+                    push_socket_addr(&mut s, source.addr);
+                    s
+                },
                 transport: source.transport.via_name().to_string(),
                 user_agent: user_agent.clone(),
                 registered_at: pos.map_or(now_unix, |p| updated[p].registered_at),
@@ -238,6 +242,13 @@ impl Registrar {
 pub fn contact_headers(current: &[Binding], now_unix: u64) -> Vec<String> {
     current
         .iter()
-        .map(|b| format!("<{}>;expires={}", b.contact, b.remaining(now_unix)))
+        .map(|b| {
+            let mut h = String::with_capacity(b.contact.len() + 20);
+            h.push('<');
+            h.push_str(&b.contact);
+            h.push_str(">;expires=");
+            push_decimal(&mut h, b.remaining(now_unix).try_into().unwrap_or(u32::MAX));
+            h
+        })
         .collect()
 }

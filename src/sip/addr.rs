@@ -167,7 +167,21 @@ impl<'a> Via<'a> {
 
     /// `host[:port]` as written, with brackets restored for IPv6.
     pub fn sent_by(&self) -> String {
-        self.host_port().to_string()
+        // Pushed piece by piece: this runs for every request (transaction
+        // key), and `to_string` through `Display` costs several times more.
+        let mut s = String::with_capacity(self.host.len() + 8);
+        if self.host.contains(':') {
+            s.push('[');
+            s.push_str(self.host);
+            s.push(']');
+        } else {
+            s.push_str(self.host);
+        }
+        if let Some(p) = self.port {
+            s.push(':');
+            super::text::push_decimal(&mut s, u32::from(p));
+        }
+        s
     }
 
     /// [`Via::sent_by`] without allocating, to write into a buffer.

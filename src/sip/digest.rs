@@ -87,7 +87,7 @@ impl<'a> Credentials<'a> {
         }
         let mut c = Credentials::default();
         let (mut has_user, mut has_nonce, mut has_resp) = (false, false, false);
-        for (k, v) in auth_params(rest) {
+        auth_params(rest, |k, v| {
             let is = |name: &str| k.eq_ignore_ascii_case(name);
             if is("username") {
                 (c.username, has_user) = (v, true);
@@ -110,7 +110,7 @@ impl<'a> Credentials<'a> {
             } else if is("opaque") {
                 c.opaque = Some(v);
             }
-        }
+        });
         (has_user && has_nonce && has_resp).then_some(c)
     }
 
@@ -158,10 +158,10 @@ pub fn compute_response(
     }
 }
 
-/// Splits `k=v, k="quoted, value"` pairs; a quoted value is unescaped
-/// (RFC 3261 §25.1 quoted-pair) into a new string only if it has escapes.
-fn auth_params(s: &str) -> Vec<(&str, Cow<'_, str>)> {
-    let mut out = Vec::new();
+/// Calls `each` with the `k=v, k="quoted, value"` pairs in order; a quoted
+/// value is unescaped (RFC 3261 §25.1 quoted-pair) into a new string only
+/// if it has escapes. A callback, not a list: no allocation per header.
+fn auth_params<'s>(s: &'s str, mut each: impl FnMut(&'s str, Cow<'s, str>)) {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -211,10 +211,9 @@ fn auth_params(s: &str) -> Vec<(&str, Cow<'_, str>)> {
             Cow::Borrowed(s[vs..i].trim())
         };
         if !key.is_empty() {
-            out.push((key, val));
+            each(key, val);
         }
     }
-    out
 }
 
 /// Lower-case hex of `bytes`. `hex::encode` builds its string a char at

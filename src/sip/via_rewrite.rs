@@ -4,7 +4,7 @@
 
 use super::addr::Via;
 use super::message::SipMessage;
-use super::text::push_decimal;
+use super::text::{push_decimal, push_ip};
 use std::net::{IpAddr, SocketAddr};
 
 /// Adds `received` when the sent-by host is not the packet's source IP,
@@ -40,25 +40,6 @@ pub fn stamp_received(msg: &mut SipMessage, source: SocketAddr) {
         out.push_str(r);
     }
     msg.set_top_via(out);
-}
-
-/// Writes an address as `Display` does; IPv4 digit by digit (`write!`
-/// of an `IpAddr` was a tenth of this function's instructions).
-fn push_ip(out: &mut String, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                push_decimal(out, u32::from(octet));
-            }
-        }
-        IpAddr::V6(v6) => {
-            use std::fmt::Write;
-            let _ = write!(out, "{v6}");
-        }
-    }
 }
 
 /// Where a response to a request received over UDP goes: `received` +
