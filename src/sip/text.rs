@@ -66,7 +66,14 @@ mod tests {
 
     #[test]
     fn addresses_are_written_as_display_writes_them() {
-        for a in ["192.0.2.7:5060", "0.0.0.0:0", "255.255.255.255:65535", "[2001:db8::1]:5070", "[::1]:1", "[fe80::1%2]:5060"] {
+        for a in [
+            "192.0.2.7:5060",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "[2001:db8::1]:5070",
+            "[::1]:1",
+            "[fe80::1%2]:5060",
+        ] {
             let addr: std::net::SocketAddr = a.parse().unwrap();
             let mut s = String::new();
             super::push_socket_addr(&mut s, addr);

@@ -16,11 +16,15 @@
 //! them until the next durable fold).
 //!
 //! Files are `journal.<seq>.log`; a frame is `len: u32 LE |
-//! crc32(payload): u32 LE | payload`, the payload the JSON list of one
-//! commit's ops. At start-up every file is replayed in order into redb; a
+//! crc32(payload): u32 LE | payload`, the payload one commit's row changes
+//! with their values encoded as redb stores them (`rows.rs`), so a fold
+//! copies bytes rather than parsing and re-serializing records. Frames
+//! written before that hold the JSON list of the commit's ops, and are
+//! still read. At start-up every file is replayed in order into redb; a
 //! torn or corrupt tail (a write cut short) is dropped with a warning.
 //! Replaying twice is harmless: every op sets or deletes a key.
 
+use super::rows::{self, Row};
 use super::{ChatState, RedbStore, StoreBackend, StoreError, StoreOp};
 use crate::cdr::CallRecord;
 use crate::chat::ChatMessage;
@@ -97,8 +101,8 @@ fn create_journal(dir: &Path, seq: u64) -> Result<File, StoreError> {
         .map_err(io(&path))
 }
 
-/// The ops of journal files, in order, warning about a torn tail.
-fn read_journals(files: &[(u64, PathBuf)]) -> Result<Vec<StoreOp>, StoreError> {
+/// The row changes of journal files, in order, warning about a torn tail.
+fn read_journals(files: &[(u64, PathBuf)]) -> Result<Vec<Row>, StoreError> {
     let mut ops = Vec::new();
     for (_, path) in files {
         let bytes = std::fs::read(path).map_err(io(path))?;
@@ -124,7 +128,7 @@ impl JournaledStore {
         let files = journal_files(dir)?;
         let ops = read_journals(&files)?;
         if !ops.is_empty() {
-            db.apply(&ops, true)?;
+            db.apply_rows(&ops, true)?;
             tracing::info!(ops = ops.len(), "journal replayed into the store");
         }
         for (_, path) in &files {
@@ -167,7 +171,7 @@ impl JournaledStore {
             }
             read_journals(&files)?
         };
-        self.db.apply(&ops, false)
+        self.db.apply_rows(&ops, false)
     }
 
     /// Moves the journal into redb durably: a new file takes the next
@@ -194,7 +198,7 @@ impl JournaledStore {
             .filter(|(s, _)| *s < seq)
             .collect();
         // A durable commit also makes earlier non-durable ones durable.
-        self.db.apply(&read_journals(&older)?, true)?;
+        self.db.apply_rows(&read_journals(&older)?, true)?;
         for (_, path) in older {
             std::fs::remove_file(&path).map_err(io(&path))?;
         }
@@ -223,9 +227,10 @@ impl Drop for JournaledStore {
 }
 
 fn encode_frame(ops: &[StoreOp]) -> Result<Vec<u8>, StoreError> {
+    let rows = ops.iter().map(Row::of).collect::<Result<Vec<_>, _>>()?;
     let mut frame = Vec::with_capacity(512);
     frame.resize(HEADER, 0);
-    serde_json::to_writer(&mut frame, ops).map_err(|e| StoreError::Backend(e.to_string()))?;
+    rows::encode(&rows, &mut frame);
     let len = (frame.len() - HEADER) as u32;
     let crc = crc32fast::hash(&frame[HEADER..]);
     frame[..4].copy_from_slice(&len.to_le_bytes());
@@ -233,8 +238,9 @@ fn encode_frame(ops: &[StoreOp]) -> Result<Vec<u8>, StoreError> {
     Ok(frame)
 }
 
-/// The ops of every whole, intact frame, and the length of those frames.
-fn decode_frames(bytes: &[u8]) -> (Vec<StoreOp>, usize) {
+/// The row changes of every whole, intact frame, and the length of those
+/// frames.
+fn decode_frames(bytes: &[u8]) -> (Vec<Row>, usize) {
     let mut ops = Vec::new();
     let mut at = 0;
     while bytes.len() - at >= HEADER {
@@ -248,13 +254,22 @@ fn decode_frames(bytes: &[u8]) -> (Vec<StoreOp>, usize) {
         if crc32fast::hash(payload) != crc {
             break;
         }
-        let Ok(frame_ops) = serde_json::from_slice::<Vec<StoreOp>>(payload) else {
+        let Some(frame_rows) = decode_payload(payload) else {
             break;
         };
-        ops.extend(frame_ops);
+        ops.extend(frame_rows);
         at = start + len;
     }
     (ops, at)
+}
+
+fn decode_payload(payload: &[u8]) -> Option<Vec<Row>> {
+    if payload.first() == Some(&rows::ROWS_V1) {
+        return rows::decode(payload);
+    }
+    // A frame from before the binary form: the JSON list of ops.
+    let ops = serde_json::from_slice::<Vec<StoreOp>>(payload).ok()?;
+    ops.iter().map(|op| Row::of(op).ok()).collect()
 }
 
 impl StoreBackend for JournaledStore {
@@ -378,6 +393,32 @@ mod tests {
     }
 
     #[test]
+    fn journals_written_as_json_by_an_older_version_are_still_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(JournaledStore::open(dir.path(), 1 << 20).unwrap());
+        let json_frame = |ops: &[StoreOp]| {
+            let payload = serde_json::to_vec(ops).unwrap();
+            let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+            frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            frame.extend_from_slice(&payload);
+            frame
+        };
+        // An old frame, then a new one in the same file (an upgrade
+        // between a crash and the restart cannot mix them, but reading
+        // frame by frame must not care).
+        let bytes = [
+            json_frame(&[put("1001@a", "sip:1@h"), put("1002@a", "sip:2@h")]),
+            encode_frame(&[StoreOp::DeleteBindings { aor: "1001@a".into() }]).unwrap(),
+        ]
+        .concat();
+        std::fs::write(journal_path(dir.path(), 3), bytes).unwrap();
+        let s = JournaledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(aors(&s), ["1002@a"]);
+        let (_, stored) = s.load_bindings().unwrap().remove(0);
+        assert_eq!(stored, vec![crate::store::sample_binding("sip:2@h")]);
+    }
+
+    #[test]
     fn a_torn_tail_is_dropped_and_what_precedes_it_kept() {
         let a = encode_frame(&[put("1001@a", "sip:1@h")]).unwrap();
         let b = encode_frame(&[put("1002@a", "sip:2@h")]).unwrap();
@@ -385,7 +426,8 @@ mod tests {
         let (ops, good) = decode_frames(&bytes);
         assert_eq!((ops.len(), good), (2, bytes.len()));
         bytes.truncate(a.len() + b.len() - 3);
-        assert_eq!(decode_frames(&bytes), (vec![put("1001@a", "sip:1@h")], a.len()));
+        let first = Row::of(&put("1001@a", "sip:1@h")).unwrap();
+        assert_eq!(decode_frames(&bytes), (vec![first], a.len()));
         let mut flipped = [a.clone(), b].concat();
         let last = flipped.len() - 2;
         flipped[last] ^= 0x20;

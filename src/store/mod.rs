@@ -8,6 +8,7 @@
 
 mod journal;
 mod redb_store;
+mod rows;
 
 pub use journal::JournaledStore;
 pub use redb_store::RedbStore;

@@ -1,5 +1,6 @@
 //! The embedded store on redb (ACID, crash-safe; DESIGN.md says why not sled).
 
+use super::rows::{Key, Row, Table, Value};
 use super::{ChatState, StoreBackend, StoreError, StoreOp};
 use crate::cdr::CallRecord;
 use crate::chat::ChatMessage;
@@ -20,10 +21,6 @@ const PENDING: TableDefinition<&str, u64> = TableDefinition::new("chat_pending")
 const READ: TableDefinition<&str, u64> = TableDefinition::new("chat_read");
 /// Muted users: key = aor.
 const MUTED: TableDefinition<&str, u8> = TableDefinition::new("chat_muted");
-
-fn pending_key(aor: &str, id: u64) -> String {
-    format!("{aor}\n{id:020}")
-}
 
 pub struct RedbStore {
     db: Database,
@@ -59,6 +56,12 @@ impl RedbStore {
     /// visible to readers at once but reaches the disk only with the next
     /// durable one (redb `Durability::None`).
     pub fn apply(&self, ops: &[StoreOp], durable: bool) -> Result<(), StoreError> {
+        let rows = ops.iter().map(Row::of).collect::<Result<Vec<_>, _>>()?;
+        self.apply_rows(&rows, durable)
+    }
+
+    /// Applies row changes (values already encoded) in one transaction.
+    pub fn apply_rows(&self, rows: &[Row], durable: bool) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(backend)?;
         if !durable {
             txn.set_durability(Durability::None);
@@ -70,41 +73,39 @@ impl RedbStore {
             let mut pending = txn.open_table(PENDING).map_err(backend)?;
             let mut read = txn.open_table(READ).map_err(backend)?;
             let mut muted = txn.open_table(MUTED).map_err(backend)?;
-            for op in ops {
-                match op {
-                    StoreOp::PutBindings { aor, bindings } => {
-                        let v = serde_json::to_vec(bindings).map_err(backend)?;
-                        location.insert(aor.as_str(), v.as_slice()).map_err(backend)?;
-                    }
-                    StoreOp::DeleteBindings { aor } => {
-                        location.remove(aor.as_str()).map_err(backend)?;
-                    }
-                    StoreOp::PutCallRecord(r) => {
-                        let v = serde_json::to_vec(r).map_err(backend)?;
-                        cdr.insert(r.key().as_str(), v.as_slice()).map_err(backend)?;
-                    }
-                    StoreOp::PutChatMessage(m) => {
-                        let v = serde_json::to_vec(m).map_err(backend)?;
-                        chat.insert(m.id, v.as_slice()).map_err(backend)?;
-                    }
-                    StoreOp::PutPending { aor, id } => {
-                        pending.insert(pending_key(aor, *id).as_str(), *id).map_err(backend)?;
-                    }
-                    StoreOp::DeletePending { aor, id } => {
-                        pending.remove(pending_key(aor, *id).as_str()).map_err(backend)?;
-                    }
-                    StoreOp::PutReadMark { aor, conversation, id } => {
-                        read.insert(format!("{aor}\n{conversation}").as_str(), *id)
-                            .map_err(backend)?;
-                    }
-                    StoreOp::PutMuted { aor, muted: on } => {
-                        if *on {
-                            muted.insert(aor.as_str(), 1).map_err(backend)?;
+            for row in rows {
+                let bad = || StoreError::Backend(format!("row of the wrong shape for {:?}", row.table));
+                match (row.table, &row.key, &row.value) {
+                    (Table::Location | Table::Cdr, Key::Text(k), value) => {
+                        let table = if row.table == Table::Location {
+                            &mut location
                         } else {
-                            muted.remove(aor.as_str()).map_err(backend)?;
+                            &mut cdr
+                        };
+                        match value {
+                            Some(Value::Bytes(v)) => table.insert(k.as_str(), v.as_slice()).map(drop),
+                            None => table.remove(k.as_str()).map(drop),
+                            Some(Value::Number(_)) => return Err(bad()),
                         }
                     }
+                    (Table::Chat, Key::Id(id), Some(Value::Bytes(v))) => chat.insert(*id, v.as_slice()).map(drop),
+                    (Table::Pending | Table::Read, Key::Text(k), value) => {
+                        let table = if row.table == Table::Pending {
+                            &mut pending
+                        } else {
+                            &mut read
+                        };
+                        match value {
+                            Some(Value::Number(n)) => table.insert(k.as_str(), *n).map(drop),
+                            None => table.remove(k.as_str()).map(drop),
+                            Some(Value::Bytes(_)) => return Err(bad()),
+                        }
+                    }
+                    (Table::Muted, Key::Text(k), Some(Value::Number(_))) => muted.insert(k.as_str(), 1).map(drop),
+                    (Table::Muted, Key::Text(k), None) => muted.remove(k.as_str()).map(drop),
+                    _ => return Err(bad()),
                 }
+                .map_err(backend)?;
             }
         }
         txn.commit().map_err(backend)
