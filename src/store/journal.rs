@@ -1,8 +1,11 @@
 //! The write-ahead journal in front of redb.
 //!
-//! A commit appends its ops to the open journal file with one `write(2)`
-//! and returns: once the kernel has the bytes, a `kill -9` of the daemon
-//! loses nothing. The caller (the core task) commits inline, so answering
+//! A commit copies its ops into the open journal file, mapped into memory
+//! (`MAP_SHARED`), and returns: the bytes are then in the kernel's page
+//! cache, so a `kill -9` of the daemon loses nothing — as with `write(2)`,
+//! which this replaces (a `write` per registration was 3 % of its CPU).
+//! The file's space is allocated ahead ([`CHUNK`] at a time, doubling), so
+//! a full disk is an error when growing, never a fault while copying. The caller (the core task) commits inline, so answering
 //! a REGISTER costs no thread hop. A fold thread moves the journal into
 //! redb every [`FOLD_INTERVAL`] (sooner past [`FOLD_OPS`] ops): it starts
 //! a new journal file, applies the old file's ops in one durable redb
@@ -20,8 +23,10 @@
 //! with their values encoded as redb stores them (`rows.rs`), so a fold
 //! copies bytes rather than parsing and re-serializing records. Frames
 //! written before that hold the JSON list of the commit's ops, and are
-//! still read. At start-up every file is replayed in order into redb; a
-//! torn or corrupt tail (a write cut short) is dropped with a warning.
+//! still read. The frames end at the first zero header (the rest of the
+//! file's allocated space). At start-up every file is replayed in order
+//! into redb; a torn or corrupt frame (a copy cut short) and what follows
+//! it are dropped with a warning.
 //! Replaying twice is harmless: every op sets or deletes a key.
 
 use super::rows::{self, Row};
@@ -29,8 +34,8 @@ use super::{ChatState, RedbStore, StoreBackend, StoreError, StoreOp};
 use crate::cdr::CallRecord;
 use crate::chat::ChatMessage;
 use crate::registrar::Binding;
+use memmap2::MmapMut;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -42,6 +47,9 @@ const FOLD_OPS: usize = 8192;
 const HEADER: usize = 8;
 /// Bigger frames are corruption, not data.
 const MAX_FRAME: usize = 64 << 20;
+/// Space a journal file starts with (a second of registrations at
+/// 1,000/s is about 300 KB).
+const CHUNK: usize = 1 << 20;
 
 pub struct JournaledStore {
     dir: PathBuf,
@@ -53,12 +61,43 @@ pub struct JournaledStore {
     fold_thread: std::thread::Thread,
 }
 
-/// The open journal file, its length and how many ops it holds.
+/// The open journal file, mapped, how many bytes of frames and how many
+/// ops it holds.
 struct Tail {
     file: File,
+    map: MmapMut,
     seq: u64,
-    len: u64,
+    len: usize,
     ops: usize,
+}
+
+impl Tail {
+    fn create(dir: &Path, seq: u64) -> Result<Tail, StoreError> {
+        let file = create_journal(dir, seq)?;
+        let map = map_journal(&file, CHUNK, &journal_path(dir, seq))?;
+        Ok(Tail {
+            file,
+            map,
+            seq,
+            len: 0,
+            ops: 0,
+        })
+    }
+}
+
+/// Allocates `len` bytes of disk space for `file` (its length becomes at
+/// least `len`) and maps it.
+fn map_journal(file: &File, len: usize, path: &Path) -> Result<MmapMut, StoreError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain FFI call on an open descriptor.
+    let err = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    if err != 0 {
+        return Err(io(path)(std::io::Error::from_raw_os_error(err)));
+    }
+    // SAFETY: the file is this process's own, in its data directory, and
+    // is never truncated while mapped; its space is allocated above, so
+    // writing into the mapping cannot fault for a full disk.
+    unsafe { MmapMut::map_mut(file) }.map_err(io(path))
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
@@ -95,8 +134,9 @@ fn journal_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
 fn create_journal(dir: &Path, seq: u64) -> Result<File, StoreError> {
     let path = journal_path(dir, seq);
     OpenOptions::new()
-        .append(true)
-        .create(true)
+        .read(true) // a shared writable mapping needs both
+        .write(true)
+        .create_new(true) // sequence numbers only grow: never an old file
         .open(&path)
         .map_err(io(&path))
 }
@@ -107,7 +147,8 @@ fn read_journals(files: &[(u64, PathBuf)]) -> Result<Vec<Row>, StoreError> {
     for (_, path) in files {
         let bytes = std::fs::read(path).map_err(io(path))?;
         let (file_ops, good) = decode_frames(&bytes);
-        if good < bytes.len() {
+        // Past the frames, the file's allocated space is zeros.
+        if bytes[good..].iter().any(|&b| b != 0) {
             tracing::warn!(
                 file = %path.display(),
                 offset = good,
@@ -135,12 +176,7 @@ impl JournaledStore {
             std::fs::remove_file(path).map_err(io(path))?;
         }
         let seq = files.last().map_or(0, |(s, _)| s + 1);
-        let tail = Tail {
-            file: create_journal(dir, seq)?,
-            seq,
-            len: 0,
-            ops: 0,
-        };
+        let tail = Tail::create(dir, seq)?;
         let store = Arc::new_cyclic(|weak: &std::sync::Weak<JournaledStore>| {
             let weak = weak.clone();
             let fold_thread = std::thread::Builder::new()
@@ -186,10 +222,7 @@ impl JournaledStore {
                 return Ok(());
             }
             let seq = tail.seq + 1;
-            tail.file = create_journal(&self.dir, seq)?;
-            tail.seq = seq;
-            tail.len = 0;
-            tail.ops = 0;
+            *tail = Tail::create(&self.dir, seq)?;
             seq
         };
         // Files of a fold that failed before are still there: retried here.
@@ -239,7 +272,7 @@ fn encode_frame(ops: &[StoreOp]) -> Result<Vec<u8>, StoreError> {
 }
 
 /// The row changes of every whole, intact frame, and the length of those
-/// frames.
+/// frames; they end at the first frame that is not one (zeros included).
 fn decode_frames(bytes: &[u8]) -> (Vec<Row>, usize) {
     let mut ops = Vec::new();
     let mut at = 0;
@@ -276,14 +309,15 @@ impl StoreBackend for JournaledStore {
     fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
         let frame = encode_frame(ops)?;
         let mut tail = lock(&self.tail);
-        if let Err(e) = tail.file.write_all(&frame) {
-            // A frame cut short (disk full) must not sit before the next
-            // ones: replay stops at the first bad frame.
-            let len = tail.len;
-            let _ = tail.file.set_len(len);
-            return Err(StoreError::Backend(format!("journal: {e}")));
+        let end = tail.len + frame.len();
+        if end > tail.map.len() {
+            let grown = end.max(2 * tail.map.len()).next_multiple_of(CHUNK);
+            let path = journal_path(&self.dir, tail.seq);
+            tail.map = map_journal(&tail.file, grown, &path)?;
         }
-        tail.len += frame.len() as u64;
+        let start = tail.len;
+        tail.map[start..end].copy_from_slice(&frame);
+        tail.len = end;
         tail.ops += ops.len();
         if tail.ops >= FOLD_OPS {
             self.fold_thread.unpark();
@@ -365,6 +399,27 @@ mod tests {
         drop(s);
         let s = JournaledStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(aors(&s), ["1001@a", "1003@a"]);
+    }
+
+    #[test]
+    fn a_journal_outgrows_its_first_chunk_and_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = JournaledStore::open(dir.path(), 1 << 20).unwrap();
+        // Held, the fold thread cannot move the journal away meanwhile.
+        let _no_fold = lock(&s.db_writes);
+        let n = 6000; // about 1.6 MB of frames: the file grows past CHUNK
+        for i in 0..n {
+            s.commit(&[put(&format!("{i}@a"), "sip:1@h")]).unwrap();
+        }
+        let path = journal_path(dir.path(), 0);
+        assert!(std::fs::metadata(&path).unwrap().len() >= 2 * CHUNK as u64);
+        // What a kill -9 leaves: the mapped file as the kernel has it,
+        // frames then zeros, read without the store's help.
+        let rows = read_journals(&journal_files(dir.path()).unwrap()).unwrap();
+        assert_eq!(rows.len(), n);
+        assert_eq!(rows[n - 1], Row::of(&put(&format!("{}@a", n - 1), "sip:1@h")).unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(decode_frames(&bytes).1, lock(&s.tail).len);
     }
 
     #[test]
