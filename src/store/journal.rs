@@ -148,7 +148,7 @@ fn read_journals(files: &[(u64, PathBuf)]) -> Result<Vec<Row>, StoreError> {
         let bytes = std::fs::read(path).map_err(io(path))?;
         let (file_ops, good) = decode_frames(&bytes);
         // Past the frames, the file's allocated space is zeros.
-        if bytes[good..].iter().any(|&b| b != 0) {
+        if !is_zeros(&bytes[good..]) {
             tracing::warn!(
                 file = %path.display(),
                 offset = good,
@@ -216,15 +216,21 @@ impl JournaledStore {
     /// heap a second's worth of copies interleaved with live data.)
     fn fold(&self) -> Result<(), StoreError> {
         let _writing = lock(&self.db_writes);
-        let seq = {
+        let (seq, old) = {
             let mut tail = lock(&self.tail);
             if tail.ops == 0 {
                 return Ok(());
             }
             let seq = tail.seq + 1;
-            *tail = Tail::create(&self.dir, seq)?;
-            seq
+            (seq, std::mem::replace(&mut *tail, Tail::create(&self.dir, seq)?))
         };
+        // Unmapped and cut to its frames (outside the lock: commits go on),
+        // the old file is read back without its unused allocated space.
+        let Tail { file, map, len, .. } = old;
+        drop(map);
+        if let Err(e) = file.set_len(len as u64) {
+            tracing::warn!(error = %e, "could not cut the folded journal to its frames");
+        }
         // Files of a fold that failed before are still there: retried here.
         let older: Vec<_> = journal_files(&self.dir)?
             .into_iter()
@@ -269,6 +275,14 @@ fn encode_frame(ops: &[StoreOp]) -> Result<Vec<u8>, StoreError> {
     frame[..4].copy_from_slice(&len.to_le_bytes());
     frame[4..HEADER].copy_from_slice(&crc.to_le_bytes());
     Ok(frame)
+}
+
+/// Whether `bytes` are all zero, eight at a time (a file left by a crash
+/// has up to a megabyte of allocated space after its frames).
+fn is_zeros(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    words.all(|w| u64::from_ne_bytes(w.try_into().expect("eight bytes")) == 0)
+        && words.remainder().iter().all(|&b| b == 0)
 }
 
 /// The row changes of every whole, intact frame, and the length of those
@@ -419,7 +433,14 @@ mod tests {
         assert_eq!(rows.len(), n);
         assert_eq!(rows[n - 1], Row::of(&put(&format!("{}@a", n - 1), "sip:1@h")).unwrap());
         let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(decode_frames(&bytes).1, lock(&s.tail).len);
+        let end = lock(&s.tail).len;
+        assert_eq!(decode_frames(&bytes).1, end);
+        assert!(is_zeros(&bytes[end..]));
+        let mut torn = bytes[end - 20..].to_vec();
+        assert!(!is_zeros(&torn));
+        torn[..20].fill(0);
+        *torn.last_mut().unwrap() = 1;
+        assert!(!is_zeros(&torn));
     }
 
     #[test]
