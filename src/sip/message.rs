@@ -9,6 +9,7 @@
 
 use super::header::{split_list, HeaderName};
 use super::method::Method;
+use super::text::decimal;
 use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 use std::fmt;
@@ -212,7 +213,7 @@ impl SipMessage {
             }
             StartLine::Response { status, reason } => {
                 out.put_slice(b"SIP/2.0 ");
-                out.put_slice(status.to_string().as_bytes());
+                out.put_slice(decimal(u32::from(*status), &mut [0; 10]));
                 out.put_u8(b' ');
                 out.put_slice(reason.as_bytes());
                 out.put_slice(b"\r\n");
@@ -225,7 +226,10 @@ impl SipMessage {
             out.put_slice(b"\r\n");
         }
         out.put_slice(b"Content-Length: ");
-        out.put_slice(self.body.len().to_string().as_bytes());
+        out.put_slice(decimal(
+            u32::try_from(self.body.len()).unwrap_or(u32::MAX),
+            &mut [0; 10],
+        ));
         out.put_slice(b"\r\n\r\n");
         out.put_slice(&self.body);
         out.freeze()

@@ -3,20 +3,25 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-/// Appends `n` in decimal.
-pub fn push_decimal(out: &mut String, n: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
+/// `n` in decimal, written into `buf`: the digits are its tail.
+pub fn decimal(n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
     let mut rest = n;
     loop {
         i -= 1;
-        digits[i] = b'0' + (rest % 10) as u8;
+        buf[i] = b'0' + (rest % 10) as u8;
         rest /= 10;
         if rest == 0 {
             break;
         }
     }
-    out.extend(digits[i..].iter().map(|&d| char::from(d)));
+    &buf[i..]
+}
+
+/// Appends `n` in decimal.
+pub fn push_decimal(out: &mut String, n: u32) {
+    let mut buf = [0u8; 10];
+    out.extend(decimal(n, &mut buf).iter().map(|&d| char::from(d)));
 }
 
 /// Appends `ip` as `Display` writes it; IPv4 digit by digit.

@@ -46,7 +46,11 @@ pub fn stamp_received(msg: &mut SipMessage, source: SocketAddr) {
 /// `rport` if present, else `received` + sent-by port, else sent-by
 /// (default port 5060). Returns None if the Via is unusable.
 pub fn response_destination(top_via: &str) -> Option<SocketAddr> {
-    let via = Via::parse(top_via).ok()?;
+    destination_of(&Via::parse(top_via).ok()?)
+}
+
+/// [`response_destination`] of a Via already parsed.
+pub fn destination_of(via: &Via) -> Option<SocketAddr> {
     let ip: IpAddr = match via.param("received") {
         Some(r) => r.parse().ok()?,
         None => via.host.parse().ok()?,

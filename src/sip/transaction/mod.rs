@@ -15,7 +15,7 @@ use super::addr::{CSeq, Via};
 use super::message::SipMessage;
 use super::method::Method;
 use super::response::response_to;
-use super::via_rewrite::response_destination;
+use super::via_rewrite::destination_of;
 use super::HeaderName;
 use bytes::Bytes;
 use std::cmp::Reverse;
@@ -241,7 +241,11 @@ impl TransactionLayer {
 
     /// Server transaction key of a request (§17.2.3).
     pub fn server_key(req: &SipMessage) -> Option<TxKey> {
-        let via = Via::parse(req.top_via()?).ok()?;
+        Self::server_key_of(req, &Via::parse(req.top_via()?).ok()?)
+    }
+
+    /// [`Self::server_key`], given the request's top Via parsed.
+    fn server_key_of(req: &SipMessage, via: &Via) -> Option<TxKey> {
         let method = match req.method()? {
             Method::Ack => Method::Invite,
             m => m.clone(),
@@ -288,7 +292,13 @@ impl TransactionLayer {
 
     /// A request arrived from the transport.
     pub fn handle_request(&mut self, req: SipMessage, from: Peer, now: Instant) -> Result<(), TxError> {
-        let key = Self::server_key(&req).ok_or(TxError::Unroutable)?;
+        // The top Via, parsed once for the key and the reply address.
+        let via = req
+            .top_via()
+            .and_then(|v| Via::parse(v).ok())
+            .ok_or(TxError::Unroutable)?;
+        let key = Self::server_key_of(&req, &via).ok_or(TxError::Unroutable)?;
+        let reply_to = reply_peer(&via, from);
         let is_ack = req.method() == Some(&Method::Ack);
         if let Some(entry) = self.txs.get_mut(&key) {
             let actions = match &mut entry.machine {
@@ -308,7 +318,6 @@ impl TransactionLayer {
             self.transmits.push_back(Transmit { to, data });
             return Ok(());
         }
-        let reply_to = reply_peer(&req, from).ok_or(TxError::Unroutable)?;
         let reliable = from.transport.is_reliable();
         let (machine, actions) = if req.method() == Some(&Method::Invite) {
             let trying = response_to(&req, 100, None, "").to_bytes();
@@ -539,13 +548,12 @@ impl TransactionLayer {
 
 /// Where responses for a server transaction go (§18.2.2): over the same
 /// connection for TCP, by Via `received`/`rport` for UDP.
-fn reply_peer(req: &SipMessage, from: Peer) -> Option<Peer> {
+fn reply_peer(top_via: &Via, from: Peer) -> Peer {
     if from.transport.is_reliable() {
-        return Some(from);
+        return from;
     }
-    let addr = response_destination(req.top_via()?).unwrap_or(from.addr);
-    Some(Peer {
+    Peer {
         transport: from.transport,
-        addr,
-    })
+        addr: destination_of(top_via).unwrap_or(from.addr),
+    }
 }
