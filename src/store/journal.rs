@@ -5,8 +5,9 @@
 //! cache, so a `kill -9` of the daemon loses nothing — as with `write(2)`,
 //! which this replaces (a `write` per registration was 3 % of its CPU).
 //! The file's space is allocated ahead ([`CHUNK`] at a time, doubling), so
-//! a full disk is an error when growing, never a fault while copying. The caller (the core task) commits inline, so answering
-//! a REGISTER costs no thread hop. A fold thread moves the journal into
+//! a full disk is an error when growing, never a fault while copying.
+//! The caller (the core task) commits inline, so answering a REGISTER
+//! costs no thread hop. A fold thread moves the journal into
 //! redb every [`FOLD_INTERVAL`] (sooner past [`FOLD_OPS`] ops): it starts
 //! a new journal file, applies the old file's ops in one durable redb
 //! transaction and deletes the file, so a power cut loses at most the last
