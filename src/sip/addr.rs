@@ -183,28 +183,6 @@ impl<'a> Via<'a> {
         }
         s
     }
-
-    /// [`Via::sent_by`] without allocating, to write into a buffer.
-    pub fn host_port(&self) -> impl std::fmt::Display + '_ {
-        SentBy(self)
-    }
-}
-
-struct SentBy<'a, 'v>(&'a Via<'v>);
-
-impl std::fmt::Display for SentBy<'_, '_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let via = self.0;
-        if via.host.contains(':') {
-            write!(f, "[{}]", via.host)?;
-        } else {
-            f.write_str(via.host)?;
-        }
-        match via.port {
-            Some(p) => write!(f, ":{p}"),
-            None => Ok(()),
-        }
-    }
 }
 
 /// `CSeq: 42 INVITE`.
