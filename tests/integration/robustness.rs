@@ -28,6 +28,18 @@ fn garbage_and_truncated_datagrams_then_a_valid_register() {
     let r = c.recv().unwrap();
     assert_eq!(r.status(), Some(400));
     assert_eq!(r.reason(), "Bad Request (CSeq method does not match)");
+    // Latin-1 in a display name: SIP text is UTF-8 (RFC 3261 §7.3.1).
+    let latin1: Vec<u8> = c
+        .request("OPTIONS", "sip:pbx.test", "1001", "", "latin-1")
+        .replacen("From: ", "From: \"Jos\x01\" ", 1)
+        .bytes()
+        .map(|b| if b == 1 { 0xe9 } else { b })
+        .collect();
+    c.send_raw(&latin1);
+    let r = c.recv().expect("400 for a head that is not UTF-8");
+    assert_eq!(r.status(), Some(400));
+    assert_eq!(r.reason(), "Bad Request (message head is not UTF-8)");
+    assert_eq!(r.call_id(), Some("latin-1"));
     // The daemon still serves a real peer.
     assert_eq!(sipp_register(&d, "1001", "demo1001", 120, free_port(), &[]).code, 0);
 }
