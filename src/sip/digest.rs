@@ -4,6 +4,7 @@
 
 use md5::Md5;
 use sha2::{Digest, Sha256};
+use siphasher::sip128::{Hasher128, SipHasher24};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -248,10 +249,11 @@ pub enum NonceStatus {
 /// Issues self-validating nonces (timestamp + random + keyed hash) and
 /// tracks the highest nonce count used with each, to reject replays.
 pub struct NonceKeeper {
-    /// SHA-256 with a random 32-byte secret and 32 zero bytes absorbed: a
-    /// whole block, so each MAC clones this state and compresses one
-    /// block (head and padding) instead of two.
-    keyed: Sha256,
+    /// Random key of the nonce MAC, SipHash-2-4 with a 128-bit tag: a PRF
+    /// made for short inputs (Aumasson & Bernstein, 2012), a tenth of the
+    /// instructions of a keyed SHA-256 over the 32-byte nonce head, which
+    /// was 5 % of a registration's work (two MACs: issue and check).
+    key: [u8; 16],
     lifetime_secs: u64,
     /// Highest nonce-count seen, by nonce head (issue time in the high 64
     /// bits, salt in the low): 20 bytes a nonce, not a 56-byte string.
@@ -261,13 +263,7 @@ pub struct NonceKeeper {
 impl NonceKeeper {
     pub fn new(lifetime_secs: u64) -> NonceKeeper {
         NonceKeeper {
-            keyed: {
-                let secret: [u8; 32] = rand::random();
-                let mut h = Sha256::new();
-                h.update(secret);
-                h.update([0u8; 32]);
-                h
-            },
+            key: rand::random(),
             lifetime_secs,
             counts: HashMap::new(),
         }
@@ -292,10 +288,11 @@ impl NonceKeeper {
         nonce
     }
 
+    /// 96 bits of the tag, as 24 hex digits.
     fn mac(&self, head: &str) -> String {
-        let mut h = self.keyed.clone();
-        h.update(head.as_bytes());
-        hex_lower(&h.finalize()[..12])
+        let mut h = SipHasher24::new_with_key(&self.key);
+        std::hash::Hasher::write(&mut h, head.as_bytes());
+        hex_lower(&h.finish128().as_bytes()[..12])
     }
 
     /// Checks a nonce and, when the client used qop, its nonce count.
@@ -436,6 +433,13 @@ mod tests {
         forged.replace_range(0..1, "f");
         assert_eq!(k.check(&forged, None, 1010), NonceStatus::Invalid);
         assert_eq!(k.check("short", None, 1010), NonceStatus::Invalid);
+        let mut bad_tag = n.clone();
+        let last = if n.ends_with('0') { "1" } else { "0" };
+        bad_tag.replace_range(55..56, last);
+        assert_eq!(k.check(&bad_tag, None, 1010), NonceStatus::Invalid);
+        let other = NonceKeeper::new(300).issue(1000, 7);
+        assert_eq!(n.len(), other.len());
+        assert_eq!(k.check(&other, None, 1010), NonceStatus::Invalid, "another key's nonce");
         k.purge(2000);
         assert_eq!(k.tracked(), 0);
     }
