@@ -15,18 +15,21 @@ use crate::sip::uri::SipUri;
 use crate::sip::{HeaderName, SipError, SipMessage};
 use crate::store::StoreOp;
 use std::collections::HashMap;
+use std::sync::Arc;
 
-/// In-memory location service: address-of-record → bindings.
+/// In-memory location service: address-of-record → bindings. A list is
+/// shared with the store op and the answer that a REGISTER produces, not
+/// copied for each (six strings a binding).
 #[derive(Default)]
 pub struct Registrar {
-    bindings: HashMap<String, Vec<Binding>>,
+    bindings: HashMap<String, Arc<[Binding]>>,
 }
 
 /// What a successful REGISTER produced.
 #[derive(Debug)]
 pub struct RegisterOutcome {
     /// Current bindings, for the 200's Contact list.
-    pub current: Vec<Binding>,
+    pub current: Arc<[Binding]>,
     /// The change to persist before answering (None for a pure query).
     pub store: Option<StoreOp>,
 }
@@ -76,22 +79,22 @@ impl Registrar {
             if list.is_empty() {
                 purge.push(StoreOp::DeleteBindings { aor });
             } else {
-                self.bindings.insert(aor, list);
+                self.bindings.insert(aor, list.into());
             }
         }
         purge
     }
 
     pub fn lookup(&self, aor: &str) -> &[Binding] {
-        self.bindings.get(aor).map_or(&[], Vec::as_slice)
+        self.bindings.get(aor).map_or(&[], |list| list)
     }
 
-    pub fn all(&self) -> impl Iterator<Item = (&String, &Vec<Binding>)> {
+    pub fn all(&self) -> impl Iterator<Item = (&String, &Arc<[Binding]>)> {
         self.bindings.iter()
     }
 
     pub fn binding_count(&self) -> usize {
-        self.bindings.values().map(Vec::len).sum()
+        self.bindings.values().map(|list| list.len()).sum()
     }
 
     /// Applies a REGISTER for `aor` (already authenticated and authorized).
@@ -120,7 +123,7 @@ impl Registrar {
             None => None,
         };
         let contacts: Vec<&str> = req.header_values(&HeaderName::Contact).collect();
-        let existing = self.bindings.get(aor).cloned().unwrap_or_default();
+        let existing = self.bindings.get(aor).cloned().unwrap_or_else(|| Arc::new([]));
         if contacts.is_empty() {
             // A query: list current bindings (§10.3 step 6 with no Contact).
             return Ok(RegisterOutcome {
@@ -141,11 +144,11 @@ impl Registrar {
             }
             self.bindings.remove(aor);
             return Ok(RegisterOutcome {
-                current: Vec::new(),
+                current: Arc::new([]),
                 store: Some(StoreOp::DeleteBindings { aor: aor.to_string() }),
             });
         }
-        let mut updated = existing;
+        let mut updated = existing.to_vec();
         let user_agent = req.header(&HeaderName::UserAgent).map(str::to_string);
         for c in contacts {
             let addr = NameAddr::parse(c).map_err(|_| SipError::with_reason(400, "Bad Contact"))?;
@@ -199,18 +202,19 @@ impl Registrar {
         if updated.len() > settings.max_contacts {
             return Err(SipError::with_reason(403, "Too many registered contacts"));
         }
-        let store = if updated.is_empty() {
+        let current: Arc<[Binding]> = updated.into();
+        let store = if current.is_empty() {
             self.bindings.remove(aor);
             StoreOp::DeleteBindings { aor: aor.to_string() }
         } else {
-            self.bindings.insert(aor.to_string(), updated.clone());
+            self.bindings.insert(aor.to_string(), current.clone());
             StoreOp::PutBindings {
                 aor: aor.to_string(),
-                bindings: updated.clone(),
+                bindings: current.clone(),
             }
         };
         Ok(RegisterOutcome {
-            current: updated,
+            current,
             store: Some(store),
         })
     }
@@ -219,18 +223,19 @@ impl Registrar {
     pub fn purge_expired(&mut self, now_unix: u64) -> Vec<StoreOp> {
         let mut ops = Vec::new();
         self.bindings.retain(|aor, list| {
-            let before = list.len();
-            list.retain(|b| b.expires_at > now_unix);
-            if list.is_empty() {
+            if list.iter().all(|b| b.expires_at > now_unix) {
+                return true;
+            }
+            let kept: Arc<[Binding]> = list.iter().filter(|b| b.expires_at > now_unix).cloned().collect();
+            if kept.is_empty() {
                 ops.push(StoreOp::DeleteBindings { aor: aor.clone() });
                 false
             } else {
-                if list.len() != before {
-                    ops.push(StoreOp::PutBindings {
-                        aor: aor.clone(),
-                        bindings: list.clone(),
-                    });
-                }
+                *list = kept;
+                ops.push(StoreOp::PutBindings {
+                    aor: aor.clone(),
+                    bindings: list.clone(),
+                });
                 true
             }
         });

@@ -142,7 +142,10 @@ fn purge_and_restore_drop_expired_bindings() {
     let mut fresh = Registrar::new();
     let stored = vec![(
         "1001@pbx.test".to_string(),
-        reg(&mut r, 2, "a", "Contact: <sip:x@1.1.1.1>\r\n").unwrap().current,
+        reg(&mut r, 2, "a", "Contact: <sip:x@1.1.1.1>\r\n")
+            .unwrap()
+            .current
+            .to_vec(),
     )];
     assert!(fresh.restore(stored.clone(), NOW).is_empty());
     assert_eq!(fresh.binding_count(), 1);

@@ -383,7 +383,7 @@ mod tests {
     fn put(aor: &str, contact: &str) -> StoreOp {
         StoreOp::PutBindings {
             aor: aor.into(),
-            bindings: vec![crate::store::sample_binding(contact)],
+            bindings: vec![crate::store::sample_binding(contact)].into(),
         }
     }
 

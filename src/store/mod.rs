@@ -29,7 +29,8 @@ pub enum StoreOp {
     /// Replace all bindings of an address-of-record.
     PutBindings {
         aor: String,
-        bindings: Vec<Binding>,
+        /// Shared with the registrar's in-memory list.
+        bindings: std::sync::Arc<[Binding]>,
     },
     DeleteBindings {
         aor: String,

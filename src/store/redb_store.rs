@@ -249,11 +249,11 @@ mod tests {
             s.commit(&[
                 StoreOp::PutBindings {
                     aor: "1001@a".into(),
-                    bindings: vec![binding("sip:1001@h:1")],
+                    bindings: vec![binding("sip:1001@h:1")].into(),
                 },
                 StoreOp::PutBindings {
                     aor: "1002@a".into(),
-                    bindings: vec![binding("sip:1002@h:2")],
+                    bindings: vec![binding("sip:1002@h:2")].into(),
                 },
             ])
             .unwrap();

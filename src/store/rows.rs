@@ -175,7 +175,7 @@ mod tests {
         let ops = [
             StoreOp::PutBindings {
                 aor: "1001@a".into(),
-                bindings: vec![crate::store::sample_binding("sip:1@h")],
+                bindings: vec![crate::store::sample_binding("sip:1@h")].into(),
             },
             StoreOp::DeleteBindings { aor: "1002@a".into() },
             StoreOp::PutPending {
