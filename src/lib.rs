@@ -10,6 +10,7 @@ pub mod ctl;
 pub mod dialplan;
 pub mod media;
 pub mod presence;
+pub mod recv_batch;
 pub mod registrar;
 pub mod server;
 pub mod sip;

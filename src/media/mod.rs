@@ -2,7 +2,6 @@
 
 pub mod g711;
 pub mod playback;
-mod recv_batch;
 pub mod relay;
 mod relay_io;
 pub mod sdp;

@@ -8,8 +8,8 @@
 //! per-thread buffer (`recv_batch`), takes no lock and never waits on
 //! signalling.
 
-use super::recv_batch;
 use super::relay_io::{Leg, RelayIo};
+use crate::recv_batch;
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use std::collections::{HashSet, VecDeque};

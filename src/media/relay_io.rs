@@ -13,8 +13,8 @@
 //! is never dropped while one of its packets is in hand, and events still
 //! in hand for a removed leg find nothing (ids are never reused).
 
-use super::recv_batch;
 use super::relay::{relay_packet, Shared};
+use crate::recv_batch;
 use std::collections::HashMap;
 use std::io;
 use std::net::UdpSocket;

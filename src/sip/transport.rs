@@ -9,12 +9,15 @@ use super::message::{frame_len, ParseError, SipMessage};
 use super::transaction::{Peer, Transmit, TransportKind};
 use super::via_rewrite::stamp_received;
 use super::HeaderName;
+use crate::recv_batch::{self, Batch};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
@@ -129,35 +132,56 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 async fn udp_loop(sock: Arc<UdpSocket>, limits: TransportLimits, inbound: mpsc::Sender<Inbound>) {
-    let mut buf = vec![0u8; limits.max_message_size + 1];
+    // No UDP datagram is longer than 64 KiB, whatever the limit says.
+    let mut batch = Batch::new((limits.max_message_size + 1).min(1 << 16));
     loop {
-        let (n, src) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
+        if let Err(e) = sock.readable().await {
+            tracing::warn!(error = %e, "udp socket unusable");
+            return;
+        }
+        let read = sock.try_io(Interest::READABLE, || match batch.recv(sock.as_raw_fd())? {
+            // A short batch emptied the queue: tokio is told so, and waits
+            // for the next datagram instead of a read that finds nothing.
+            n if n < recv_batch::BATCH => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        });
+        if let Err(e) = read {
+            if e.kind() != io::ErrorKind::WouldBlock {
                 // ICMP port unreachable surfaces here on some systems; keep serving.
                 tracing::debug!(error = %e, "udp recv error");
-                continue;
             }
-        };
-        if n > limits.max_message_size {
-            tracing::debug!(from = %src, "datagram over max_message_size dropped");
-            continue;
         }
-        let data = Bytes::copy_from_slice(&buf[..n]);
-        if data.iter().all(|b| b.is_ascii_whitespace()) {
-            continue; // keep-alive (RFC 5626 §4.4.1)
+        for (datagram, src) in batch.datagrams() {
+            on_datagram(datagram, src, &sock, limits, &inbound).await;
         }
-        let peer = Peer {
-            transport: TransportKind::Udp,
-            addr: src,
-        };
-        match SipMessage::parse_datagram(data.clone()) {
-            Ok(msg) => deliver(msg, peer, &inbound).await,
-            Err(err) => {
-                tracing::debug!(from = %src, error = %err, "unparseable datagram");
-                if let Some(resp) = salvage_bad_request(&data, &err) {
-                    let _ = sock.send_to(&resp, src).await;
-                }
+    }
+}
+
+async fn on_datagram(
+    datagram: &[u8],
+    src: SocketAddr,
+    sock: &UdpSocket,
+    limits: TransportLimits,
+    inbound: &mpsc::Sender<Inbound>,
+) {
+    if datagram.len() > limits.max_message_size {
+        tracing::debug!(from = %src, "datagram over max_message_size dropped");
+        return;
+    }
+    if datagram.iter().all(|b| b.is_ascii_whitespace()) {
+        return; // keep-alive (RFC 5626 §4.4.1)
+    }
+    let data = Bytes::copy_from_slice(datagram);
+    let peer = Peer {
+        transport: TransportKind::Udp,
+        addr: src,
+    };
+    match SipMessage::parse_datagram(data.clone()) {
+        Ok(msg) => deliver(msg, peer, inbound).await,
+        Err(err) => {
+            tracing::debug!(from = %src, error = %err, "unparseable datagram");
+            if let Some(resp) = salvage_bad_request(&data, &err) {
+                let _ = sock.send_to(&resp, src).await;
             }
         }
     }

@@ -176,3 +176,39 @@ fn ipv6_over_udp_and_tcp() {
     assert_eq!(regs[0]["source"], format!("[::1]:{}", u.local.port()));
     u.set_timeout(Duration::from_secs(5));
 }
+
+#[test]
+fn an_oversize_datagram_is_dropped_and_a_burst_is_answered_whole() {
+    let d = Daemon::start_with(
+        "",
+        "[sip]\nmax_message_size = 1024\n",
+        &crate::harness::default_dialplan(),
+    );
+    let mut c = RawClient::udp(d.addr());
+    let padding = format!("X-Padding: {}\r\nContent-Length: 0", "p".repeat(1100));
+    let too_big = c
+        .request("OPTIONS", "sip:pbx.test", "1001", "", "too-big")
+        .replace("Content-Length: 0", &padding);
+    c.send_raw(too_big.as_bytes());
+    // Answered in order of arrival: had the first been answered, its
+    // answer would come first.
+    let r = c.send_request("OPTIONS", "sip:pbx.test", "1001", "").unwrap();
+    assert_eq!(r.status(), Some(200));
+    assert_ne!(r.call_id(), Some("too-big"));
+    // More requests than one read takes (recv_batch::BATCH), sent at once.
+    let sent: Vec<String> = (0..3 * switchboard::recv_batch::BATCH)
+        .map(|i| format!("burst-{i}"))
+        .collect();
+    for id in &sent {
+        let req = c.request("OPTIONS", "sip:pbx.test", "1001", "", id);
+        c.send_raw(req.as_bytes());
+    }
+    let mut answered: Vec<String> = (0..sent.len())
+        .map(|_| c.recv().expect("an answer for each request of the burst"))
+        .map(|r| r.call_id().unwrap().to_string())
+        .collect();
+    answered.sort();
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(answered, expected);
+}

@@ -1,9 +1,11 @@
-//! The relay's receive path: every datagram waiting on a socket, up to
-//! [`BATCH`], read with one `recvmmsg(2)` into a buffer per thread (Linux).
+//! The receive path of the RTP relay and of the SIP UDP transport: every
+//! datagram waiting on a socket, up to [`BATCH`], read with one
+//! `recvmmsg(2)` (Linux).
 //!
 //! A batch short of full means the socket's queue is empty, so the caller
 //! need not read again to find nothing (one syscall a packet instead of
-//! two), and no relay leg carries a receive buffer of its own.
+//! two). The relay reads into a buffer per thread, so no leg carries a
+//! receive buffer of its own.
 
 use std::cell::RefCell;
 use std::io;
@@ -12,24 +14,20 @@ use std::os::fd::RawFd;
 
 /// Datagrams read at most per call.
 pub const BATCH: usize = 8;
-/// Longer datagrams are cut (RTP packets are ~200 bytes).
-const DATAGRAM: usize = 2048;
+/// The relay's datagrams: longer ones are cut (RTP packets are ~200 bytes).
+const RTP_DATAGRAM: usize = 2048;
 
 pub struct Batch {
-    bufs: [[u8; DATAGRAM]; BATCH],
+    /// [`BATCH`] buffers of `datagram` bytes, end to end.
+    bufs: Box<[u8]>,
+    datagram: usize,
     addrs: [libc::sockaddr_storage; BATCH],
     lens: [usize; BATCH],
     count: usize,
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Box<Batch>> = RefCell::new(Box::new(Batch {
-        bufs: [[0; DATAGRAM]; BATCH],
-        // SAFETY: sockaddr_storage is plain data; all zeroes is valid.
-        addrs: unsafe { std::mem::zeroed() },
-        lens: [0; BATCH],
-        count: 0,
-    }));
+    static SCRATCH: RefCell<Batch> = RefCell::new(Batch::new(RTP_DATAGRAM));
 }
 
 /// Runs `f` with this thread's batch buffer, emptied. `f` must not call
@@ -43,6 +41,20 @@ pub fn with_batch<R>(f: impl FnOnce(&mut Batch) -> R) -> R {
 }
 
 impl Batch {
+    /// Room for [`BATCH`] datagrams of up to `datagram` bytes each; a
+    /// longer one is cut to that length.
+    pub fn new(datagram: usize) -> Batch {
+        assert!(datagram > 0, "a batch needs room for a byte");
+        Batch {
+            bufs: vec![0; datagram * BATCH].into_boxed_slice(),
+            datagram,
+            // SAFETY: sockaddr_storage is plain data; all zeroes is valid.
+            addrs: unsafe { std::mem::zeroed() },
+            lens: [0; BATCH],
+            count: 0,
+        }
+    }
+
     /// Reads what the non-blocking socket `fd` holds, up to [`BATCH`]
     /// datagrams; returns how many (an error if none: `WouldBlock` when the
     /// queue was empty).
@@ -52,9 +64,9 @@ impl Batch {
         // lengths); each is pointed at this batch's buffers below.
         let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..BATCH {
-            iov[i].iov_base = self.bufs[i].as_mut_ptr().cast();
-            iov[i].iov_len = DATAGRAM;
+        for (i, buf) in self.bufs.chunks_exact_mut(self.datagram).enumerate() {
+            iov[i].iov_base = buf.as_mut_ptr().cast();
+            iov[i].iov_len = self.datagram;
             let hdr = &mut msgs[i].msg_hdr;
             hdr.msg_name = std::ptr::from_mut(&mut self.addrs[i]).cast();
             hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -85,7 +97,10 @@ impl Batch {
 
     /// The datagrams read, with their sources.
     pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {
-        (0..self.count).filter_map(|i| Some((&self.bufs[i][..self.lens[i]], socket_addr(&self.addrs[i])?)))
+        (0..self.count).filter_map(|i| {
+            let start = i * self.datagram;
+            Some((&self.bufs[start..start + self.lens[i]], socket_addr(&self.addrs[i])?))
+        })
     }
 }
 
