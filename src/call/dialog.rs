@@ -2,7 +2,7 @@
 //! it: in-dialog requests (§12.2.1.1), ACK for a 2xx (§13.2.2.4), CANCEL
 //! (§9.1), and the initial INVITE of a callee leg.
 
-use crate::sip::addr::NameAddr;
+use crate::sip::addr::{CSeq, NameAddr};
 use crate::sip::message::{Header, StartLine};
 use crate::sip::response::{keyed_hash, random_token};
 use crate::sip::transaction::Peer;
@@ -146,11 +146,7 @@ pub fn cancel_for(invite: &SipMessage) -> SipMessage {
             HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::MaxForwards => {
                 h.push(hd.clone())
             }
-            HeaderName::CSeq => {
-                let mut v = hd.value.split(' ').next().unwrap_or("1").to_string();
-                v.push_str(" CANCEL");
-                h.push(header(HeaderName::CSeq, v));
-            }
+            HeaderName::CSeq => h.push(header(HeaderName::CSeq, CSeq::same_number(&hd.value, &Method::Cancel))),
             _ => {}
         }
     }

@@ -202,11 +202,32 @@ impl CSeq {
         }
         Some(CSeq { seq, method })
     }
+
+    /// The CSeq value of a request that belongs to another's transaction:
+    /// that request's number (as written) with `method` — an ACK for a
+    /// non-2xx (§17.1.1.3) or a CANCEL (§9.1).
+    pub fn same_number(value: &str, method: &Method) -> String {
+        let mut v = value.split(' ').next().unwrap_or("1").to_string();
+        v.push(' ');
+        v.push_str(method.as_str());
+        v
+    }
+}
+
+/// Whether a From/To value carries a tag.
+pub fn has_tag(value: &str) -> bool {
+    NameAddr::parse(value).is_ok_and(|a| a.tag().is_some())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cseq_keeps_its_number_for_another_method() {
+        assert_eq!(CSeq::same_number("42 INVITE", &Method::Ack), "42 ACK");
+        assert_eq!(CSeq::same_number("7 INVITE", &Method::Cancel), "7 CANCEL");
+    }
 
     #[test]
     fn name_addr_forms() {

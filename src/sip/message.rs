@@ -152,9 +152,7 @@ impl SipMessage {
     /// Whether the To header carries a tag: the request is inside a dialog
     /// (RFC 3261 §12.2.2), or the response ends an early dialog.
     pub fn has_to_tag(&self) -> bool {
-        self.header(&HeaderName::To)
-            .and_then(|t| super::addr::NameAddr::parse(t).ok())
-            .is_some_and(|a| a.tag().is_some())
+        self.header(&HeaderName::To).is_some_and(super::addr::has_tag)
     }
 
     pub fn call_id(&self) -> Option<&str> {

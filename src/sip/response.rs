@@ -85,10 +85,7 @@ pub fn response_to(req: &SipMessage, status: u16, reason: Option<&str>, to_tag: 
         match h.name {
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => headers.push(h.clone()),
             HeaderName::To => {
-                let has_tag = super::addr::NameAddr::parse(&h.value)
-                    .ok()
-                    .is_some_and(|a| a.tag().is_some());
-                if has_tag || status == 100 {
+                if super::addr::has_tag(&h.value) || status == 100 {
                     headers.push(h.clone());
                 } else {
                     let mut v = String::with_capacity(h.value.len() + 5 + to_tag.len());

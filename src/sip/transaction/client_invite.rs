@@ -3,6 +3,7 @@
 //! final responses (§17.1.1.3).
 
 use super::{Action, TimerConfig, TimerKind};
+use crate::sip::addr::CSeq;
 use crate::sip::message::{Header, StartLine};
 use crate::sip::{HeaderName, Method, SipMessage};
 use bytes::Bytes;
@@ -121,14 +122,10 @@ impl ClientInvite {
                 HeaderName::From | HeaderName::CallId | HeaderName::Route | HeaderName::MaxForwards => {
                     headers.push(h.clone())
                 }
-                HeaderName::CSeq => {
-                    let mut v = h.value.split(' ').next().unwrap_or("1").to_string();
-                    v.push_str(" ACK");
-                    headers.push(Header {
-                        name: HeaderName::CSeq,
-                        value: ByteString::from(v),
-                    });
-                }
+                HeaderName::CSeq => headers.push(Header {
+                    name: HeaderName::CSeq,
+                    value: ByteString::from(CSeq::same_number(&h.value, &Method::Ack)),
+                }),
                 _ => {}
             }
         }
