@@ -321,8 +321,6 @@ fn parse_head(buf: &Bytes) -> Result<(SipMessage, usize), ParseError> {
     }
     let head_end = find_head_end(buf).ok_or(ParseError::Incomplete)?;
     let head = ByteString::try_from(buf.slice(..head_end)).map_err(|_| ParseError::NotText)?;
-    // Every offset below is at an ASCII delimiter, so a char boundary.
-    let text = |s: usize, e: usize| head.slice_ref(&head[s..e]);
     // Split into physical lines, keeping absolute offsets.
     let mut lines: Vec<(usize, usize)> = Vec::with_capacity(16);
     let mut pos = 0;
@@ -367,7 +365,7 @@ fn parse_head(buf: &Bytes) -> Result<(SipMessage, usize), ParseError> {
             let raw = &buf[value_start..e];
             let t = trim(raw);
             let off = value_start + (t.as_ptr() as usize - raw.as_ptr() as usize);
-            text(off, off + t.len())
+            cut(&head, off, off + t.len())
         } else {
             let mut joined = Vec::with_capacity(e - value_start + 64);
             joined.extend_from_slice(trim(&buf[value_start..e]));
@@ -395,6 +393,12 @@ fn parse_head(buf: &Bytes) -> Result<(SipMessage, usize), ParseError> {
     ))
 }
 
+/// `head[s..e]`, sharing the head's buffer. The parser cuts only next to
+/// ASCII delimiters, so at char boundaries.
+fn cut(head: &ByteString, s: usize, e: usize) -> ByteString {
+    head.slice_ref(&head[s..e])
+}
+
 fn parse_start_line(head: &ByteString, s: usize, e: usize) -> Result<StartLine, ParseError> {
     let line = &head.as_bytes()[s..e];
     if line.starts_with(b"SIP/") {
@@ -416,7 +420,7 @@ fn parse_start_line(head: &ByteString, s: usize, e: usize) -> Result<StartLine, 
         let reason_start = s + sp1 + 1 + (sp2 + 1).min(rest.len());
         return Ok(StartLine::Response {
             status,
-            reason: head.slice_ref(&head[reason_start..e]),
+            reason: cut(head, reason_start, e),
         });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version (exactly single spaces, §25)
@@ -439,7 +443,7 @@ fn parse_start_line(head: &ByteString, s: usize, e: usize) -> Result<StartLine, 
     let uri_off = s + method.len() + 1;
     Ok(StartLine::Request {
         method: Method::parse(method),
-        uri: head.slice_ref(&head[uri_off..uri_off + uri.len()]),
+        uri: cut(head, uri_off, uri_off + uri.len()),
     })
 }
 
