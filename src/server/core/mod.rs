@@ -251,7 +251,7 @@ impl Core {
         }
     }
 
-    fn dispatch(&mut self, key: TxKey, req: Arc<SipMessage>, from: Peer) {
+    fn dispatch(&mut self, key: Arc<TxKey>, req: Arc<SipMessage>, from: Peer) {
         let now = Instant::now();
         if let Err(e) = validate_request(&req) {
             tracing::debug!(from = %from.addr, error = %e, "invalid request");

@@ -107,7 +107,8 @@ pub enum TimerKind {
 pub enum TxEvent {
     /// A new request created a server transaction; answer via `respond`.
     Request {
-        key: TxKey,
+        /// Shared with the transaction table (a clone would copy two strings).
+        key: Arc<TxKey>,
         /// Shared with the transaction, which keeps it until answered.
         request: Arc<SipMessage>,
         from: Peer,
@@ -330,6 +331,7 @@ impl TransactionLayer {
             )
         };
         let req = Arc::new(req);
+        let key = Arc::new(key);
         self.insert(key.clone(), machine, reply_to, Some(req.clone()));
         self.events.push_back(TxEvent::Request {
             key: key.clone(),
@@ -436,7 +438,7 @@ impl TransactionLayer {
             let (m, a) = client_non_invite::ClientNonInvite::new(self.timers, reliable, req.to_bytes());
             (Machine::ClientNonInvite(m), a)
         };
-        self.insert(key.clone(), machine, to, None);
+        self.insert(Arc::new(key.clone()), machine, to, None);
         self.apply(&key, actions, now);
         Ok(key)
     }
@@ -502,10 +504,10 @@ impl TransactionLayer {
         self.events.pop_front()
     }
 
-    fn insert(&mut self, key: TxKey, machine: Machine, peer: Peer, request: Option<Arc<SipMessage>>) {
+    fn insert(&mut self, key: Arc<TxKey>, machine: Machine, peer: Peer, request: Option<Arc<SipMessage>>) {
         self.next_serial += 1;
         self.txs.insert(
-            Arc::new(key),
+            key,
             Box::new(Entry {
                 machine,
                 peer,

@@ -164,7 +164,7 @@ fn invite_server_retransmits_error_with_timer_g_until_ack() {
     assert!(sends.is_empty(), "no retransmission after ACK: {sends:?}");
     assert_eq!(
         events,
-        vec![TxEvent::Terminated { key: key.clone() }],
+        vec![TxEvent::Terminated { key: (**key).clone() }],
         "Timer I ends it"
     );
 }
@@ -182,8 +182,8 @@ fn invite_server_timer_h_reports_missing_ack() {
     assert_eq!(
         events,
         vec![
-            TxEvent::Timeout { key: key.clone() },
-            TxEvent::Terminated { key: key.clone() }
+            TxEvent::Timeout { key: (**key).clone() },
+            TxEvent::Terminated { key: (**key).clone() }
         ]
     );
 }
