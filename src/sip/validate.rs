@@ -1,14 +1,14 @@
 //! Checks a parsed request has what RFC 3261 §8.1.1 requires before any
 //! handler sees it; failures become 400 with a reason naming the fault.
 
-use super::addr::{CSeq, NameAddr, Via};
+use super::addr::{CSeq, NameAddr};
 use super::{HeaderName, SipError, SipMessage};
 
+/// The top Via is not checked here: the transaction layer parsed it before
+/// (a request without a usable one has nowhere to be answered, and is dropped).
 pub fn validate_request(req: &SipMessage) -> Result<(), SipError> {
     let bad = |what: &str| SipError::with_reason(400, format!("Bad Request ({what})"));
     let method = req.method().ok_or_else(|| bad("not a request"))?;
-    let via = req.top_via().ok_or_else(|| bad("missing Via"))?;
-    Via::parse(via).map_err(|_| bad("malformed Via"))?;
     for (name, label) in [(HeaderName::From, "From"), (HeaderName::To, "To")] {
         let v = req.header(&name).ok_or_else(|| bad(&format!("missing {label}")))?;
         let addr = NameAddr::parse(v).map_err(|_| bad(&format!("malformed {label}")))?;
