@@ -18,7 +18,7 @@ impl RequestHandler for ChatHandler {
         }
         let in_dialog = req.has_to_tag();
         if in_dialog {
-            return Some(Outcome::Respond(SipError::new(481).to_response(req, &random_token())));
+            return Some(Outcome::Respond(SipError::new(481).into_response(req, random_token)));
         }
         Some(outcome(req, message(req, cx)))
     }

@@ -6,7 +6,7 @@ use crate::auth::{AuthVerdict, Authenticator};
 use crate::call::CallManager;
 use crate::config::{Account, Config, User};
 use crate::registrar::Registrar;
-use crate::sip::response::{request_fingerprint, stateless_tag};
+use crate::sip::response::{fingerprint_tag, request_fingerprint, stateless_tag};
 use crate::sip::transaction::{Peer, TxKey};
 use crate::sip::uri::SipUri;
 use crate::sip::SipMessage;
@@ -93,7 +93,7 @@ pub fn addressed_account<'r, 'c>(
 /// A handler's result as an outcome: errors become their SIP response.
 pub fn outcome(req: &SipMessage, result: Result<Outcome, SipError>) -> Outcome {
     // Challenges among these go out statelessly: same request, same tag.
-    result.unwrap_or_else(|e| Outcome::Respond(e.to_response(req, &stateless_tag(req))))
+    result.unwrap_or_else(|e| Outcome::Respond(e.into_response(req, || stateless_tag(req))))
 }
 
 /// Who challenges: the registrar answers 401 with WWW-Authenticate
@@ -131,9 +131,14 @@ pub fn authenticate<'a>(
     match verdict {
         AuthVerdict::Authenticated(u) => Ok(u),
         AuthVerdict::Challenge { stale } => {
-            let mut e = SipError::new(status);
-            let salt = request_fingerprint(req);
-            for ch in cx.services.auth.challenges(&account.domain, stale, cx.now_unix, salt) {
+            // One fingerprint salts the nonce and tags the (stateless) answer.
+            let fingerprint = request_fingerprint(req);
+            let mut e = SipError::new(status).tagged(fingerprint_tag(fingerprint));
+            for ch in cx
+                .services
+                .auth
+                .challenges(&account.domain, stale, cx.now_unix, fingerprint)
+            {
                 e = e.header(challenge.clone(), ch);
             }
             Err(AuthStop::Reply(e))

@@ -32,6 +32,6 @@ impl RequestHandler for FallbackHandler {
             Method::Extension(_) => SipError::new(501).header(HeaderName::Allow, ALLOWED_METHODS),
             _ => SipError::new(405).header(HeaderName::Allow, ALLOWED_METHODS),
         };
-        Some(Outcome::Respond(e.to_response(req, &random_token())))
+        Some(Outcome::Respond(e.into_response(req, random_token)))
     }
 }

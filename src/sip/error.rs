@@ -10,6 +10,9 @@ pub struct SipError {
     /// Reason phrase; None means the standard one.
     pub reason: Option<String>,
     pub headers: Vec<(HeaderName, String)>,
+    /// The To tag to answer with, when the error's maker already derived
+    /// one (a challenge's, from the request's fingerprint).
+    pub to_tag: Option<String>,
 }
 
 impl SipError {
@@ -18,6 +21,7 @@ impl SipError {
             status,
             reason: None,
             headers: Vec::new(),
+            to_tag: None,
         }
     }
 
@@ -26,6 +30,7 @@ impl SipError {
             status,
             reason: Some(reason.into()),
             headers: Vec::new(),
+            to_tag: None,
         }
     }
 
@@ -34,10 +39,18 @@ impl SipError {
         self
     }
 
-    pub fn to_response(&self, req: &SipMessage, to_tag: &str) -> SipMessage {
-        let mut r = response_to(req, self.status, self.reason.as_deref(), to_tag);
-        for (n, v) in &self.headers {
-            r.push_header(n.clone(), v.clone());
+    pub fn tagged(mut self, to_tag: String) -> SipError {
+        self.to_tag = Some(to_tag);
+        self
+    }
+
+    /// The response: To tagged with the error's own tag if it has one,
+    /// else `to_tag` (made only then).
+    pub fn into_response(self, req: &SipMessage, to_tag: impl FnOnce() -> String) -> SipMessage {
+        let tag = self.to_tag.unwrap_or_else(to_tag);
+        let mut r = response_to(req, self.status, self.reason.as_deref(), &tag);
+        for (n, v) in self.headers {
+            r.push_header(n, v);
         }
         r
     }

@@ -68,7 +68,12 @@ pub fn keyed_hash(value: impl std::hash::Hash) -> u64 {
 /// the same request (RFC 3261 §8.2.7), so that the answer to a
 /// retransmission is the same answer.
 pub fn stateless_tag(req: &SipMessage) -> String {
-    format!("{:016x}", request_fingerprint(req))
+    fingerprint_tag(request_fingerprint(req))
+}
+
+/// [`stateless_tag`] of a fingerprint already computed.
+pub fn fingerprint_tag(fingerprint: u64) -> String {
+    format!("{fingerprint:016x}")
 }
 
 /// A random token suitable for tags and branches.

@@ -255,7 +255,7 @@ impl Core {
         let now = Instant::now();
         if let Err(e) = validate_request(&req) {
             tracing::debug!(from = %from.addr, error = %e, "invalid request");
-            self.respond(&key, e.to_response(&req, &random_token()), now);
+            self.respond(&key, e.into_response(&req, random_token), now);
             return;
         }
         let cancelled_invite = if req.method() == Some(&crate::sip::Method::Cancel) {
