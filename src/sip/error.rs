@@ -70,3 +70,27 @@ impl std::fmt::Display for SipError {
 }
 
 impl std::error::Error for SipError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn request() -> SipMessage {
+        let raw = "REGISTER sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:a@h>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\r\n";
+        SipMessage::parse_datagram(Bytes::from(raw)).unwrap()
+    }
+
+    #[test]
+    fn the_errors_own_tag_wins_and_the_fallback_is_made_only_without_one() {
+        let req = request();
+        let tagged = SipError::new(401)
+            .tagged("own".into())
+            .header(HeaderName::WwwAuthenticate, "Digest x")
+            .into_response(&req, || unreachable!("not needed"));
+        assert_eq!(tagged.header(&HeaderName::To), Some("<sip:a@h>;tag=own"));
+        assert_eq!(tagged.header(&HeaderName::WwwAuthenticate), Some("Digest x"));
+        let plain = SipError::new(403).into_response(&req, || "made".into());
+        assert_eq!(plain.header(&HeaderName::To), Some("<sip:a@h>;tag=made"));
+    }
+}
