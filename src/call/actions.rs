@@ -1,120 +1,116 @@
-//! What a dialplan asks of its call (besides `dial`): answer with our own
-//! SDP, play a prompt through the relay, hang up, set the caller ID; and
-//! what happens when the script ends.
+//! What a dialplan asks of its conversation (besides `dial`): answer with
+//! our own SDP, play a prompt through the relay, hang up, set the caller
+//! ID; and what happens when the script ends. Every action gets exactly
+//! one [`Output::DialplanReply`](super::Output::DialplanReply).
 
-use super::{AState, CallManager, CallRef, Ending};
+use super::ending::Ending;
+use super::leg::LegId;
+use super::{CallEngine, CallRef, Owed};
+use crate::clock::Now;
 use crate::dialplan::{DialplanError, Reply};
-use crate::media::{playback, sdp, Side};
-use std::path::Path;
-use std::time::Instant;
-use tokio::sync::oneshot;
+use crate::media::{sdp, EndpointId};
 
-impl CallManager {
+impl CallEngine {
     /// `answer()`: 200 with an SDP answer from the relay (PCMU or PCMA).
-    pub fn answer(&mut self, id: CallRef, reply: oneshot::Sender<Reply>, now: Instant) {
-        match self.answer_with_relay(id, now) {
-            Ok(()) => {
-                let _ = reply.send(Reply::Done);
-            }
-            Err(r) => {
-                let _ = reply.send(r);
-            }
-        }
+    pub fn answer(&mut self, id: CallRef, now: Now) {
+        let r = self.answer_with_relay(id, now).err().unwrap_or(Reply::Done);
+        self.reply(id, r);
     }
 
-    fn answer_with_relay(&mut self, id: CallRef, now: Instant) -> Result<(), Reply> {
+    fn answer_with_relay(&mut self, id: CallRef, now: Now) -> Result<LegId, Reply> {
         let call = self.calls.get(&id).ok_or(Reply::CallEnded)?;
-        if call.a.state != AState::Early {
-            return Ok(());
+        let leg = self.legs.get(&call.origin).ok_or(Reply::CallEnded)?;
+        if !leg.state.is_pending() {
+            return Ok(leg.id);
         }
-        let media = call.media.as_ref().ok_or(Reply::CallEnded)?;
-        let body = sdp::answer(&call.a.offer, &call.a.invite.body, media.local(Side::A))
+        let offer = leg.remote_media.as_ref().ok_or(Reply::CallEnded)?;
+        let body = sdp::answer(offer, &leg.invite.body, leg.local_media)
             .ok_or_else(|| Reply::Failed("answer: the caller offers neither PCMU nor PCMA".into()))?;
-        self.answer_caller(id, body, now);
-        Ok(())
+        let leg = leg.id;
+        self.answer_inbound(leg, body, now);
+        Ok(leg)
     }
 
     /// `playback(file)`: answers if needed, then streams the prompt to the
     /// caller; the reply comes when the prompt has been sent.
-    pub fn playback(&mut self, id: CallRef, file: &str, reply: oneshot::Sender<Reply>, now: Instant) {
-        if let Err(r) = self.answer_with_relay(id, now) {
-            let _ = reply.send(r);
-            return;
+    pub fn playback(&mut self, id: CallRef, file: &str, now: Now) {
+        let leg = match self.answer_with_relay(id, now) {
+            Ok(leg) => leg,
+            Err(r) => return self.reply(id, r),
+        };
+        if let Err(e) = self.park(leg, super::bridge::Source::Prompt(file.to_string())) {
+            return self.reply(id, Reply::Failed(format!("playback: {e}")));
         }
-        let Some(call) = self.calls.get(&id) else {
-            let _ = reply.send(Reply::CallEnded);
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.owed = Some(Owed::Playback);
+        }
+    }
+
+    /// The media side finished playing to `endpoint`.
+    pub fn playback_done(&mut self, endpoint: EndpointId) {
+        let Some(call) = self.legs.get(&LegId(endpoint.0)).map(|l| l.conversation) else {
             return;
         };
-        let samples = match playback::load_wav(Path::new(file)) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = reply.send(Reply::Failed(format!("playback: {e}")));
-                return;
-            }
-        };
-        let pt = if call.a.offer.payload_types.contains(&0) { 0 } else { 8 };
-        let Some((socket, Some(to))) = call.media.as_ref().map(|m| m.sender(Side::A)) else {
-            let _ = reply.send(Reply::Failed("playback: the caller gave no media address".into()));
-            return;
-        };
-        tokio::spawn(async move {
-            playback::play(&samples, pt, socket, to).await;
-            let _ = reply.send(Reply::Done);
-        });
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        if c.owed == Some(Owed::Playback) {
+            c.owed = None;
+            self.reply(call, Reply::Done);
+        }
     }
 
     /// `hangup(code)`: rejects an unanswered call with `code`, or ends an
     /// answered one with BYE.
-    pub fn hangup(&mut self, id: CallRef, code: u16) {
-        self.end_call(
-            id,
-            super::system_ending(code, crate::sip::response::reason_phrase(code)),
-        );
+    pub fn hangup(&mut self, id: CallRef, code: u16, now: Now) {
+        self.reply(id, Reply::CallEnded);
+        self.end_conversation(id, Ending::system(code, crate::sip::response::reason_phrase(code)), now);
     }
 
-    pub fn set_caller_id(&mut self, id: CallRef, number: String, name: Option<String>) -> Reply {
-        match self.calls.get_mut(&id) {
+    pub fn set_caller_id(&mut self, id: CallRef, number: String, name: Option<String>) {
+        let r = match self.calls.get_mut(&id) {
             Some(call) => {
                 call.caller_number = number;
                 call.caller_name = name;
                 Reply::Done
             }
             None => Reply::CallEnded,
-        }
+        };
+        self.reply(id, r);
     }
 
     /// The script returned (or failed). An unanswered caller gets the last
     /// dial's failure (or 480), or 500 for a script error; a call the PBX
     /// answered itself is hung up; a bridged call goes on.
-    pub fn script_done(&mut self, id: CallRef, result: Result<(), DialplanError>) {
+    pub fn script_done(&mut self, id: CallRef, result: Result<(), DialplanError>, now: Now) {
         let Some(call) = self.calls.get(&id) else { return };
-        let ending = match (&result, call.a.state, call.winner) {
-            (_, AState::Answered { .. }, Some(_)) => return,
-            (Err(e), AState::Early, _) => {
-                tracing::error!(call = %call.a.dialog.call_id, "dialplan error: {e}");
-                Ending {
-                    side: "system",
-                    code: 500,
-                    reason: Some("Dialplan Error".into()),
-                    answer_after_write: None,
-                }
+        let Some(origin) = self.legs.get(&call.origin) else {
+            return;
+        };
+        let call_id = &origin.dialog.call_id;
+        let ending = match (&result, origin.state.is_pending(), call.connected) {
+            (_, false, Some(_)) => return,
+            (Err(e), true, _) => {
+                tracing::error!(call = %call_id, "dialplan error: {e}");
+                Ending::system(500, "Dialplan Error")
             }
-            (Ok(()), AState::Early, _) => {
+            (Ok(()), true, _) => {
                 let (code, reason) = call.last_failure.clone().unwrap_or((480, None));
                 Ending {
                     side: "system",
                     code,
                     reason,
-                    answer_after_write: None,
                 }
             }
-            (_, AState::Answered { .. }, None) => {
+            (_, false, None) => {
                 if let Err(e) = &result {
-                    tracing::error!(call = %call.a.dialog.call_id, "dialplan error: {e}");
+                    tracing::error!(call = %call_id, "dialplan error: {e}");
                 }
-                super::system_ending(200, "Dialplan finished")
+                Ending::system(200, "Dialplan finished")
             }
         };
-        self.end_call(id, ending);
+        if let Some(c) = self.calls.get_mut(&id) {
+            // Nothing waits for a reply any more.
+            c.owed = None;
+        }
+        self.end_conversation(id, ending, now);
     }
 }

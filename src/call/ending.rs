@@ -1,120 +1,259 @@
-//! How calls end and time out: the end of a call (both legs, relay,
-//! record, dialplan wake-up), call timers (ring timeout, 2xx retransmission,
+//! How legs and conversations end: one leg at a time (its record, media
+//! and bridge), a hang-up that leaves a two-party bridge with one talker
+//! hangs that talker up too, a conversation's record is written when its
+//! last leg ends; plus the timers (ring timeout, 2xx retransmission,
 //! missing ACK), the media and duration sweep, and the live-call view.
 
-use super::*;
+use super::leg::{Direction, LegId, LegState};
+use super::{CallEngine, CallRef, CallView, ClientPurpose, MediaStats, Output, Owed, Timer};
+use crate::cdr::{unanswered_disposition, CallRecord, LegRecord};
+use crate::clock::Now;
+use crate::dialplan::{DialOutcome, Reply};
+use crate::events::{DomainEvent, LegPhase};
+use crate::sip::{Method, SipMessage};
+use std::cmp::Reverse;
 
-impl CallManager {
-    /// Ends a call: answers or hangs up the caller, cancels or hangs up the
-    /// callee, frees the relay, writes the record, wakes the dialplan.
-    pub(super) fn end_call(&mut self, id: CallRef, ending: Ending) {
-        let Some(mut call) = self.calls.remove(&id) else { return };
-        // Callee side: cancel pending forks, hang up the connected one.
-        for (i, f) in call.forks.iter_mut().enumerate() {
-            match f.state {
-                ForkState::Trying | ForkState::Ringing => {
-                    f.state = ForkState::Cancelled;
-                    let cancel = dialog::cancel_for(&f.invite);
-                    self.send_request(cancel, f.dialog.peer, ClientPurpose::Other);
-                }
-                ForkState::Answered if Some(i) == call.winner && ending.side != "callee" => {
-                    let bye = f.dialog.request(Method::Bye, None);
-                    self.send_request(bye, f.dialog.peer, ClientPurpose::Other);
-                }
-                _ => {}
-            }
-            self.by_call_id.remove(&f.dialog.call_id);
+/// Why and how a conversation ends.
+pub(super) struct Ending {
+    pub side: &'static str,
+    /// Final status for an unanswered caller (with reason phrase).
+    pub code: u16,
+    pub reason: Option<String>,
+}
+
+impl Ending {
+    pub fn by(side: &'static str, code: u16) -> Ending {
+        Ending {
+            side,
+            code,
+            reason: None,
         }
-        self.by_call_id.remove(&call.a.dialog.call_id);
+    }
+
+    pub fn system(code: u16, reason: &str) -> Ending {
+        Ending {
+            side: "system",
+            code,
+            reason: Some(reason.to_string()),
+        }
+    }
+}
+
+impl CallEngine {
+    /// A leg is over: its record is kept in the conversation, its media
+    /// closed, it leaves its bridge and the conversation's live legs. What
+    /// to send its party is the caller's business.
+    pub(super) fn finish_leg(&mut self, id: LegId, code: u16, now: Now) {
+        let Some(leg) = self.legs.get(&id) else { return };
+        if leg.state == LegState::Cancelling {
+            return;
+        }
+        let stats = self.media.stats(id.endpoint());
+        let record = LegRecord {
+            leg: id.0,
+            call_id: leg.dialog.call_id.clone(),
+            party: leg.party.clone(),
+            direction: match leg.direction {
+                Direction::Inbound => "inbound",
+                Direction::Outbound => "outbound",
+            }
+            .into(),
+            start_ms: leg.start_ms,
+            answer_ms: leg.answer_ms,
+            end_ms: now.unix_ms,
+            sip_code: if leg.answer_ms.is_some() { 200 } else { code },
+            rtp_packets: stats.packets,
+            rtp_seq_gaps: stats.seq_gaps,
+        };
+        let call_id = leg.conversation;
+        self.announce(id, LegPhase::Terminated);
+        let _ = self.leave(id);
+        self.media.close(id.endpoint(), now.mono);
+        if let Some(call) = self.calls.get_mut(&call_id) {
+            call.legs.retain(|l| *l != id);
+            call.ringing.retain(|l| *l != id);
+            call.ended_legs.push(record);
+        }
+    }
+
+    /// Ends one live leg from our side: a final response to a pending
+    /// inbound INVITE (sent once the record is stored), CANCEL for a
+    /// pending outbound one, BYE for an answered one.
+    fn end_leg(&mut self, id: LegId, ending: &Ending, now: Now) {
+        let Some(leg) = self.legs.get(&id) else { return };
+        let call_id = leg.conversation;
+        match (leg.direction, leg.state) {
+            (_, LegState::Cancelling) => return,
+            (Direction::Outbound, s) if s.is_pending() => return self.cancel_leg(id, now),
+            (Direction::Inbound, s) if s.is_pending() => {
+                let resp = self.response_on_leg(leg, ending.code, ending.reason.as_deref());
+                let key = leg.uas.as_ref().map(|u| u.key.clone());
+                if let (Some(key), Some(call)) = (key, self.calls.get_mut(&call_id)) {
+                    call.after_write.push((key, resp));
+                }
+            }
+            _ => {
+                let leg = self.legs.get_mut(&id).expect("exists");
+                let bye = leg.dialog.request(Method::Bye, None);
+                let peer = leg.dialog.peer;
+                self.send_request(bye, peer, ClientPurpose::Other);
+            }
+        }
+        self.finish_leg(id, ending.code, now);
+        self.forget_leg(id);
+    }
+
+    /// Ends every leg of a conversation (the dialplan's hangup, a CANCEL,
+    /// timeouts) and writes its record.
+    pub(super) fn end_conversation(&mut self, id: CallRef, ending: Ending, now: Now) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        call.hangup_side = ending.side;
+        call.final_code = ending.code;
+        let (legs, ringing) = (call.legs.clone(), std::mem::take(&mut call.ringing));
+        for leg in ringing.into_iter().chain(legs) {
+            self.end_leg(leg, &ending, now);
+        }
+        self.settle(id, now);
+    }
+
+    /// The party of `id` hung up (BYE, answered with `ok`): the leg ends,
+    /// and so does a two-party call it was in: its other talker is hung
+    /// up. Legs elsewhere in the conversation are not touched.
+    pub(super) fn hung_up_by_party(&mut self, id: LegId, ok: (crate::sip::transaction::TxKey, SipMessage), now: Now) {
+        let Some(leg) = self.legs.get(&id) else { return };
+        let call_id = leg.conversation;
+        // A BYE in an early dialog (§15): the INVITE still gets its 487.
+        let unanswered = match (&leg.uas, leg.state.is_pending()) {
+            (Some(uas), true) => Some((uas.key.clone(), self.response_on_leg(leg, 487, None))),
+            _ => None,
+        };
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let is_origin = call.origin == id;
+        let side = if is_origin { "caller" } else { "callee" };
+        call.after_write.push(ok);
+        call.after_write.extend(unanswered);
+        if call.connected == Some(id) || is_origin {
+            call.hangup_side = side;
+            call.final_code = 487;
+        }
+        // Its only fellow talker, if it was one of two.
+        let partner = self.partner(id);
+        self.finish_leg(id, 487, now);
+        self.forget_leg(id);
+        let ending = Ending::by(side, 487);
+        if let Some(p) = partner {
+            self.end_leg(p, &ending, now);
+        }
+        if is_origin {
+            let ringing = std::mem::take(&mut self.calls.get_mut(&call_id).expect("exists").ringing);
+            for leg in ringing {
+                self.cancel_leg(leg, now);
+            }
+        }
+        self.settle(call_id, now);
+    }
+
+    /// A conversation with no live legs left writes its record, then sends
+    /// the answers that wait for it; one with legs left sends them now.
+    fn settle(&mut self, id: CallRef, now: Now) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if !call.legs.is_empty() {
+            for (key, resp) in std::mem::take(&mut call.after_write) {
+                self.out.push_back(Output::Respond { key, resp });
+            }
+            return;
+        }
+        let call = self.calls.remove(&id).expect("exists");
+        let origin = call.ended_legs.iter().find(|l| l.leg == call.origin.0);
+        let callee = call
+            .connected
+            .and_then(|c| call.ended_legs.iter().find(|l| l.leg == c.0));
         let answered = call.answer_ms.is_some();
-        let end_ms = unix_ms();
         let (disposition, sip_code) = if answered {
             ("answered", 200)
         } else {
-            (unanswered_disposition(ending.code), ending.code)
+            (unanswered_disposition(call.final_code), call.final_code)
         };
-        let stats = call.media.as_ref().map(MediaSession::stats).unwrap_or_default();
         let record = CallRecord {
-            call_id: call.a.dialog.call_id.clone(),
+            call_id: origin.map(|o| o.call_id.clone()).unwrap_or_default(),
+            conversation: id,
             account: call.account.clone(),
             caller: call.caller.clone(),
             callee: call.callee.clone(),
             direction: if call.external { "outbound" } else { "internal" }.into(),
             start_ms: call.start_ms,
             answer_ms: call.answer_ms,
-            end_ms,
-            duration_s: call.answer_ms.map_or(0, |a| end_ms.saturating_sub(a) / 1000),
+            end_ms: now.unix_ms,
+            duration_s: call.answer_ms.map_or(0, |a| now.unix_ms.saturating_sub(a) / 1000),
             disposition: disposition.into(),
-            hangup_side: ending.side.into(),
+            hangup_side: call.hangup_side.into(),
             sip_code,
-            rtp_from_caller: stats.from_caller.packets,
-            rtp_from_callee: stats.from_callee.packets,
-            rtp_seq_gaps: stats.from_caller.seq_gaps + stats.from_callee.seq_gaps,
+            rtp_from_caller: origin.map_or(0, |o| o.rtp_packets),
+            rtp_from_callee: callee.map_or(0, |c| c.rtp_packets),
+            rtp_seq_gaps: origin.map_or(0, |o| o.rtp_seq_gaps) + callee.map_or(0, |c| c.rtp_seq_gaps),
+            legs: call.ended_legs,
         };
-        tracing::info!(call = %record.call_id, caller = %record.caller, callee = %record.callee, disposition, side = ending.side, code = sip_code, "call ended");
-        if let Some(m) = call.media.take() {
-            self.pool.release(m);
-        }
-        if call.a.state == AState::Early {
-            let tag = tag_of(&call.a.dialog.local);
-            let resp = response_to(&call.a.invite, ending.code, ending.reason.as_deref(), &tag);
-            if let Some((key, resp)) = ending.answer_after_write {
-                self.out.push_back(CallEffect::Respond { key, resp });
-            }
-            self.out.push_back(CallEffect::RespondAfterWrite {
-                key: call.a.key.clone(),
-                resp,
-                record,
-            });
-        } else {
-            if ending.side != "caller" {
-                let bye = call.a.dialog.request(Method::Bye, None);
-                self.send_request(bye, call.a.dialog.peer, ClientPurpose::Other);
-            }
-            self.out.push_back(match ending.answer_after_write {
-                Some((key, resp)) => CallEffect::RespondAfterWrite { key, resp, record },
-                None => CallEffect::WriteRecord(record),
-            });
-        }
-        if let Some(reply) = call.dial_reply.take() {
-            let r = match call.winner {
-                Some(_) => Reply::Dialed(crate::dialplan::DialOutcome::new("answered", 200)),
-                None => Reply::CallEnded,
+        tracing::info!(call = %record.call_id, caller = %record.caller, callee = %record.callee, disposition, side = call.hangup_side, code = sip_code, "call ended");
+        if let Some(owed) = call.owed {
+            let reply = match (owed, call.connected) {
+                (Owed::Dial, Some(_)) => Reply::Dialed(DialOutcome::new("answered", 200)),
+                _ => Reply::CallEnded,
             };
-            let _ = reply.send(r);
+            self.reply(id, reply);
         }
+        self.out.push_back(Output::WriteRecord {
+            record,
+            then: call.after_write,
+        });
+        self.out.push_back(Output::Event(DomainEvent::ConversationEnded {
+            account: call.account,
+            conversation: id,
+        }));
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _, _))| *at)
+    pub fn poll_timeout(&self) -> Option<std::time::Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, id, t))) = self.timers.peek().copied() {
-            if at > now {
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some(Reverse((at, t))) = self.timers.peek().copied() {
+            if at > now.mono {
                 break;
             }
             self.timers.pop();
-            let Some(call) = self.calls.get_mut(&id) else { continue };
             match t {
-                CallTimer::Ring(seq) if seq == call.dial_seq && call.winner.is_none() => {
-                    self.dial_failed_by_timeout(id);
-                }
-                CallTimer::Retransmit2xx => {
-                    if let (AState::Answered { acked: false }, Some(resp)) = (call.a.state, &call.a.answer) {
-                        let msg = resp.clone();
-                        let to = call.a.reply_peer;
-                        call.a.retransmit = (call.a.retransmit * 2).min(self.config.timers.t2);
-                        let next = now + call.a.retransmit;
-                        self.out.push_back(CallEffect::Stateless { msg, to });
-                        self.timer(next, id, CallTimer::Retransmit2xx);
+                Timer::Ring { call, seq } => {
+                    let current = self
+                        .calls
+                        .get(&call)
+                        .is_some_and(|c| c.dial_seq == seq && c.connected.is_none());
+                    if current {
+                        self.dial_failed_by_timeout(call, now);
                     }
                 }
-                CallTimer::AckTimeout if call.a.state == (AState::Answered { acked: false }) => {
-                    tracing::warn!(call = %call.a.dialog.call_id, "no ACK for our 2xx; hanging up");
-                    self.end_call(id, system_ending(408, "No ACK"));
+                Timer::Retransmit2xx(id) => {
+                    let t2 = self.config.timers.t2;
+                    let Some(leg) = self.legs.get_mut(&id) else { continue };
+                    let Some(uas) = leg.uas.as_mut() else { continue };
+                    if let (LegState::Answered { acked: false }, Some(resp)) = (leg.state, &uas.answer) {
+                        let msg = resp.clone();
+                        uas.retransmit = (uas.retransmit * 2).min(t2);
+                        let next = now.mono + uas.retransmit;
+                        let to = uas.reply_peer;
+                        self.out.push_back(Output::Stateless { msg, to });
+                        self.timer(next, Timer::Retransmit2xx(id));
+                    }
                 }
-                _ => {}
+                Timer::AckTimeout(id) => {
+                    let Some(leg) = self.legs.get(&id) else { continue };
+                    if leg.state == (LegState::Answered { acked: false }) {
+                        tracing::warn!(call = %leg.dialog.call_id, "no ACK for our 2xx; hanging up");
+                        let call = leg.conversation;
+                        self.end_conversation(call, Ending::system(408, "No ACK"), now);
+                    }
+                }
             }
         }
     }
@@ -122,53 +261,61 @@ impl CallManager {
     /// Hangs up answered calls whose relay saw no RTP for the media
     /// timeout, and calls past the maximum duration (checked here, once a
     /// second, rather than with a timer per call that would outlive it).
-    /// Also closes relay ports left unused since the load went down.
-    pub fn check_media(&mut self, now: Instant) {
-        self.pool.close_spare(now);
+    pub fn check_media(&mut self, now: Now) {
+        self.media.housekeeping(now.mono);
         let max_ms = self.config.calls.max_duration.as_millis() as u64;
-        let now_ms = unix_ms();
         let too_long: Vec<CallRef> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.answer_ms.is_some_and(|a| now_ms.saturating_sub(a) >= max_ms))
+            .filter(|(_, c)| c.answer_ms.is_some_and(|a| now.unix_ms.saturating_sub(a) >= max_ms))
             .map(|(id, _)| *id)
             .collect();
         for id in too_long {
             tracing::info!(call = id, "maximum call duration reached");
-            self.end_call(id, system_ending(408, "Maximum duration"));
+            self.end_conversation(id, Ending::system(408, "Maximum duration"), now);
         }
         let limit = self.config.calls.media_timeout;
         let idle: Vec<CallRef> = self
             .calls
             .iter()
-            .filter(|(_, c)| matches!(c.a.state, AState::Answered { .. }))
-            .filter(|(_, c)| c.media.as_ref().is_some_and(|m| m.idle_for(now) > limit))
+            .filter(|(_, c)| self.legs.get(&c.origin).is_some_and(|l| l.state.is_answered()))
+            .filter(|(_, c)| {
+                c.legs
+                    .iter()
+                    .filter(|l| self.legs.get(l).is_some_and(|l| l.state.is_answered()))
+                    .all(|l| self.media.idle_for(l.endpoint(), now.mono) > limit)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in idle {
             tracing::info!(call = id, "media timeout: no RTP; hanging up");
-            self.end_call(id, system_ending(408, "Media timeout"));
+            self.end_conversation(id, Ending::system(408, "Media timeout"), now);
         }
     }
 
-    pub fn views(&self) -> Vec<CallView> {
-        let now = unix_ms();
+    pub fn views(&self, now: Now) -> Vec<CallView> {
         let mut v: Vec<CallView> = self
             .calls
             .values()
-            .map(|c| CallView {
-                call_id: c.a.dialog.call_id.clone(),
-                caller: c.caller.clone(),
-                callee: c.callee.clone(),
-                state: match (c.a.state, c.winner) {
-                    (AState::Early, _) if c.forks.is_empty() => "routing",
-                    (AState::Early, _) => "ringing",
-                    (_, Some(_)) => "connected",
-                    _ => "answered",
-                }
-                .into(),
-                duration_s: c.answer_ms.map_or(0, |a| now.saturating_sub(a) / 1000),
-                media: c.media.as_ref().map(MediaSession::stats).unwrap_or_default(),
+            .filter_map(|c| {
+                let origin = self.legs.get(&c.origin)?;
+                Some(CallView {
+                    call_id: origin.dialog.call_id.clone(),
+                    caller: c.caller.clone(),
+                    callee: c.callee.clone(),
+                    state: match (origin.state.is_pending(), c.connected) {
+                        (true, _) if c.ringing.is_empty() => "routing",
+                        (true, _) => "ringing",
+                        (_, Some(_)) => "connected",
+                        _ => "answered",
+                    }
+                    .into(),
+                    duration_s: c.answer_ms.map_or(0, |a| now.unix_ms.saturating_sub(a) / 1000),
+                    media: MediaStats {
+                        from_caller: self.media.stats(c.origin.endpoint()),
+                        from_callee: c.connected.map(|l| self.media.stats(l.endpoint())).unwrap_or_default(),
+                    },
+                })
             })
             .collect();
         v.sort_by(|a, b| a.call_id.cmp(&b.call_id));

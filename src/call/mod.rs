@@ -1,48 +1,59 @@
-//! The B2BUA (RFC 3261 §6 "back-to-back user agent"): each call has a
-//! caller leg (A, we are its UAS) and callee legs (B forks, we are their
-//! UAC), each with its own Call-ID, tags and CSeq, and an RTP relay
-//! session between them.
+//! The call engine: a B2BUA (RFC 3261 §6 "back-to-back user agent") built
+//! from legs and bridges.
 //!
-//! [`CallManager`] is driven by the core task: requests, responses,
-//! transaction events, dialplan actions and timers go in with `now`; what
-//! to send and store comes out as [`CallEffect`]s. It holds no socket of
-//! its own except the relay's, which it allocates and frees.
+//! - A [`Leg`](leg::Leg) is one dialog with one party, inbound (we are its
+//!   UAS) or outbound (we are its UAC), with its own Call-ID, tags, CSeq
+//!   and media endpoint. It can stand alone (parked), be bridged, be moved.
+//! - A [`Bridge`](bridge::Bridge) is a set of legs whose media is joined,
+//!   each with a [`Role`](bridge::Role).
+//! - A conversation ([`CallRef`]) ties the legs of one customer interaction
+//!   together: the leg whose INVITE started it, the legs its dialplan
+//!   originated, and its call record.
+//!
+//! The engine is sans-IO: requests, responses, transaction events,
+//! dialplan actions and timers go in with the time ([`Now`]); what to
+//! send, store, reply to the dialplan and announce comes out of
+//! [`CallEngine::poll_output`]. Media goes through [`MediaControl`], which
+//! the relay implements with sockets and the tests with a recording fake.
 
 mod actions;
-mod callee;
+pub mod bridge;
 mod ending;
-pub use callee::DialRequest;
-pub mod dialog;
 mod in_dialog;
+mod inbound;
+pub mod leg;
+#[cfg(test)]
+mod model_tests;
+mod originate;
 #[cfg(test)]
 mod tests;
 
-use crate::cdr::{unanswered_disposition, unix_ms, CallRecord};
-use crate::config::{Account, CallSettings, User};
+pub use originate::DialRequest;
+
+use crate::cdr::CallRecord;
+use crate::clock::Now;
+use crate::config::CallSettings;
 use crate::dialplan::{CallInfo, Reply};
-use crate::media::sdp::{self, MediaInfo};
-use crate::media::{MediaSession, MediaStats, RelayPool};
-use crate::sip::addr::NameAddr;
-use crate::sip::response::{random_token, response_to};
+use crate::events::DomainEvent;
+use crate::media::{DirectionStats, MediaControl};
 use crate::sip::transaction::{Peer, TimerConfig, TxKey};
-use crate::sip::uri::SipUri;
-use crate::sip::via_rewrite::response_destination;
-use crate::sip::{HeaderName, Method, SipError, SipMessage};
-use dialog::Dialog;
+use crate::sip::SipMessage;
+use bridge::{Bridge, BridgeId};
+use leg::{Leg, LegId};
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use std::time::Instant;
 
+/// A conversation's id (the dialplan's handle on its call).
 pub type CallRef = u64;
 
-/// What the call manager asks the core to do. Effects live only until the
-/// core drains them, so their size does not matter.
+/// What the engine asks its driver to do. Outputs live only until the
+/// driver drains them, so their size does not matter.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
-pub enum CallEffect {
+pub enum Output {
     /// Start a client transaction.
     Request {
         req: SipMessage,
@@ -53,15 +64,8 @@ pub enum CallEffect {
         key: TxKey,
         resp: SipMessage,
     },
-    /// Store the record durably, then answer (the caller's final response
-    /// or the 200 to a BYE), so an acknowledged end is never lost.
-    RespondAfterWrite {
-        key: TxKey,
-        resp: SipMessage,
-        record: CallRecord,
-    },
     /// Answer the server transaction `key` with `status`, built from its
-    /// request by the core (relayed re-INVITE/UPDATE results).
+    /// request by the driver (relayed re-INVITE/UPDATE results).
     RespondTo {
         key: TxKey,
         status: u16,
@@ -74,15 +78,26 @@ pub enum CallEffect {
         msg: SipMessage,
         to: Peer,
     },
+    /// Store the record durably, then send the answers (the caller's final
+    /// response, the 200 to a BYE), so an acknowledged end is never lost.
+    WriteRecord {
+        record: CallRecord,
+        then: Vec<(TxKey, SipMessage)>,
+    },
     StartDialplan {
         call: CallRef,
         account: String,
         info: CallInfo,
     },
-    WriteRecord(CallRecord),
+    /// The answer to the dialplan's pending action on `call`.
+    DialplanReply {
+        call: CallRef,
+        reply: Reply,
+    },
+    Event(DomainEvent),
 }
 
-/// Fixed settings the manager needs.
+/// Fixed settings the engine needs.
 #[derive(Debug, Clone)]
 pub struct CallConfig {
     pub calls: CallSettings,
@@ -91,50 +106,29 @@ pub struct CallConfig {
     pub listen: Vec<SocketAddr>,
 }
 
+/// What the dialplan waits for on a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AState {
-    Early,
-    Answered { acked: bool },
+enum Owed {
+    /// `dial`: returns when it fails or, if answered, when the call ends.
+    Dial,
+    /// `playback`: returns when the prompt has been sent.
+    Playback,
 }
 
-struct ALeg {
-    key: TxKey,
-    invite: SipMessage,
-    offer: MediaInfo,
-    /// Dialog for requests we send to the caller.
-    dialog: Dialog,
-    /// Where responses to the caller go.
-    reply_peer: Peer,
-    state: AState,
-    /// Our 2xx, retransmitted until the ACK comes (§13.3.1.4).
-    answer: Option<SipMessage>,
-    retransmit: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ForkState {
-    Trying,
-    Ringing,
-    Answered,
-    Failed(u16),
-    Cancelled,
-}
-
-struct Fork {
-    dialog: Dialog,
-    invite: SipMessage,
-    state: ForkState,
-}
-
-struct Call {
-    a: ALeg,
-    forks: Vec<Fork>,
-    winner: Option<usize>,
-    media: Option<MediaSession>,
-    dial_reply: Option<oneshot::Sender<Reply>>,
+/// One customer interaction and the dialplan run that routes it.
+struct Conversation {
+    account: String,
+    /// The leg whose INVITE started the conversation.
+    origin: LegId,
+    /// Live legs, oldest first.
+    legs: Vec<LegId>,
+    /// Legs of the current `dial`, still ringing.
+    ringing: Vec<LegId>,
+    /// The leg that answered a `dial`.
+    connected: Option<LegId>,
     /// Increments with each dial, so a stale ring timer is ignored.
     dial_seq: u64,
-    account: String,
+    owed: Option<Owed>,
     caller: String,
     caller_number: String,
     caller_name: Option<String>,
@@ -145,32 +139,34 @@ struct Call {
     answer_ms: Option<u64>,
     /// Best failure of the last dial: becomes the caller's final status.
     last_failure: Option<(u16, Option<String>)>,
+    /// Records of the legs that have ended.
+    ended_legs: Vec<crate::cdr::LegRecord>,
+    /// Answers to send once the record is stored.
+    after_write: Vec<(TxKey, SipMessage)>,
+    /// Who ended it, and the caller's final status when unanswered.
+    hangup_side: &'static str,
+    final_code: u16,
 }
 
 #[derive(Debug, Clone)]
 enum ClientPurpose {
-    Fork {
-        call: CallRef,
-        fork: usize,
-    },
-    /// A re-INVITE or UPDATE we relayed; answer `origin` when it completes.
-    Relay {
-        call: CallRef,
-        origin: TxKey,
-        to_caller: bool,
-    },
+    /// The INVITE of an outbound leg.
+    Originate { leg: LegId },
+    /// A re-INVITE or UPDATE relayed from leg `from` to leg `to`; answer
+    /// `origin` when it completes.
+    Relay { from: LegId, to: LegId, origin: TxKey },
     /// BYE or CANCEL: nothing to do with the answer.
     Other,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum CallTimer {
-    Ring(u64),
-    Retransmit2xx,
-    AckTimeout,
+enum Timer {
+    Ring { call: CallRef, seq: u64 },
+    Retransmit2xx(LegId),
+    AckTimeout(LegId),
 }
 
-/// A live call as shown by `ctl calls`.
+/// A live conversation as shown by `ctl calls`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct CallView {
     pub call_id: String,
@@ -181,38 +177,45 @@ pub struct CallView {
     pub media: MediaStats,
 }
 
-/// Why and how a call ends.
-struct Ending {
-    side: &'static str,
-    /// Final status for an unanswered caller (with reason phrase).
-    code: u16,
-    reason: Option<String>,
-    /// A request that ended the call and must be answered 200 once the
-    /// record is stored (a BYE).
-    answer_after_write: Option<(TxKey, SipMessage)>,
+/// Relay counters of a two-party call.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq, Default)]
+pub struct MediaStats {
+    /// Received from the caller's leg.
+    pub from_caller: DirectionStats,
+    /// Received from the connected callee's leg.
+    pub from_callee: DirectionStats,
 }
 
-pub struct CallManager {
+pub struct CallEngine {
     config: CallConfig,
-    pool: RelayPool,
-    calls: HashMap<CallRef, Call>,
-    by_call_id: HashMap<String, (CallRef, Option<usize>)>,
+    media: Box<dyn MediaControl>,
+    legs: HashMap<LegId, Leg>,
+    bridges: HashMap<BridgeId, Bridge>,
+    calls: HashMap<CallRef, Conversation>,
+    /// (Call-ID, our tag) → leg: the first two parts of a dialog id; the
+    /// third (their tag) is checked against the leg.
+    by_dialog: HashMap<(String, String), LegId>,
+    /// Call-ID → leg, for loops back to ourselves and stray 2xx.
+    by_call_id: HashMap<String, LegId>,
     client_tx: HashMap<TxKey, ClientPurpose>,
-    timers: BinaryHeap<Reverse<(Instant, CallRef, CallTimer)>>,
-    next_ref: CallRef,
-    out: VecDeque<CallEffect>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    next_id: u64,
+    out: VecDeque<Output>,
 }
 
-impl CallManager {
-    pub fn new(config: CallConfig, pool: RelayPool) -> CallManager {
-        CallManager {
+impl CallEngine {
+    pub fn new(config: CallConfig, media: Box<dyn MediaControl>) -> CallEngine {
+        CallEngine {
             config,
-            pool,
+            media,
+            legs: HashMap::new(),
+            bridges: HashMap::new(),
             calls: HashMap::new(),
+            by_dialog: HashMap::new(),
             by_call_id: HashMap::new(),
             client_tx: HashMap::new(),
             timers: BinaryHeap::new(),
-            next_ref: 0,
+            next_id: 1,
             out: VecDeque::new(),
         }
     }
@@ -221,10 +224,11 @@ impl CallManager {
         self.config = config;
     }
 
-    pub fn poll_effect(&mut self) -> Option<CallEffect> {
+    pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
     }
 
+    /// Live conversations.
     pub fn len(&self) -> usize {
         self.calls.len()
     }
@@ -233,192 +237,122 @@ impl CallManager {
         self.calls.is_empty()
     }
 
-    /// Sizes of the internal tables, for leak checks (`ctl status`).
-    pub fn table_sizes(&self) -> (usize, usize, usize) {
-        (self.by_call_id.len(), self.client_tx.len(), self.timers.len())
+    /// Sizes of the internal tables, for leak checks (`ctl status`):
+    /// legs, client transactions, timers, bridges.
+    pub fn table_sizes(&self) -> (usize, usize, usize, usize) {
+        (
+            self.legs.len(),
+            self.client_tx.len(),
+            self.timers.len(),
+            self.bridges.len(),
+        )
     }
 
     /// What `ext` of `account` is doing on calls, as RFC 4235 names it:
     /// "confirmed" when talking, "early" when ringing or dialling.
     pub fn activity(&self, account: &str, ext: &str) -> Option<&'static str> {
         let mut best = None;
-        for c in self.calls.values().filter(|c| c.account == account) {
-            if c.caller != ext && c.callee != ext {
+        for leg in self.legs.values() {
+            if leg.party != ext || self.calls.get(&leg.conversation).is_none_or(|c| c.account != account) {
                 continue;
             }
-            if c.winner.is_some() || matches!(c.a.state, AState::Answered { .. }) {
-                return Some("confirmed");
+            match leg.state {
+                leg::LegState::Answered { .. } => return Some("confirmed"),
+                leg::LegState::Cancelling => {}
+                _ => best = Some("early"),
             }
-            best = Some("early");
         }
         best
     }
 
-    /// The account domain of a live call.
+    /// The account domain of a live conversation.
     pub fn account_of(&self, id: CallRef) -> Option<String> {
         self.calls.get(&id).map(|c| c.account.clone())
     }
 
     pub fn relay_ports_in_use(&self) -> usize {
-        self.pool.ports_in_use()
+        self.media.ports_in_use()
     }
 
-    /// Whether a Call-ID belongs to one of our legs (in-dialog request or
-    /// a loop back to ourselves).
+    /// Whether a Call-ID belongs to one of our legs (a loop back to us).
     pub fn knows_call_id(&self, call_id: &str) -> bool {
         self.by_call_id.contains_key(call_id)
     }
 
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
     fn via_addr(&self, peer: Peer) -> SocketAddr {
-        dialog::local_addr_for(&self.config.listen, peer)
+        crate::sip::dialog::local_addr_for(&self.config.listen, peer)
     }
 
-    fn timer(&mut self, at: Instant, call: CallRef, t: CallTimer) {
-        self.timers.push(Reverse((at, call, t)));
+    fn timer(&mut self, at: Instant, t: Timer) {
+        self.timers.push(Reverse((at, t)));
     }
 
-    /// A new, authenticated INVITE from `caller`: creates the call, its
-    /// relay session, and asks for the dialplan to run.
-    pub fn start_call(
-        &mut self,
-        key: TxKey,
-        invite: SipMessage,
-        from: Peer,
-        account: &Account,
-        caller: &User,
-    ) -> Result<CallRef, SipError> {
-        let offer = sdp::media_info(&invite.body)
-            .map_err(|e| SipError::with_reason(488, format!("Not Acceptable Here ({e})")))?;
-        let media = self
-            .pool
-            .allocate()
-            .map_err(|e| SipError::with_reason(503, format!("Service Unavailable ({e})")))?;
-        media.set_remote(crate::media::Side::A, offer.rtp);
-        let id = self.next_ref;
-        self.next_ref += 1;
-        let call_id = invite.call_id().unwrap_or_default().to_string();
-        let to_user = invite
-            .request_uri()
-            .and_then(|u| SipUri::parse(u).ok())
-            .and_then(|u| u.user_unescaped().map(|u| u.into_owned()))
-            .unwrap_or_default();
-        let from_addr = NameAddr::parse(invite.header(&HeaderName::From).unwrap_or("")).ok();
-        let display = from_addr
-            .as_ref()
-            .and_then(|f| f.display)
-            .unwrap_or("")
-            .trim_matches('"')
-            .to_string();
-        let reply_peer = from_peer(&invite, from);
-        let via_addr = self.via_addr(reply_peer);
-        let our_tag = random_token();
-        let dialog = Dialog {
-            call_id: call_id.clone(),
-            local: format!("{};tag={our_tag}", invite.header(&HeaderName::To).unwrap_or("")),
-            remote: invite.header(&HeaderName::From).unwrap_or("").to_string(),
-            remote_target: dialog::contact_uri(&invite)
-                .unwrap_or_else(|| format!("sip:{}", dialog::host_port(reply_peer.addr))),
-            peer: reply_peer,
-            local_cseq: 0,
-            via_addr,
-        };
-        let info = CallInfo {
-            id: call_id.clone(),
-            from: caller.extension.clone(),
-            to: to_user.clone(),
-            display: if display.is_empty() {
-                caller.display_name.clone()
-            } else {
-                display
-            },
-            domain: account.domain.clone(),
-        };
-        self.calls.insert(
-            id,
-            Call {
-                a: ALeg {
-                    key,
-                    invite,
-                    offer,
-                    dialog,
-                    reply_peer,
-                    state: AState::Early,
-                    answer: None,
-                    retransmit: self.config.timers.t1,
-                },
-                forks: Vec::new(),
-                winner: None,
-                media: Some(media),
-                dial_reply: None,
-                dial_seq: 0,
-                account: account.domain.clone(),
-                caller: caller.extension.clone(),
-                caller_number: caller.extension.clone(),
-                caller_name: Some(caller.display_name.clone()),
-                caller_may_call_out: account.outbound_calls && caller.outbound,
-                callee: to_user,
-                external: false,
-                start_ms: unix_ms(),
-                answer_ms: None,
-                last_failure: None,
-            },
-        );
-        self.by_call_id.insert(call_id, (id, None));
-        self.out.push_back(CallEffect::StartDialplan {
-            call: id,
-            account: account.domain.clone(),
-            info,
-        });
-        Ok(id)
-    }
-
-    /// Answers the caller with a 2xx carrying `sdp` (§13.3.1.4: we
-    /// retransmit it until the ACK).
-    fn answer_caller(&mut self, id: CallRef, sdp_body: Vec<u8>, now: Instant) {
-        let t1 = self.config.timers.t1;
-        let Some(call) = self.calls.get_mut(&id) else { return };
-        if call.a.state != AState::Early {
-            return;
-        }
-        let tag = tag_of(&call.a.dialog.local);
-        let mut resp = response_to(&call.a.invite, 200, None, &tag);
-        resp.push_header(
-            HeaderName::Contact,
-            dialog::contact(call.a.reply_peer, call.a.dialog.via_addr),
-        );
-        resp.push_header(HeaderName::ContentType, "application/sdp");
-        resp.push_header(HeaderName::Allow, "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO");
-        resp.body = sdp_body.into();
-        call.a.state = AState::Answered { acked: false };
-        call.a.answer = Some(resp.clone());
-        call.answer_ms = Some(unix_ms());
-        self.out.push_back(CallEffect::Respond {
-            key: call.a.key.clone(),
-            resp,
-        });
-        self.timer(now + t1, id, CallTimer::Retransmit2xx);
-        self.timer(now + t1 * 64, id, CallTimer::AckTimeout);
+    fn reply(&mut self, call: CallRef, reply: Reply) {
+        self.out.push_back(Output::DialplanReply { call, reply });
     }
 
     fn send_request(&mut self, req: SipMessage, to: Peer, purpose: ClientPurpose) {
         if let Some(key) = client_key(&req) {
             self.client_tx.insert(key, purpose);
         }
-        self.out.push_back(CallEffect::Request { req, to });
+        self.out.push_back(Output::Request { req, to });
     }
 
-    /// A client transaction ended; forget what it was for.
+    /// A client transaction ended; forget what it was for. An outbound
+    /// leg cancelled while its INVITE was pending goes with it.
     pub fn on_tx_terminated(&mut self, key: &TxKey) {
-        self.client_tx.remove(key);
+        if let Some(ClientPurpose::Originate { leg }) = self.client_tx.remove(key) {
+            if self
+                .legs
+                .get(&leg)
+                .is_some_and(|l| l.state == leg::LegState::Cancelling)
+            {
+                self.forget_leg(leg);
+            }
+        }
     }
-}
 
-fn system_ending(code: u16, reason: &str) -> Ending {
-    Ending {
-        side: "system",
-        code,
-        reason: Some(reason.to_string()),
-        answer_after_write: None,
+    /// Sets a leg's state and announces it.
+    fn set_state(&mut self, id: LegId, state: leg::LegState) {
+        let Some(l) = self.legs.get_mut(&id) else { return };
+        if l.state == state {
+            return;
+        }
+        let phase_before = l.state.phase();
+        l.state = state;
+        let phase = state.phase();
+        if phase != phase_before {
+            self.announce(id, phase);
+        }
+    }
+
+    fn announce(&mut self, id: LegId, phase: crate::events::LegPhase) {
+        let Some(l) = self.legs.get(&id) else { return };
+        let Some(c) = self.calls.get(&l.conversation) else {
+            return;
+        };
+        self.out.push_back(Output::Event(DomainEvent::LegState {
+            account: c.account.clone(),
+            party: l.party.clone(),
+            leg: id.0,
+            conversation: l.conversation,
+            phase,
+        }));
+    }
+
+    /// Removes a leg from every table (its media is already closed).
+    fn forget_leg(&mut self, id: LegId) {
+        let Some(l) = self.legs.remove(&id) else { return };
+        self.by_dialog.remove(&(l.dialog.call_id.clone(), l.local_tag()));
+        if self.by_call_id.get(&l.dialog.call_id) == Some(&id) {
+            self.by_call_id.remove(&l.dialog.call_id);
+        }
     }
 }
 
@@ -428,18 +362,14 @@ fn from_peer(invite: &SipMessage, from: Peer) -> Peer {
     if from.transport.is_reliable() {
         return from;
     }
-    let addr = invite.top_via().and_then(response_destination).unwrap_or(from.addr);
+    let addr = invite
+        .top_via()
+        .and_then(crate::sip::via_rewrite::response_destination)
+        .unwrap_or(from.addr);
     Peer {
         transport: from.transport,
         addr,
     }
-}
-
-fn tag_of(header_value: &str) -> String {
-    NameAddr::parse(header_value)
-        .ok()
-        .and_then(|a| a.tag().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn client_key(req: &SipMessage) -> Option<TxKey> {
@@ -450,4 +380,24 @@ fn client_key(req: &SipMessage) -> Option<TxKey> {
         sent_by: String::new(),
         server: false,
     })
+}
+
+fn cseq_num(m: &SipMessage) -> u32 {
+    m.header(&crate::sip::HeaderName::CSeq)
+        .and_then(crate::sip::addr::CSeq::parse)
+        .map_or(1, |c| c.seq)
+}
+
+/// Allow header of our dialogs.
+const DIALOG_ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
+
+impl Now {
+    /// A `Now` for engine tests: the given instant, a fixed wall clock.
+    #[cfg(test)]
+    pub fn at(mono: Instant) -> Now {
+        Now {
+            mono,
+            unix_ms: 1_800_000_000_000,
+        }
+    }
 }

@@ -1,43 +1,106 @@
-//! The call state machine without a network: INVITE in, effects out.
+//! The call engine without a network: INVITE in, outputs out, media
+//! through a recording fake (see `fake_media`).
 
 use super::*;
 use crate::config::Config;
+use crate::dialplan::Reply;
+use crate::media::EndpointId;
 use crate::registrar::Registrar;
+use crate::sip::response::response_to;
 use crate::sip::transaction::TransportKind;
+use crate::sip::{HeaderName, Method};
 use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the engine asked of the media side.
+#[derive(Default, Debug)]
+pub(super) struct MediaLog {
+    pub open: HashSet<EndpointId>,
+    /// from → to
+    pub links: HashMap<EndpointId, EndpointId>,
+    pub played: Vec<(EndpointId, String)>,
+    pub next_port: u16,
+}
+
+/// A MediaControl with no sockets: records commands, hands out addresses.
+#[derive(Clone, Default)]
+pub(super) struct FakeMedia(pub Arc<Mutex<MediaLog>>);
+
+impl MediaControl for FakeMedia {
+    fn open(&mut self, id: EndpointId, _now: Instant) -> Result<SocketAddr, String> {
+        let mut log = self.0.lock().unwrap();
+        log.open.insert(id);
+        log.next_port += 2;
+        Ok(SocketAddr::from(([127, 0, 0, 1], 20000 + log.next_port)))
+    }
+    fn set_remote(&mut self, _id: EndpointId, _rtp: Option<SocketAddr>) {}
+    fn link(&mut self, from: EndpointId, to: EndpointId) {
+        self.0.lock().unwrap().links.insert(from, to);
+    }
+    fn unlink(&mut self, from: EndpointId) {
+        self.0.lock().unwrap().links.remove(&from);
+    }
+    fn play(&mut self, id: EndpointId, file: &str, _pt: u8) -> Result<(), String> {
+        self.0.lock().unwrap().played.push((id, file.to_string()));
+        Ok(())
+    }
+    fn close(&mut self, id: EndpointId, _now: Instant) {
+        let mut log = self.0.lock().unwrap();
+        log.open.remove(&id);
+        log.links.retain(|f, t| *f != id && *t != id);
+    }
+    fn stats(&self, _id: EndpointId) -> DirectionStats {
+        DirectionStats::default()
+    }
+    fn idle_for(&self, _id: EndpointId, _now: Instant) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+    fn ports_in_use(&self) -> usize {
+        self.0.lock().unwrap().open.len() * 2
+    }
+    fn housekeeping(&mut self, _now: Instant) {}
+}
 
 const SDP: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
 
-fn config() -> Config {
+pub(super) fn config() -> Config {
     Config::parse(
         Path::new("t.toml"),
         "[server]\nlisten = [\"127.0.0.1:5060\"]\n[[accounts]]\ndomain = \"pbx.test\"\n\
          [[accounts.users]]\nextension = \"1001\"\npassword = \"p\"\n\
-         [[accounts.users]]\nextension = \"1002\"\npassword = \"p\"\n",
+         [[accounts.users]]\nextension = \"1002\"\npassword = \"p\"\n\
+         [[accounts.users]]\nextension = \"1003\"\npassword = \"p\"\n",
     )
     .unwrap()
 }
 
-fn manager(cfg: &Config) -> CallManager {
-    CallManager::new(
-        crate::server::call_config(cfg),
-        RelayPool::new("127.0.0.1".parse().unwrap(), 40000, 40999),
+pub(super) fn engine(cfg: &Config) -> (CallEngine, FakeMedia) {
+    let media = FakeMedia::default();
+    (
+        CallEngine::new(crate::server::call_config(cfg), Box::new(media.clone())),
+        media,
     )
 }
 
-fn peer(port: u16) -> Peer {
+pub(super) fn peer(port: u16) -> Peer {
     Peer {
         transport: TransportKind::Udp,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
     }
 }
 
-fn invite() -> (TxKey, SipMessage) {
+pub(super) fn invite() -> (TxKey, SipMessage) {
+    invite_from("1001", "call-a", "1002")
+}
+
+pub(super) fn invite_from(caller: &str, call_id: &str, to: &str) -> (TxKey, SipMessage) {
     let raw = format!(
-        "INVITE sip:1002@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKa1;rport\r\n\
-         From: \"Olivia\" <sip:1001@pbx.test>;tag=a\r\nTo: <sip:1002@pbx.test>\r\nCall-ID: call-a\r\n\
-         CSeq: 2 INVITE\r\nContact: <sip:1001@127.0.0.1:6000>\r\nMax-Forwards: 70\r\n\
+        "INVITE sip:{to}@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK{call_id};rport\r\n\
+         From: \"Olivia\" <sip:{caller}@pbx.test>;tag=a\r\nTo: <sip:{to}@pbx.test>\r\nCall-ID: {call_id}\r\n\
+         CSeq: 2 INVITE\r\nContact: <sip:{caller}@127.0.0.1:6000>\r\nMax-Forwards: 70\r\n\
          Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
         SDP.len()
     );
@@ -48,7 +111,7 @@ fn invite() -> (TxKey, SipMessage) {
     )
 }
 
-fn registrar_with_1002(now: u64) -> Registrar {
+pub(super) fn registrar_with_1002(now: u64) -> Registrar {
     let mut r = Registrar::new();
     let reg = SipMessage::parse_datagram(Bytes::from(
         "REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKr\r\nFrom: <sip:1002@pbx.test>;tag=r\r\n\
@@ -60,11 +123,25 @@ fn registrar_with_1002(now: u64) -> Registrar {
     r
 }
 
-fn effects(m: &mut CallManager) -> Vec<CallEffect> {
-    std::iter::from_fn(|| m.poll_effect()).collect()
+/// Outputs, without the domain events (they have tests of their own).
+pub(super) fn effects(m: &mut CallEngine) -> Vec<Output> {
+    std::iter::from_fn(|| m.poll_output())
+        .filter(|o| !matches!(o, Output::Event(_)))
+        .collect()
 }
 
-fn respond_from_callee(req: &SipMessage, status: u16, sdp: Option<&str>) -> SipMessage {
+/// The dialplan replies among `outputs`.
+pub(super) fn replies(outputs: &[Output]) -> Vec<Reply> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::DialplanReply { reply, .. } => Some(reply.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn respond_from_callee(req: &SipMessage, status: u16, sdp: Option<&str>) -> SipMessage {
     let mut r = response_to(req, status, None, "callee-tag");
     r.push_header(HeaderName::Contact, "<sip:1002@127.0.0.1:7000>");
     if let Some(s) = sdp {
@@ -75,16 +152,32 @@ fn respond_from_callee(req: &SipMessage, status: u16, sdp: Option<&str>) -> SipM
 }
 
 /// Starts a call from 1001 and dials 1002; returns the callee INVITE.
-fn dialled(m: &mut CallManager, cfg: &Config, now: Instant) -> (CallRef, TxKey, SipMessage, oneshot::Receiver<Reply>) {
-    let (key, inv) = invite();
+pub(super) fn dialled(m: &mut CallEngine, cfg: &Config, now: Instant) -> (CallRef, TxKey, SipMessage) {
+    dialled_as(m, cfg, now, invite())
+}
+
+pub(super) fn dialled_as(
+    m: &mut CallEngine,
+    cfg: &Config,
+    now: Instant,
+    (key, inv): (TxKey, SipMessage),
+) -> (CallRef, TxKey, SipMessage) {
     let account = &cfg.accounts[0];
+    let a_call_id = inv.call_id().unwrap().to_string();
+    let from_user = inv.header(&HeaderName::From).unwrap().split("sip:").nth(1).unwrap()[..4].to_string();
     let id = m
-        .start_call(key.clone(), inv, peer(6000), account, account.user("1001").unwrap())
+        .start_call(
+            key.clone(),
+            inv,
+            peer(6000),
+            account,
+            account.user(&from_user).unwrap(),
+            Now::at(now),
+        )
         .unwrap();
     let e = effects(m);
-    assert!(matches!(&e[..], [CallEffect::StartDialplan { info, .. }] if info.to == "1002" && info.from == "1001"));
+    assert!(matches!(&e[..], [Output::StartDialplan { info, .. }] if info.to == "1002" && info.from == from_user));
     let registrar = registrar_with_1002(crate::unix_now());
-    let (tx, rx) = oneshot::channel();
     let req = DialRequest {
         targets: vec!["1002".into()],
         timeout: Some(Duration::from_secs(20)),
@@ -92,37 +185,80 @@ fn dialled(m: &mut CallManager, cfg: &Config, now: Instant) -> (CallRef, TxKey, 
         account,
         registrar: &registrar,
     };
-    m.dial(id, req, tx, now);
+    m.dial(id, req, Now::at(now));
     let e = effects(m);
-    let [CallEffect::Request { req, to }] = &e[..] else {
+    let [Output::Request { req, to }] = &e[..] else {
         panic!("{e:?}")
     };
     assert_eq!(to.addr, peer(7000).addr, "sent where the callee registered from");
     assert_eq!(req.request_uri(), Some("sip:1002@127.0.0.1:7000"));
-    assert_ne!(req.call_id(), Some("call-a"), "the callee leg has its own Call-ID");
+    assert_ne!(
+        req.call_id(),
+        Some(a_call_id.as_str()),
+        "the callee leg has its own Call-ID"
+    );
     let body = std::str::from_utf8(&req.body).unwrap();
     assert!(
         body.contains("c=IN IP4 127.0.0.1") && !body.contains("192.0.2.1"),
         "{body}"
     );
     assert!(body.contains("telephone-event"), "codecs pass through");
-    (id, key, req.clone(), rx)
+    (id, key, req.clone())
 }
 
-#[tokio::test]
-async fn answered_call_bridges_and_caller_bye_ends_both_legs() {
-    let cfg = config();
-    let mut m = manager(&cfg);
-    let now = Instant::now();
-    let (_id, a_key, b_invite, mut dial_reply) = dialled(&mut m, &cfg, now);
+/// The tag we gave the caller's leg (To of our responses).
+pub(super) fn our_tag(outputs: &[Output]) -> String {
+    outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Respond { resp, .. } => crate::sip::dialog::tag_of(resp.header(&HeaderName::To)?),
+            _ => None,
+        })
+        .expect("a response to the caller")
+}
+
+/// A request from the caller inside its dialog.
+pub(super) fn from_caller(method: &str, call_id: &str, our_tag: &str, their_tag: &str) -> (TxKey, SipMessage) {
+    let raw = format!(
+        "{method} sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK{method}{their_tag}\r\n\
+         From: <sip:1001@pbx.test>;tag={their_tag}\r\nTo: <sip:1002@pbx.test>;tag={our_tag}\r\nCall-ID: {call_id}\r\nCSeq: 3 {method}\r\n\r\n"
+    );
+    let msg = SipMessage::parse_datagram(Bytes::from(raw)).unwrap();
+    (
+        crate::sip::transaction::TransactionLayer::server_key(&msg).unwrap(),
+        msg,
+    )
+}
+
+/// Dials 1002 from 1001 and lets it answer; returns the caller's tag and
+/// the callee's INVITE.
+pub(super) fn connected(
+    m: &mut CallEngine,
+    cfg: &Config,
+    now: Instant,
+    inv: (TxKey, SipMessage),
+) -> (CallRef, String, SipMessage) {
+    let (id, _a_key, b_invite) = dialled_as(m, cfg, now, inv);
     let b_key = client_key(&b_invite).unwrap();
-    m.on_response(&b_key, respond_from_callee(&b_invite, 180, None), now);
+    m.on_response(&b_key, respond_from_callee(&b_invite, 200, Some(SDP)), Now::at(now));
+    let e = effects(m);
+    (id, our_tag(&e), b_invite)
+}
+
+#[test]
+fn answered_call_bridges_and_caller_bye_ends_both_legs() {
+    let cfg = config();
+    let (mut m, media) = engine(&cfg);
+    let now = Instant::now();
+    let (_id, a_key, b_invite) = dialled(&mut m, &cfg, now);
+    let b_key = client_key(&b_invite).unwrap();
+    m.on_response(&b_key, respond_from_callee(&b_invite, 180, None), Now::at(now));
     let e = effects(&mut m);
-    assert!(matches!(&e[..], [CallEffect::Respond { key, resp }] if key == &a_key && resp.status() == Some(180)));
-    m.on_response(&b_key, respond_from_callee(&b_invite, 200, Some(SDP)), now);
+    assert!(matches!(&e[..], [Output::Respond { key, resp }] if key == &a_key && resp.status() == Some(180)));
+    m.on_response(&b_key, respond_from_callee(&b_invite, 200, Some(SDP)), Now::at(now));
     let e = effects(&mut m);
     let ack = e.iter().find_map(|x| match x {
-        CallEffect::Stateless { msg, .. } => Some(msg.clone()),
+        Output::Stateless { msg, .. } => Some(msg.clone()),
         _ => None,
     });
     let ack = ack.expect("callee 2xx ACKed");
@@ -130,7 +266,7 @@ async fn answered_call_bridges_and_caller_bye_ends_both_legs() {
     assert_eq!(ack.request_uri(), Some("sip:1002@127.0.0.1:7000"));
     assert!(ack.header(&HeaderName::To).unwrap().contains("tag=callee-tag"));
     let ok = e.iter().find_map(|x| match x {
-        CallEffect::Respond { key, resp } if key == &a_key => Some(resp.clone()),
+        Output::Respond { key, resp } if key == &a_key => Some(resp.clone()),
         _ => None,
     });
     let ok = ok.expect("caller answered");
@@ -140,105 +276,116 @@ async fn answered_call_bridges_and_caller_bye_ends_both_legs() {
         body.contains("c=IN IP4 127.0.0.1") && !body.contains("192.0.2.2"),
         "{body}"
     );
-    assert!(dial_reply.try_recv().is_err(), "dial returns only when the call ends");
-    assert_eq!(m.views()[0].state, "connected");
+    assert!(replies(&e).is_empty(), "dial returns only when the call ends");
+    assert_eq!(m.views(Now::at(now))[0].state, "connected");
+    assert_eq!(media.0.lock().unwrap().links.len(), 2, "bridged both ways");
     // The callee retransmits its 2xx after the transaction ended: the same
     // ACK goes again, byte for byte (a new branch would be a new ACK).
     m.on_stray_response(&respond_from_callee(&b_invite, 200, Some(SDP)));
     let again = match &effects(&mut m)[..] {
-        [CallEffect::Stateless { msg, .. }] => msg.to_bytes(),
+        [Output::Stateless { msg, .. }] => msg.to_bytes(),
         e => panic!("{e:?}"),
     };
     assert_eq!(again, ack.to_bytes());
     // Caller hangs up.
-    let bye_raw = "BYE sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKbye\r\n\
-        From: <sip:1001@pbx.test>;tag=a\r\nTo: <sip:1002@pbx.test>;tag=x\r\nCall-ID: call-a\r\nCSeq: 3 BYE\r\n\r\n";
-    let bye = SipMessage::parse_datagram(Bytes::from(bye_raw)).unwrap();
-    let bye_key = crate::sip::transaction::TransactionLayer::server_key(&bye).unwrap();
-    m.on_in_dialog(bye_key.clone(), bye).unwrap();
+    let tag = crate::sip::dialog::tag_of(ok.header(&HeaderName::To).unwrap()).unwrap();
+    let (bye_key, bye) = from_caller("BYE", "call-a", &tag, "a");
+    m.on_in_dialog(bye_key.clone(), bye, Now::at(now)).unwrap();
     let e = effects(&mut m);
     let to_callee = e.iter().find_map(|x| match x {
-        CallEffect::Request { req, .. } => Some(req.clone()),
+        Output::Request { req, .. } => Some(req.clone()),
         _ => None,
     });
     assert_eq!(to_callee.unwrap().method(), Some(&Method::Bye));
     let stored = e.iter().find_map(|x| match x {
-        CallEffect::RespondAfterWrite { key, resp, record } if key == &bye_key => Some((resp.status(), record.clone())),
+        Output::WriteRecord { record, then } => Some((then.clone(), record.clone())),
         _ => None,
     });
-    let (status, record) = stored.expect("200 to BYE after the record is stored");
-    assert_eq!(status, Some(200));
+    let (then, record) = stored.expect("200 to BYE after the record is stored");
+    assert!(matches!(&then[..], [(key, resp)] if key == &bye_key && resp.status() == Some(200)));
     assert_eq!(
         (record.disposition.as_str(), record.hangup_side.as_str()),
         ("answered", "caller")
     );
+    assert_eq!(record.legs.len(), 2, "a record per leg inside the conversation's");
     assert_eq!(
-        dial_reply.try_recv().unwrap(),
-        Reply::Dialed(crate::dialplan::DialOutcome::new("answered", 200))
+        replies(&e),
+        vec![Reply::Dialed(crate::dialplan::DialOutcome::new("answered", 200))]
     );
     assert!(m.is_empty());
     assert_eq!(m.relay_ports_in_use(), 0);
+    let (legs, _, _, bridges) = m.table_sizes();
+    assert_eq!((legs, bridges), (0, 0), "no leg or bridge left behind");
 }
 
-#[tokio::test]
-async fn ring_timeout_cancels_and_reports_no_answer() {
+#[test]
+fn ring_timeout_cancels_and_reports_no_answer() {
     let cfg = config();
-    let mut m = manager(&cfg);
+    let (mut m, _media) = engine(&cfg);
     let now = Instant::now();
-    let (id, a_key, b_invite, mut dial_reply) = dialled(&mut m, &cfg, now);
-    m.handle_timeout(now + Duration::from_secs(21));
+    let (id, a_key, b_invite) = dialled(&mut m, &cfg, now);
+    m.handle_timeout(Now::at(now + Duration::from_secs(21)));
     let e = effects(&mut m);
-    let [CallEffect::Request { req, .. }] = &e[..] else {
+    let [Output::DialplanReply { reply, .. }, Output::Request { req, .. }] = &e[..] else {
         panic!("{e:?}")
     };
     assert_eq!(req.method(), Some(&Method::Cancel));
     assert_eq!(req.top_via(), b_invite.top_via(), "CANCEL reuses the INVITE's branch");
     assert_eq!(
-        dial_reply.try_recv().unwrap(),
-        Reply::Dialed(crate::dialplan::DialOutcome::new("no-answer", 480))
+        reply,
+        &Reply::Dialed(crate::dialplan::DialOutcome::new("no-answer", 480))
     );
     // The script ends: the caller gets the dial's failure, after the record is written.
-    m.script_done(id, Ok(()));
+    m.script_done(id, Ok(()), Now::at(now));
     let e = effects(&mut m);
-    assert!(matches!(&e[..], [CallEffect::RespondAfterWrite { key, resp, record }]
-        if key == &a_key && resp.status() == Some(480) && record.disposition == "no-answer"));
+    assert!(matches!(&e[..], [Output::WriteRecord { record, then }]
+        if then.len() == 1 && then[0].0 == a_key && then[0].1.status() == Some(480) && record.disposition == "no-answer"));
 }
 
-#[tokio::test]
-async fn busy_callee_maps_to_486_and_a_late_cancel_is_harmless() {
+#[test]
+fn busy_callee_maps_to_486_and_a_late_cancel_is_harmless() {
     let cfg = config();
-    let mut m = manager(&cfg);
+    let (mut m, _media) = engine(&cfg);
     let now = Instant::now();
-    let (id, a_key, b_invite, mut dial_reply) = dialled(&mut m, &cfg, now);
+    let (id, a_key, b_invite) = dialled(&mut m, &cfg, now);
     let b_key = client_key(&b_invite).unwrap();
-    m.on_response(&b_key, respond_from_callee(&b_invite, 486, None), now);
+    m.on_response(&b_key, respond_from_callee(&b_invite, 486, None), Now::at(now));
     assert_eq!(
-        dial_reply.try_recv().unwrap(),
-        Reply::Dialed(crate::dialplan::DialOutcome::new("busy", 486))
+        replies(&effects(&mut m)),
+        vec![Reply::Dialed(crate::dialplan::DialOutcome::new("busy", 486))]
     );
-    m.on_cancel(&a_key);
+    m.on_cancel(&a_key, Now::at(now));
     let e = effects(&mut m);
-    assert!(matches!(&e[..], [CallEffect::RespondAfterWrite { resp, record, .. }]
-        if resp.status() == Some(487) && record.disposition == "cancelled"));
-    m.script_done(id, Ok(()));
+    assert!(matches!(&e[..], [Output::WriteRecord { then, record }]
+        if then[0].1.status() == Some(487) && record.disposition == "cancelled"));
+    m.script_done(id, Ok(()), Now::at(now));
     assert!(effects(&mut m).is_empty(), "the call is already over");
 }
 
-#[tokio::test]
-async fn requests_for_unknown_dialogs_get_481_and_scripts_errors_500() {
+#[test]
+fn requests_for_unknown_dialogs_get_481_and_scripts_errors_500() {
     let cfg = config();
-    let mut m = manager(&cfg);
-    let raw = "BYE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKz\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: nope\r\nCSeq: 1 BYE\r\n\r\n";
-    let bye = SipMessage::parse_datagram(Bytes::from(raw)).unwrap();
-    let key = crate::sip::transaction::TransactionLayer::server_key(&bye).unwrap();
-    assert_eq!(m.on_in_dialog(key, bye).unwrap_err().status, 481);
+    let (mut m, _media) = engine(&cfg);
+    let (key, bye) = from_caller("BYE", "nope", "2", "1");
+    assert_eq!(m.on_in_dialog(key, bye, Now::read()).unwrap_err().status, 481);
     let (key, inv) = invite();
     let account = &cfg.accounts[0];
     let id = m
-        .start_call(key, inv, peer(6000), account, account.user("1001").unwrap())
+        .start_call(
+            key,
+            inv,
+            peer(6000),
+            account,
+            account.user("1001").unwrap(),
+            Now::read(),
+        )
         .unwrap();
     effects(&mut m);
-    m.script_done(id, Err(crate::dialplan::DialplanError::Script("x.lua:1: boom".into())));
+    m.script_done(
+        id,
+        Err(crate::dialplan::DialplanError::Script("x.lua:1: boom".into())),
+        Now::read(),
+    );
     let e = effects(&mut m);
-    assert!(matches!(&e[..], [CallEffect::RespondAfterWrite { resp, .. }] if resp.status() == Some(500)));
+    assert!(matches!(&e[..], [Output::WriteRecord { then, .. }] if then[0].1.status() == Some(500)));
 }

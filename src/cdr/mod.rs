@@ -1,11 +1,17 @@
-//! Call records: one per call, written to the store when the call ends
-//! (durably, so finished calls survive `kill -9`).
+//! Call records: one per conversation, with a record of each of its legs
+//! inside, written to the store when its last leg ends (durably, so
+//! finished calls survive `kill -9`).
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallRecord {
+    /// Call-ID of the leg that started the conversation.
     pub call_id: String,
+    /// The conversation's id in the daemon that recorded it (ties legs of
+    /// one interaction together; unique per daemon run).
+    #[serde(default)]
+    pub conversation: u64,
     pub account: String,
     pub caller: String,
     pub callee: String,
@@ -30,6 +36,28 @@ pub struct CallRecord {
     #[serde(default)]
     pub rtp_from_callee: u64,
     #[serde(default)]
+    pub rtp_seq_gaps: u64,
+    /// Every leg of the conversation, in the order they ended.
+    #[serde(default)]
+    pub legs: Vec<LegRecord>,
+}
+
+/// One leg of a conversation: one dialog with one party.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegRecord {
+    pub leg: u64,
+    pub call_id: String,
+    /// The extension (or number) the leg faced.
+    pub party: String,
+    /// "inbound" (the party called us) or "outbound" (we called it).
+    pub direction: String,
+    pub start_ms: u64,
+    pub answer_ms: Option<u64>,
+    pub end_ms: u64,
+    /// 200 if answered, else the final status of its INVITE.
+    pub sip_code: u16,
+    /// RTP packets the relay received from the party, and their sequence gaps.
+    pub rtp_packets: u64,
     pub rtp_seq_gaps: u64,
 }
 

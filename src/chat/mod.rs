@@ -7,9 +7,9 @@ pub mod queries;
 #[cfg(test)]
 mod tests;
 
-use crate::call::dialog::Dialog;
 use crate::config::{Account, Group, Role, User};
 use crate::registrar::Registrar;
+use crate::sip::dialog::Dialog;
 use crate::sip::response::random_token;
 use crate::sip::transaction::{Peer, TransportKind};
 use crate::sip::{SipError, SipMessage};
@@ -279,7 +279,7 @@ impl ChatService {
                     TransportKind::Udp
                 };
                 let peer = Peer { transport, addr };
-                let via_addr = crate::call::dialog::local_addr_for(&self.local, peer);
+                let via_addr = crate::sip::dialog::local_addr_for(&self.local, peer);
                 // Out of any dialog (RFC 3428 §4): a fresh Call-ID and From tag.
                 let mut dialog = Dialog {
                     call_id: format!("{}@switchboard", random_token()),

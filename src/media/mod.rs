@@ -1,9 +1,12 @@
-//! Media: the RTP/RTCP relay, SDP rewriting and prompt playback.
+//! Media: the RTP/RTCP relay (endpoints and their links), SDP rewriting
+//! and prompt playback.
 
+pub mod control;
 pub mod g711;
 pub mod playback;
 pub mod relay;
 mod relay_io;
 pub mod sdp;
 
-pub use relay::{MediaSession, MediaStats, RelayPool, Side};
+pub use control::{DirectionStats, EndpointId, MediaControl};
+pub use relay::{Relay, RelayPool};

@@ -1,30 +1,27 @@
-//! The RTP/RTCP relay. Each call gets two port pairs from the configured
-//! range: side A faces the caller, side B the callee. What arrives on a
-//! side's RTP and RTCP ports goes to the other side's party, relayed by the
-//! I/O thread of `relay_io`. Symmetric RTP: the first packet from a party
-//! fixes where we send to it (phones behind NAT), and later packets from
-//! other sources are dropped until signalling re-opens the latch. The
-//! per-packet path reads every waiting datagram with one recvmmsg into a
-//! per-thread buffer (`recv_batch`), takes no lock and never waits on
-//! signalling.
+//! The RTP/RTCP relay. Every leg of a call gets one endpoint: a port pair
+//! from the configured range (RTP, RTCP = RTP + 1) facing that leg's party.
+//! Endpoints are joined by links: what arrives on an endpoint goes out of
+//! the endpoint it is linked to, to that endpoint's party, relayed by the
+//! I/O thread of `relay_io`. A bridge of two talking legs is two links,
+//! one each way; a parked leg has none (or hears a prompt); moving a leg
+//! re-points links, and the parties see no change of address.
+//!
+//! Symmetric RTP: the first packet from a party fixes where we send to it
+//! (phones behind NAT), and later packets from other sources are dropped
+//! until signalling re-opens the latch. The per-packet path reads every
+//! waiting datagram with one recvmmsg into a per-thread buffer
+//! (`recv_batch`), takes no lock and never waits on signalling.
 
-use super::relay_io::{Leg, RelayIo};
+use super::control::{DirectionStats, EndpointId, MediaControl};
+use super::relay_io::{RelayIo, Watched};
 use crate::recv_batch;
 use arc_swap::ArcSwapOption;
-use serde::Serialize;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Which party a relay side faces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    A,
-    B,
-}
 
 /// Where to send to one party, and whether it was learned from traffic.
 #[derive(Default)]
@@ -35,7 +32,7 @@ struct Remote {
     rtcp_latched: AtomicBool,
 }
 
-/// Packet counters for one direction (from a party into the relay).
+/// Packet counters of what a party sent into the relay.
 #[derive(Default)]
 struct Counters {
     packets: AtomicU64,
@@ -45,124 +42,56 @@ struct Counters {
     forwarded: AtomicU64,
 }
 
-pub(super) struct Shared {
-    remotes: [Remote; 2],
-    counters: [Counters; 2],
+/// The state of one endpoint the I/O thread reads and writes.
+pub(super) struct EndpointShared {
+    remote: Remote,
+    counters: Counters,
     started: Instant,
-    /// Milliseconds after `started` of the last RTP packet from either party.
+    /// Milliseconds after `started` of the last RTP packet from the party.
     last_rtp_ms: AtomicU64,
+    /// Where packets from this party go; none while parked.
+    link: ArcSwapOption<Link>,
 }
 
-/// Counters of a session as shown by `ctl calls`.
-#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq, Default)]
-pub struct DirectionStats {
-    pub packets: u64,
-    pub bytes: u64,
-    pub seq_gaps: u64,
-    pub forwarded: u64,
+/// The far end of a link: the endpoint whose sockets and party receive.
+pub(super) struct Link {
+    rtp: Arc<UdpSocket>,
+    rtcp: Arc<UdpSocket>,
+    to: Arc<EndpointShared>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq, Default)]
-pub struct MediaStats {
-    /// Received from the caller (side A).
-    pub from_caller: DirectionStats,
-    /// Received from the callee (side B).
-    pub from_callee: DirectionStats,
-}
-
-pub struct MediaSession {
-    pub ip: IpAddr,
-    /// RTP ports of side A and side B (RTCP is +1).
-    pub ports: [u16; 2],
-    sockets: [Arc<UdpSocket>; 4],
-    shared: Arc<Shared>,
+/// One leg's port pair, watched by the I/O thread while open.
+struct Endpoint {
+    port: u16,
+    rtp: Arc<UdpSocket>,
+    rtcp: Arc<UdpSocket>,
+    shared: Arc<EndpointShared>,
     io: Arc<RelayIo>,
-    /// The sockets' legs in the I/O thread, in `sockets` order.
-    legs: [u64; 4],
+    /// The sockets' entries in the I/O thread (RTP, RTCP).
+    watched: [u64; 2],
 }
 
-fn idx(side: Side) -> usize {
-    match side {
-        Side::A => 0,
-        Side::B => 1,
-    }
-}
-
-impl MediaSession {
-    /// The relay address a party on `side` should send RTP to.
-    pub fn local(&self, side: Side) -> SocketAddr {
-        SocketAddr::new(self.ip, self.ports[idx(side)])
-    }
-
-    /// Sets where a party receives, from its SDP; re-opens the latch so
-    /// the next packet from the party fixes the address again.
-    pub fn set_remote(&self, side: Side, rtp: Option<SocketAddr>) {
-        let r = &self.shared.remotes[idx(side)];
-        r.rtp.store(rtp.map(Arc::new));
-        r.rtcp
-            .store(rtp.map(|a| Arc::new(SocketAddr::new(a.ip(), a.port().wrapping_add(1)))));
-        r.rtp_latched.store(false, Ordering::Release);
-        r.rtcp_latched.store(false, Ordering::Release);
-    }
-
-    pub fn stats(&self) -> MediaStats {
-        let d = |c: &Counters| DirectionStats {
-            packets: c.packets.load(Ordering::Relaxed),
-            bytes: c.bytes.load(Ordering::Relaxed),
-            seq_gaps: c.seq_gaps.load(Ordering::Relaxed),
-            forwarded: c.forwarded.load(Ordering::Relaxed),
-        };
-        MediaStats {
-            from_caller: d(&self.shared.counters[0]),
-            from_callee: d(&self.shared.counters[1]),
-        }
-    }
-
-    /// Time since the last RTP packet from either party (or since start).
-    pub fn idle_for(&self, now: Instant) -> std::time::Duration {
-        let last =
-            self.shared.started + std::time::Duration::from_millis(self.shared.last_rtp_ms.load(Ordering::Relaxed));
-        now.saturating_duration_since(last)
-    }
-
-    /// Socket and current destination for sending our own RTP (prompts) to
-    /// the party on `side`.
-    pub fn sender(&self, side: Side) -> (Arc<UdpSocket>, Option<SocketAddr>) {
-        let i = idx(side);
-        (
-            self.sockets[i * 2].clone(),
-            self.shared.remotes[i].rtp.load_full().map(|a| *a),
-        )
-    }
-
-    fn start(&mut self) {
-        // socket index: side*2 + (0 rtp | 1 rtcp); each goes to the same
-        // kind of socket on the other side.
-        let legs: [Leg; 4] = std::array::from_fn(|i| {
-            let (side, rtcp) = (i / 2, i % 2 == 1);
-            let out = (1 - side) * 2 + usize::from(rtcp);
-            Leg {
-                recv: self.sockets[i].clone(),
-                send: self.sockets[out].clone(),
-                shared: self.shared.clone(),
-                from: side,
-                rtcp,
-            }
-        });
-        self.legs = self.io.add(legs);
+impl Endpoint {
+    fn link_to_me(&self) -> Arc<Link> {
+        Arc::new(Link {
+            rtp: self.rtp.clone(),
+            rtcp: self.rtcp.clone(),
+            to: self.shared.clone(),
+        })
     }
 }
 
-impl Drop for MediaSession {
+impl Drop for Endpoint {
     fn drop(&mut self) {
-        self.io.remove(&self.legs);
+        self.io.remove(&self.watched);
+        // Links form cycles (A → B → A) between bridged endpoints.
+        self.shared.link.store(None);
     }
 }
 
-/// Relays one packet that came from the party on side `from`.
-pub(super) fn relay_packet(packet: &[u8], src: SocketAddr, send: &UdpSocket, shared: &Shared, from: usize, rtcp: bool) {
-    let to = 1 - from;
-    let me = &shared.remotes[from];
+/// Relays one packet that came from the party of `from`.
+pub(super) fn relay_packet(packet: &[u8], src: SocketAddr, from: &EndpointShared, rtcp: bool) {
+    let me = &from.remote;
     let (latched, addr) = if rtcp {
         (&me.rtcp_latched, &me.rtcp)
     } else {
@@ -177,7 +106,7 @@ pub(super) fn relay_packet(packet: &[u8], src: SocketAddr, send: &UdpSocket, sha
         latched.store(true, Ordering::Release);
     }
     if !rtcp {
-        let c = &shared.counters[from];
+        let c = &from.counters;
         c.packets.fetch_add(1, Ordering::Relaxed);
         c.bytes.fetch_add(packet.len() as u64, Ordering::Relaxed);
         if packet.len() >= 12 {
@@ -191,17 +120,19 @@ pub(super) fn relay_packet(packet: &[u8], src: SocketAddr, send: &UdpSocket, sha
                 }
             }
         }
-        let ms = shared.started.elapsed().as_millis() as u64;
-        shared.last_rtp_ms.store(ms, Ordering::Relaxed);
+        let ms = from.started.elapsed().as_millis() as u64;
+        from.last_rtp_ms.store(ms, Ordering::Relaxed);
     }
-    let dest = if rtcp {
-        shared.remotes[to].rtcp.load()
+    let link = from.link.load();
+    let Some(link) = link.as_deref() else { return };
+    let (send, dest) = if rtcp {
+        (&link.rtcp, link.to.remote.rtcp.load())
     } else {
-        shared.remotes[to].rtp.load()
+        (&link.rtp, link.to.remote.rtp.load())
     };
     if let Some(d) = dest.as_deref() {
         if send.send_to(packet, *d).is_ok() && !rtcp {
-            shared.counters[from].forwarded.fetch_add(1, Ordering::Relaxed);
+            from.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -248,11 +179,6 @@ impl RelayPool {
             spare: VecDeque::new(),
             io: None,
         }
-    }
-
-    /// Ports currently held by sessions (RTP ports; each also holds +1).
-    pub fn ports_in_use(&self) -> usize {
-        (self.bound.len() - self.spare.len()) * 2
     }
 
     /// A released pair out of quarantine (or any, if `any`), emptied of
@@ -313,52 +239,47 @@ impl RelayPool {
         ))
     }
 
-    /// Binds both sides of a new session and starts forwarding.
-    pub fn allocate(&mut self) -> std::io::Result<MediaSession> {
-        self.allocate_at(Instant::now())
-    }
-
-    fn allocate_at(&mut self, now: Instant) -> std::io::Result<MediaSession> {
+    fn open_endpoint(&mut self, now: Instant) -> std::io::Result<Endpoint> {
         let io = match &self.io {
             Some(io) => io.clone(),
             None => self.io.insert(Arc::new(RelayIo::start()?)).clone(),
         };
-        let (pa, a_rtp, a_rtcp) = self.bind_pair(now)?;
-        let (pb, b_rtp, b_rtcp) = match self.bind_pair(now) {
-            Ok(x) => x,
-            Err(e) => {
-                // Unused: free for the next call at once.
-                let released = now.checked_sub(SPARE_QUARANTINE).unwrap_or(now);
-                self.spare.push_front((released, (pa, a_rtp, a_rtcp)));
-                return Err(e);
-            }
-        };
-        let mut s = MediaSession {
-            ip: self.ip,
-            ports: [pa, pb],
-            sockets: [a_rtp, a_rtcp, b_rtp, b_rtcp],
-            shared: Arc::new(Shared {
-                remotes: Default::default(),
-                counters: Default::default(),
-                started: now,
-                last_rtp_ms: AtomicU64::new(0),
-            }),
+        let (port, rtp, rtcp) = self.bind_pair(now)?;
+        let shared = Arc::new(EndpointShared {
+            remote: Remote::default(),
+            counters: Counters::default(),
+            started: now,
+            last_rtp_ms: AtomicU64::new(0),
+            link: ArcSwapOption::empty(),
+        });
+        let watched = io.add([
+            Watched {
+                recv: rtp.clone(),
+                endpoint: shared.clone(),
+                rtcp: false,
+            },
+            Watched {
+                recv: rtcp.clone(),
+                endpoint: shared.clone(),
+                rtcp: true,
+            },
+        ]);
+        Ok(Endpoint {
+            port,
+            rtp,
+            rtcp,
+            shared,
             io,
-            legs: [0; 4],
-        };
-        s.start();
-        Ok(s)
+            watched,
+        })
     }
 
-    /// Takes a session's ports back: relaying stops and its sockets wait
+    /// Takes an endpoint's ports back: relaying stops and its sockets wait
     /// in quarantine for the next calls.
-    pub fn release(&mut self, session: MediaSession) {
-        let now = Instant::now();
-        let [a_rtp, a_rtcp, b_rtp, b_rtcp] = session.sockets.clone();
-        let [pa, pb] = session.ports;
-        drop(session);
-        self.spare.push_back((now, (pa, a_rtp, a_rtcp)));
-        self.spare.push_back((now, (pb, b_rtp, b_rtcp)));
+    fn release(&mut self, endpoint: Endpoint, now: Instant) {
+        let pair = (endpoint.port, endpoint.rtp.clone(), endpoint.rtcp.clone());
+        drop(endpoint);
+        self.spare.push_back((now, pair));
         self.close_spare(now);
     }
 
@@ -374,79 +295,243 @@ impl RelayPool {
     }
 }
 
+/// Called with an endpoint whose prompt has been sent.
+pub type PlaybackDone = Arc<dyn Fn(EndpointId) + Send + Sync>;
+
+/// The relay as the call engine drives it: endpoints by leg, in a pool.
+pub struct Relay {
+    pool: RelayPool,
+    endpoints: HashMap<EndpointId, Endpoint>,
+    playback_done: PlaybackDone,
+}
+
+impl Relay {
+    pub fn new(pool: RelayPool, playback_done: PlaybackDone) -> Relay {
+        Relay {
+            pool,
+            endpoints: HashMap::new(),
+            playback_done,
+        }
+    }
+}
+
+impl MediaControl for Relay {
+    fn open(&mut self, id: EndpointId, now: Instant) -> Result<SocketAddr, String> {
+        let ep = self.pool.open_endpoint(now).map_err(|e| e.to_string())?;
+        let addr = SocketAddr::new(self.pool.ip, ep.port);
+        if let Some(old) = self.endpoints.insert(id, ep) {
+            self.pool.release(old, now);
+        }
+        Ok(addr)
+    }
+
+    fn set_remote(&mut self, id: EndpointId, rtp: Option<SocketAddr>) {
+        let Some(ep) = self.endpoints.get(&id) else { return };
+        let r = &ep.shared.remote;
+        r.rtp.store(rtp.map(Arc::new));
+        r.rtcp
+            .store(rtp.map(|a| Arc::new(SocketAddr::new(a.ip(), a.port().wrapping_add(1)))));
+        r.rtp_latched.store(false, Ordering::Release);
+        r.rtcp_latched.store(false, Ordering::Release);
+    }
+
+    fn link(&mut self, from: EndpointId, to: EndpointId) {
+        let (Some(f), Some(t)) = (self.endpoints.get(&from), self.endpoints.get(&to)) else {
+            return;
+        };
+        f.shared.link.store(Some(t.link_to_me()));
+    }
+
+    fn unlink(&mut self, from: EndpointId) {
+        if let Some(f) = self.endpoints.get(&from) {
+            f.shared.link.store(None);
+        }
+    }
+
+    fn play(&mut self, id: EndpointId, file: &str, payload_type: u8) -> Result<(), String> {
+        let ep = self.endpoints.get(&id).ok_or("no media endpoint")?;
+        let samples = super::playback::load_wav(std::path::Path::new(file)).map_err(|e| e.to_string())?;
+        let to = ep
+            .shared
+            .remote
+            .rtp
+            .load_full()
+            .map(|a| *a)
+            .ok_or("the party gave no media address")?;
+        let socket = ep.rtp.clone();
+        let done = self.playback_done.clone();
+        tokio::spawn(async move {
+            super::playback::play(&samples, payload_type, socket, to).await;
+            done(id);
+        });
+        Ok(())
+    }
+
+    fn close(&mut self, id: EndpointId, now: Instant) {
+        if let Some(ep) = self.endpoints.remove(&id) {
+            // Whoever was linked to this endpoint now sends nowhere.
+            for other in self.endpoints.values() {
+                let points_here = other
+                    .shared
+                    .link
+                    .load()
+                    .as_deref()
+                    .is_some_and(|l| Arc::ptr_eq(&l.to, &ep.shared));
+                if points_here {
+                    other.shared.link.store(None);
+                }
+            }
+            self.pool.release(ep, now);
+        }
+    }
+
+    fn stats(&self, id: EndpointId) -> DirectionStats {
+        let Some(ep) = self.endpoints.get(&id) else {
+            return DirectionStats::default();
+        };
+        let c = &ep.shared.counters;
+        DirectionStats {
+            packets: c.packets.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            seq_gaps: c.seq_gaps.load(Ordering::Relaxed),
+            forwarded: c.forwarded.load(Ordering::Relaxed),
+        }
+    }
+
+    fn idle_for(&self, id: EndpointId, now: Instant) -> Duration {
+        let Some(ep) = self.endpoints.get(&id) else {
+            return Duration::ZERO;
+        };
+        let s = &ep.shared;
+        let last = s.started + Duration::from_millis(s.last_rtp_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(last)
+    }
+
+    fn ports_in_use(&self) -> usize {
+        self.endpoints.len() * 2
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        self.pool.close_spare(now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn released_ports_wait_in_quarantine_and_come_back_drained() {
+    fn relay(port_min: u16) -> Relay {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let mut pool = RelayPool::new(ip, 41000, 41099);
-        let first = pool.allocate().unwrap();
-        let ports = first.ports;
-        pool.release(first);
-        assert_eq!(pool.ports_in_use(), 0);
-        // The old caller keeps sending after its BYE.
-        let old_party = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let rtp = |seq: u8| [0x80, 0, 0, seq, 0, 0, 0, 0, 0, 0, 0, 1];
-        old_party.send_to(&rtp(1), (ip, ports[0])).unwrap();
+        Relay::new(RelayPool::new(ip, port_min, port_min + 99), Arc::new(|_| {}))
+    }
 
-        let now = Instant::now();
-        let other = pool.allocate_at(now).unwrap();
-        assert!(
-            !ports.contains(&other.ports[0]) && !ports.contains(&other.ports[1]),
-            "quarantined"
-        );
-        let reused = pool.allocate_at(now + SPARE_QUARANTINE).unwrap();
-        assert_eq!(reused.ports, ports);
-        assert_eq!(pool.ports_in_use(), 8);
+    fn rtp(seq: u8) -> [u8; 12] {
+        [0x80, 0, 0, seq, 0, 0, 0, 0, 0, 0, 0, 1]
+    }
 
-        // The new caller's packet is relayed: the old one was drained, so
-        // it neither latched side A nor counted.
-        let callee = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        reused.set_remote(Side::B, Some(callee.local_addr().unwrap()));
-        let new_party = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        new_party.send_to(&rtp(7), reused.local(Side::A)).unwrap();
-        let mut buf = [0u8; 64];
-        let n = tokio::time::timeout(Duration::from_secs(5), callee.recv(&mut buf))
-            .await
-            .expect("relayed")
-            .unwrap();
-        assert_eq!(buf[..n], rtp(7));
-        assert_eq!(reused.stats().from_caller.packets, 1);
+    fn party() -> UdpSocket {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
     }
 
     #[test]
-    fn a_session_relays_until_released_and_not_after() {
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let mut pool = RelayPool::new(ip, 41200, 41299);
-        let session = pool.allocate().unwrap();
-        let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let callee = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        callee.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        session.set_remote(Side::B, Some(callee.local_addr().unwrap()));
-        let rtp = [0x80, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1];
-        caller.send_to(&rtp, session.local(Side::A)).unwrap();
+    fn released_ports_wait_in_quarantine_and_come_back_drained() {
+        let mut r = relay(41000);
+        let now = Instant::now();
+        let (a, b, c) = (EndpointId(1), EndpointId(2), EndpointId(3));
+        let first = r.open(a, now).unwrap();
+        r.close(a, now);
+        assert_eq!(r.ports_in_use(), 0);
+        // The old caller keeps sending after its BYE.
+        let old_party = party();
+        old_party.send_to(&rtp(1), first).unwrap();
+
+        let other = r.open(b, now).unwrap();
+        assert_ne!(other, first, "quarantined");
+        let reused = r.open(c, now + SPARE_QUARANTINE).unwrap();
+        assert_eq!(reused, first);
+        assert_eq!(r.ports_in_use(), 4);
+
+        // The new caller's packet is relayed: the old one was drained, so
+        // it neither latched the endpoint nor counted.
+        let callee = party();
+        r.set_remote(b, Some(callee.local_addr().unwrap()));
+        r.link(c, b);
+        let new_party = party();
+        new_party.send_to(&rtp(7), reused).unwrap();
         let mut buf = [0u8; 64];
         let (n, from) = callee.recv_from(&mut buf).unwrap();
-        assert_eq!((&buf[..n], from), (&rtp[..], session.local(Side::B)));
+        assert_eq!((&buf[..n], from), (&rtp(7)[..], other));
+        assert_eq!(r.stats(c).packets, 1);
+    }
 
-        let (to, shared) = (session.local(Side::A), session.shared.clone());
-        pool.release(session);
-        pool.io.as_ref().unwrap().flush();
-        // A packet to the released port, then one through a live session:
+    #[test]
+    fn links_forward_one_way_and_move_without_new_ports() {
+        let mut r = relay(41200);
+        let now = Instant::now();
+        let (a, b, c) = (EndpointId(1), EndpointId(2), EndpointId(3));
+        let (pa, pb, pc) = (party(), party(), party());
+        let la = r.open(a, now).unwrap();
+        let lb = r.open(b, now).unwrap();
+        let lc = r.open(c, now).unwrap();
+        for (id, p) in [(a, &pa), (b, &pb), (c, &pc)] {
+            r.set_remote(id, Some(p.local_addr().unwrap()));
+        }
+        let mut buf = [0u8; 64];
+        // Bridged a <-> b.
+        r.link(a, b);
+        r.link(b, a);
+        pa.send_to(&rtp(1), la).unwrap();
+        assert_eq!(pb.recv_from(&mut buf).unwrap().1, lb);
+        pb.send_to(&rtp(2), lb).unwrap();
+        assert_eq!(pa.recv_from(&mut buf).unwrap().1, la);
+        // a moves to c: b is parked (links to nobody), a's address is unchanged.
+        r.unlink(b);
+        r.link(a, c);
+        r.link(c, a);
+        pa.send_to(&rtp(3), la).unwrap();
+        let (n, from) = pc.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&rtp(3)[..], lc));
+        pc.send_to(&rtp(4), lc).unwrap();
+        let (n, from) = pa.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&rtp(4)[..], la));
+        pb.send_to(&rtp(5), lb).unwrap();
+        assert_eq!(r.stats(b).packets, 2, "b's packets still counted");
+        // Closing c leaves a linked to nothing.
+        r.close(c, now);
+        assert!(r.endpoints[&a].shared.link.load().is_none());
+        assert_eq!(r.stats(a).forwarded, 2);
+    }
+
+    #[test]
+    fn a_closed_endpoint_relays_no_more() {
+        let mut r = relay(41400);
+        let now = Instant::now();
+        let (a, b, c) = (EndpointId(1), EndpointId(2), EndpointId(3));
+        let (caller, callee) = (party(), party());
+        let la = r.open(a, now).unwrap();
+        let lb = r.open(b, now).unwrap();
+        r.set_remote(b, Some(callee.local_addr().unwrap()));
+        r.link(a, b);
+        caller.send_to(&rtp(9), la).unwrap();
+        let mut buf = [0u8; 64];
+        callee.recv_from(&mut buf).unwrap();
+        let shared = r.endpoints[&a].shared.clone();
+        r.close(a, now);
+        r.pool.io.as_ref().unwrap().flush();
+        // A packet to the closed port, then one through a live endpoint:
         // epoll reports readiness in order, so once the second is relayed
         // the first would have been, were its port still watched.
-        let live = pool.allocate().unwrap();
-        live.set_remote(Side::B, Some(callee.local_addr().unwrap()));
-        caller.send_to(&rtp, to).unwrap();
-        caller.send_to(&rtp, live.local(Side::A)).unwrap();
+        let lc = r.open(c, now).unwrap();
+        r.link(c, b);
+        caller.send_to(&rtp(9), la).unwrap();
+        caller.send_to(&rtp(9), lc).unwrap();
         let (_, from) = callee.recv_from(&mut buf).unwrap();
-        assert_eq!(from, live.local(Side::B), "only the live session relays");
-        assert_eq!(shared.counters[0].packets.load(Ordering::Relaxed), 1);
-        // The released port left it in its socket.
-        let (_, (_, released_rtp, _)) = pool.spare.front().unwrap();
+        assert_eq!(from, lb, "only the live endpoint relays");
+        assert_eq!(shared.counters.packets.load(Ordering::Relaxed), 1);
+        let (_, (_, released_rtp, _)) = r.pool.spare.front().unwrap();
         let n = released_rtp.recv(&mut buf).expect("a datagram waits");
-        assert_eq!(&buf[..n], &rtp[..]);
+        assert_eq!(&buf[..n], &rtp(9)[..]);
     }
 }

@@ -13,7 +13,7 @@
 //! is never dropped while one of its packets is in hand, and events still
 //! in hand for a removed leg find nothing (ids are never reused).
 
-use super::relay::{relay_packet, Shared};
+use super::relay::{relay_packet, EndpointShared};
 use crate::recv_batch;
 use std::collections::HashMap;
 use std::io;
@@ -23,18 +23,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-/// One socket's way through the relay: what arrives on `recv` from the
-/// party on side `from` goes out of `send` to the other side's party.
-pub(super) struct Leg {
+/// One socket the thread reads: what arrives on `recv` from the party of
+/// `endpoint` goes where that endpoint is linked.
+pub(super) struct Watched {
     pub recv: Arc<UdpSocket>,
-    pub send: Arc<UdpSocket>,
-    pub shared: Arc<Shared>,
-    pub from: usize,
+    pub endpoint: Arc<EndpointShared>,
     pub rtcp: bool,
 }
 
 enum Command {
-    Add(u64, Leg),
+    Add(u64, Watched),
     Remove(u64),
     /// Answered once every command before it is applied (tests).
     #[cfg(test)]
@@ -94,7 +92,7 @@ impl RelayIo {
     }
 
     /// Starts relaying `legs`; returns the ids that remove them.
-    pub fn add<const N: usize>(&self, legs: [Leg; N]) -> [u64; N] {
+    pub fn add<const N: usize>(&self, legs: [Watched; N]) -> [u64; N] {
         let ids = legs.map(|leg| {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let _ = self.commands.send(Command::Add(id, leg));
@@ -141,7 +139,7 @@ impl Drop for RelayIo {
 }
 
 fn run(ep: OwnedFd, wake: &OwnedFd, queue: mpsc::Receiver<Command>) {
-    let mut legs: HashMap<u64, Leg> = HashMap::new();
+    let mut legs: HashMap<u64, Watched> = HashMap::new();
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     loop {
         // SAFETY: the array outlives the call and holds EVENTS entries.
@@ -195,12 +193,12 @@ fn run(ep: OwnedFd, wake: &OwnedFd, queue: mpsc::Receiver<Command>) {
 }
 
 /// Reads what waits on a leg's socket and relays it.
-fn relay_ready(leg: &Leg) {
+fn relay_ready(leg: &Watched) {
     recv_batch::with_batch(|batch| {
         for _ in 0..BATCHES_PER_EVENT {
             let got = batch.recv(leg.recv.as_raw_fd()).unwrap_or(0);
             for (packet, src) in batch.datagrams() {
-                relay_packet(packet, src, &leg.send, &leg.shared, leg.from, leg.rtcp);
+                relay_packet(packet, src, &leg.endpoint, leg.rtcp);
             }
             if got < recv_batch::BATCH {
                 break;

@@ -3,7 +3,7 @@
 //! for busy-lamp fields) on the users of an account. A user's state follows
 //! their registrations (online/offline) and calls (ringing, on a call).
 
-use crate::call::dialog::Dialog;
+use crate::sip::dialog::Dialog;
 use crate::sip::response::{random_token, response_to};
 use crate::sip::transaction::Peer;
 use crate::sip::{HeaderName, Method, SipError, SipMessage};
@@ -131,12 +131,12 @@ impl PresenceService {
             .ok_or_else(|| SipError::with_reason(400, "Missing Call-ID"))?
             .to_string();
         let tag = random_token();
-        let via_addr = crate::call::dialog::local_addr_for(&self.local, from);
+        let via_addr = crate::sip::dialog::local_addr_for(&self.local, from);
         let dialog = Dialog {
             call_id: call_id.clone(),
             local: format!("{};tag={tag}", req.header(&HeaderName::To).unwrap_or("")),
             remote: req.header(&HeaderName::From).unwrap_or("").to_string(),
-            remote_target: crate::call::dialog::contact_uri(req)
+            remote_target: crate::sip::dialog::contact_uri(req)
                 .ok_or_else(|| SipError::with_reason(400, "Missing Contact"))?,
             peer: from,
             local_cseq: 0,
@@ -144,7 +144,7 @@ impl PresenceService {
         };
         let mut resp = response_to(req, 200, None, &tag);
         resp.push_header(HeaderName::Expires, expires.to_string());
-        resp.push_header(HeaderName::Contact, crate::call::dialog::contact(from, via_addr));
+        resp.push_header(HeaderName::Contact, crate::sip::dialog::contact(from, via_addr));
         let sub = Subscription {
             package,
             target: target.to_string(),

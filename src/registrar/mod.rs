@@ -8,6 +8,7 @@ mod tests;
 pub use binding::Binding;
 
 use crate::config::RegistrarSettings;
+use crate::events::DomainEvent;
 use crate::sip::addr::{CSeq, NameAddr};
 use crate::sip::text::{push_decimal, push_socket_addr};
 use crate::sip::transaction::Peer;
@@ -23,6 +24,8 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct Registrar {
     bindings: HashMap<String, Arc<[Binding]>>,
+    /// Changes not yet taken by the driver.
+    events: std::collections::VecDeque<DomainEvent>,
 }
 
 /// What a successful REGISTER produced.
@@ -143,6 +146,7 @@ impl Registrar {
                 return Err(SipError::with_reason(500, "Out-of-order CSeq"));
             }
             self.bindings.remove(aor);
+            self.changed(aor, 0);
             return Ok(RegisterOutcome {
                 current: Arc::new([]),
                 store: Some(StoreOp::DeleteBindings { aor: aor.to_string() }),
@@ -213,20 +217,38 @@ impl Registrar {
                 bindings: current.clone(),
             }
         };
+        self.changed(aor, current.len());
         Ok(RegisterOutcome {
             current,
             store: Some(store),
         })
     }
 
+    /// The next registration change (domain event) to announce.
+    pub fn poll_event(&mut self) -> Option<DomainEvent> {
+        self.events.pop_front()
+    }
+
+    fn changed(&mut self, aor: &str, contacts: usize) {
+        self.events.push_back(DomainEvent::Registration {
+            aor: aor.to_string(),
+            contacts,
+        });
+    }
+
     /// Removes lapsed bindings; returns the store ops that mirror it.
     pub fn purge_expired(&mut self, now_unix: u64) -> Vec<StoreOp> {
         let mut ops = Vec::new();
+        let events = &mut self.events;
         self.bindings.retain(|aor, list| {
             if list.iter().all(|b| b.expires_at > now_unix) {
                 return true;
             }
             let kept: Arc<[Binding]> = list.iter().filter(|b| b.expires_at > now_unix).cloned().collect();
+            events.push_back(DomainEvent::Registration {
+                aor: aor.clone(),
+                contacts: kept.len(),
+            });
             if kept.is_empty() {
                 ops.push(StoreOp::DeleteBindings { aor: aor.clone() });
                 false

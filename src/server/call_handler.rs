@@ -18,13 +18,13 @@ impl RequestHandler for CallHandler {
             Method::Invite if !req.has_to_tag() => new_call(req, cx),
             Method::Cancel => {
                 let invite = cx.cancelled_invite.clone()?;
-                cx.services.calls.on_cancel(&invite);
+                cx.services.calls.on_cancel(&invite, cx.now);
                 Ok(Outcome::Respond(response_to(req, 200, None, &random_token())))
             }
             Method::Invite | Method::Bye | Method::Update | Method::Info | Method::Notify => cx
                 .services
                 .calls
-                .on_in_dialog(cx.key.clone(), req.clone())
+                .on_in_dialog(cx.key.clone(), req.clone(), cx.now)
                 .map(|()| Outcome::Deferred),
             _ => return None,
         };
@@ -49,6 +49,6 @@ fn new_call(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Si
     };
     cx.services
         .calls
-        .start_call(cx.key.clone(), req.clone(), cx.from, account, user)?;
+        .start_call(cx.key.clone(), req.clone(), cx.from, account, user, cx.now)?;
     Ok(Outcome::Deferred)
 }

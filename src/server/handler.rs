@@ -3,7 +3,7 @@
 //! new handler, not a new branch in a giant match.
 
 use crate::auth::{AuthVerdict, Authenticator};
-use crate::call::CallManager;
+use crate::call::CallEngine;
 use crate::config::{Account, Config, User};
 use crate::registrar::Registrar;
 use crate::sip::response::{fingerprint_tag, request_fingerprint, stateless_tag};
@@ -18,7 +18,7 @@ use std::time::Instant;
 pub struct Services {
     pub auth: Authenticator,
     pub registrar: Registrar,
-    pub calls: CallManager,
+    pub calls: CallEngine,
     pub chat: crate::chat::ChatService,
     pub presence: crate::presence::PresenceService,
 }
@@ -45,8 +45,7 @@ pub struct RequestContext<'a> {
     pub config: &'a Config,
     pub services: &'a mut Services,
     pub from: Peer,
-    pub now: Instant,
-    pub now_unix: u64,
+    pub now: crate::clock::Now,
     /// The server transaction of this request.
     pub key: &'a TxKey,
     /// For a CANCEL: the INVITE server transaction it matched.
@@ -124,10 +123,14 @@ pub fn authenticate<'a>(
         Challenger::Registrar => (HeaderName::Authorization, HeaderName::WwwAuthenticate, 401),
         Challenger::Proxy => (HeaderName::ProxyAuthorization, HeaderName::ProxyAuthenticate, 407),
     };
-    let verdict = cx
-        .services
-        .auth
-        .verify(req, &credentials, account, cx.from.addr.ip(), cx.now, cx.now_unix);
+    let verdict = cx.services.auth.verify(
+        req,
+        &credentials,
+        account,
+        cx.from.addr.ip(),
+        cx.now.mono,
+        cx.now.unix_s(),
+    );
     match verdict {
         AuthVerdict::Authenticated(u) => Ok(u),
         AuthVerdict::Challenge { stale } => {
@@ -137,7 +140,7 @@ pub fn authenticate<'a>(
             for ch in cx
                 .services
                 .auth
-                .challenges(&account.domain, stale, cx.now_unix, fingerprint)
+                .challenges(&account.domain, stale, cx.now.unix_s(), fingerprint)
             {
                 e = e.header(challenge.clone(), ch);
             }

@@ -53,6 +53,18 @@ pub fn call_config(config: &Config) -> crate::call::CallConfig {
     }
 }
 
+/// The RTP relay; a prompt that has been played is reported to the core.
+fn relay(config: &Config, commands: mpsc::Sender<Command>) -> crate::media::Relay {
+    let pool = crate::media::RelayPool::new(config.media.rtp_ip, config.media.port_min, config.media.port_max);
+    let done: crate::media::relay::PlaybackDone = Arc::new(move |endpoint| {
+        let commands = commands.clone();
+        tokio::spawn(async move {
+            let _ = commands.send(Command::PlaybackDone(endpoint)).await;
+        });
+    });
+    crate::media::Relay::new(pool, done)
+}
+
 /// The handler chain, in order.
 fn handlers() -> Vec<Box<dyn RequestHandler>> {
     vec![
@@ -83,6 +95,7 @@ where
     let waiting = chat_state.pending.len();
     chat.restore(chat_state.last_id, chat_state.pending, chat_state.muted);
     tracing::info!(bindings = registrar.binding_count(), chat_waiting = waiting, data_dir = %config.data_dir.display(), "store opened");
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let services = Services {
         auth: Authenticator::new(
             config.security.nonce_lifetime_s,
@@ -92,10 +105,7 @@ where
         registrar,
         chat,
         presence: crate::presence::PresenceService::new(config.listen.clone()),
-        calls: crate::call::CallManager::new(
-            call_config(&config),
-            crate::media::RelayPool::new(config.media.rtp_ip, config.media.port_min, config.media.port_max),
-        ),
+        calls: crate::call::CallEngine::new(call_config(&config), Box::new(relay(&config, cmd_tx.clone()))),
     };
     let (in_tx, in_rx) = mpsc::channel(8192);
     let limits = TransportLimits {
@@ -105,7 +115,6 @@ where
     let transports = transport::start(&config.listen, config.udp, config.tcp, limits, in_tx)
         .await
         .map_err(RunError::Listen)?;
-    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     crate::ctl::serve(&config.control_socket, cmd_tx.clone()).map_err(|source| RunError::Control {
         path: config.control_socket.display().to_string(),
         source,

@@ -30,7 +30,11 @@ fn subscribe(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, S
     let aor = format!("{target}@{}", account.domain);
     if in_dialog {
         let state = cx.services.user_state(&aor);
-        return Ok(Outcome::Respond(cx.services.presence.refresh(req, state, cx.now)?));
+        return Ok(Outcome::Respond(cx.services.presence.refresh(
+            req,
+            state,
+            cx.now.mono,
+        )?));
     }
     // Authenticate first so that unknown users cannot be probed.
     match authenticate(req, cx, account, Challenger::Proxy) {
@@ -45,7 +49,7 @@ fn subscribe(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, S
     let resp = cx
         .services
         .presence
-        .subscribe(req, cx.from, package, &aor, state, cx.now)?;
+        .subscribe(req, cx.from, package, &aor, state, cx.now.mono)?;
     tracing::info!(watched = %aor, package = ?package, "subscription created");
     Ok(Outcome::Respond(resp))
 }

@@ -42,19 +42,18 @@ fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Si
     let outcome = cx
         .services
         .registrar
-        .register(req, &aor, cx.from, &cx.config.registrar, cx.now_unix)?;
+        .register(req, &aor, cx.from, &cx.config.registrar, cx.now.unix_s())?;
     tracing::info!(aor = %aor, contacts = outcome.current.len(), source = %cx.from.addr, "registered");
-    cx.services.presence_changed(&aor, cx.now);
     // A device came online: push the chat messages waiting for this user.
     if !outcome.current.is_empty() {
         let super::handler::Services { chat, registrar, .. } = &mut *cx.services;
         chat.deliver(&aor, account, registrar, &cx.config.sip.user_agent);
     }
     let mut resp = crate::sip::response::response_to(req, 200, None, &random_token());
-    for c in contact_headers(&outcome.current, cx.now_unix) {
+    for c in contact_headers(&outcome.current, cx.now.unix_s()) {
         resp.push_header(HeaderName::Contact, c);
     }
-    resp.push_header(HeaderName::Date, httpdate(cx.now_unix));
+    resp.push_header(HeaderName::Date, httpdate(cx.now.unix_s()));
     Ok(match outcome.store {
         Some(op) => Outcome::PersistThenRespond {
             ops: vec![op],

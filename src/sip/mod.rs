@@ -3,6 +3,7 @@
 //! layer and the UDP/TCP transports.
 
 pub mod addr;
+pub mod dialog;
 pub mod digest;
 pub mod error;
 pub mod header;

@@ -4,6 +4,7 @@
 
 use super::{heap_in_use_kib, rss_kib, Command, Core, RegistrationView, StatusView};
 use crate::call::CallRef;
+use crate::clock::Now;
 use crate::dialplan::{Action, Reply};
 use crate::store::StoreOp;
 use std::time::{Duration, Instant};
@@ -123,8 +124,8 @@ impl Core {
                     heap_in_use_kib: heap_in_use_kib(),
                     dialplans_running: self.dialplans_running.load(std::sync::atomic::Ordering::Relaxed),
                     tables: {
-                        let (a, b, c) = self.services.calls.table_sizes();
-                        vec![a, b, c, self.services.auth.nonces_tracked()]
+                        let (legs, client_tx, timers, bridges) = self.services.calls.table_sizes();
+                        vec![legs, client_tx, timers, bridges, self.services.auth.nonces_tracked()]
                     },
                     banned: self
                         .services
@@ -152,9 +153,13 @@ impl Core {
                 let _ = reply.send(());
             }
             Command::Dialplan { call, action, reply } => self.on_dialplan_action(call, action, reply),
-            Command::DialplanDone { call, result } => self.services.calls.script_done(call, result),
+            Command::DialplanDone { call, result } => {
+                self.dialplan_replies.remove(&call);
+                self.services.calls.script_done(call, result, Now::read());
+            }
+            Command::PlaybackDone(endpoint) => self.services.calls.playback_done(endpoint),
             Command::Calls(reply) => {
-                let _ = reply.send(self.services.calls.views());
+                let _ = reply.send(self.services.calls.views(Now::read()));
             }
             Command::Chat { args, reply } => self.on_chat_command(args, reply),
             Command::CallRecords { user, limit, reply } => {
@@ -169,7 +174,9 @@ impl Core {
     }
 
     fn on_dialplan_action(&mut self, call: CallRef, action: Action, reply: oneshot::Sender<Reply>) {
-        let now = Instant::now();
+        let now = Now::read();
+        // The engine answers every action once, as an output.
+        self.dialplan_replies.insert(call, reply);
         let calls = &mut self.services.calls;
         match action {
             Action::Dial {
@@ -177,12 +184,13 @@ impl Core {
                 timeout_s,
                 external,
             } => {
-                let Some(domain) = calls.account_of(call) else {
-                    let _ = reply.send(Reply::CallEnded);
-                    return;
-                };
-                let Some(account) = self.config.accounts.iter().find(|a| a.domain == domain) else {
-                    let _ = reply.send(Reply::CallEnded);
+                let account = calls
+                    .account_of(call)
+                    .and_then(|domain| self.config.accounts.iter().find(|a| a.domain == domain));
+                let Some(account) = account else {
+                    if let Some(reply) = self.dialplan_replies.remove(&call) {
+                        let _ = reply.send(Reply::CallEnded);
+                    }
                     return;
                 };
                 let req = crate::call::DialRequest {
@@ -192,17 +200,12 @@ impl Core {
                     account,
                     registrar: &self.services.registrar,
                 };
-                calls.dial(call, req, reply, now);
+                calls.dial(call, req, now);
             }
-            Action::Answer => calls.answer(call, reply, now),
-            Action::Playback(file) => calls.playback(call, &file, reply, now),
-            Action::Hangup(code) => {
-                calls.hangup(call, code);
-                let _ = reply.send(Reply::CallEnded);
-            }
-            Action::SetCallerId { number, name } => {
-                let _ = reply.send(calls.set_caller_id(call, number, name));
-            }
+            Action::Answer => calls.answer(call, now),
+            Action::Playback(file) => calls.playback(call, &file, now),
+            Action::Hangup(code) => calls.hangup(call, code, now),
+            Action::SetCallerId { number, name } => calls.set_caller_id(call, number, name),
         }
     }
 
@@ -219,7 +222,7 @@ impl Core {
         let plan = match self.dialplans.get(&path) {
             Ok(p) => p,
             Err(e) => {
-                self.services.calls.script_done(call, Err(e));
+                self.services.calls.script_done(call, Err(e), Now::read());
                 return;
             }
         };

@@ -6,10 +6,12 @@
 mod commands;
 
 use super::handler::{Outcome, RequestContext, RequestHandler, Services};
-use crate::call::{CallEffect, CallRef, CallView};
+use crate::call::{CallRef, CallView, Output as CallOutput};
 use crate::cdr::CallRecord;
+use crate::clock::Now;
 use crate::config::Config;
 use crate::dialplan::{Action, DialplanError, DialplanLibrary, Reply};
+use crate::events::DomainEvent;
 use crate::sip::response::{random_token, response_to};
 use crate::sip::transaction::{Peer, TransactionLayer, TxEvent, TxKey};
 use crate::sip::transport::{Inbound, TransportHandle};
@@ -17,6 +19,7 @@ use crate::sip::validate::validate_request;
 use crate::sip::{HeaderName, SipMessage};
 use crate::store::{StoreHandle, StoreOp};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -64,6 +67,8 @@ pub enum Command {
         action: Action,
         reply: oneshot::Sender<Reply>,
     },
+    /// The media side finished playing a prompt to an endpoint.
+    PlaybackDone(crate::media::EndpointId),
     /// A dialplan script returned or failed.
     DialplanDone {
         call: CallRef,
@@ -93,7 +98,9 @@ pub struct Core {
     dialplans: DialplanLibrary,
     dialplans_running: Arc<std::sync::atomic::AtomicUsize>,
     /// Chat pushes in flight: client transaction → (recipient, message id).
-    chat_tx: std::collections::HashMap<TxKey, (String, u64)>,
+    chat_tx: HashMap<TxKey, (String, u64)>,
+    /// Dialplans waiting for the answer to an action, by conversation.
+    dialplan_replies: HashMap<CallRef, oneshot::Sender<Reply>>,
     heap_trim: HeapTrim,
 }
 
@@ -117,6 +124,7 @@ impl Core {
             dialplans: DialplanLibrary::new(),
             dialplans_running: Arc::default(),
             chat_tx: Default::default(),
+            dialplan_replies: HashMap::new(),
             heap_trim: HeapTrim::default(),
         }
     }
@@ -145,8 +153,8 @@ impl Core {
                     self.on_command(cmd);
                 }
                 _ = sleep_until(deadline) => {
-                    let now = Instant::now();
-                    self.txl.handle_timeout(now);
+                    let now = Now::read();
+                    self.txl.handle_timeout(now.mono);
                     self.services.calls.handle_timeout(now);
                 }
                 _ = housekeeping.tick() => self.housekeeping(),
@@ -177,9 +185,13 @@ impl Core {
                 progressed = true;
                 self.on_event(ev);
             }
-            while let Some(effect) = self.services.calls.poll_effect() {
+            while let Some(output) = self.services.calls.poll_output() {
                 progressed = true;
-                self.on_call_effect(effect);
+                self.on_call_output(output);
+            }
+            while let Some(event) = self.services.registrar.poll_event() {
+                progressed = true;
+                self.on_domain_event(event);
             }
             while let Some((req, to)) = self.services.presence.poll_notify() {
                 progressed = true;
@@ -207,7 +219,7 @@ impl Core {
     }
 
     fn on_event(&mut self, ev: TxEvent) {
-        let now = Instant::now();
+        let now = Now::read();
         match ev {
             TxEvent::Request { key, request, from } => self.dispatch(key, request, from),
             TxEvent::Timeout { key } => {
@@ -252,7 +264,8 @@ impl Core {
     }
 
     fn dispatch(&mut self, key: Arc<TxKey>, req: Arc<SipMessage>, from: Peer) {
-        let now = Instant::now();
+        let clock = Now::read();
+        let now = clock.mono;
         if let Err(e) = validate_request(&req) {
             tracing::debug!(from = %from.addr, error = %e, "invalid request");
             self.respond(&key, e.into_response(&req, random_token), now);
@@ -267,8 +280,7 @@ impl Core {
             config: &self.config,
             services: &mut self.services,
             from,
-            now,
-            now_unix: crate::unix_now(),
+            now: clock,
             key: &key,
             cancelled_invite,
         };
@@ -300,16 +312,16 @@ impl Core {
         }
     }
 
-    fn on_call_effect(&mut self, effect: CallEffect) {
+    fn on_call_output(&mut self, output: CallOutput) {
         let now = Instant::now();
-        match effect {
-            CallEffect::Request { req, to } => {
+        match output {
+            CallOutput::Request { req, to } => {
                 if let Err(e) = self.txl.send_request(req, to, now) {
                     tracing::warn!(error = %e, "could not send request");
                 }
             }
-            CallEffect::Respond { key, resp } => self.respond(&key, resp, now),
-            CallEffect::RespondTo {
+            CallOutput::Respond { key, resp } => self.respond(&key, resp, now),
+            CallOutput::RespondTo {
                 key,
                 status,
                 reason,
@@ -329,22 +341,36 @@ impl Core {
                 }
                 self.respond(&key, resp, now);
             }
-            CallEffect::RespondAfterWrite { key, resp, record } => {
-                // The record is kept before the answer; a failed write is
+            CallOutput::WriteRecord { record, then } => {
+                // The record is kept before the answers; a failed write is
                 // logged and the call still ends.
                 let _ = self.store.write(&[StoreOp::PutCallRecord(record)]);
-                self.respond(&key, resp, now);
+                for (key, resp) in then {
+                    self.respond(&key, resp, now);
+                }
             }
-            CallEffect::Stateless { msg, to } => {
+            CallOutput::Stateless { msg, to } => {
                 self.transports.send(&crate::sip::transaction::Transmit {
                     to,
                     data: msg.to_bytes(),
                 });
             }
-            CallEffect::WriteRecord(record) => {
-                let _ = self.store.write(&[StoreOp::PutCallRecord(record)]);
+            CallOutput::StartDialplan { call, account, info } => self.start_dialplan(call, &account, info),
+            CallOutput::DialplanReply { call, reply } => {
+                if let Some(waiting) = self.dialplan_replies.remove(&call) {
+                    let _ = waiting.send(reply);
+                }
             }
-            CallEffect::StartDialplan { call, account, info } => self.start_dialplan(call, &account, info),
+            CallOutput::Event(event) => self.on_domain_event(event),
+        }
+    }
+
+    /// Routes a domain event to the engines that follow it: presence
+    /// re-reads the state of the user it concerns.
+    fn on_domain_event(&mut self, event: DomainEvent) {
+        tracing::debug!(?event, "domain event");
+        if let Some(aor) = event.user() {
+            self.services.presence_changed(&aor, Instant::now());
         }
     }
 
@@ -357,13 +383,8 @@ impl Core {
         }
         self.services.auth.purge(Instant::now(), now_unix);
         self.heap_trim.observe(self.txl.len());
-        self.services.calls.check_media(Instant::now());
-        // Presence follows registrations that lapse and calls that start or end.
-        let now = Instant::now();
-        self.services.presence.expire(now);
-        for aor in self.services.presence.watched() {
-            self.services.presence_changed(&aor, now);
-        }
+        self.services.calls.check_media(Now::read());
+        self.services.presence.expire(Instant::now());
     }
 }
 

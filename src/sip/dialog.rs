@@ -11,6 +11,35 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use std::net::SocketAddr;
 
+/// What names a dialog (RFC 3261 §12): the Call-ID and both tags. A
+/// request belongs to a dialog only if all three match; the Call-ID alone
+/// is guessable and shared by nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DialogId {
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: String,
+}
+
+impl DialogId {
+    /// The dialog a request received by us names: its To tag is ours,
+    /// its From tag the sender's (§12.2.2).
+    pub fn of_request(req: &SipMessage) -> Option<DialogId> {
+        Some(DialogId {
+            call_id: req.call_id()?.to_string(),
+            local_tag: tag_of(req.header(&HeaderName::To)?)?,
+            remote_tag: tag_of(req.header(&HeaderName::From)?).unwrap_or_default(),
+        })
+    }
+}
+
+/// The tag parameter of a From/To header value.
+pub fn tag_of(header_value: &str) -> Option<String> {
+    NameAddr::parse(header_value)
+        .ok()
+        .and_then(|a| a.tag().map(str::to_string))
+}
+
 /// Our side of one dialog.
 #[derive(Debug, Clone)]
 pub struct Dialog {
@@ -91,6 +120,15 @@ pub fn request(method: Method, uri: &str, headers: Vec<Header>, body: Bytes) -> 
 }
 
 impl Dialog {
+    /// The dialog's identifier as requests from the other party name it.
+    pub fn id(&self) -> DialogId {
+        DialogId {
+            call_id: self.call_id.clone(),
+            local_tag: tag_of(&self.local).unwrap_or_default(),
+            remote_tag: tag_of(&self.remote).unwrap_or_default(),
+        }
+    }
+
     /// A new in-dialog request with the next CSeq (§12.2.1.1).
     pub fn request(&mut self, method: Method, body: Option<(&str, Bytes)>) -> SipMessage {
         if method != Method::Ack {

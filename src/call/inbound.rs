@@ -1,0 +1,221 @@
+//! Inbound legs: a new authenticated INVITE becomes a conversation with
+//! its first leg (and asks for its dialplan); that leg is answered with
+//! our own 2xx (retransmitted until the ACK, §13.3.1.4), and a CANCEL of
+//! its INVITE (§9.2) ends the conversation.
+
+use super::leg::{Direction, Leg, LegId, LegState, Uas};
+use super::{CallEngine, CallRef, Conversation, Output, Timer};
+use crate::clock::Now;
+use crate::config::{Account, User};
+use crate::dialplan::CallInfo;
+use crate::media::sdp;
+use crate::sip::addr::NameAddr;
+use crate::sip::dialog::{self, Dialog, DialogId};
+use crate::sip::response::{random_token, response_to};
+use crate::sip::transaction::{Peer, TxKey};
+use crate::sip::uri::SipUri;
+use crate::sip::{HeaderName, SipError, SipMessage};
+
+impl CallEngine {
+    /// A new, authenticated INVITE from `caller`: creates the conversation
+    /// and its inbound leg with a relay endpoint, and asks for the
+    /// dialplan to run.
+    pub fn start_call(
+        &mut self,
+        key: TxKey,
+        invite: SipMessage,
+        from: Peer,
+        account: &Account,
+        caller: &User,
+        now: Now,
+    ) -> Result<CallRef, SipError> {
+        let offer = sdp::media_info(&invite.body)
+            .map_err(|e| SipError::with_reason(488, format!("Not Acceptable Here ({e})")))?;
+        let leg_id = LegId(self.next_id());
+        let local_media = self
+            .media
+            .open(leg_id.endpoint(), now.mono)
+            .map_err(|e| SipError::with_reason(503, format!("Service Unavailable ({e})")))?;
+        self.media.set_remote(leg_id.endpoint(), offer.rtp);
+        let id = self.next_id();
+        let call_id = invite.call_id().unwrap_or_default().to_string();
+        let to_user = invite
+            .request_uri()
+            .and_then(|u| SipUri::parse(u).ok())
+            .and_then(|u| u.user_unescaped().map(|u| u.into_owned()))
+            .unwrap_or_default();
+        let from_addr = NameAddr::parse(invite.header(&HeaderName::From).unwrap_or("")).ok();
+        let display = from_addr
+            .as_ref()
+            .and_then(|f| f.display)
+            .unwrap_or("")
+            .trim_matches('"')
+            .to_string();
+        let reply_peer = super::from_peer(&invite, from);
+        let via_addr = self.via_addr(reply_peer);
+        let our_tag = random_token();
+        let dialog = Dialog {
+            call_id: call_id.clone(),
+            local: format!("{};tag={our_tag}", invite.header(&HeaderName::To).unwrap_or("")),
+            remote: invite.header(&HeaderName::From).unwrap_or("").to_string(),
+            remote_target: dialog::contact_uri(&invite)
+                .unwrap_or_else(|| format!("sip:{}", dialog::host_port(reply_peer.addr))),
+            peer: reply_peer,
+            local_cseq: 0,
+            via_addr,
+        };
+        let info = CallInfo {
+            id: call_id.clone(),
+            from: caller.extension.clone(),
+            to: to_user.clone(),
+            display: if display.is_empty() {
+                caller.display_name.clone()
+            } else {
+                display
+            },
+            domain: account.domain.clone(),
+        };
+        self.by_dialog.insert((call_id.clone(), our_tag), leg_id);
+        self.by_call_id.insert(call_id, leg_id);
+        self.legs.insert(
+            leg_id,
+            Leg {
+                id: leg_id,
+                conversation: id,
+                party: caller.extension.clone(),
+                direction: Direction::Inbound,
+                dialog,
+                state: LegState::Trying,
+                invite,
+                uas: Some(Uas {
+                    key,
+                    reply_peer,
+                    answer: None,
+                    retransmit: self.config.timers.t1,
+                }),
+                remote_media: Some(offer),
+                local_media,
+                bridge: None,
+                start_ms: now.unix_ms,
+                answer_ms: None,
+            },
+        );
+        self.calls.insert(
+            id,
+            Conversation {
+                account: account.domain.clone(),
+                origin: leg_id,
+                legs: vec![leg_id],
+                ringing: Vec::new(),
+                connected: None,
+                dial_seq: 0,
+                owed: None,
+                caller: caller.extension.clone(),
+                caller_number: caller.extension.clone(),
+                caller_name: Some(caller.display_name.clone()),
+                caller_may_call_out: account.outbound_calls && caller.outbound,
+                callee: to_user,
+                external: false,
+                start_ms: now.unix_ms,
+                answer_ms: None,
+                last_failure: None,
+                ended_legs: Vec::new(),
+                after_write: Vec::new(),
+                hangup_side: "system",
+                final_code: 480,
+            },
+        );
+        self.announce(leg_id, crate::events::LegPhase::Trying);
+        self.out.push_back(Output::StartDialplan {
+            call: id,
+            account: account.domain.clone(),
+            info,
+        });
+        Ok(id)
+    }
+
+    /// A response on an inbound leg's INVITE, with our tag and Contact.
+    pub(super) fn response_on_leg(&self, leg: &Leg, status: u16, reason: Option<&str>) -> SipMessage {
+        let mut r = response_to(&leg.invite, status, reason, &leg.local_tag());
+        if (101..300).contains(&status) {
+            r.push_header(
+                HeaderName::Contact,
+                dialog::contact(leg.dialog.peer, leg.dialog.via_addr),
+            );
+        }
+        r
+    }
+
+    /// Sends a provisional response (180/183, with early media SDP) on an
+    /// inbound leg still ringing.
+    pub(super) fn ring_inbound(&mut self, id: LegId, status: u16, sdp_body: Option<Vec<u8>>) {
+        let Some(leg) = self.legs.get(&id) else { return };
+        let (Some(uas), true) = (&leg.uas, leg.state.is_pending()) else {
+            return;
+        };
+        let mut r = self.response_on_leg(leg, status, None);
+        if let Some(body) = sdp_body {
+            r.push_header(HeaderName::ContentType, "application/sdp");
+            r.body = body.into();
+        }
+        let key = uas.key.clone();
+        self.out.push_back(Output::Respond { key, resp: r });
+        self.set_state(id, LegState::Early);
+    }
+
+    /// Answers an inbound leg with a 2xx carrying `sdp` (§13.3.1.4: we
+    /// retransmit it until the ACK).
+    pub(super) fn answer_inbound(&mut self, id: LegId, sdp_body: Vec<u8>, now: Now) {
+        let t1 = self.config.timers.t1;
+        let Some(leg) = self.legs.get(&id) else { return };
+        if !leg.state.is_pending() || leg.uas.is_none() {
+            return;
+        }
+        let mut resp = self.response_on_leg(leg, 200, None);
+        resp.push_header(HeaderName::ContentType, "application/sdp");
+        resp.push_header(HeaderName::Allow, super::DIALOG_ALLOW);
+        resp.body = sdp_body.into();
+        let leg = self.legs.get_mut(&id).expect("exists");
+        let uas = leg.uas.as_mut().expect("checked");
+        uas.answer = Some(resp.clone());
+        let key = uas.key.clone();
+        leg.answer_ms = Some(now.unix_ms);
+        let conv = leg.conversation;
+        if let Some(c) = self.calls.get_mut(&conv) {
+            c.answer_ms.get_or_insert(now.unix_ms);
+        }
+        self.out.push_back(Output::Respond { key, resp });
+        self.set_state(id, LegState::Answered { acked: false });
+        self.timer(now.mono + t1, Timer::Retransmit2xx(id));
+        self.timer(now.mono + t1 * 64, Timer::AckTimeout(id));
+    }
+
+    /// Finds the leg a request received inside a dialog belongs to: the
+    /// full dialog id must match (Call-ID, our tag, the party's tag).
+    pub(super) fn locate(&self, req: &SipMessage) -> Option<LegId> {
+        let id = DialogId::of_request(req)?;
+        let leg = *self.by_dialog.get(&(id.call_id.clone(), id.local_tag.clone()))?;
+        self.legs.get(&leg).filter(|l| l.matches(&id)).map(|l| l.id)
+    }
+
+    /// An ACK outside any transaction: the party's ACK for our 2xx.
+    pub fn on_ack(&mut self, req: &SipMessage) {
+        let Some(id) = self.locate(req) else { return };
+        if self.legs.get(&id).map(|l| l.state) == Some(LegState::Answered { acked: false }) {
+            self.set_state(id, LegState::Answered { acked: true });
+        }
+    }
+
+    /// CANCEL of an inbound leg's pending INVITE (§9.2): 487 to the
+    /// INVITE; the conversation ends (its dial is cancelled).
+    pub fn on_cancel(&mut self, invite_key: &TxKey, now: Now) {
+        let leg = self
+            .legs
+            .values()
+            .find(|l| l.state.is_pending() && l.uas.as_ref().is_some_and(|u| &u.key == invite_key))
+            .map(|l| (l.id, l.conversation));
+        if let Some((_, call)) = leg {
+            self.end_conversation(call, super::ending::Ending::by("caller", 487), now);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! A leg: one dialog with one party, inbound or outbound, with its own
+//! media endpoint and state (RFC 3261 §12 for the dialog, §13 for the
+//! INVITE that makes it).
+
+use super::bridge::BridgeId;
+use super::CallRef;
+use crate::events::LegPhase;
+use crate::media::sdp::MediaInfo;
+use crate::media::EndpointId;
+use crate::sip::dialog::{tag_of, Dialog, DialogId};
+use crate::sip::transaction::{Peer, TxKey};
+use crate::sip::SipMessage;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LegId(pub u64);
+
+impl LegId {
+    pub fn endpoint(self) -> EndpointId {
+        EndpointId(self.0)
+    }
+}
+
+/// Who sent the INVITE that made the leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The party called us: we are the UAS of its dialog.
+    Inbound,
+    /// We called the party: we are the UAC.
+    Outbound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegState {
+    /// INVITE sent or received, no provisional response with a tag yet.
+    Trying,
+    /// Ringing (outbound: a 1xx came; inbound: we sent one).
+    Early,
+    /// 2xx sent or received; `acked` once the ACK for our 2xx came.
+    Answered { acked: bool },
+    /// Outbound only: CANCEL sent, waiting for the INVITE to finish (a 2xx
+    /// that crosses the CANCEL is ACKed and hung up).
+    Cancelling,
+}
+
+impl LegState {
+    pub fn phase(self) -> LegPhase {
+        match self {
+            LegState::Trying => LegPhase::Trying,
+            LegState::Early => LegPhase::Early,
+            LegState::Answered { .. } => LegPhase::Confirmed,
+            LegState::Cancelling => LegPhase::Terminated,
+        }
+    }
+
+    pub fn is_answered(self) -> bool {
+        matches!(self, LegState::Answered { .. })
+    }
+
+    pub fn is_pending(self) -> bool {
+        matches!(self, LegState::Trying | LegState::Early)
+    }
+}
+
+/// The server side of an inbound leg's INVITE.
+#[derive(Debug)]
+pub struct Uas {
+    pub key: TxKey,
+    /// Where responses go.
+    pub reply_peer: Peer,
+    /// Our 2xx, retransmitted until the ACK comes (§13.3.1.4).
+    pub answer: Option<SipMessage>,
+    pub retransmit: Duration,
+}
+
+#[derive(Debug)]
+pub struct Leg {
+    pub id: LegId,
+    pub conversation: CallRef,
+    /// The extension (or number) of the party this leg faces.
+    pub party: String,
+    pub direction: Direction,
+    pub dialog: Dialog,
+    pub state: LegState,
+    /// The INVITE that made the leg: the party's, or ours.
+    pub invite: SipMessage,
+    /// Inbound legs: their INVITE's server transaction.
+    pub uas: Option<Uas>,
+    /// The party's media as its last SDP gave it.
+    pub remote_media: Option<MediaInfo>,
+    /// Our relay endpoint's address, which the party sends to.
+    pub local_media: SocketAddr,
+    pub bridge: Option<BridgeId>,
+    pub start_ms: u64,
+    pub answer_ms: Option<u64>,
+}
+
+impl Leg {
+    pub fn local_tag(&self) -> String {
+        tag_of(&self.dialog.local).unwrap_or_default()
+    }
+
+    /// Whether a request received with dialog id `id` belongs to this leg:
+    /// Call-ID, our tag and the party's tag all match (§12.2.2).
+    pub fn matches(&self, id: &DialogId) -> bool {
+        self.dialog.id() == *id
+    }
+
+    /// Payload type to play prompts with: PCMU if the party offered it,
+    /// else PCMA.
+    pub fn prompt_payload_type(&self) -> u8 {
+        match &self.remote_media {
+            Some(m) if !m.payload_types.contains(&0) => 8,
+            _ => 0,
+        }
+    }
+}

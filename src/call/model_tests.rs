@@ -1,0 +1,221 @@
+//! Legs and bridges on virtual time, with no sockets: parking, bridging a
+//! parked leg to a new one, moving a leg between bridges, a third leg
+//! hanging up, and in-dialog requests matched by the full dialog id.
+
+use super::bridge::{Role, Source};
+use super::leg::LegId;
+use super::tests::*;
+use super::*;
+use crate::dialplan::Reply;
+use crate::events::LegPhase;
+use crate::media::EndpointId;
+use crate::sip::Method;
+
+fn leg_of(m: &CallEngine, call_id: &str) -> LegId {
+    *m.by_call_id.get(call_id).expect("a leg with this Call-ID")
+}
+
+fn callee_leg(m: &CallEngine, call: CallRef) -> LegId {
+    m.calls[&call].connected.expect("connected")
+}
+
+/// A conversation whose caller the dialplan answered itself and parked
+/// with a prompt (`playback`).
+fn parked_with_prompt(
+    m: &mut CallEngine,
+    cfg: &crate::config::Config,
+    call_id: &str,
+    now: Instant,
+) -> (CallRef, LegId) {
+    let (key, inv) = invite_from("1001", call_id, "1002");
+    let account = &cfg.accounts[0];
+    let id = m
+        .start_call(
+            key,
+            inv,
+            peer(6000),
+            account,
+            account.user("1001").unwrap(),
+            Now::at(now),
+        )
+        .unwrap();
+    effects(m);
+    m.playback(id, "prompts/welcome.wav", Now::at(now));
+    let e = effects(m);
+    assert!(matches!(&e[..], [Output::Respond { resp, .. }] if resp.status() == Some(200)));
+    assert!(replies(&e).is_empty(), "playback replies when the prompt has been sent");
+    (id, leg_of(m, call_id))
+}
+
+#[test]
+fn a_parked_leg_hears_its_source_and_is_later_bridged_to_a_new_leg() {
+    let cfg = config();
+    let (mut m, media) = engine(&cfg);
+    let now = Instant::now();
+    let (parked_call, parked) = parked_with_prompt(&mut m, &cfg, "parked", now);
+    assert_eq!(
+        media.0.lock().unwrap().played,
+        vec![(parked.endpoint(), "prompts/welcome.wav".to_string())]
+    );
+    assert_eq!(m.bridge_of(parked), None);
+    m.playback_done(parked.endpoint());
+    assert_eq!(replies(&effects(&mut m)), vec![Reply::Done]);
+
+    // A new call comes in and is answered; its callee leg is new.
+    let (call, _, _) = connected(&mut m, &cfg, now, invite_from("1001", "second", "1002"));
+    let new_leg = callee_leg(&m, call);
+    let bridge = m.bridge_legs(parked, new_leg).unwrap();
+    let members: Vec<_> = m.bridge(bridge).unwrap().members.clone();
+    assert_eq!(members, vec![(parked, Role::Talk), (new_leg, Role::Talk)]);
+    let links = media.0.lock().unwrap().links.clone();
+    assert_eq!(links.get(&parked.endpoint()), Some(&new_leg.endpoint()));
+    assert_eq!(links.get(&new_leg.endpoint()), Some(&parked.endpoint()));
+    // The second call's caller is left alone (parked), not hung up.
+    let second_caller = leg_of(&m, "second");
+    assert_eq!(m.bridge_of(second_caller), None);
+    assert!(!links.contains_key(&second_caller.endpoint()));
+    assert!(m.legs[&second_caller].state.is_answered());
+    assert!(m.calls.contains_key(&parked_call));
+}
+
+#[test]
+fn a_leg_moves_between_bridges_while_both_parties_stay_up() {
+    let cfg = config();
+    let (mut m, media) = engine(&cfg);
+    let now = Instant::now();
+    let (call, _, _) = connected(&mut m, &cfg, now, invite_from("1001", "first", "1002"));
+    let caller = leg_of(&m, "first");
+    let callee = callee_leg(&m, call);
+    let (_, parked) = parked_with_prompt(&mut m, &cfg, "other", now);
+    let ports_before = m.relay_ports_in_use();
+    let local_before = m.legs[&callee].local_media;
+
+    // The callee moves to a bridge with the parked leg (a transfer's last step).
+    let target = m.bridge_legs(parked, caller).unwrap();
+    assert_eq!(m.bridge_of(caller), Some(target));
+    m.move_leg(callee, target).ok();
+    let e = effects(&mut m);
+    assert!(
+        e.iter()
+            .all(|o| !matches!(o, Output::Request { .. } | Output::Respond { .. })),
+        "no BYE, no re-INVITE: {e:?}"
+    );
+    for leg in [caller, callee, parked] {
+        assert!(m.legs[&leg].state.is_answered(), "{leg:?} still up");
+    }
+    assert_eq!(
+        m.legs[&callee].local_media, local_before,
+        "the party's address is unchanged"
+    );
+    assert_eq!(m.relay_ports_in_use(), ports_before, "no new ports");
+    // Three talkers in one bridge: nobody is linked until mixing exists;
+    // move the caller out again and the other two are joined.
+    m.park(caller, Source::Silence).unwrap();
+    let links = media.0.lock().unwrap().links.clone();
+    assert_eq!(links.get(&callee.endpoint()), Some(&parked.endpoint()));
+    assert_eq!(links.get(&parked.endpoint()), Some(&callee.endpoint()));
+    assert!(!links.contains_key(&caller.endpoint()));
+}
+
+#[test]
+fn three_legs_one_hangs_up_and_the_other_two_go_on() {
+    let cfg = config();
+    let (mut m, media) = engine(&cfg);
+    let now = Instant::now();
+    let (call, _, _) = connected(&mut m, &cfg, now, invite_from("1001", "talk", "1002"));
+    let caller = leg_of(&m, "talk");
+    let callee = callee_leg(&m, call);
+    let bridge = m.bridge_of(caller).unwrap();
+    // A third party (a supervisor's call the dialplan answered) listens in.
+    let (key, inv) = invite_from("1003", "listener", "1002");
+    let account = &cfg.accounts[0];
+    m.start_call(
+        key,
+        inv,
+        peer(6000),
+        account,
+        account.user("1003").unwrap(),
+        Now::at(now),
+    )
+    .unwrap();
+    effects(&mut m);
+    let listener_call = *m.calls.keys().find(|c| **c != call).unwrap();
+    m.answer(listener_call, Now::at(now));
+    let e = effects(&mut m);
+    let listener_tag = our_tag(&e);
+    let listener = leg_of(&m, "listener");
+    m.join(listener, bridge, Role::Listen).unwrap();
+    assert_eq!(m.bridge(bridge).unwrap().members.len(), 3);
+
+    // The listener hangs up.
+    let (bye_key, bye) = from_caller("BYE", "listener", &listener_tag, "a");
+    m.on_in_dialog(bye_key.clone(), bye, Now::at(now)).unwrap();
+    let e: Vec<Output> = std::iter::from_fn(|| m.poll_output()).collect();
+    let byes = e
+        .iter()
+        .filter(|o| matches!(o, Output::Request { req, .. } if req.method() == Some(&Method::Bye)))
+        .count();
+    assert_eq!(byes, 0, "nobody else is hung up: {e:?}");
+    assert!(e.iter().any(|o| matches!(o,
+        Output::Event(crate::events::DomainEvent::LegState { party, phase: LegPhase::Terminated, .. }) if party == "1003")));
+    assert_eq!(
+        m.bridge(bridge).unwrap().members,
+        vec![(caller, Role::Talk), (callee, Role::Talk)]
+    );
+    let links = media.0.lock().unwrap().links.clone();
+    assert_eq!(links.get(&caller.endpoint()), Some(&callee.endpoint()));
+    assert_eq!(links.get(&callee.endpoint()), Some(&caller.endpoint()));
+    assert!(!media.0.lock().unwrap().open.contains(&EndpointId(listener.0)));
+    assert_eq!(
+        m.views(Now::at(now)).iter().filter(|v| v.state == "connected").count(),
+        1
+    );
+}
+
+#[test]
+fn a_bye_with_the_right_call_id_but_a_wrong_tag_gets_481_and_the_call_stays_up() {
+    let cfg = config();
+    let (mut m, _media) = engine(&cfg);
+    let now = Instant::now();
+    let (call, tag, _) = connected(&mut m, &cfg, now, invite_from("1001", "guess", "1002"));
+    for (ours, theirs) in [("wrong", "a"), (tag.as_str(), "wrong"), ("", "a")] {
+        let (key, bye) = from_caller("BYE", "guess", ours, theirs);
+        let err = m.on_in_dialog(key, bye, Now::at(now)).unwrap_err();
+        assert_eq!(err.status, 481, "tags {ours}/{theirs}");
+    }
+    // A re-INVITE that would point the relay elsewhere: also refused.
+    let (key, reinvite) = from_caller("INVITE", "guess", "wrong", "a");
+    assert_eq!(m.on_in_dialog(key, reinvite, Now::at(now)).unwrap_err().status, 481);
+    assert!(effects(&mut m).is_empty(), "nothing sent");
+    assert_eq!(m.views(Now::at(now))[0].state, "connected");
+    assert!(m.calls.contains_key(&call));
+    // The right tags end it.
+    let (key, bye) = from_caller("BYE", "guess", &tag, "a");
+    m.on_in_dialog(key, bye, Now::at(now)).unwrap();
+    assert!(m.is_empty());
+}
+
+#[test]
+fn leg_states_are_announced_as_domain_events() {
+    let cfg = config();
+    let (mut m, _media) = engine(&cfg);
+    let now = Instant::now();
+    let (key, inv) = invite();
+    let account = &cfg.accounts[0];
+    m.start_call(
+        key,
+        inv,
+        peer(6000),
+        account,
+        account.user("1001").unwrap(),
+        Now::at(now),
+    )
+    .unwrap();
+    let phases: Vec<(String, LegPhase)> = std::iter::from_fn(|| m.poll_output())
+        .filter_map(|o| match o {
+            Output::Event(crate::events::DomainEvent::LegState { party, phase, .. }) => Some((party, phase)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(phases, vec![("1001".to_string(), LegPhase::Trying)]);
+}

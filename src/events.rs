@@ -1,0 +1,47 @@
+//! Domain events: one typed stream of what happened (a registration
+//! changed, a leg changed state, a conversation ended) that engines emit
+//! and others follow (presence today; the ACD and the API's event stream
+//! later), so that nothing polls for changes.
+
+use serde::Serialize;
+
+/// Where a leg stands, as watchers see it (RFC 4235 §3.7.1 names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LegPhase {
+    /// INVITE sent or received, no answer yet.
+    Trying,
+    /// Ringing (a provisional response with a tag).
+    Early,
+    /// Answered: the party is talking (or hearing a source).
+    Confirmed,
+    Terminated,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum DomainEvent {
+    /// The bindings of `aor` (`ext@domain`) changed; `contacts` remain.
+    Registration { aor: String, contacts: usize },
+    /// A leg of `conversation` changed state; `party` is the extension it faces.
+    LegState {
+        account: String,
+        party: String,
+        leg: u64,
+        conversation: u64,
+        phase: LegPhase,
+    },
+    /// Every leg of a conversation has ended; its record is written.
+    ConversationEnded { account: String, conversation: u64 },
+}
+
+impl DomainEvent {
+    /// The user (`ext@domain`) whose state this event may change.
+    pub fn user(&self) -> Option<String> {
+        match self {
+            DomainEvent::Registration { aor, .. } => Some(aor.clone()),
+            DomainEvent::LegState { account, party, .. } => Some(format!("{party}@{account}")),
+            DomainEvent::ConversationEnded { .. } => None,
+        }
+    }
+}
