@@ -255,6 +255,7 @@ fn run(path: PathBuf, listen: Vec<SocketAddr>, data_dir: Option<PathBuf>) -> any
     let load = move || Config::load(&path).map(|c| c.with_overrides(&listen, data_dir.as_deref()));
     let cfg = load().map_err(|e| anyhow::anyhow!("{e}"))?;
     init_logging(&cfg);
+    exit_on_panic();
     raise_open_files_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -262,6 +263,20 @@ fn run(path: PathBuf, listen: Vec<SocketAddr>, data_dir: Option<PathBuf>) -> any
         .context("starting the runtime")?;
     rt.block_on(switchboard::server::run(cfg, load))?;
     Ok(())
+}
+
+/// A panic anywhere (the core task, the relay thread, a dialplan worker)
+/// ends the process with status 101 and a log line, so that systemd
+/// restarts it: tokio would otherwise keep the process up with its core
+/// task gone, answering nothing.
+fn exit_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        tracing::error!(thread = name, "panic: {info}; exiting");
+        eprintln!("switchboard: panic in thread {name}: {info}; exiting");
+        std::process::exit(101);
+    }));
 }
 
 /// Lifts the soft limit on open files to the hard one: each relayed call

@@ -12,6 +12,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
+/// Environment variable that allows `fault …` commands (tests only).
+pub const FAULT_INJECTION: &str = "SWITCHBOARD_FAULT_INJECTION";
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CtlRequest {
     pub command: String,
@@ -71,6 +74,12 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
         "registrations" => ask(commands, Command::Registrations).await,
         "status" => ask(commands, Command::Status).await,
         "calls" => ask(commands, Command::Calls).await,
+        // Fault injection for the test that shows a panic ends the process;
+        // refused unless the daemon was started with the variable set.
+        "fault panic-core" if std::env::var_os(FAULT_INJECTION).is_some() => {
+            let _ = commands.send(Command::InjectPanic).await;
+            Ok(serde_json::Value::Null)
+        }
         chat if chat.starts_with("chat ") => {
             let args: Vec<String> = chat.split_whitespace().skip(1).map(str::to_string).collect();
             match ask(commands, |reply| Command::Chat { args, reply }).await {

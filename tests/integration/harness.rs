@@ -83,6 +83,8 @@ pub struct Daemon {
     log_rx: Mutex<Receiver<String>>,
     log_tx: mpsc::Sender<String>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Extra environment of the daemon process.
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl Daemon {
@@ -94,6 +96,16 @@ impl Daemon {
     /// Starts a daemon with extra top-level tables (`sections`, e.g.
     /// "[calls]\nring_timeout_s = 5\n") and the given dialplan file.
     pub fn start_with(security: &str, sections: &str, dialplan: &Path) -> Daemon {
+        Daemon::start_with_env(security, sections, dialplan, Vec::new())
+    }
+
+    /// Like `start_with`, with extra environment variables for the daemon.
+    pub fn start_with_env(
+        security: &str,
+        sections: &str,
+        dialplan: &Path,
+        env: Vec<(&'static str, &'static str)>,
+    ) -> Daemon {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("switchboard.toml");
@@ -116,6 +128,7 @@ impl Daemon {
             log_rx: Mutex::new(log_rx),
             log_tx,
             log: Arc::default(),
+            env,
         };
         d.spawn();
         d
@@ -135,6 +148,7 @@ impl Daemon {
             .arg(&self.config_path)
             .env_remove("RUST_LOG")
             .env("MALLOC_ARENA_MAX", "2")
+            .envs(self.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -189,6 +203,20 @@ impl Daemon {
             let status = c.wait().unwrap();
             assert!(status.success(), "daemon exited with {status}");
         }
+    }
+
+    /// Waits (up to 20 s) for the daemon to exit by itself.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let pid = c.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(c.wait().unwrap());
+        });
+        rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("the daemon did not exit")
+        })
     }
 
     /// SIGKILL: no chance to flush anything.

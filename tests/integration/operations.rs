@@ -86,3 +86,28 @@ fn ctl_reports_an_unreachable_daemon_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the daemon"));
 }
+
+#[test]
+fn a_panic_in_the_core_task_ends_the_process_with_a_failure_status() {
+    use std::io::{BufRead, Write};
+    let mut d = crate::harness::Daemon::start_with_env(
+        "",
+        "",
+        &crate::harness::default_dialplan(),
+        vec![(switchboard::ctl::FAULT_INJECTION, "1")],
+    );
+    let socket = d.config_path.parent().unwrap().join("data/control.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    s.write_all(b"{\"command\":\"fault panic-core\"}\n").unwrap();
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(&s).read_line(&mut line);
+    let status = d.wait_exit();
+    assert_eq!(status.code(), Some(101), "{status}");
+    d.wait_for_log("panic: ");
+    assert!(d
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("fault injection: panic in the core task")));
+}

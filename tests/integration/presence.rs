@@ -4,6 +4,9 @@
 
 use crate::harness::{free_port, sipp_register, Daemon, Sipp};
 use crate::raw_client::RawClient;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use switchboard::sip::{HeaderName, SipMessage};
 
 #[test]
 fn watcher_sees_registration_and_unregistration() {
@@ -56,4 +59,99 @@ fn other_packages_and_unknown_users_are_refused() {
         )
         .unwrap();
     assert_eq!(r.status(), Some(407));
+}
+
+/// A response to a request received by a raw client (Via, From, To,
+/// Call-ID and CSeq copied; a To tag added).
+fn answer(req: &SipMessage, status: &str) -> String {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for name in [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ] {
+        for v in req.header_values(&name) {
+            let tagged = name == HeaderName::To && !v.contains("tag=");
+            let v = if tagged {
+                format!("{v};tag=callee")
+            } else {
+                v.to_string()
+            };
+            out.push_str(&format!("{}: {v}\r\n", name.as_str()));
+        }
+    }
+    out + "Content-Length: 0\r\n\r\n"
+}
+
+/// Presence follows call state through domain events, not a once-a-second
+/// poll: the watcher's NOTIFY comes within 100 ms of the callee's phone
+/// ringing and of the call ending.
+#[test]
+fn presence_notifies_within_100_ms_of_a_call_state_change() {
+    let d = Daemon::start("");
+    let mut callee = RawClient::udp(d.addr());
+    assert_eq!(
+        callee
+            .register("sip:pbx.test", "1002", "demo1002", 600)
+            .unwrap()
+            .status(),
+        Some(200)
+    );
+    // The watcher: 1003 subscribes to 1002's presence and timestamps every NOTIFY note.
+    let mut watcher = RawClient::udp(d.addr());
+    let extra = format!("Event: presence\r\nExpires: 600\r\n{}", watcher.contact("1003"));
+    let ok = watcher.authenticated("SUBSCRIBE", "sip:1002@pbx.test", "1003", "demo1003", &extra);
+    assert_eq!(ok.unwrap().status(), Some(200));
+    let (notes_tx, notes) = mpsc::channel::<(Instant, String)>();
+    std::thread::spawn(move || {
+        watcher.set_timeout(Duration::from_secs(30));
+        while let Some(m) = watcher.recv() {
+            if m.method().map(|x| x.as_str()) != Some("NOTIFY") {
+                continue;
+            }
+            watcher.send_raw(answer(&m, "200 OK").as_bytes());
+            let body = String::from_utf8_lossy(&m.body).to_string();
+            let note = body
+                .split("<note>")
+                .nth(1)
+                .and_then(|n| n.split('<').next())
+                .unwrap_or("")
+                .to_string();
+            if notes_tx.send((Instant::now(), note)).is_err() {
+                return;
+            }
+        }
+    });
+    let next_note = || notes.recv_timeout(Duration::from_secs(10)).expect("a NOTIFY");
+    assert_eq!(next_note().1, "Available");
+    std::thread::scope(|s| {
+        let caller = s.spawn(|| crate::calls::caller(&d, "1001", "1002", 0, "uac_fail.xml"));
+        let invite = loop {
+            let m = callee.recv().expect("the INVITE to the callee");
+            if m.method().map(|x| x.as_str()) == Some("INVITE") {
+                break m;
+            }
+        };
+        let ringing_at = Instant::now();
+        callee.send_raw(answer(&invite, "180 Ringing").as_bytes());
+        let (at, note) = next_note();
+        assert_eq!(note, "Ringing");
+        assert!(
+            at.saturating_duration_since(ringing_at) < Duration::from_millis(100),
+            "{:?}",
+            at - ringing_at
+        );
+        let busy_at = Instant::now();
+        callee.send_raw(answer(&invite, "486 Busy Here").as_bytes());
+        let (at, note) = next_note();
+        assert_eq!(note, "Available");
+        assert!(
+            at.saturating_duration_since(busy_at) < Duration::from_millis(100),
+            "{:?}",
+            at - busy_at
+        );
+        assert_eq!(caller.join().unwrap().code, 0);
+    });
 }

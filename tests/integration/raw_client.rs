@@ -124,22 +124,39 @@ impl RawClient {
         }
     }
 
+    /// Our Contact header line.
+    pub fn contact(&self, user: &str) -> String {
+        format!("Contact: <sip:{user}@{}:{}>\r\n", self.host(), self.local.port())
+    }
+
     /// REGISTER with challenge-response; returns the final response to the
     /// authenticated request (or to the first one if it was not a 401).
     pub fn register(&mut self, ruri: &str, user: &str, password: &str, expires: u32) -> Option<SipMessage> {
-        let contact = format!(
-            "Contact: <sip:{user}@{}:{}>\r\nExpires: {expires}\r\n",
-            self.host(),
-            self.local.port()
-        );
-        let call_id = format!("reg-{}-{user}", self.local.port());
-        let first = self.request("REGISTER", ruri, user, &contact, &call_id);
+        let extra = format!("{}Expires: {expires}\r\n", self.contact(user));
+        self.authenticated("REGISTER", ruri, user, password, &extra)
+    }
+
+    /// A request answered with a digest challenge (401 or 407) and sent
+    /// again with credentials; returns the final response to the second
+    /// (or to the first if it was not a challenge).
+    pub fn authenticated(
+        &mut self,
+        method: &str,
+        ruri: &str,
+        user: &str,
+        password: &str,
+        extra: &str,
+    ) -> Option<SipMessage> {
+        let call_id = format!("{}-{}-{user}", method.to_lowercase(), self.local.port());
+        let first = self.request(method, ruri, user, extra, &call_id);
         self.send_raw(first.as_bytes());
         let challenge = self.recv_final()?;
-        if challenge.status() != Some(401) {
-            return Some(challenge);
-        }
-        let www = challenge.header(&HeaderName::WwwAuthenticate).unwrap().to_string();
+        let (asked, answer) = match challenge.status() {
+            Some(401) => (HeaderName::WwwAuthenticate, "Authorization"),
+            Some(407) => (HeaderName::ProxyAuthenticate, "Proxy-Authorization"),
+            _ => return Some(challenge),
+        };
+        let www = challenge.header(&asked).unwrap().to_string();
         let field = |name: &str| {
             www.split(&format!("{name}=\""))
                 .nth(1)
@@ -166,12 +183,12 @@ impl RawClient {
             .trim()
             .to_string();
         let alg = Algorithm::parse(&alg_name).unwrap();
-        c.response = compute_response(alg, user, &c.realm, password, "REGISTER", &c).into();
+        c.response = compute_response(alg, user, &c.realm, password, method, &c).into();
         let auth = format!(
-            "Authorization: Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{ruri}\", response=\"{}\", algorithm={alg_name}, cnonce=\"0a4f113b\", qop=auth, nc=00000001\r\n",
+            "{answer}: Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{ruri}\", response=\"{}\", algorithm={alg_name}, cnonce=\"0a4f113b\", qop=auth, nc=00000001\r\n",
             c.realm, c.nonce, c.response
         );
-        let second = self.request("REGISTER", ruri, user, &format!("{contact}{auth}"), &call_id);
+        let second = self.request(method, ruri, user, &format!("{extra}{auth}"), &call_id);
         self.send_raw(second.as_bytes());
         self.recv_final()
     }

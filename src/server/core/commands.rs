@@ -157,6 +157,7 @@ impl Core {
                 self.dialplan_replies.remove(&call);
                 self.services.calls.script_done(call, result, Now::read());
             }
+            Command::InjectPanic => panic!("fault injection: panic in the core task"),
             Command::PlaybackDone(endpoint) => self.services.calls.playback_done(endpoint),
             Command::Calls(reply) => {
                 let _ = reply.send(self.services.calls.views(Now::read()));

@@ -67,6 +67,8 @@ pub enum Command {
         action: Action,
         reply: oneshot::Sender<Reply>,
     },
+    /// Panic in the core task (fault injection, see `ctl`).
+    InjectPanic,
     /// The media side finished playing a prompt to an endpoint.
     PlaybackDone(crate::media::EndpointId),
     /// A dialplan script returned or failed.
