@@ -7,6 +7,7 @@ pub mod cdr;
 pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod ctl;
 pub mod dialplan;
 pub mod events;
@@ -17,6 +18,9 @@ pub mod registrar;
 pub mod server;
 pub mod sip;
 pub mod store;
+
+#[cfg(test)]
+mod layering_tests;
 
 /// Seconds since the Unix epoch (wall clock, for data that outlives the process).
 pub fn unix_now() -> u64 {

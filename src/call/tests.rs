@@ -80,7 +80,15 @@ pub(super) fn config() -> Config {
 pub(super) fn engine(cfg: &Config) -> (CallEngine, FakeMedia) {
     let media = FakeMedia::default();
     (
-        CallEngine::new(crate::server::call_config(cfg), Box::new(media.clone())),
+        CallEngine::new(
+            CallConfig {
+                calls: cfg.calls.clone(),
+                timers: cfg.sip.timers,
+                user_agent: cfg.sip.user_agent.clone(),
+                listen: cfg.listen.clone(),
+            },
+            Box::new(media.clone()),
+        ),
         media,
     )
 }

@@ -5,7 +5,7 @@
 //! Request: `{"command":"registrations"}` or `{"command":"status"}`.
 //! Reply: `{"ok":true,"data":…}` or `{"ok":false,"error":"…"}`.
 
-use crate::server::{Command, RegistrationView, StatusView};
+use crate::control::{Command, RegistrationView, StatusView};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

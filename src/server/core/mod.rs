@@ -6,11 +6,11 @@
 mod commands;
 
 use super::handler::{Outcome, RequestContext, RequestHandler, Services};
-use crate::call::{CallRef, CallView, Output as CallOutput};
-use crate::cdr::CallRecord;
+use crate::call::{CallRef, Output as CallOutput};
 use crate::clock::Now;
 use crate::config::Config;
-use crate::dialplan::{Action, DialplanError, DialplanLibrary, Reply};
+pub use crate::control::{Command, RegistrationView, StatusView};
+use crate::dialplan::{DialplanLibrary, Reply};
 use crate::events::DomainEvent;
 use crate::sip::response::{random_token, response_to};
 use crate::sip::transaction::{Peer, TransactionLayer, TxEvent, TxKey};
@@ -18,76 +18,10 @@ use crate::sip::transport::{Inbound, TransportHandle};
 use crate::sip::validate::validate_request;
 use crate::sip::{HeaderName, SipMessage};
 use crate::store::{StoreHandle, StoreOp};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-
-/// One registration as shown to admins (`ctl registrations`, API).
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct RegistrationView {
-    pub aor: String,
-    pub contact: String,
-    pub expires_in: u64,
-    pub source: String,
-    pub transport: String,
-    pub user_agent: Option<String>,
-}
-
-/// Counters for `ctl status`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct StatusView {
-    pub bindings: usize,
-    pub transactions: usize,
-    pub calls: usize,
-    pub relay_ports_in_use: usize,
-    /// Resident memory of the daemon, KiB (from /proc/self/statm).
-    pub rss_kib: u64,
-    /// Heap bytes in live allocations (glibc `mallinfo2`), KiB: unlike
-    /// RSS, not inflated by memory the allocator keeps after a burst.
-    pub heap_in_use_kib: u64,
-    /// Dialplan scripts still running.
-    pub dialplans_running: usize,
-    /// Internal table sizes: call-ids, client transactions, call timers, nonces.
-    pub tables: Vec<usize>,
-    pub banned: Vec<String>,
-}
-
-/// Requests to the core from other tasks.
-pub enum Command {
-    Registrations(oneshot::Sender<Vec<RegistrationView>>),
-    Status(oneshot::Sender<StatusView>),
-    Reload(Arc<Config>),
-    /// Liveness probe for the systemd watchdog.
-    Ping(oneshot::Sender<()>),
-    /// A dialplan asks something of its call.
-    Dialplan {
-        call: CallRef,
-        action: Action,
-        reply: oneshot::Sender<Reply>,
-    },
-    /// Panic in the core task (fault injection, see `ctl`).
-    InjectPanic,
-    /// The media side finished playing a prompt to an endpoint.
-    PlaybackDone(crate::media::EndpointId),
-    /// A dialplan script returned or failed.
-    DialplanDone {
-        call: CallRef,
-        result: Result<(), DialplanError>,
-    },
-    Calls(oneshot::Sender<Vec<CallView>>),
-    /// `chat history|unread|read|mute …` from the control socket.
-    Chat {
-        args: Vec<String>,
-        reply: oneshot::Sender<Result<serde_json::Value, String>>,
-    },
-    CallRecords {
-        user: Option<String>,
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<CallRecord>, String>>,
-    },
-}
 
 pub struct Core {
     config: Arc<Config>,

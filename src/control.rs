@@ -1,0 +1,77 @@
+//! The control protocol's types: the commands other tasks (the control
+//! socket, dialplan workers, the reload and watchdog tasks) send to the
+//! core, and the views they get back. Below both `server`, which answers
+//! them, and `ctl`, which carries them.
+
+use crate::call::{CallRef, CallView};
+use crate::cdr::CallRecord;
+use crate::config::Config;
+use crate::dialplan::{Action, DialplanError, Reply};
+use serde::Serialize;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// One registration as shown to admins (`ctl registrations`, API).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct RegistrationView {
+    pub aor: String,
+    pub contact: String,
+    pub expires_in: u64,
+    pub source: String,
+    pub transport: String,
+    pub user_agent: Option<String>,
+}
+
+/// Counters for `ctl status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct StatusView {
+    pub bindings: usize,
+    pub transactions: usize,
+    pub calls: usize,
+    pub relay_ports_in_use: usize,
+    /// Resident memory of the daemon, KiB (from /proc/self/statm).
+    pub rss_kib: u64,
+    /// Heap bytes in live allocations (glibc `mallinfo2`), KiB: unlike
+    /// RSS, not inflated by memory the allocator keeps after a burst.
+    pub heap_in_use_kib: u64,
+    /// Dialplan scripts still running.
+    pub dialplans_running: usize,
+    /// Internal table sizes: call-ids, client transactions, call timers, nonces.
+    pub tables: Vec<usize>,
+    pub banned: Vec<String>,
+}
+
+/// Requests to the core from other tasks.
+pub enum Command {
+    Registrations(oneshot::Sender<Vec<RegistrationView>>),
+    Status(oneshot::Sender<StatusView>),
+    Reload(Arc<Config>),
+    /// Liveness probe for the systemd watchdog.
+    Ping(oneshot::Sender<()>),
+    /// A dialplan asks something of its call.
+    Dialplan {
+        call: CallRef,
+        action: Action,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// Panic in the core task (fault injection, see `ctl`).
+    InjectPanic,
+    /// The media side finished playing a prompt to an endpoint.
+    PlaybackDone(crate::media::EndpointId),
+    /// A dialplan script returned or failed.
+    DialplanDone {
+        call: CallRef,
+        result: Result<(), DialplanError>,
+    },
+    Calls(oneshot::Sender<Vec<CallView>>),
+    /// `chat history|unread|read|mute …` from the control socket.
+    Chat {
+        args: Vec<String>,
+        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+    },
+    CallRecords {
+        user: Option<String>,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<CallRecord>, String>>,
+    },
+}
