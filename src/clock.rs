@@ -21,6 +21,15 @@ impl Now {
         }
     }
 
+    /// A `Now` for engine tests: the given instant, a fixed wall clock.
+    #[cfg(test)]
+    pub fn at(mono: Instant) -> Now {
+        Now {
+            mono,
+            unix_ms: 1_800_000_000_000,
+        }
+    }
+
     pub fn unix_s(&self) -> u64 {
         self.unix_ms / 1000
     }

@@ -11,7 +11,7 @@
 //!   originated, and its call record.
 //!
 //! The engine is sans-IO: requests, responses, transaction events,
-//! dialplan actions and timers go in with the time ([`Now`]); what to
+//! dialplan actions and timers go in with the time ([`Now`](crate::clock::Now)); what to
 //! send, store, reply to the dialplan and announce comes out of
 //! [`CallEngine::poll_output`]. Media goes through [`MediaControl`], which
 //! the relay implements with sockets and the tests with a recording fake.
@@ -31,7 +31,6 @@ mod tests;
 pub use originate::DialRequest;
 
 use crate::cdr::CallRecord;
-use crate::clock::Now;
 use crate::config::CallSettings;
 use crate::dialplan::{CallInfo, Reply};
 use crate::events::DomainEvent;
@@ -390,14 +389,3 @@ fn cseq_num(m: &SipMessage) -> u32 {
 
 /// Allow header of our dialogs.
 const DIALOG_ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
-
-impl Now {
-    /// A `Now` for engine tests: the given instant, a fixed wall clock.
-    #[cfg(test)]
-    pub fn at(mono: Instant) -> Now {
-        Now {
-            mono,
-            unix_ms: 1_800_000_000_000,
-        }
-    }
-}

@@ -6,6 +6,7 @@ use super::bridge::{Role, Source};
 use super::leg::LegId;
 use super::tests::*;
 use super::*;
+use crate::clock::Now;
 use crate::dialplan::Reply;
 use crate::events::LegPhase;
 use crate::media::EndpointId;

@@ -2,6 +2,7 @@
 //! through a recording fake (see `fake_media`).
 
 use super::*;
+use crate::clock::Now;
 use crate::config::Config;
 use crate::dialplan::Reply;
 use crate::media::EndpointId;

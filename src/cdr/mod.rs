@@ -82,10 +82,3 @@ pub fn unanswered_disposition(code: u16) -> &'static str {
         _ => "failed",
     }
 }
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}

@@ -166,8 +166,9 @@ impl ChatService {
         sender: &User,
         to: &str,
         limits: crate::config::ChatSettings,
-        now: Instant,
+        now: crate::clock::Now,
     ) -> Result<Accepted, SipError> {
+        let (now, now_ms) = (now.mono, now.unix_ms);
         if !account.chat {
             return Err(SipError::with_reason(403, "Chat is disabled for this account"));
         }
@@ -221,7 +222,7 @@ impl ChatService {
         sent.push_back(now);
         let message = ChatMessage {
             id: self.next_id,
-            ts_ms: crate::cdr::unix_ms(),
+            ts_ms: now_ms,
             account: account.domain.clone(),
             from: sender.extension.clone(),
             to: to.to_string(),

@@ -64,19 +64,47 @@ fn limits_and_unknown_recipients() {
     let now = Instant::now();
     let status = |r: Result<Accepted, SipError>| r.map(|_| 202).unwrap_or_else(|e| e.status);
     assert_eq!(
-        status(chat.accept(&message(&"x".repeat(65), "text/plain"), a, sender, "1005", LIMITS, now)),
+        status(chat.accept(
+            &message(&"x".repeat(65), "text/plain"),
+            a,
+            sender,
+            "1005",
+            LIMITS,
+            crate::clock::Now::at(now)
+        )),
         413
     );
     assert_eq!(
-        status(chat.accept(&message("hi", "application/json"), a, sender, "1005", LIMITS, now)),
+        status(chat.accept(
+            &message("hi", "application/json"),
+            a,
+            sender,
+            "1005",
+            LIMITS,
+            crate::clock::Now::at(now)
+        )),
         415
     );
     assert_eq!(
-        status(chat.accept(&message("hi", "text/plain"), a, sender, "7777", LIMITS, now)),
+        status(chat.accept(
+            &message("hi", "text/plain"),
+            a,
+            sender,
+            "7777",
+            LIMITS,
+            crate::clock::Now::at(now)
+        )),
         404
     );
     assert_eq!(
-        status(chat.accept(&message("hi", "text/plain"), a, sender, "2002", LIMITS, now)),
+        status(chat.accept(
+            &message("hi", "text/plain"),
+            a,
+            sender,
+            "2002",
+            LIMITS,
+            crate::clock::Now::at(now)
+        )),
         403
     );
     for _ in 0..3 {
@@ -87,19 +115,33 @@ fn limits_and_unknown_recipients() {
                 sender,
                 "1005",
                 LIMITS,
-                now
+                crate::clock::Now::at(now)
             )),
             202
         );
     }
     assert_eq!(
-        status(chat.accept(&message("hi", "text/plain"), a, sender, "1005", LIMITS, now)),
+        status(chat.accept(
+            &message("hi", "text/plain"),
+            a,
+            sender,
+            "1005",
+            LIMITS,
+            crate::clock::Now::at(now)
+        )),
         503,
         "rate limit"
     );
     let later = now + Duration::from_secs(61);
     assert_eq!(
-        status(chat.accept(&message("hi", "text/plain"), a, sender, "1005", LIMITS, later)),
+        status(chat.accept(
+            &message("hi", "text/plain"),
+            a,
+            sender,
+            "1005",
+            LIMITS,
+            crate::clock::Now::at(later)
+        )),
         202
     );
 }
@@ -118,7 +160,7 @@ fn offline_queue_delivers_in_order_once_and_keeps_failures() {
                 a.user("1001").unwrap(),
                 "1005",
                 LIMITS,
-                now,
+                crate::clock::Now::at(now),
             )
             .unwrap();
         assert!(matches!(

@@ -38,7 +38,7 @@ fn message(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Sip
     let accepted = cx
         .services
         .chat
-        .accept(req, account, user, &to, cx.config.chat, cx.now.mono)?;
+        .accept(req, account, user, &to, cx.config.chat, cx.now)?;
     tracing::info!(id = accepted.message.id, from = %user.extension, to = %to, group = accepted.message.group, "chat message stored");
     let recipients: Vec<String> = accepted
         .ops
