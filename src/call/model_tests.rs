@@ -28,18 +28,7 @@ fn parked_with_prompt(
     call_id: &str,
     now: Instant,
 ) -> (CallRef, LegId) {
-    let (key, inv) = invite_from("1001", call_id, "1002");
-    let account = &cfg.accounts[0];
-    let id = m
-        .start_call(
-            key,
-            inv,
-            peer(6000),
-            account,
-            account.user("1001").unwrap(),
-            Now::at(now),
-        )
-        .unwrap();
+    let id = started(m, cfg, "1001", invite_from("1001", call_id, "1002"), Now::at(now));
     effects(m);
     m.playback(id, "prompts/welcome.wav", Now::at(now));
     let e = effects(m);
@@ -128,17 +117,13 @@ fn three_legs_one_hangs_up_and_the_other_two_go_on() {
     let callee = callee_leg(&m, call);
     let bridge = m.bridge_of(caller).unwrap();
     // A third party (a supervisor's call the dialplan answered) listens in.
-    let (key, inv) = invite_from("1003", "listener", "1002");
-    let account = &cfg.accounts[0];
-    m.start_call(
-        key,
-        inv,
-        peer(6000),
-        account,
-        account.user("1003").unwrap(),
+    started(
+        &mut m,
+        &cfg,
+        "1003",
+        invite_from("1003", "listener", "1002"),
         Now::at(now),
-    )
-    .unwrap();
+    );
     effects(&mut m);
     let listener_call = *m.calls.keys().find(|c| **c != call).unwrap();
     m.answer(listener_call, Now::at(now));
@@ -201,17 +186,7 @@ fn leg_states_are_announced_as_domain_events() {
     let cfg = config();
     let (mut m, _media) = engine(&cfg);
     let now = Instant::now();
-    let (key, inv) = invite();
-    let account = &cfg.accounts[0];
-    m.start_call(
-        key,
-        inv,
-        peer(6000),
-        account,
-        account.user("1001").unwrap(),
-        Now::at(now),
-    )
-    .unwrap();
+    started(&mut m, &cfg, "1001", invite(), Now::at(now));
     let phases: Vec<(String, LegPhase)> = std::iter::from_fn(|| m.poll_output())
         .filter_map(|o| match o {
             Output::Event(crate::events::DomainEvent::LegState { party, phase, .. }) => Some((party, phase)),

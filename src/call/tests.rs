@@ -160,6 +160,19 @@ pub(super) fn respond_from_callee(req: &SipMessage, status: u16, sdp: Option<&st
     r
 }
 
+/// A new call from `user` (INVITE `inv`), before its dialplan runs.
+pub(super) fn started(
+    m: &mut CallEngine,
+    cfg: &Config,
+    user: &str,
+    (key, inv): (TxKey, SipMessage),
+    now: Now,
+) -> CallRef {
+    let account = &cfg.accounts[0];
+    m.start_call(key, inv, peer(6000), account, account.user(user).unwrap(), now)
+        .unwrap()
+}
+
 /// Starts a call from 1001 and dials 1002; returns the callee INVITE.
 pub(super) fn dialled(m: &mut CallEngine, cfg: &Config, now: Instant) -> (CallRef, TxKey, SipMessage) {
     dialled_as(m, cfg, now, invite())
@@ -377,18 +390,7 @@ fn requests_for_unknown_dialogs_get_481_and_scripts_errors_500() {
     let (mut m, _media) = engine(&cfg);
     let (key, bye) = from_caller("BYE", "nope", "2", "1");
     assert_eq!(m.on_in_dialog(key, bye, Now::read()).unwrap_err().status, 481);
-    let (key, inv) = invite();
-    let account = &cfg.accounts[0];
-    let id = m
-        .start_call(
-            key,
-            inv,
-            peer(6000),
-            account,
-            account.user("1001").unwrap(),
-            Now::read(),
-        )
-        .unwrap();
+    let id = started(&mut m, &cfg, "1001", invite(), Now::read());
     effects(&mut m);
     m.script_done(
         id,
