@@ -66,7 +66,7 @@ pub enum Command {
     Calls(oneshot::Sender<Vec<CallView>>),
     /// `chat history|unread|read|mute …` from the control socket.
     Chat {
-        args: Vec<String>,
+        query: crate::chat::queries::ChatQuery,
         reply: oneshot::Sender<Result<serde_json::Value, String>>,
     },
     CallRecords {

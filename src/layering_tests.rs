@@ -14,11 +14,6 @@ const FLOORS: &[(u8, &[&str])] = &[
     (4, &["server", "ctl"]),
 ];
 
-/// Known violations still to remove; a new one fails the test. The store
-/// still names the rows of the domains it keeps (registrations, call
-/// records, chat messages) instead of offering generic tables.
-const NOT_YET: &[(&str, &str)] = &[("store", "cdr"), ("store", "chat"), ("store", "registrar")];
-
 fn floor_of(module: &str) -> Option<u8> {
     FLOORS.iter().find(|(_, ms)| ms.contains(&module)).map(|(f, _)| *f)
 }
@@ -77,7 +72,7 @@ fn modules_name_only_their_floor_or_below_and_form_no_circle() {
     for (m, named) in &graph {
         for n in named {
             let above = floor_of(n) > floor_of(m);
-            if above && !NOT_YET.contains(&(m, n.as_str())) {
+            if above {
                 wrong.push(format!(
                     "{m} (floor {:?}) names {n} (floor {:?})",
                     floor_of(m),
@@ -87,25 +82,14 @@ fn modules_name_only_their_floor_or_below_and_form_no_circle() {
         }
     }
     assert!(wrong.is_empty(), "modules naming a floor above:\n{}", wrong.join("\n"));
-    for (a, b) in NOT_YET {
-        assert!(graph[a].contains(*b), "{a} no longer names {b}: remove it from NOT_YET");
-    }
-    // Circles: a module that reaches itself (the known violations, which
-    // close circles through the store, left out).
-    let edges = |m: &str| -> Vec<String> {
-        graph[m]
-            .iter()
-            .filter(|n| !NOT_YET.contains(&(m, n.as_str())))
-            .cloned()
-            .collect()
-    };
+    // Circles: a module that reaches itself.
     for start in graph.keys() {
         let mut seen = BTreeSet::new();
-        let mut stack = edges(start);
+        let mut stack: Vec<String> = graph[start].iter().cloned().collect();
         while let Some(n) = stack.pop() {
             assert_ne!(n, *start, "an import circle goes through {start}");
             if seen.insert(n.clone()) {
-                stack.extend(edges(&n));
+                stack.extend(graph[n.as_str()].iter().cloned());
             }
         }
     }

@@ -82,3 +82,29 @@ pub fn unanswered_disposition(code: u16) -> &'static str {
         _ => "failed",
     }
 }
+
+/// The store row of a finished conversation's record.
+pub fn record_op(record: &CallRecord) -> crate::store::StoreOp {
+    use crate::store::{Key, StoreOp, Table};
+    // Plain structs with string keys: serialization cannot fail.
+    StoreOp::put_json(Table::Cdr, Key::Text(record.key()), record).expect("call records serialize")
+}
+
+/// The newest `limit` records involving `user` (all if None), oldest first.
+pub fn read(
+    backend: &dyn crate::store::StoreBackend,
+    user: Option<&str>,
+    limit: usize,
+) -> Result<Vec<CallRecord>, crate::store::StoreError> {
+    let mut out = Vec::new();
+    backend.scan(crate::store::Table::Cdr, crate::store::Scan::Backward, &mut |_, v| {
+        if let Some(r) = v.json::<CallRecord>() {
+            if user.is_none_or(|u| r.involves(u)) {
+                out.push(r);
+            }
+        }
+        out.len() < limit
+    })?;
+    out.reverse();
+    Ok(out)
+}

@@ -4,6 +4,7 @@
 //! and per-user mute.
 
 pub mod queries;
+pub mod stored;
 #[cfg(test)]
 mod tests;
 
@@ -99,6 +100,8 @@ pub struct Accepted {
     pub message: ChatMessage,
     /// Store the message and its pending deliveries before the 202.
     pub ops: Vec<StoreOp>,
+    /// `ext@domain` of the users it waits for (the muted left out).
+    pub recipients: Vec<String>,
 }
 
 pub struct ChatService {
@@ -231,20 +234,23 @@ impl ChatService {
             body,
         };
         self.next_id += 1;
-        let mut ops = vec![StoreOp::PutChatMessage(message.clone())];
+        let mut ops = vec![stored::message(&message)];
+        let mut waiting_for = Vec::new();
         for r in recipients {
             let aor = format!("{r}@{}", account.domain);
             if self.muted.contains(&aor) {
                 continue; // kept in history, not pushed
             }
-            ops.push(StoreOp::PutPending {
-                aor: aor.clone(),
-                id: message.id,
-            });
-            self.pending.insert((aor, message.id));
+            ops.push(stored::pending(&aor, message.id));
+            self.pending.insert((aor.clone(), message.id));
+            waiting_for.push(aor);
         }
         self.waiting.insert(message.id, message.clone());
-        Ok(Accepted { message, ops })
+        Ok(Accepted {
+            message,
+            ops,
+            recipients: waiting_for,
+        })
     }
 
     /// Pushes every pending message of `aor` to its registered devices, in
@@ -323,10 +329,7 @@ impl ChatService {
                 if !self.pending.iter().any(|(_, i)| *i == id) {
                     self.waiting.remove(&id);
                 }
-                return Some(StoreOp::DeletePending {
-                    aor: aor.to_string(),
-                    id,
-                });
+                return Some(stored::delivered(aor, id));
             }
             return None;
         }

@@ -81,8 +81,18 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
             Ok(serde_json::Value::Null)
         }
         chat if chat.starts_with("chat ") => {
-            let args: Vec<String> = chat.split_whitespace().skip(1).map(str::to_string).collect();
-            match ask(commands, |reply| Command::Chat { args, reply }).await {
+            let args: Vec<&str> = chat.split_whitespace().skip(1).collect();
+            let query = match crate::chat::queries::ChatQuery::parse(&args) {
+                Ok(q) => q,
+                Err(usage) => {
+                    return CtlReply {
+                        ok: false,
+                        data: None,
+                        error: Some(usage),
+                    }
+                }
+            };
+            match ask(commands, |reply| Command::Chat { query, reply }).await {
                 Ok(v) => match serde_json::from_value::<Result<serde_json::Value, String>>(v) {
                     Ok(Ok(v)) => Ok(v),
                     Ok(Err(e)) => Err(e),

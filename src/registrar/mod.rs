@@ -2,6 +2,7 @@
 //! REGISTER to the location service and says what to persist and answer.
 
 mod binding;
+pub mod stored;
 #[cfg(test)]
 mod tests;
 
@@ -75,12 +76,12 @@ impl Registrar {
     }
 
     /// Loads bindings from the store at start-up, dropping expired ones.
-    pub fn restore(&mut self, stored: Vec<(String, Vec<Binding>)>, now_unix: u64) -> Vec<StoreOp> {
+    pub fn restore(&mut self, rows: Vec<(String, Vec<Binding>)>, now_unix: u64) -> Vec<StoreOp> {
         let mut purge = Vec::new();
-        for (aor, mut list) in stored {
+        for (aor, mut list) in rows {
             list.retain(|b| b.expires_at > now_unix);
             if list.is_empty() {
-                purge.push(StoreOp::DeleteBindings { aor });
+                purge.push(stored::delete(&aor));
             } else {
                 self.bindings.insert(aor, list.into());
             }
@@ -149,7 +150,7 @@ impl Registrar {
             self.changed(aor, 0);
             return Ok(RegisterOutcome {
                 current: Arc::new([]),
-                store: Some(StoreOp::DeleteBindings { aor: aor.to_string() }),
+                store: Some(stored::delete(aor)),
             });
         }
         let mut updated = existing.to_vec();
@@ -209,13 +210,10 @@ impl Registrar {
         let current: Arc<[Binding]> = updated.into();
         let store = if current.is_empty() {
             self.bindings.remove(aor);
-            StoreOp::DeleteBindings { aor: aor.to_string() }
+            stored::delete(aor)
         } else {
             self.bindings.insert(aor.to_string(), current.clone());
-            StoreOp::PutBindings {
-                aor: aor.to_string(),
-                bindings: current.clone(),
-            }
+            stored::put(aor, &current)
         };
         self.changed(aor, current.len());
         Ok(RegisterOutcome {
@@ -250,14 +248,11 @@ impl Registrar {
                 contacts: kept.len(),
             });
             if kept.is_empty() {
-                ops.push(StoreOp::DeleteBindings { aor: aor.clone() });
+                ops.push(stored::delete(aor));
                 false
             } else {
                 *list = kept;
-                ops.push(StoreOp::PutBindings {
-                    aor: aor.clone(),
-                    bindings: list.clone(),
-                });
+                ops.push(stored::put(aor, list));
                 true
             }
         });

@@ -52,7 +52,7 @@ fn several_contacts_and_expires_bounds() {
     assert_eq!(out.current.len(), 2);
     assert_eq!(out.current[0].expires_at, NOW + 120);
     assert_eq!(out.current[1].expires_at, NOW + 3600, "clamped to max_expires");
-    assert!(matches!(out.store, Some(StoreOp::PutBindings { .. })));
+    assert_eq!(out.store, Some(stored::put("1001@pbx.test", &out.current)));
     assert_eq!(
         contact_headers(&out.current, NOW)[0],
         "<sip:1001@10.0.0.1:5060>;expires=120"
@@ -78,12 +78,7 @@ fn removal_by_expires_zero_and_wildcard() {
     );
     let out = reg(&mut r, 3, "a", "Contact: *\r\nExpires: 0\r\n").unwrap();
     assert!(out.current.is_empty());
-    assert_eq!(
-        out.store,
-        Some(StoreOp::DeleteBindings {
-            aor: "1001@pbx.test".into()
-        })
-    );
+    assert_eq!(out.store, Some(stored::delete("1001@pbx.test")));
     assert_eq!(r.binding_count(), 0);
 }
 
@@ -131,14 +126,11 @@ fn purge_and_restore_drop_expired_bindings() {
     )
     .unwrap();
     let ops = r.purge_expired(NOW + 61);
-    assert!(matches!(&ops[..], [StoreOp::PutBindings { bindings, .. }] if bindings.len() == 1));
+    let kept = r.lookup("1001@pbx.test");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(ops, vec![stored::put("1001@pbx.test", kept)]);
     let ops = r.purge_expired(NOW + 601);
-    assert_eq!(
-        ops,
-        vec![StoreOp::DeleteBindings {
-            aor: "1001@pbx.test".into()
-        }]
-    );
+    assert_eq!(ops, vec![stored::delete("1001@pbx.test")]);
     let mut fresh = Registrar::new();
     let stored = vec![(
         "1001@pbx.test".to_string(),

@@ -7,7 +7,6 @@ use super::handler::{
 };
 use crate::sip::response::{random_token, response_to};
 use crate::sip::{Method, SipError, SipMessage};
-use crate::store::StoreOp;
 
 pub struct ChatHandler;
 
@@ -40,17 +39,9 @@ fn message(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Sip
         .chat
         .accept(req, account, user, &to, cx.config.chat, cx.now)?;
     tracing::info!(id = accepted.message.id, from = %user.extension, to = %to, group = accepted.message.group, "chat message stored");
-    let recipients: Vec<String> = accepted
-        .ops
-        .iter()
-        .filter_map(|op| match op {
-            StoreOp::PutPending { aor, .. } => Some(aor.clone()),
-            _ => None,
-        })
-        .collect();
     let super::handler::Services { chat, registrar, .. } = &mut *cx.services;
-    for aor in recipients {
-        chat.deliver(&aor, account, registrar, &cx.config.sip.user_agent);
+    for aor in &accepted.recipients {
+        chat.deliver(aor, account, registrar, &cx.config.sip.user_agent);
     }
     Ok(Outcome::PersistThenRespond {
         ops: accepted.ops,

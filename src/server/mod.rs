@@ -86,12 +86,12 @@ where
     let backend: Arc<dyn StoreBackend> = JournaledStore::open(&config.data_dir, config.store_cache_bytes)?;
     let store = StoreHandle::new(backend.clone());
     let mut registrar = Registrar::new();
-    let purge = registrar.restore(backend.load_bindings()?, crate::unix_now());
+    let purge = registrar.restore(crate::registrar::stored::load(backend.as_ref())?, crate::unix_now());
     if !purge.is_empty() {
         let _ = store.write(&purge);
     }
     let mut chat = crate::chat::ChatService::new(config.listen.clone());
-    let chat_state = backend.chat_state()?;
+    let chat_state = crate::chat::stored::state(backend.as_ref())?;
     let waiting = chat_state.pending.len();
     chat.restore(chat_state.last_id, chat_state.pending, chat_state.muted);
     tracing::info!(bindings = registrar.binding_count(), chat_waiting = waiting, data_dir = %config.data_dir.display(), "store opened");

@@ -30,11 +30,8 @@
 //! it are dropped with a warning.
 //! Replaying twice is harmless: every op sets or deletes a key.
 
-use super::rows::{self, Row};
-use super::{ChatState, RedbStore, StoreBackend, StoreError, StoreOp};
-use crate::cdr::CallRecord;
-use crate::chat::ChatMessage;
-use crate::registrar::Binding;
+use super::rows::{self, Key, StoreOp, Table, Value};
+use super::{RedbStore, Scan, StoreBackend, StoreError};
 use memmap2::MmapMut;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -143,7 +140,7 @@ fn create_journal(dir: &Path, seq: u64) -> Result<File, StoreError> {
 }
 
 /// The row changes of journal files, in order, warning about a torn tail.
-fn read_journals(files: &[(u64, PathBuf)]) -> Result<Vec<Row>, StoreError> {
+fn read_journals(files: &[(u64, PathBuf)]) -> Result<Vec<StoreOp>, StoreError> {
     let mut ops = Vec::new();
     for (_, path) in files {
         let bytes = std::fs::read(path).map_err(io(path))?;
@@ -267,10 +264,9 @@ impl Drop for JournaledStore {
 }
 
 fn encode_frame(ops: &[StoreOp]) -> Result<Vec<u8>, StoreError> {
-    let rows = ops.iter().map(Row::of).collect::<Result<Vec<_>, _>>()?;
     let mut frame = Vec::with_capacity(512);
     frame.resize(HEADER, 0);
-    rows::encode(&rows, &mut frame);
+    rows::encode(ops, &mut frame);
     let len = (frame.len() - HEADER) as u32;
     let crc = crc32fast::hash(&frame[HEADER..]);
     frame[..4].copy_from_slice(&len.to_le_bytes());
@@ -288,7 +284,7 @@ fn is_zeros(bytes: &[u8]) -> bool {
 
 /// The row changes of every whole, intact frame, and the length of those
 /// frames; they end at the first frame that is not one (zeros included).
-fn decode_frames(bytes: &[u8]) -> (Vec<Row>, usize) {
+fn decode_frames(bytes: &[u8]) -> (Vec<StoreOp>, usize) {
     let mut ops = Vec::new();
     let mut at = 0;
     while bytes.len() - at >= HEADER {
@@ -311,13 +307,12 @@ fn decode_frames(bytes: &[u8]) -> (Vec<Row>, usize) {
     (ops, at)
 }
 
-fn decode_payload(payload: &[u8]) -> Option<Vec<Row>> {
+fn decode_payload(payload: &[u8]) -> Option<Vec<StoreOp>> {
     if payload.first() == Some(&rows::ROWS_V1) {
         return rows::decode(payload);
     }
     // A frame from before the binary form: the JSON list of ops.
-    let ops = serde_json::from_slice::<Vec<StoreOp>>(payload).ok()?;
-    ops.iter().map(|op| Row::of(op).ok()).collect()
+    super::legacy::rows_of_json(payload)
 }
 
 impl StoreBackend for JournaledStore {
@@ -340,39 +335,14 @@ impl StoreBackend for JournaledStore {
         Ok(())
     }
 
-    fn load_bindings(&self) -> Result<Vec<(String, Vec<Binding>)>, StoreError> {
+    fn scan(&self, table: Table, scan: Scan, visit: &mut dyn FnMut(&Key, &Value) -> bool) -> Result<(), StoreError> {
         self.catch_up()?;
-        self.db.load_bindings()
+        self.db.scan(table, scan, visit)
     }
 
-    fn call_records(&self, user: Option<&str>, limit: usize) -> Result<Vec<CallRecord>, StoreError> {
+    fn get(&self, table: Table, key: &Key) -> Result<Option<Value>, StoreError> {
         self.catch_up()?;
-        self.db.call_records(user, limit)
-    }
-
-    fn chat_state(&self) -> Result<ChatState, StoreError> {
-        self.catch_up()?;
-        self.db.chat_state()
-    }
-
-    fn chat_history(
-        &self,
-        conversation: &str,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<ChatMessage>, StoreError> {
-        self.catch_up()?;
-        self.db.chat_history(conversation, before, limit)
-    }
-
-    fn chat_messages(&self, account: &str) -> Result<Vec<ChatMessage>, StoreError> {
-        self.catch_up()?;
-        self.db.chat_messages(account)
-    }
-
-    fn read_marks(&self, aor: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        self.catch_up()?;
-        self.db.read_marks(aor)
+        self.db.get(table, key)
     }
 }
 
@@ -381,14 +351,22 @@ mod tests {
     use super::*;
 
     fn put(aor: &str, contact: &str) -> StoreOp {
-        StoreOp::PutBindings {
-            aor: aor.into(),
-            bindings: vec![crate::store::sample_binding(contact)].into(),
-        }
+        StoreOp::put_json(Table::Location, Key::text(aor), &[contact]).unwrap()
+    }
+
+    fn delete(aor: &str) -> StoreOp {
+        StoreOp::delete(Table::Location, Key::text(aor))
     }
 
     fn aors(s: &JournaledStore) -> Vec<String> {
-        s.load_bindings().unwrap().into_iter().map(|(a, _)| a).collect()
+        crate::store::all_rows(s, Table::Location)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| match k {
+                Key::Text(t) => t,
+                Key::Id(n) => n.to_string(),
+            })
+            .collect()
     }
 
     fn journal_names(dir: &Path) -> Vec<String> {
@@ -405,7 +383,7 @@ mod tests {
         let s = JournaledStore::open(dir.path(), 1 << 20).unwrap();
         s.commit(&[put("1001@a", "sip:1@h"), put("1002@a", "sip:2@h")]).unwrap();
         assert_eq!(aors(&s), ["1001@a", "1002@a"]);
-        s.commit(&[StoreOp::DeleteBindings { aor: "1002@a".into() }]).unwrap();
+        s.commit(&[delete("1002@a")]).unwrap();
         assert_eq!(aors(&s), ["1001@a"]);
         assert!(std::fs::metadata(journal_path(dir.path(), 0)).unwrap().len() > 0);
         s.fold().unwrap();
@@ -422,9 +400,10 @@ mod tests {
         let s = JournaledStore::open(dir.path(), 1 << 20).unwrap();
         // Held, the fold thread cannot move the journal away meanwhile.
         let _no_fold = lock(&s.db_writes);
-        let n = 6000; // about 1.6 MB of frames: the file grows past CHUNK
+        let n = 6000; // about 2 MB of frames: the file grows past CHUNK
+        let contact = format!("sip:{}@h", "1".repeat(300));
         for i in 0..n {
-            s.commit(&[put(&format!("{i}@a"), "sip:1@h")]).unwrap();
+            s.commit(&[put(&format!("{i}@a"), &contact)]).unwrap();
         }
         let path = journal_path(dir.path(), 0);
         assert!(std::fs::metadata(&path).unwrap().len() >= 2 * CHUNK as u64);
@@ -432,7 +411,7 @@ mod tests {
         // frames then zeros, read without the store's help.
         let rows = read_journals(&journal_files(dir.path()).unwrap()).unwrap();
         assert_eq!(rows.len(), n);
-        assert_eq!(rows[n - 1], Row::of(&put(&format!("{}@a", n - 1), "sip:1@h")).unwrap());
+        assert_eq!(rows[n - 1], put(&format!("{}@a", n - 1), &contact));
         let bytes = std::fs::read(&path).unwrap();
         let end = lock(&s.tail).len;
         assert_eq!(decode_frames(&bytes).1, end);
@@ -457,11 +436,7 @@ mod tests {
         .unwrap();
         std::fs::write(
             journal_path(dir.path(), 8),
-            encode_frame(&[
-                StoreOp::DeleteBindings { aor: "1001@a".into() },
-                put("1002@a", "sip:2@h"),
-            ])
-            .unwrap(),
+            encode_frame(&[delete("1001@a"), put("1002@a", "sip:2@h")]).unwrap(),
         )
         .unwrap();
         let s = JournaledStore::open(dir.path(), 1 << 20).unwrap();
@@ -473,26 +448,28 @@ mod tests {
     fn journals_written_as_json_by_an_older_version_are_still_replayed() {
         let dir = tempfile::tempdir().unwrap();
         drop(JournaledStore::open(dir.path(), 1 << 20).unwrap());
-        let json_frame = |ops: &[StoreOp]| {
-            let payload = serde_json::to_vec(ops).unwrap();
+        let json_frame = |payload: &[u8]| {
             let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
-            frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-            frame.extend_from_slice(&payload);
+            frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+            frame.extend_from_slice(payload);
             frame
         };
         // An old frame, then a new one in the same file (an upgrade
         // between a crash and the restart cannot mix them, but reading
         // frame by frame must not care).
         let bytes = [
-            json_frame(&[put("1001@a", "sip:1@h"), put("1002@a", "sip:2@h")]),
-            encode_frame(&[StoreOp::DeleteBindings { aor: "1001@a".into() }]).unwrap(),
+            json_frame(
+                br#"[{"PutBindings":{"aor":"1001@a","bindings":["sip:1@h"]}},
+                     {"PutBindings":{"aor":"1002@a","bindings":["sip:2@h"]}}]"#,
+            ),
+            encode_frame(&[delete("1001@a")]).unwrap(),
         ]
         .concat();
         std::fs::write(journal_path(dir.path(), 3), bytes).unwrap();
         let s = JournaledStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(aors(&s), ["1002@a"]);
-        let (_, stored) = s.load_bindings().unwrap().remove(0);
-        assert_eq!(stored, vec![crate::store::sample_binding("sip:2@h")]);
+        let stored = s.get(Table::Location, &Key::text("1002@a")).unwrap().unwrap();
+        assert_eq!(stored.json::<Vec<String>>().unwrap(), ["sip:2@h"]);
     }
 
     #[test]
@@ -503,7 +480,7 @@ mod tests {
         let (ops, good) = decode_frames(&bytes);
         assert_eq!((ops.len(), good), (2, bytes.len()));
         bytes.truncate(a.len() + b.len() - 3);
-        let first = Row::of(&put("1001@a", "sip:1@h")).unwrap();
+        let first = put("1001@a", "sip:1@h");
         assert_eq!(decode_frames(&bytes), (vec![first], a.len()));
         let mut flipped = [a.clone(), b].concat();
         let last = flipped.len() - 2;

@@ -1,21 +1,22 @@
-//! Storage: a narrow interface ([`StoreBackend`]) with typed operations,
-//! the embedded redb implementation, and the journal in front of it that
-//! makes a commit one `write(2)` (see [`journal`]).
+//! Storage: a narrow interface ([`StoreBackend`]) over generic tables of
+//! rows (a key and encoded bytes, written in atomic commits of
+//! [`StoreOp`]s, read by scans), the embedded redb implementation, and the
+//! journal in front of it that makes a commit a copy into mapped memory
+//! (see [`journal`]). The store names no domain type: each domain module
+//! encodes and reads its own rows.
 //!
 //! A caller answers its client only after its write is in the journal
 //! (see [`journal`]), so acknowledged data survives `kill -9`, and a power
 //! cut loses at most the last [`journal::FOLD_INTERVAL`].
 
 mod journal;
+mod legacy;
 mod redb_store;
 mod rows;
 
 pub use journal::JournaledStore;
 pub use redb_store::RedbStore;
-
-use crate::cdr::CallRecord;
-use crate::chat::ChatMessage;
-use crate::registrar::Binding;
+pub use rows::{Key, StoreOp, Table, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -23,89 +24,40 @@ pub enum StoreError {
     Backend(String),
 }
 
-/// One change to persistent state.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum StoreOp {
-    /// Replace all bindings of an address-of-record.
-    PutBindings {
-        aor: String,
-        /// Shared with the registrar's in-memory list.
-        bindings: std::sync::Arc<[Binding]>,
-    },
-    DeleteBindings {
-        aor: String,
-    },
-    /// A finished call's record.
-    PutCallRecord(CallRecord),
-    PutChatMessage(ChatMessage),
-    /// A message waiting for one recipient's device.
-    PutPending {
-        aor: String,
-        id: u64,
-    },
-    DeletePending {
-        aor: String,
-        id: u64,
-    },
-    /// The last message `aor` has read in `conversation`.
-    PutReadMark {
-        aor: String,
-        conversation: String,
-        id: u64,
-    },
-    PutMuted {
-        aor: String,
-        muted: bool,
-    },
+/// Where a scan starts and which way it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scan {
+    /// Every row in key order.
+    Forward,
+    /// From this key (inclusive) on, in key order.
+    From(Key),
+    /// Every row, highest key first.
+    Backward,
+    /// From the highest key below this one (exclusive) down.
+    Below(Key),
 }
 
-/// Chat state needed at start-up.
-#[derive(Debug, Default)]
-pub struct ChatState {
-    pub last_id: u64,
-    pub pending: Vec<(String, ChatMessage)>,
-    pub muted: Vec<String>,
-}
-
-/// What a storage engine must provide. redb is the embedded default; a
-/// shared store for multi-node setups implements the same trait.
+/// What a storage engine must provide: generic tables of rows, written in
+/// atomic commits and read by scans. redb is the embedded default; a
+/// shared store for multi-node setups implements the same trait. What the
+/// rows mean is the business of the module that writes them.
 pub trait StoreBackend: Send + Sync + 'static {
     /// Applies all ops atomically; once it returns they survive the
     /// daemon's death (`kill -9`).
     fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError>;
-    /// Every stored registration, by address-of-record.
-    fn load_bindings(&self) -> Result<Vec<(String, Vec<Binding>)>, StoreError>;
-    /// The newest `limit` call records involving `user` (all if None), oldest first.
-    fn call_records(&self, user: Option<&str>, limit: usize) -> Result<Vec<CallRecord>, StoreError>;
-    fn chat_state(&self) -> Result<ChatState, StoreError>;
-    /// Messages visible to `viewer` (extension@domain) in `conversation`
-    /// (store-wide id), newest `limit` before `before` (exclusive), oldest first.
-    fn chat_history(
-        &self,
-        conversation: &str,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<ChatMessage>, StoreError>;
-    /// All messages of an account, oldest first (for unread counts).
-    fn chat_messages(&self, account: &str) -> Result<Vec<ChatMessage>, StoreError>;
-    /// Read marks of `aor`: conversation → last read id.
-    fn read_marks(&self, aor: &str) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Visits rows of `table` as `scan` says until `visit` returns false.
+    fn scan(&self, table: Table, scan: Scan, visit: &mut dyn FnMut(&Key, &Value) -> bool) -> Result<(), StoreError>;
+    fn get(&self, table: Table, key: &Key) -> Result<Option<Value>, StoreError>;
 }
 
-/// A binding for the store's tests.
-#[cfg(test)]
-fn sample_binding(contact: &str) -> Binding {
-    Binding {
-        contact: contact.into(),
-        expires_at: 2_000_000_000,
-        call_id: "c".into(),
-        cseq: 1,
-        q: None,
-        source: "127.0.0.1:5070".into(),
-        transport: "UDP".into(),
-        user_agent: Some("test".into()),
-        registered_at: 1_900_000_000,
-    }
+/// Every row of `table`, in key order.
+pub fn all_rows(backend: &dyn StoreBackend, table: Table) -> Result<Vec<(Key, Value)>, StoreError> {
+    let mut out = Vec::new();
+    backend.scan(table, Scan::Forward, &mut |k, v| {
+        out.push((k.clone(), v.clone()));
+        true
+    })?;
+    Ok(out)
 }
 
 /// The core's handle on the store. Commits run inline: with the journal a

@@ -1,25 +1,18 @@
 //! The embedded store on redb (ACID, crash-safe; DESIGN.md says why not sled).
 
-use super::rows::{Key, Row, Table, Value};
-use super::{ChatState, StoreBackend, StoreError, StoreOp};
-use crate::cdr::CallRecord;
-use crate::chat::ChatMessage;
-use crate::registrar::Binding;
+use super::rows::{Key, StoreOp, Table, Value};
+use super::{Scan, StoreBackend, StoreError};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
 use std::path::Path;
 
-/// Registrations: key = address-of-record, value = JSON list of bindings.
+// The redb tables behind each `Table`, with the key and value shapes the
+// module that owns its rows writes (see `registrar`, `cdr` and `chat`).
 const LOCATION: TableDefinition<&str, &[u8]> = TableDefinition::new("location");
-/// Call records: key = end time + call id (see `CallRecord::key`), value = JSON.
 const CDR: TableDefinition<&str, &[u8]> = TableDefinition::new("cdr");
-/// Chat messages: key = message id, value = JSON.
 const CHAT: TableDefinition<u64, &[u8]> = TableDefinition::new("chat");
-/// Offline queue: key = "aor\nid" (id zero-padded), value = message id.
 const PENDING: TableDefinition<&str, u64> = TableDefinition::new("chat_pending");
-/// Read marks: key = "aor\nconversation", value = last read id.
 const READ: TableDefinition<&str, u64> = TableDefinition::new("chat_read");
-/// Muted users: key = aor.
 const MUTED: TableDefinition<&str, u8> = TableDefinition::new("chat_muted");
 
 pub struct RedbStore {
@@ -52,16 +45,11 @@ impl RedbStore {
         Ok(RedbStore { db })
     }
 
-    /// Applies `ops` in one transaction. A commit that is not `durable` is
-    /// visible to readers at once but reaches the disk only with the next
-    /// durable one (redb `Durability::None`).
-    pub fn apply(&self, ops: &[StoreOp], durable: bool) -> Result<(), StoreError> {
-        let rows = ops.iter().map(Row::of).collect::<Result<Vec<_>, _>>()?;
-        self.apply_rows(&rows, durable)
-    }
-
-    /// Applies row changes (values already encoded) in one transaction.
-    pub fn apply_rows(&self, rows: &[Row], durable: bool) -> Result<(), StoreError> {
+    /// Applies row changes (values already encoded) in one transaction. A
+    /// commit that is not `durable` is visible to readers at once but
+    /// reaches the disk only with the next durable one (redb
+    /// `Durability::None`).
+    pub fn apply_rows(&self, rows: &[StoreOp], durable: bool) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(backend)?;
         if !durable {
             txn.set_durability(Durability::None);
@@ -112,126 +100,100 @@ impl RedbStore {
     }
 }
 
+/// Visits a text-keyed table.
+fn scan_text<V: redb::Value + 'static>(
+    table: &impl ReadableTable<&'static str, V>,
+    scan: &Scan,
+    value: impl Fn(V::SelfType<'_>) -> Value,
+    visit: &mut dyn FnMut(&Key, &Value) -> bool,
+) -> Result<(), StoreError> {
+    let text = |k: &Key| match k {
+        Key::Text(t) => Ok(t.clone()),
+        Key::Id(_) => Err(StoreError::Backend("a number key for a text-keyed table".into())),
+    };
+    let range = match scan {
+        Scan::Forward | Scan::Backward => table.range::<&str>(..),
+        Scan::From(k) => table.range(text(k)?.as_str()..),
+        Scan::Below(k) => table.range(..text(k)?.as_str()),
+    }
+    .map_err(backend)?;
+    let mut each = |row: Result<(redb::AccessGuard<'_, &str>, redb::AccessGuard<'_, V>), redb::StorageError>| {
+        let (k, v) = row.map_err(backend)?;
+        Ok::<bool, StoreError>(visit(&Key::Text(k.value().to_string()), &value(v.value())))
+    };
+    if matches!(scan, Scan::Backward | Scan::Below(_)) {
+        for row in range.rev() {
+            if !each(row)? {
+                break;
+            }
+        }
+    } else {
+        for row in range {
+            if !each(row)? {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl StoreBackend for RedbStore {
     fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        self.apply(ops, true)
+        self.apply_rows(ops, true)
     }
 
-    fn load_bindings(&self) -> Result<Vec<(String, Vec<Binding>)>, StoreError> {
+    fn scan(&self, table: Table, scan: Scan, visit: &mut dyn FnMut(&Key, &Value) -> bool) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;
-        let table = txn.open_table(LOCATION).map_err(backend)?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(backend)? {
-            let (k, v) = row.map_err(backend)?;
-            match serde_json::from_slice::<Vec<Binding>>(v.value()) {
-                Ok(b) => out.push((k.value().to_string(), b)),
-                Err(e) => {
-                    tracing::warn!(aor = k.value(), error = %e, "skipping unreadable stored binding")
+        let bytes = |v: &[u8]| Value::Bytes(v.to_vec());
+        let number = |n: u64| Value::Number(n);
+        match table {
+            Table::Location => scan_text(&txn.open_table(LOCATION).map_err(backend)?, &scan, bytes, visit),
+            Table::Cdr => scan_text(&txn.open_table(CDR).map_err(backend)?, &scan, bytes, visit),
+            Table::Pending => scan_text(&txn.open_table(PENDING).map_err(backend)?, &scan, number, visit),
+            Table::Read => scan_text(&txn.open_table(READ).map_err(backend)?, &scan, number, visit),
+            Table::Muted => scan_text(
+                &txn.open_table(MUTED).map_err(backend)?,
+                &scan,
+                |n: u8| Value::Number(u64::from(n)),
+                visit,
+            ),
+            Table::Chat => {
+                let chat = txn.open_table(CHAT).map_err(backend)?;
+                let id = |k: &Key| match k {
+                    Key::Id(n) => Ok(*n),
+                    Key::Text(_) => Err(StoreError::Backend("a text key for the chat table".into())),
+                };
+                let range = match &scan {
+                    Scan::Forward | Scan::Backward => chat.range::<u64>(..),
+                    Scan::From(k) => chat.range(id(k)?..),
+                    Scan::Below(k) => chat.range(..id(k)?),
                 }
+                .map_err(backend)?;
+                let rows: Box<dyn Iterator<Item = _>> = if matches!(scan, Scan::Backward | Scan::Below(_)) {
+                    Box::new(range.rev())
+                } else {
+                    Box::new(range)
+                };
+                for row in rows {
+                    let (k, v) = row.map_err(backend)?;
+                    if !visit(&Key::Id(k.value()), &Value::Bytes(v.value().to_vec())) {
+                        break;
+                    }
+                }
+                Ok(())
             }
         }
-        Ok(out)
     }
 
-    fn call_records(&self, user: Option<&str>, limit: usize) -> Result<Vec<CallRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let table = txn.open_table(CDR).map_err(backend)?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(backend)?.rev() {
-            let (_, v) = row.map_err(backend)?;
-            let Ok(r) = serde_json::from_slice::<CallRecord>(v.value()) else {
-                continue;
-            };
-            if user.is_none_or(|u| r.involves(u)) {
-                out.push(r);
-                if out.len() >= limit {
-                    break;
-                }
+    fn get(&self, table: Table, key: &Key) -> Result<Option<Value>, StoreError> {
+        let mut found = None;
+        self.scan(table, Scan::From(key.clone()), &mut |k, v| {
+            if k == key {
+                found = Some(v.clone());
             }
-        }
-        out.reverse();
-        Ok(out)
-    }
-
-    fn chat_state(&self) -> Result<ChatState, StoreError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let chat = txn.open_table(CHAT).map_err(backend)?;
-        let last_id = chat.last().map_err(backend)?.map_or(0, |(k, _)| k.value());
-        let mut state = ChatState {
-            last_id,
-            ..Default::default()
-        };
-        let pending = txn.open_table(PENDING).map_err(backend)?;
-        for row in pending.iter().map_err(backend)? {
-            let (k, id) = row.map_err(backend)?;
-            let aor = k.value().split('\n').next().unwrap_or("").to_string();
-            if let Some(v) = chat.get(id.value()).map_err(backend)? {
-                if let Ok(m) = serde_json::from_slice::<ChatMessage>(v.value()) {
-                    state.pending.push((aor, m));
-                }
-            }
-        }
-        let muted = txn.open_table(MUTED).map_err(backend)?;
-        for row in muted.iter().map_err(backend)? {
-            state.muted.push(row.map_err(backend)?.0.value().to_string());
-        }
-        Ok(state)
-    }
-
-    fn chat_history(
-        &self,
-        conversation: &str,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<ChatMessage>, StoreError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let chat = txn.open_table(CHAT).map_err(backend)?;
-        let mut out = Vec::new();
-        let upper = before.unwrap_or(u64::MAX);
-        for row in chat.range(..upper).map_err(backend)?.rev() {
-            let (_, v) = row.map_err(backend)?;
-            let Ok(m) = serde_json::from_slice::<ChatMessage>(v.value()) else {
-                continue;
-            };
-            if m.conversation() == conversation {
-                out.push(m);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        out.reverse();
-        Ok(out)
-    }
-
-    fn chat_messages(&self, account: &str) -> Result<Vec<ChatMessage>, StoreError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let chat = txn.open_table(CHAT).map_err(backend)?;
-        let mut out = Vec::new();
-        for row in chat.iter().map_err(backend)? {
-            let (_, v) = row.map_err(backend)?;
-            if let Ok(m) = serde_json::from_slice::<ChatMessage>(v.value()) {
-                if m.account == account {
-                    out.push(m);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn read_marks(&self, aor: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let read = txn.open_table(READ).map_err(backend)?;
-        let prefix = format!("{aor}\n");
-        let mut out = Vec::new();
-        for row in read.range(prefix.as_str()..).map_err(backend)? {
-            let (k, v) = row.map_err(backend)?;
-            let Some(conv) = k.value().strip_prefix(&prefix) else {
-                break;
-            };
-            out.push((conv.to_string(), v.value()));
-        }
-        Ok(out)
+            false
+        })?;
+        Ok(found)
     }
 }
 
@@ -239,28 +201,43 @@ impl StoreBackend for RedbStore {
 mod tests {
     use super::*;
 
-    use crate::store::sample_binding as binding;
+    fn put(aor: &str) -> StoreOp {
+        StoreOp::put_json(Table::Location, Key::text(aor), &[aor]).unwrap()
+    }
+
+    fn keys(s: &RedbStore, table: Table, scan: Scan) -> Vec<Key> {
+        let mut out = Vec::new();
+        s.scan(table, scan, &mut |k, _| {
+            out.push(k.clone());
+            true
+        })
+        .unwrap();
+        out
+    }
 
     #[test]
-    fn bindings_survive_reopen() {
+    fn rows_survive_reopen_and_scan_both_ways() {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = RedbStore::open(dir.path(), 1 << 20).unwrap();
+            s.commit(&[put("1001@a"), put("1002@a"), put("1003@a")]).unwrap();
+            s.commit(&[StoreOp::delete(Table::Location, Key::text("1002@a"))])
+                .unwrap();
             s.commit(&[
-                StoreOp::PutBindings {
-                    aor: "1001@a".into(),
-                    bindings: vec![binding("sip:1001@h:1")].into(),
-                },
-                StoreOp::PutBindings {
-                    aor: "1002@a".into(),
-                    bindings: vec![binding("sip:1002@h:2")].into(),
-                },
+                StoreOp::put_json(Table::Chat, Key::Id(1), "one").unwrap(),
+                StoreOp::put_json(Table::Chat, Key::Id(2), "two").unwrap(),
             ])
             .unwrap();
-            s.commit(&[StoreOp::DeleteBindings { aor: "1002@a".into() }]).unwrap();
         }
         let s = RedbStore::open(dir.path(), 1 << 20).unwrap();
-        let all = s.load_bindings().unwrap();
-        assert_eq!(all, vec![("1001@a".to_string(), vec![binding("sip:1001@h:1")])]);
+        let t = |k: &str| Key::text(k);
+        assert_eq!(keys(&s, Table::Location, Scan::Forward), [t("1001@a"), t("1003@a")]);
+        assert_eq!(keys(&s, Table::Location, Scan::Backward), [t("1003@a"), t("1001@a")]);
+        assert_eq!(keys(&s, Table::Location, Scan::From(t("1002"))), [t("1003@a")]);
+        assert_eq!(keys(&s, Table::Location, Scan::Below(t("1003@a"))), [t("1001@a")]);
+        assert_eq!(keys(&s, Table::Chat, Scan::Below(Key::Id(2))), [Key::Id(1)]);
+        let v = s.get(Table::Chat, &Key::Id(2)).unwrap().unwrap();
+        assert_eq!(v.json::<String>().as_deref(), Some("two"));
+        assert_eq!(s.get(Table::Location, &t("1002@a")).unwrap(), None);
     }
 }

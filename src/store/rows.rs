@@ -1,5 +1,5 @@
-//! Store ops as row changes whose values are already encoded as redb
-//! keeps them, and their compact binary form in journal frames.
+//! Store ops: row changes whose values are already encoded as redb keeps
+//! them, and their compact binary form in journal frames.
 //!
 //! The journal used to hold the ops as JSON: the fold thread parsed every
 //! binding back into structs only to serialize it again for redb, which
@@ -10,7 +10,7 @@
 //! byte), the key (tag 0 + u32 LE length + UTF-8, or tag 1 + u64 LE), the
 //! value (tag 0 none = delete, 1 + u32 LE length + bytes, 2 + u64 LE).
 
-use super::{StoreError, StoreOp};
+use super::StoreError;
 
 /// First byte of a binary frame; a JSON frame (older journals) starts with `[`.
 pub const ROWS_V1: u8 = 1;
@@ -46,9 +46,11 @@ pub enum Value {
     Number(u64),
 }
 
-/// One row set (`value` Some) or deleted (None).
+/// One change to persistent state: a row set (`value` Some) or deleted
+/// (None). Domain modules build their rows (and encode their values)
+/// themselves; the store knows tables, keys and bytes, not what they mean.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
+pub struct StoreOp {
     pub table: Table,
     pub key: Key,
     pub value: Option<Value>,
@@ -60,39 +62,58 @@ fn json<T: serde::Serialize + ?Sized>(v: &T) -> Result<Option<Value>, StoreError
         .map_err(|e| StoreError::Backend(e.to_string()))
 }
 
-/// Key of the offline queue: "aor\nid", the id zero-padded to sort.
-pub fn pending_key(aor: &str, id: u64) -> String {
-    format!("{aor}\n{id:020}")
+impl StoreOp {
+    /// Sets `key` to `value` encoded as JSON.
+    pub fn put_json<T: serde::Serialize + ?Sized>(table: Table, key: Key, value: &T) -> Result<StoreOp, StoreError> {
+        Ok(StoreOp {
+            table,
+            key,
+            value: json(value)?,
+        })
+    }
+
+    pub fn put_number(table: Table, key: Key, n: u64) -> StoreOp {
+        StoreOp {
+            table,
+            key,
+            value: Some(Value::Number(n)),
+        }
+    }
+
+    pub fn delete(table: Table, key: Key) -> StoreOp {
+        StoreOp {
+            table,
+            key,
+            value: None,
+        }
+    }
 }
 
-impl Row {
-    /// The row change `op` makes.
-    pub fn of(op: &StoreOp) -> Result<Row, StoreError> {
-        let text = |s: &str| Key::Text(s.to_string());
-        let (table, key, value) = match op {
-            StoreOp::PutBindings { aor, bindings } => (Table::Location, text(aor), json(bindings)?),
-            StoreOp::DeleteBindings { aor } => (Table::Location, text(aor), None),
-            StoreOp::PutCallRecord(r) => (Table::Cdr, Key::Text(r.key()), json(r)?),
-            StoreOp::PutChatMessage(m) => (Table::Chat, Key::Id(m.id), json(m)?),
-            StoreOp::PutPending { aor, id } => (
-                Table::Pending,
-                Key::Text(pending_key(aor, *id)),
-                Some(Value::Number(*id)),
-            ),
-            StoreOp::DeletePending { aor, id } => (Table::Pending, Key::Text(pending_key(aor, *id)), None),
-            StoreOp::PutReadMark { aor, conversation, id } => (
-                Table::Read,
-                Key::Text(format!("{aor}\n{conversation}")),
-                Some(Value::Number(*id)),
-            ),
-            StoreOp::PutMuted { aor, muted } => (Table::Muted, text(aor), muted.then_some(Value::Number(1))),
-        };
-        Ok(Row { table, key, value })
+impl Key {
+    pub fn text(s: impl Into<String>) -> Key {
+        Key::Text(s.into())
+    }
+}
+
+impl Value {
+    /// A JSON value read back (None if it is a number or not `T`).
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        match self {
+            Value::Bytes(b) => serde_json::from_slice(b).ok(),
+            Value::Number(_) => None,
+        }
+    }
+
+    pub fn number(&self) -> Option<u64> {
+        match self {
+            Value::Number(n) => Some(*n),
+            Value::Bytes(_) => None,
+        }
     }
 }
 
 /// Appends the binary form of `rows` (version byte first) to `out`.
-pub fn encode(rows: &[Row], out: &mut Vec<u8>) {
+pub fn encode(rows: &[StoreOp], out: &mut Vec<u8>) {
     out.push(ROWS_V1);
     for row in rows {
         let table = TABLES
@@ -128,7 +149,7 @@ pub fn encode(rows: &[Row], out: &mut Vec<u8>) {
 
 /// Reads rows back from [`encode`]'s form; None if it is not that form
 /// or is cut short.
-pub fn decode(bytes: &[u8]) -> Option<Vec<Row>> {
+pub fn decode(bytes: &[u8]) -> Option<Vec<StoreOp>> {
     let (&version, mut rest) = bytes.split_first()?;
     if version != ROWS_V1 {
         return None;
@@ -147,7 +168,7 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<Row>> {
             2 => Some(Value::Number(u64::from_le_bytes(take(&mut rest, 8)?.try_into().ok()?))),
             _ => return None,
         };
-        rows.push(Row { table, key, value });
+        rows.push(StoreOp { table, key, value });
     }
     Some(rows)
 }
@@ -172,35 +193,16 @@ mod tests {
 
     #[test]
     fn every_op_survives_the_binary_form() {
-        let ops = [
-            StoreOp::PutBindings {
-                aor: "1001@a".into(),
-                bindings: vec![crate::store::sample_binding("sip:1@h")].into(),
-            },
-            StoreOp::DeleteBindings { aor: "1002@a".into() },
-            StoreOp::PutPending {
-                aor: "1001@a".into(),
-                id: 7,
-            },
-            StoreOp::DeletePending {
-                aor: "1001@a".into(),
-                id: 7,
-            },
-            StoreOp::PutReadMark {
-                aor: "1001@a".into(),
-                conversation: "1002@a".into(),
-                id: 9,
-            },
-            StoreOp::PutMuted {
-                aor: "1003@a".into(),
-                muted: true,
-            },
-            StoreOp::PutMuted {
-                aor: "1003@a".into(),
-                muted: false,
-            },
+        let rows = [
+            StoreOp::put_json(Table::Location, Key::text("1001@a"), &["sip:1@h"]).unwrap(),
+            StoreOp::delete(Table::Location, Key::text("1002@a")),
+            StoreOp::put_json(Table::Chat, Key::Id(7), &"hello").unwrap(),
+            StoreOp::put_number(Table::Pending, Key::text("1001@a\n7"), 7),
+            StoreOp::delete(Table::Pending, Key::text("1001@a\n7")),
+            StoreOp::put_number(Table::Read, Key::text("1001@a\n1002@a"), 9),
+            StoreOp::put_number(Table::Muted, Key::text("1003@a"), 1),
+            StoreOp::delete(Table::Muted, Key::text("1003@a")),
         ];
-        let rows: Vec<Row> = ops.iter().map(|o| Row::of(o).unwrap()).collect();
         let mut bytes = Vec::new();
         encode(&rows, &mut bytes);
         assert_eq!(decode(&bytes).unwrap(), rows);

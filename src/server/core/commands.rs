@@ -4,91 +4,41 @@
 
 use super::{heap_in_use_kib, rss_kib, Command, Core, RegistrationView, StatusView};
 use crate::call::CallRef;
+use crate::chat::queries::ChatQuery;
 use crate::clock::Now;
 use crate::dialplan::{Action, Reply};
-use crate::store::StoreOp;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 impl Core {
-    /// `chat history USER PEER [LIMIT [BEFORE_ID]]`, `chat unread USER`,
-    /// `chat read USER PEER`, `chat mute USER on|off`. USER is an extension
-    /// of the default account or `ext@domain`.
-    fn on_chat_command(&mut self, args: Vec<String>, reply: oneshot::Sender<Result<serde_json::Value, String>>) {
-        let usage = "usage: chat history USER PEER [LIMIT [BEFORE]] | chat unread USER | chat read USER PEER | chat mute USER on|off";
-        let (Some(verb), Some(who)) = (args.first(), args.get(1)) else {
-            let _ = reply.send(Err(usage.into()));
+    /// `ctl chat …`: a mute changes the chat engine (and is stored); the
+    /// other queries read the store off this task.
+    fn on_chat_query(&mut self, query: ChatQuery, reply: oneshot::Sender<Result<serde_json::Value, String>>) {
+        if let ChatQuery::Mute { on, .. } = query {
+            let r = query.resolve(&self.config.accounts).and_then(|(account, user)| {
+                let aor = format!("{}@{}", user.extension, account.domain);
+                self.store
+                    .write(&[crate::chat::stored::muted(&aor, on)])
+                    .map_err(|_| "could not store the mute".to_string())?;
+                self.services.chat.set_muted(&aor, on);
+                Ok(serde_json::json!({ "muted": on }))
+            });
+            let _ = reply.send(r);
             return;
-        };
-        let (ext, account) = match who.split_once('@') {
-            Some((e, d)) => (e.to_string(), self.config.accounts.iter().find(|a| a.domain == d)),
-            None => (who.clone(), self.config.accounts.iter().find(|a| a.is_default)),
-        };
-        let Some(account) = account.cloned() else {
-            let _ = reply.send(Err("no such account".into()));
-            return;
-        };
-        let Some(user) = account.user(&ext).cloned() else {
-            let _ = reply.send(Err(format!("no user {ext} in {}", account.domain)));
-            return;
-        };
-        let aor = format!("{ext}@{}", account.domain);
-        let backend = self.store.backend().clone();
-        match (verb.as_str(), args.get(2)) {
-            ("mute", Some(onoff)) => {
-                let muted = onoff == "on";
-                self.services.chat.set_muted(&aor, muted);
-                let _ = self.store.write(&[StoreOp::PutMuted { aor, muted }]);
-                let _ = reply.send(Ok(serde_json::json!({ "muted": muted })));
-            }
-            ("history", Some(peer)) | ("read", Some(peer)) => {
-                let Some(conv) = crate::chat::queries::conversation_for(&account, &user, peer) else {
-                    let _ = reply.send(Err(format!("{ext} may not read the conversation with {peer}")));
-                    return;
-                };
-                let limit = args.get(3).and_then(|l| l.parse().ok()).unwrap_or(50);
-                let before = args.get(4).and_then(|b| b.parse().ok());
-                let store = self.store.clone();
-                let mark = verb == "read";
-                tokio::task::spawn_blocking(move || {
-                    let r = backend
-                        .chat_history(&conv, if mark { None } else { before }, if mark { 1 } else { limit })
-                        .map_err(|e| e.to_string());
-                    let r = match (r, mark) {
-                        (Ok(list), true) => {
-                            let id = list.last().map_or(0, |m| m.id);
-                            let mark = StoreOp::PutReadMark {
-                                aor,
-                                conversation: conv,
-                                id,
-                            };
-                            match store.write(&[mark]) {
-                                Ok(()) => Ok(serde_json::json!({ "read_up_to": id })),
-                                Err(_) => Err("could not store the read mark".to_string()),
-                            }
-                        }
-                        (Ok(list), false) => serde_json::to_value(list).map_err(|e| e.to_string()),
-                        (Err(e), _) => Err(e),
-                    };
-                    let _ = reply.send(r);
-                });
-            }
-            ("unread", None) => {
-                tokio::task::spawn_blocking(move || {
-                    let r = backend.chat_messages(&account.domain).and_then(|msgs| {
-                        let marks = backend.read_marks(&aor)?;
-                        Ok(crate::chat::queries::unread(&account, &user, &msgs, &marks))
-                    });
-                    let _ = reply.send(
-                        r.map_err(|e| e.to_string())
-                            .and_then(|u| serde_json::to_value(u).map_err(|e| e.to_string())),
-                    );
-                });
-            }
-            _ => {
-                let _ = reply.send(Err(usage.into()));
-            }
         }
+        let (config, store) = (self.config.clone(), self.store.clone());
+        tokio::task::spawn_blocking(move || {
+            let r = crate::chat::queries::answer(&query, &config.accounts, store.backend().as_ref()).and_then(
+                |(value, write)| match write {
+                    Some(op) => store
+                        .write(&[op])
+                        .map(|()| value)
+                        .map_err(|_| "could not store the read mark".to_string()),
+                    None => Ok(value),
+                },
+            );
+            let _ = reply.send(r);
+        });
     }
 
     pub(super) fn on_command(&mut self, cmd: Command) {
@@ -162,12 +112,12 @@ impl Core {
             Command::Calls(reply) => {
                 let _ = reply.send(self.services.calls.views(Now::read()));
             }
-            Command::Chat { args, reply } => self.on_chat_command(args, reply),
+            Command::Chat { query, reply } => self.on_chat_query(query, reply),
             Command::CallRecords { user, limit, reply } => {
                 // Reads do not wait for the writer; redb serves them from a snapshot.
                 let backend = self.store.backend().clone();
                 tokio::task::spawn_blocking(move || {
-                    let r = backend.call_records(user.as_deref(), limit).map_err(|e| e.to_string());
+                    let r = crate::cdr::read(backend.as_ref(), user.as_deref(), limit).map_err(|e| e.to_string());
                     let _ = reply.send(r);
                 });
             }

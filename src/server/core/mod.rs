@@ -17,7 +17,7 @@ use crate::sip::transaction::{Peer, TransactionLayer, TxEvent, TxKey};
 use crate::sip::transport::{Inbound, TransportHandle};
 use crate::sip::validate::validate_request;
 use crate::sip::{HeaderName, SipMessage};
-use crate::store::{StoreHandle, StoreOp};
+use crate::store::StoreHandle;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -280,7 +280,7 @@ impl Core {
             CallOutput::WriteRecord { record, then } => {
                 // The record is kept before the answers; a failed write is
                 // logged and the call still ends.
-                let _ = self.store.write(&[StoreOp::PutCallRecord(record)]);
+                let _ = self.store.write(&[crate::cdr::record_op(&record)]);
                 for (key, resp) in then {
                     self.respond(&key, resp, now);
                 }
