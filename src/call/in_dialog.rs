@@ -34,7 +34,7 @@ impl CallEngine {
                 self.out.push_back(Output::Respond { key, resp: ok });
                 Ok(())
             }
-            _ => Err(SipError::new(405).header(HeaderName::Allow, super::DIALOG_ALLOW)),
+            _ => Err(SipError::new(405).header(HeaderName::Allow, crate::sip::method::ALLOWED_IN_CALL)),
         }
     }
 

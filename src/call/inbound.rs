@@ -173,7 +173,7 @@ impl CallEngine {
         }
         let mut resp = self.response_on_leg(leg, 200, None);
         resp.push_header(HeaderName::ContentType, "application/sdp");
-        resp.push_header(HeaderName::Allow, super::DIALOG_ALLOW);
+        resp.push_header(HeaderName::Allow, crate::sip::method::ALLOWED_IN_CALL);
         resp.body = sdp_body.into();
         let leg = self.legs.get_mut(&id).expect("exists");
         let uas = leg.uas.as_mut().expect("checked");

@@ -386,6 +386,3 @@ fn cseq_num(m: &SipMessage) -> u32 {
         .and_then(crate::sip::addr::CSeq::parse)
         .map_or(1, |c| c.seq)
 }
-
-/// Allow header of our dialogs.
-const DIALOG_ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";

@@ -4,7 +4,7 @@
 //! call they belong to, or get 481.
 
 use super::handler::{
-    addressed_account, authenticate, outcome, AuthStop, Challenger, Outcome, RequestContext, RequestHandler,
+    addressed_account, authenticate, outcome, Challenger, Outcome, RequestContext, RequestHandler, Stop,
 };
 use crate::sip::response::{random_token, response_to};
 use crate::sip::{HeaderName, Method, SipError, SipMessage};
@@ -18,36 +18,33 @@ impl RequestHandler for CallHandler {
             Method::Invite if !req.has_to_tag() => new_call(req, cx),
             Method::Cancel => {
                 let invite = cx.cancelled_invite.clone()?;
-                cx.services.calls.on_cancel(&invite, cx.now);
+                cx.engines.calls.on_cancel(&invite, cx.now);
                 Ok(Outcome::Respond(response_to(req, 200, None, &random_token())))
             }
             Method::Invite | Method::Bye | Method::Update | Method::Info | Method::Notify => cx
-                .services
+                .engines
                 .calls
                 .on_in_dialog(cx.key.clone(), req.clone(), cx.now)
-                .map(|()| Outcome::Deferred),
+                .map(|()| Outcome::Deferred)
+                .map_err(Stop::from),
             _ => return None,
         };
         Some(outcome(req, result))
     }
 }
 
-fn new_call(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, SipError> {
+fn new_call(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Stop> {
     // Max-Forwards and loops (§16.3, §8.2.2.2): a B2BUA that dials itself
     // sees one of its own callee Call-IDs come back.
     if req.header(&HeaderName::MaxForwards).is_some_and(|m| m.trim() == "0") {
-        return Err(SipError::new(483));
+        return Err(SipError::new(483).into());
     }
-    if req.call_id().is_some_and(|c| cx.services.calls.knows_call_id(c)) {
-        return Err(SipError::new(482));
+    if req.call_id().is_some_and(|c| cx.engines.calls.knows_call_id(c)) {
+        return Err(SipError::new(482).into());
     }
     let (_ruri, account) = addressed_account(req, cx.config)?;
-    let user = match authenticate(req, cx, account, Challenger::Proxy) {
-        Ok(u) => u,
-        Err(AuthStop::Reply(e)) => return Err(e),
-        Err(AuthStop::Silence) => return Ok(Outcome::Drop),
-    };
-    cx.services
+    let user = authenticate(req, cx, account, Challenger::Proxy)?;
+    cx.engines
         .calls
         .start_call(cx.key.clone(), req.clone(), cx.from, account, user, cx.now)?;
     Ok(Outcome::Deferred)

@@ -3,7 +3,7 @@
 //! the recipients' registered devices (or queued until they register).
 
 use super::handler::{
-    addressed_account, authenticate, outcome, AuthStop, Challenger, Outcome, RequestContext, RequestHandler,
+    addressed_account, authenticate, outcome, Challenger, Outcome, RequestContext, RequestHandler, Stop,
 };
 use crate::sip::response::{random_token, response_to};
 use crate::sip::{Method, SipError, SipMessage};
@@ -23,23 +23,19 @@ impl RequestHandler for ChatHandler {
     }
 }
 
-fn message(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, SipError> {
+fn message(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Stop> {
     let (ruri, account) = addressed_account(req, cx.config)?;
     let to = ruri
         .user_unescaped()
         .map(|u| u.into_owned())
         .ok_or_else(|| SipError::new(404))?;
-    let user = match authenticate(req, cx, account, Challenger::Proxy) {
-        Ok(u) => u,
-        Err(AuthStop::Reply(e)) => return Err(e),
-        Err(AuthStop::Silence) => return Ok(Outcome::Drop),
-    };
+    let user = authenticate(req, cx, account, Challenger::Proxy)?;
     let accepted = cx
-        .services
+        .engines
         .chat
         .accept(req, account, user, &to, cx.config.chat, cx.now)?;
     tracing::info!(id = accepted.message.id, from = %user.extension, to = %to, group = accepted.message.group, "chat message stored");
-    let super::handler::Services { chat, registrar, .. } = &mut *cx.services;
+    let super::handler::Engines { chat, registrar, .. } = &mut *cx.engines;
     for aor in &accepted.recipients {
         chat.deliver(aor, account, registrar, &cx.config.sip.user_agent);
     }

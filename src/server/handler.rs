@@ -14,8 +14,8 @@ use crate::sip::{HeaderName, SipError};
 use crate::store::StoreOp;
 use std::time::Instant;
 
-/// State shared by handlers, owned by the core task.
-pub struct Services {
+/// The sans-IO engines the handlers drive, owned by the core task.
+pub struct Engines {
     pub auth: Authenticator,
     pub registrar: Registrar,
     pub calls: CallEngine,
@@ -23,7 +23,7 @@ pub struct Services {
     pub presence: crate::presence::PresenceService,
 }
 
-impl Services {
+impl Engines {
     /// Registration and call state of `ext@domain`, for presence.
     pub fn user_state(&self, aor: &str) -> crate::presence::UserState {
         let (ext, domain) = aor.split_once('@').unwrap_or((aor, ""));
@@ -43,7 +43,7 @@ impl Services {
 /// Everything a handler may look at or change for one request.
 pub struct RequestContext<'a> {
     pub config: &'a Config,
-    pub services: &'a mut Services,
+    pub engines: &'a mut Engines,
     pub from: Peer,
     pub now: crate::clock::Now,
     /// The server transaction of this request.
@@ -73,9 +73,6 @@ pub trait RequestHandler: Send {
     fn handle(&mut self, req: &SipMessage, cx: &mut RequestContext<'_>) -> Option<Outcome>;
 }
 
-/// Methods the daemon implements today, for Allow headers.
-pub const ALLOWED_METHODS: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO, MESSAGE, SUBSCRIBE";
-
 /// The Request-URI and the account it addresses: 416 for a URI that is not
 /// SIP, 404 for a domain no account serves.
 pub fn addressed_account<'r, 'c>(
@@ -89,10 +86,15 @@ pub fn addressed_account<'r, 'c>(
     Ok((ruri, account))
 }
 
-/// A handler's result as an outcome: errors become their SIP response.
-pub fn outcome(req: &SipMessage, result: Result<Outcome, SipError>) -> Outcome {
-    // Challenges among these go out statelessly: same request, same tag.
-    result.unwrap_or_else(|e| Outcome::Respond(e.into_response(req, || stateless_tag(req))))
+/// A handler's result as an outcome: errors become their SIP response, a
+/// banned source gets nothing.
+pub fn outcome(req: &SipMessage, result: Result<Outcome, Stop>) -> Outcome {
+    match result {
+        Ok(o) => o,
+        // Challenges among these go out statelessly: same request, same tag.
+        Err(Stop::Reply(e)) => Outcome::Respond(e.into_response(req, || stateless_tag(req))),
+        Err(Stop::Silence) => Outcome::Drop,
+    }
 }
 
 /// Who challenges: the registrar answers 401 with WWW-Authenticate
@@ -104,26 +106,34 @@ pub enum Challenger {
     Proxy,
 }
 
-/// Why authentication did not produce a user.
-pub enum AuthStop {
-    /// Answer with this error (challenge, 403, 503).
+/// Why a handler stopped short of its work.
+#[derive(Debug)]
+pub enum Stop {
+    /// Answer with this error (a challenge, 403, 503, any SIP error).
     Reply(SipError),
     /// Say nothing: the source is banned.
     Silence,
 }
 
-/// Authenticates `req` against `account`'s users.
+impl From<SipError> for Stop {
+    fn from(e: SipError) -> Stop {
+        Stop::Reply(e)
+    }
+}
+
+/// The one authentication step: the user `req` proves to be among
+/// `account`'s users, or why not (handlers pass a `Stop` on with `?`).
 pub fn authenticate<'a>(
     req: &SipMessage,
     cx: &mut RequestContext<'_>,
     account: &'a Account,
     who: Challenger,
-) -> Result<&'a User, AuthStop> {
+) -> Result<&'a User, Stop> {
     let (credentials, challenge, status) = match who {
         Challenger::Registrar => (HeaderName::Authorization, HeaderName::WwwAuthenticate, 401),
         Challenger::Proxy => (HeaderName::ProxyAuthorization, HeaderName::ProxyAuthenticate, 407),
     };
-    let verdict = cx.services.auth.verify(
+    let verdict = cx.engines.auth.verify(
         req,
         &credentials,
         account,
@@ -138,18 +148,18 @@ pub fn authenticate<'a>(
             let fingerprint = request_fingerprint(req);
             let mut e = SipError::new(status).tagged(fingerprint_tag(fingerprint));
             for ch in cx
-                .services
+                .engines
                 .auth
                 .challenges(&account.domain, stale, cx.now.unix_s(), fingerprint)
             {
                 e = e.header(challenge.clone(), ch);
             }
-            Err(AuthStop::Reply(e))
+            Err(Stop::Reply(e))
         }
-        AuthVerdict::Rejected => Err(AuthStop::Reply(SipError::new(403))),
-        AuthVerdict::Throttled => Err(AuthStop::Reply(
+        AuthVerdict::Rejected => Err(Stop::Reply(SipError::new(403))),
+        AuthVerdict::Throttled => Err(Stop::Reply(
             SipError::with_reason(503, "Too many failed attempts").header(HeaderName::Other("Retry-After".into()), "1"),
         )),
-        AuthVerdict::Banned => Err(AuthStop::Silence),
+        AuthVerdict::Banned => Err(Stop::Silence),
     }
 }

@@ -2,7 +2,8 @@
 //! implemented: 481 for an unmatched CANCEL (§9.2), 405 for known methods,
 //! 501 for unknown ones, both with Allow (§8.2.1).
 
-use super::handler::{Outcome, RequestContext, RequestHandler, ALLOWED_METHODS};
+use super::handler::{Outcome, RequestContext, RequestHandler};
+use crate::sip::method::ALLOWED as ALLOWED_METHODS;
 use crate::sip::response::{random_token, response_to};
 use crate::sip::{HeaderName, Method, SipError, SipMessage};
 

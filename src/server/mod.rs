@@ -10,7 +10,7 @@ mod presence_handler;
 mod register_handler;
 
 pub use self::core::{Command, RegistrationView, StatusView};
-pub use handler::{Outcome, RequestContext, RequestHandler, Services, ALLOWED_METHODS};
+pub use handler::{Engines, Outcome, RequestContext, RequestHandler};
 
 use crate::auth::{Authenticator, GuardPolicy};
 use crate::config::{Config, ConfigErrors};
@@ -96,7 +96,7 @@ where
     chat.restore(chat_state.last_id, chat_state.pending, chat_state.muted);
     tracing::info!(bindings = registrar.binding_count(), chat_waiting = waiting, data_dir = %config.data_dir.display(), "store opened");
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-    let services = Services {
+    let engines = Engines {
         auth: Authenticator::new(
             config.security.nonce_lifetime_s,
             config.security.digest_algorithms.clone(),
@@ -119,7 +119,7 @@ where
         path: config.control_socket.display().to_string(),
         source,
     })?;
-    let core = self::core::Core::new(config.clone(), services, handlers(), transports, store, cmd_tx.clone());
+    let core = self::core::Core::new(config.clone(), engines, handlers(), transports, store, cmd_tx.clone());
     let core_task = tokio::spawn(core.run(in_rx, cmd_rx));
     tracing::info!(listen = ?config.listen, control = %config.control_socket.display(), "switchboard ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

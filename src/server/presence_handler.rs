@@ -3,7 +3,7 @@
 //! unknown users; refreshes and removals inside the subscription dialog.
 
 use super::handler::{
-    addressed_account, authenticate, outcome, AuthStop, Challenger, Outcome, RequestContext, RequestHandler,
+    addressed_account, authenticate, outcome, Challenger, Outcome, RequestContext, RequestHandler, Stop,
 };
 use crate::presence::Package;
 use crate::sip::{HeaderName, Method, SipError, SipMessage};
@@ -19,7 +19,7 @@ impl RequestHandler for PresenceHandler {
     }
 }
 
-fn subscribe(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, SipError> {
+fn subscribe(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Stop> {
     let package = req
         .header(&HeaderName::Event)
         .and_then(Package::parse)
@@ -29,25 +29,21 @@ fn subscribe(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, S
     let target = ruri.user_unescaped().map(|u| u.into_owned()).unwrap_or_default();
     let aor = format!("{target}@{}", account.domain);
     if in_dialog {
-        let state = cx.services.user_state(&aor);
-        return Ok(Outcome::Respond(cx.services.presence.refresh(
+        let state = cx.engines.user_state(&aor);
+        return Ok(Outcome::Respond(cx.engines.presence.refresh(
             req,
             state,
             cx.now.mono,
         )?));
     }
     // Authenticate first so that unknown users cannot be probed.
-    match authenticate(req, cx, account, Challenger::Proxy) {
-        Ok(_) => {}
-        Err(AuthStop::Reply(e)) => return Err(e),
-        Err(AuthStop::Silence) => return Ok(Outcome::Drop),
-    }
+    authenticate(req, cx, account, Challenger::Proxy)?;
     if account.user(&target).is_none() {
-        return Err(SipError::new(404));
+        return Err(SipError::new(404).into());
     }
-    let state = cx.services.user_state(&aor);
+    let state = cx.engines.user_state(&aor);
     let resp = cx
-        .services
+        .engines
         .presence
         .subscribe(req, cx.from, package, &aor, state, cx.now.mono)?;
     tracing::info!(watched = %aor, package = ?package, "subscription created");

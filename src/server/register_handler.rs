@@ -3,7 +3,7 @@
 //! applies the registrar and answers with the bindings (§10.3 step 8).
 
 use super::handler::{
-    addressed_account, authenticate, outcome, AuthStop, Challenger, Outcome, RequestContext, RequestHandler,
+    addressed_account, authenticate, outcome, Challenger, Outcome, RequestContext, RequestHandler, Stop,
 };
 use crate::registrar::contact_headers;
 use crate::sip::addr::NameAddr;
@@ -21,13 +21,9 @@ impl RequestHandler for RegisterHandler {
     }
 }
 
-fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, SipError> {
+fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Stop> {
     let (_ruri, account) = addressed_account(req, cx.config)?;
-    let user = match authenticate(req, cx, account, Challenger::Registrar) {
-        Ok(u) => u,
-        Err(AuthStop::Reply(e)) => return Err(e),
-        Err(AuthStop::Silence) => return Ok(Outcome::Drop),
-    };
+    let user = authenticate(req, cx, account, Challenger::Registrar)?;
     // Read after the challenge: half of all REGISTERs are answered with
     // one, and need no To user (validation already found To well formed).
     let to = req.header(&HeaderName::To).unwrap_or("");
@@ -36,17 +32,17 @@ fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Si
         .and_then(|a| a.uri().ok().and_then(|u| u.user_unescaped().map(|u| u.into_owned())))
         .ok_or_else(|| SipError::with_reason(400, "Bad To"))?;
     if user.extension != to_user {
-        return Err(SipError::with_reason(403, "Not allowed to register this address"));
+        return Err(SipError::with_reason(403, "Not allowed to register this address").into());
     }
     let aor = format!("{}@{}", user.extension, account.domain);
     let outcome = cx
-        .services
+        .engines
         .registrar
         .register(req, &aor, cx.from, &cx.config.registrar, cx.now.unix_s())?;
     tracing::info!(aor = %aor, contacts = outcome.current.len(), source = %cx.from.addr, "registered");
     // A device came online: push the chat messages waiting for this user.
     if !outcome.current.is_empty() {
-        let super::handler::Services { chat, registrar, .. } = &mut *cx.services;
+        let super::handler::Engines { chat, registrar, .. } = &mut *cx.engines;
         chat.deliver(&aor, account, registrar, &cx.config.sip.user_agent);
     }
     let mut resp = crate::sip::response::response_to(req, 200, None, &random_token());

@@ -231,7 +231,7 @@ impl CalleeInvite<'_> {
                 h.value = ByteString::from(self.max_forwards.to_string());
             }
         }
-        req.push_header(HeaderName::Allow, "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO");
+        req.push_header(HeaderName::Allow, crate::sip::method::ALLOWED_IN_CALL);
         req.push_header(HeaderName::UserAgent, self.user_agent.to_string());
         (req, dialog)
     }

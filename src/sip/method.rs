@@ -69,3 +69,12 @@ impl std::fmt::Display for Method {
         f.write_str(self.as_str())
     }
 }
+
+/// Methods the daemon serves, for Allow headers of responses outside a
+/// dialog (OPTIONS, 405, 501). The one list: handlers for each are in
+/// `server`'s chain.
+pub const ALLOWED: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO, MESSAGE, SUBSCRIBE";
+
+/// The subset served inside a call's dialog (Allow of our INVITEs and 2xx,
+/// RFC 3261 §20.5).
+pub const ALLOWED_IN_CALL: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";

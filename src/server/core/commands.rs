@@ -20,7 +20,7 @@ impl Core {
                 self.store
                     .write(&[crate::chat::stored::muted(&aor, on)])
                     .map_err(|_| "could not store the mute".to_string())?;
-                self.services.chat.set_muted(&aor, on);
+                self.engines.chat.set_muted(&aor, on);
                 Ok(serde_json::json!({ "muted": on }))
             });
             let _ = reply.send(r);
@@ -46,7 +46,7 @@ impl Core {
             Command::Registrations(reply) => {
                 let now = crate::unix_now();
                 let mut list: Vec<RegistrationView> = self
-                    .services
+                    .engines
                     .registrar
                     .all()
                     .flat_map(|(aor, bs)| {
@@ -66,19 +66,19 @@ impl Core {
             Command::Status(reply) => {
                 let now = Instant::now();
                 let _ = reply.send(StatusView {
-                    bindings: self.services.registrar.binding_count(),
+                    bindings: self.engines.registrar.binding_count(),
                     transactions: self.txl.len(),
-                    calls: self.services.calls.len(),
-                    relay_ports_in_use: self.services.calls.relay_ports_in_use(),
+                    calls: self.engines.calls.len(),
+                    relay_ports_in_use: self.engines.calls.relay_ports_in_use(),
                     rss_kib: rss_kib(),
                     heap_in_use_kib: heap_in_use_kib(),
                     dialplans_running: self.dialplans_running.load(std::sync::atomic::Ordering::Relaxed),
                     tables: {
-                        let (legs, client_tx, timers, bridges) = self.services.calls.table_sizes();
-                        vec![legs, client_tx, timers, bridges, self.services.auth.nonces_tracked()]
+                        let (legs, client_tx, timers, bridges) = self.engines.calls.table_sizes();
+                        vec![legs, client_tx, timers, bridges, self.engines.auth.nonces_tracked()]
                     },
                     banned: self
-                        .services
+                        .engines
                         .auth
                         .guard()
                         .banned(now)
@@ -89,12 +89,12 @@ impl Core {
             }
             Command::Reload(config) => {
                 self.txl.set_timers(config.sip.timers);
-                self.services.auth.reconfigure(
+                self.engines.auth.reconfigure(
                     config.security.nonce_lifetime_s,
                     config.security.digest_algorithms.clone(),
                     crate::server::guard_policy(&config),
                 );
-                self.services.calls.reconfigure(crate::server::call_config(&config));
+                self.engines.calls.reconfigure(crate::server::call_config(&config));
                 self.dialplans.invalidate();
                 self.config = config;
                 tracing::info!("configuration reloaded; registrations and calls kept");
@@ -105,12 +105,12 @@ impl Core {
             Command::Dialplan { call, action, reply } => self.on_dialplan_action(call, action, reply),
             Command::DialplanDone { call, result } => {
                 self.dialplan_replies.remove(&call);
-                self.services.calls.script_done(call, result, Now::read());
+                self.engines.calls.script_done(call, result, Now::read());
             }
             Command::InjectPanic => panic!("fault injection: panic in the core task"),
-            Command::PlaybackDone(endpoint) => self.services.calls.playback_done(endpoint),
+            Command::PlaybackDone(endpoint) => self.engines.calls.playback_done(endpoint),
             Command::Calls(reply) => {
-                let _ = reply.send(self.services.calls.views(Now::read()));
+                let _ = reply.send(self.engines.calls.views(Now::read()));
             }
             Command::Chat { query, reply } => self.on_chat_query(query, reply),
             Command::CallRecords { user, limit, reply } => {
@@ -128,7 +128,7 @@ impl Core {
         let now = Now::read();
         // The engine answers every action once, as an output.
         self.dialplan_replies.insert(call, reply);
-        let calls = &mut self.services.calls;
+        let calls = &mut self.engines.calls;
         match action {
             Action::Dial {
                 targets,
@@ -149,7 +149,7 @@ impl Core {
                     timeout: timeout_s.map(Duration::from_secs),
                     external,
                     account,
-                    registrar: &self.services.registrar,
+                    registrar: &self.engines.registrar,
                 };
                 calls.dial(call, req, now);
             }
@@ -173,7 +173,7 @@ impl Core {
         let plan = match self.dialplans.get(&path) {
             Ok(p) => p,
             Err(e) => {
-                self.services.calls.script_done(call, Err(e), Now::read());
+                self.engines.calls.script_done(call, Err(e), Now::read());
                 return;
             }
         };

@@ -1,11 +1,11 @@
 //! The core task: owns the transaction layer, the handler chain and the
-//! shared services; fed by the transports, its own timers and commands
+//! shared engines; fed by the transports, its own timers and commands
 //! (control socket, dialplans, reload). No lock is held on
 //! the signalling path: everything here is owned by this one task.
 
 mod commands;
 
-use super::handler::{Outcome, RequestContext, RequestHandler, Services};
+use super::handler::{Engines, Outcome, RequestContext, RequestHandler};
 use crate::call::{CallRef, Output as CallOutput};
 use crate::clock::Now;
 use crate::config::Config;
@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 pub struct Core {
     config: Arc<Config>,
     txl: TransactionLayer,
-    services: Services,
+    engines: Engines,
     handlers: Vec<Box<dyn RequestHandler>>,
     transports: TransportHandle,
     store: StoreHandle,
@@ -43,7 +43,7 @@ pub struct Core {
 impl Core {
     pub fn new(
         config: Arc<Config>,
-        services: Services,
+        engines: Engines,
         handlers: Vec<Box<dyn RequestHandler>>,
         transports: TransportHandle,
         store: StoreHandle,
@@ -52,7 +52,7 @@ impl Core {
         Core {
             txl: TransactionLayer::new(config.sip.timers),
             config,
-            services,
+            engines,
             handlers,
             transports,
             store,
@@ -68,7 +68,7 @@ impl Core {
     pub async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, mut commands: mpsc::Receiver<Command>) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         loop {
-            let deadline = match (self.txl.poll_timeout(), self.services.calls.poll_timeout()) {
+            let deadline = match (self.txl.poll_timeout(), self.engines.calls.poll_timeout()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -91,7 +91,7 @@ impl Core {
                 _ = sleep_until(deadline) => {
                     let now = Now::read();
                     self.txl.handle_timeout(now.mono);
-                    self.services.calls.handle_timeout(now);
+                    self.engines.calls.handle_timeout(now);
                 }
                 _ = housekeeping.tick() => self.housekeeping(),
             }
@@ -102,7 +102,7 @@ impl Core {
     fn on_inbound(&mut self, inb: Inbound) {
         let now = Instant::now();
         if inb.msg.is_request() {
-            if self.services.auth.is_banned(inb.from.addr.ip(), now) {
+            if self.engines.auth.is_banned(inb.from.addr.ip(), now) {
                 return;
             }
             if let Err(e) = self.txl.handle_request(inb.msg, inb.from, now) {
@@ -121,21 +121,21 @@ impl Core {
                 progressed = true;
                 self.on_event(ev);
             }
-            while let Some(output) = self.services.calls.poll_output() {
+            while let Some(output) = self.engines.calls.poll_output() {
                 progressed = true;
                 self.on_call_output(output);
             }
-            while let Some(event) = self.services.registrar.poll_event() {
+            while let Some(event) = self.engines.registrar.poll_event() {
                 progressed = true;
                 self.on_domain_event(event);
             }
-            while let Some((req, to)) = self.services.presence.poll_notify() {
+            while let Some((req, to)) = self.engines.presence.poll_notify() {
                 progressed = true;
                 if let Err(e) = self.txl.send_request(req, to, Instant::now()) {
                     tracing::warn!(error = %e, "NOTIFY not sent");
                 }
             }
-            while let Some(d) = self.services.chat.poll_delivery() {
+            while let Some(d) = self.engines.chat.poll_delivery() {
                 progressed = true;
                 match self.txl.send_request(d.req, d.to, Instant::now()) {
                     Ok(key) => {
@@ -163,27 +163,27 @@ impl Core {
                 if let Some((aor, id)) = self.chat_tx.get(&key).cloned() {
                     self.on_chat_result(&aor, id, 408);
                 } else if !key.server {
-                    self.services.calls.on_tx_timeout(&key, now);
+                    self.engines.calls.on_tx_timeout(&key, now);
                 }
             }
             TxEvent::Response { key, response } => {
                 if let Some((aor, id)) = self.chat_tx.get(&key).cloned() {
                     self.on_chat_result(&aor, id, response.status().unwrap_or(500));
                 } else {
-                    self.services.calls.on_response(&key, response, now)
+                    self.engines.calls.on_response(&key, response, now)
                 }
             }
-            TxEvent::StrayAck { request, .. } => self.services.calls.on_ack(&request),
+            TxEvent::StrayAck { request, .. } => self.engines.calls.on_ack(&request),
             TxEvent::StrayResponse { response, .. } => {
                 tracing::debug!(
                     status = response.status().unwrap_or(0),
                     "response matches no transaction"
                 );
-                self.services.calls.on_stray_response(&response)
+                self.engines.calls.on_stray_response(&response)
             }
             TxEvent::Terminated { key } => {
                 if !key.server && self.chat_tx.remove(&key).is_none() {
-                    self.services.calls.on_tx_terminated(&key);
+                    self.engines.calls.on_tx_terminated(&key);
                 }
             }
         }
@@ -193,7 +193,7 @@ impl Core {
         if status < 200 {
             return;
         }
-        if let Some(op) = self.services.chat.on_delivery_result(aor, id, status) {
+        if let Some(op) = self.engines.chat.on_delivery_result(aor, id, status) {
             tracing::info!(id, to = aor, "chat message delivered");
             let _ = self.store.write(&[op]);
         }
@@ -214,7 +214,7 @@ impl Core {
         };
         let mut cx = RequestContext {
             config: &self.config,
-            services: &mut self.services,
+            engines: &mut self.engines,
             from,
             now: clock,
             key: &key,
@@ -306,21 +306,21 @@ impl Core {
     fn on_domain_event(&mut self, event: DomainEvent) {
         tracing::debug!(?event, "domain event");
         if let Some(aor) = event.user() {
-            self.services.presence_changed(&aor, Instant::now());
+            self.engines.presence_changed(&aor, Instant::now());
         }
     }
 
     fn housekeeping(&mut self) {
         let now_unix = crate::unix_now();
-        let ops = self.services.registrar.purge_expired(now_unix);
+        let ops = self.engines.registrar.purge_expired(now_unix);
         if !ops.is_empty() {
             tracing::debug!(count = ops.len(), "purging expired registrations");
             let _ = self.store.write(&ops);
         }
-        self.services.auth.purge(Instant::now(), now_unix);
+        self.engines.auth.purge(Instant::now(), now_unix);
         self.heap_trim.observe(self.txl.len());
-        self.services.calls.check_media(Now::read());
-        self.services.presence.expire(Instant::now());
+        self.engines.calls.check_media(Now::read());
+        self.engines.presence.expire(Instant::now());
     }
 }
 
