@@ -302,6 +302,10 @@ pub type PlaybackDone = Arc<dyn Fn(EndpointId) + Send + Sync>;
 pub struct Relay {
     pool: RelayPool,
     endpoints: HashMap<EndpointId, Endpoint>,
+    /// Links from → to, and who links to each endpoint, so a close undoes
+    /// the links to it without a walk over every endpoint.
+    links: HashMap<EndpointId, EndpointId>,
+    linked_by: HashMap<EndpointId, Vec<EndpointId>>,
     playback_done: PlaybackDone,
 }
 
@@ -310,7 +314,22 @@ impl Relay {
         Relay {
             pool,
             endpoints: HashMap::new(),
+            links: HashMap::new(),
+            linked_by: HashMap::new(),
             playback_done,
+        }
+    }
+}
+
+impl Relay {
+    /// Drops the bookkeeping of `from`'s link.
+    fn forget_link(&mut self, from: EndpointId) {
+        let Some(to) = self.links.remove(&from) else { return };
+        if let Some(list) = self.linked_by.get_mut(&to) {
+            list.retain(|f| *f != from);
+            if list.is_empty() {
+                self.linked_by.remove(&to);
+            }
         }
     }
 }
@@ -340,12 +359,16 @@ impl MediaControl for Relay {
             return;
         };
         f.shared.link.store(Some(t.link_to_me()));
+        self.forget_link(from);
+        self.links.insert(from, to);
+        self.linked_by.entry(to).or_default().push(from);
     }
 
     fn unlink(&mut self, from: EndpointId) {
         if let Some(f) = self.endpoints.get(&from) {
             f.shared.link.store(None);
         }
+        self.forget_link(from);
     }
 
     fn play(&mut self, id: EndpointId, file: &str, payload_type: u8) -> Result<(), String> {
@@ -368,19 +391,15 @@ impl MediaControl for Relay {
     }
 
     fn close(&mut self, id: EndpointId, now: Instant) {
-        if let Some(ep) = self.endpoints.remove(&id) {
-            // Whoever was linked to this endpoint now sends nowhere.
-            for other in self.endpoints.values() {
-                let points_here = other
-                    .shared
-                    .link
-                    .load()
-                    .as_deref()
-                    .is_some_and(|l| Arc::ptr_eq(&l.to, &ep.shared));
-                if points_here {
-                    other.shared.link.store(None);
-                }
+        self.unlink(id);
+        // Whoever was linked to this endpoint now sends nowhere.
+        for from in self.linked_by.remove(&id).unwrap_or_default() {
+            self.links.remove(&from);
+            if let Some(f) = self.endpoints.get(&from) {
+                f.shared.link.store(None);
             }
+        }
+        if let Some(ep) = self.endpoints.remove(&id) {
             self.pool.release(ep, now);
         }
     }
@@ -505,6 +524,10 @@ mod tests {
         // Closing c leaves a linked to nothing.
         r.close(c, now);
         assert!(r.endpoints[&a].shared.link.load().is_none());
+        assert!(r.links.is_empty() || r.links.keys().all(|f| *f != a && *f != c));
+        r.close(a, now);
+        r.close(b, now);
+        assert!(r.links.is_empty() && r.linked_by.is_empty(), "no bookkeeping left");
     }
 
     #[test]

@@ -178,6 +178,11 @@ impl PresenceService {
     }
 
     /// The watched user's state may have changed: NOTIFY where it did.
+    /// Whether anyone watches `target` (so its state is worth computing).
+    pub fn watches(&self, target: &str) -> bool {
+        self.subs.values().any(|s| s.target == target)
+    }
+
     pub fn update(&mut self, target: &str, state: UserState, now: Instant) {
         let ids: Vec<String> = self
             .subs

@@ -35,6 +35,9 @@ impl Engines {
 
     /// Sends NOTIFYs to the watchers of `aor` if its state changed.
     pub fn presence_changed(&mut self, aor: &str, now: Instant) {
+        if !self.presence.watches(aor) {
+            return;
+        }
         let state = self.user_state(aor);
         self.presence.update(aor, state, now);
     }
