@@ -3,7 +3,7 @@
 //! for busy-lamp fields) on the users of an account. A user's state follows
 //! their registrations (online/offline) and calls (ringing, on a call).
 
-use crate::sip::dialog::Dialog;
+use crate::sip::dialog::{Dialog, DialogId};
 use crate::sip::response::{random_token, response_to};
 use crate::sip::transaction::Peer;
 use crate::sip::{HeaderName, Method, SipError, SipMessage};
@@ -64,9 +64,13 @@ struct Subscription {
 pub const MIN_EXPIRES: u32 = 60;
 pub const MAX_EXPIRES: u32 = 3600;
 
+/// A subscription's dialog id (RFC 6665 §4.1.2.2 matches in-dialog
+/// SUBSCRIBEs by it): Call-ID, our tag and the watcher's tag.
+pub type SubscriptionId = DialogId;
+
 pub struct PresenceService {
-    subs: HashMap<String, Subscription>,
-    out: VecDeque<(SipMessage, Peer)>,
+    subs: HashMap<SubscriptionId, Subscription>,
+    out: VecDeque<(SubscriptionId, SipMessage, Peer)>,
     local: Vec<SocketAddr>,
 }
 
@@ -79,7 +83,9 @@ impl PresenceService {
         }
     }
 
-    pub fn poll_notify(&mut self) -> Option<(SipMessage, Peer)> {
+    /// The next NOTIFY to send, with the subscription it belongs to (its
+    /// failure ends the subscription: see [`PresenceService::notify_failed`]).
+    pub fn poll_notify(&mut self) -> Option<(SubscriptionId, SipMessage, Peer)> {
         self.out.pop_front()
     }
 
@@ -153,38 +159,66 @@ impl PresenceService {
             version: 0,
             last: None,
         };
-        self.subs.insert(call_id.clone(), sub);
-        self.notify(&call_id, state, now);
+        let id = sub.dialog.id();
+        self.subs.insert(id.clone(), sub);
+        self.notify(&id, state, now);
         if expires == 0 {
-            self.subs.remove(&call_id);
+            self.subs.remove(&id);
         }
         Ok(resp)
     }
 
+    /// The subscription an in-dialog SUBSCRIBE names, if it names one by
+    /// its full dialog id and comes from the watcher's address (a request
+    /// from elsewhere could end or redirect someone else's subscription).
+    pub fn subscription_of(&self, req: &SipMessage, from: Peer) -> Result<SubscriptionId, SipError> {
+        let id = DialogId::of_request(req).ok_or_else(|| SipError::new(481))?;
+        let sub = self.subs.get(&id).ok_or_else(|| SipError::new(481))?;
+        if sub.dialog.peer.addr.ip() != from.addr.ip() {
+            return Err(SipError::with_reason(403, "Not from the subscriber"));
+        }
+        Ok(id)
+    }
+
+    /// A NOTIFY of subscription `id` got `status` (408 for no answer at
+    /// all): a 481 or 408 means the watcher is gone, and the subscription
+    /// ends (RFC 6665 §4.2.2).
+    pub fn notify_failed(&mut self, id: &SubscriptionId, status: u16) {
+        if matches!(status, 408 | 481) && self.subs.remove(id).is_some() {
+            tracing::info!(call_id = %id.call_id, status, "subscription ended: the watcher is gone");
+        }
+    }
+
     /// A refresh or removal inside an existing subscription (§4.1.2.2).
-    pub fn refresh(&mut self, req: &SipMessage, state: UserState, now: Instant) -> Result<SipMessage, SipError> {
-        let call_id = req.call_id().unwrap_or("").to_string();
+    pub fn refresh(
+        &mut self,
+        req: &SipMessage,
+        from: Peer,
+        state: UserState,
+        now: Instant,
+    ) -> Result<SipMessage, SipError> {
+        let id = self.subscription_of(req, from)?;
         let expires = Self::granted_expires(req)?;
-        let sub = self.subs.get_mut(&call_id).ok_or_else(|| SipError::new(481))?;
+        let sub = self.subs.get_mut(&id).ok_or_else(|| SipError::new(481))?;
         sub.expires_at = now + Duration::from_secs(u64::from(expires));
         sub.last = None; // a refresh gets a NOTIFY even without change
         let mut resp = response_to(req, 200, None, "");
         resp.push_header(HeaderName::Expires, expires.to_string());
-        self.notify(&call_id, state, now);
+        self.notify(&id, state, now);
         if expires == 0 {
-            self.subs.remove(&call_id);
+            self.subs.remove(&id);
         }
         Ok(resp)
     }
 
-    /// The watched user's state may have changed: NOTIFY where it did.
     /// Whether anyone watches `target` (so its state is worth computing).
     pub fn watches(&self, target: &str) -> bool {
         self.subs.values().any(|s| s.target == target)
     }
 
+    /// The watched user's state may have changed: NOTIFY where it did.
     pub fn update(&mut self, target: &str, state: UserState, now: Instant) {
-        let ids: Vec<String> = self
+        let ids: Vec<SubscriptionId> = self
             .subs
             .iter()
             .filter(|(_, s)| s.target == target && s.last != Some(state))
@@ -197,7 +231,7 @@ impl PresenceService {
 
     /// Ends subscriptions past their expiry with a final NOTIFY (§4.4.1).
     pub fn expire(&mut self, now: Instant) {
-        let gone: Vec<String> = self
+        let gone: Vec<SubscriptionId> = self
             .subs
             .iter()
             .filter(|(_, s)| s.expires_at <= now)
@@ -211,7 +245,7 @@ impl PresenceService {
         }
     }
 
-    fn notify(&mut self, id: &str, state: UserState, now: Instant) {
+    fn notify(&mut self, id: &SubscriptionId, state: UserState, now: Instant) {
         let Some(sub) = self.subs.get_mut(id) else { return };
         let left = sub.expires_at.saturating_duration_since(now).as_secs();
         let subscription_state = if left == 0 {
@@ -231,7 +265,7 @@ impl PresenceService {
             .request(Method::Notify, Some((ctype, bytes::Bytes::from(body))));
         req.push_header(HeaderName::Event, sub.package.name());
         req.push_header(HeaderName::Other("Subscription-State".into()), subscription_state);
-        self.out.push_back((req, sub.dialog.peer));
+        self.out.push_back((id.clone(), req, sub.dialog.peer));
     }
 }
 
@@ -296,7 +330,7 @@ mod tests {
     };
 
     fn notifies(p: &mut PresenceService) -> Vec<SipMessage> {
-        std::iter::from_fn(|| p.poll_notify().map(|(m, _)| m)).collect()
+        std::iter::from_fn(|| p.poll_notify().map(|(_, m, _)| m)).collect()
     }
 
     #[test]
@@ -369,5 +403,71 @@ mod tests {
         assert_eq!(n[1].header(&HeaderName::Event), Some("dialog"));
         assert_eq!(Package::parse("Presence;id=1"), Some(Package::Presence));
         assert_eq!(Package::parse("message-summary"), None);
+    }
+
+    /// The watcher's in-dialog SUBSCRIBE: `to_tag` is the tag we gave it.
+    fn resubscribe(to_tag: &str, from_tag: &str, expires: u32) -> SipMessage {
+        let raw = format!(
+            "SUBSCRIBE sip:1002@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKr\r\nFrom: <sip:1001@pbx.test>;tag={from_tag}\r\n\
+             To: <sip:1002@pbx.test>;tag={to_tag}\r\nCall-ID: sub-1\r\nCSeq: 2 SUBSCRIBE\r\nEvent: presence\r\nExpires: {expires}\r\n\r\n"
+        );
+        SipMessage::parse_datagram(bytes::Bytes::from(raw)).unwrap()
+    }
+
+    fn subscribed(p: &mut PresenceService, now: Instant) -> String {
+        let ok = p
+            .subscribe(
+                &subscribe("presence", 600),
+                peer(),
+                Package::Presence,
+                "1002@pbx.test",
+                OFF,
+                now,
+            )
+            .unwrap();
+        notifies(p);
+        crate::sip::dialog::tag_of(ok.header(&HeaderName::To).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_subscription_is_refreshed_or_ended_only_by_its_own_dialog_and_watcher() {
+        let mut p = PresenceService::new(vec!["127.0.0.1:5060".parse().unwrap()]);
+        let now = Instant::now();
+        let tag = subscribed(&mut p, now);
+        let elsewhere = Peer {
+            transport: TransportKind::Udp,
+            addr: "192.0.2.66:6000".parse().unwrap(),
+        };
+        // The right Call-ID with a guessed tag, or the right dialog from
+        // another address: refused, the subscription kept.
+        let err = p.refresh(&resubscribe("guess", "w", 0), peer(), OFF, now).unwrap_err();
+        assert_eq!(err.status, 481);
+        let err = p.refresh(&resubscribe(&tag, "other", 0), peer(), OFF, now).unwrap_err();
+        assert_eq!(err.status, 481);
+        let err = p.refresh(&resubscribe(&tag, "w", 0), elsewhere, OFF, now).unwrap_err();
+        assert_eq!(err.status, 403);
+        assert_eq!(p.len(), 1);
+        assert!(notifies(&mut p).is_empty());
+        // The watcher itself ends it.
+        let ok = p.refresh(&resubscribe(&tag, "w", 0), peer(), OFF, now).unwrap();
+        assert_eq!(ok.status(), Some(200));
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_notify_answered_481_or_408_ends_the_subscription() {
+        let mut p = PresenceService::new(vec!["127.0.0.1:5060".parse().unwrap()]);
+        let now = Instant::now();
+        for status in [481, 408] {
+            subscribed(&mut p, now);
+            p.update("1002@pbx.test", ON, now);
+            let (id, _, _) = p.poll_notify().expect("a NOTIFY for the change");
+            p.notify_failed(&id, 500);
+            assert_eq!(p.len(), 1, "a server error is not the watcher gone");
+            p.notify_failed(&id, status);
+            assert!(p.is_empty(), "{status} ends it");
+            p.update("1002@pbx.test", OFF, now);
+            assert!(p.poll_notify().is_none(), "no NOTIFY to a dead watcher");
+        }
     }
 }

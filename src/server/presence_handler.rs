@@ -30,11 +30,8 @@ fn subscribe(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, S
     let aor = format!("{target}@{}", account.domain);
     if in_dialog {
         let state = cx.engines.user_state(&aor);
-        return Ok(Outcome::Respond(cx.engines.presence.refresh(
-            req,
-            state,
-            cx.now.mono,
-        )?));
+        let resp = cx.engines.presence.refresh(req, cx.from, state, cx.now.mono)?;
+        return Ok(Outcome::Respond(resp));
     }
     // Authenticate first so that unknown users cannot be probed.
     authenticate(req, cx, account, Challenger::Proxy)?;

@@ -155,3 +155,24 @@ fn presence_notifies_within_100_ms_of_a_call_state_change() {
         assert_eq!(caller.join().unwrap().code, 0);
     });
 }
+
+/// A watcher that answers a NOTIFY with 481 is gone: its subscription
+/// ends, and later changes send it nothing.
+#[test]
+fn a_notify_answered_481_ends_the_subscription() {
+    let d = Daemon::start("");
+    let mut watcher = RawClient::udp(d.addr());
+    let extra = format!("Event: presence\r\nExpires: 600\r\n{}", watcher.contact("1003"));
+    let ok = watcher.authenticated("SUBSCRIBE", "sip:1002@pbx.test", "1003", "demo1003", &extra);
+    assert_eq!(ok.unwrap().status(), Some(200));
+    let first = watcher.recv().expect("the first NOTIFY");
+    assert_eq!(first.method().map(|m| m.as_str()), Some("NOTIFY"));
+    watcher.send_raw(answer(&first, "481 Call/Transaction Does Not Exist").as_bytes());
+    d.wait_for_log("subscription ended: the watcher is gone");
+    // 1002 registers: a live subscription would NOTIFY now.
+    let mut phone = RawClient::udp(d.addr());
+    assert_eq!(phone.register("sip:pbx.test", "1002", "demo1002", 600).unwrap().status(), Some(200));
+    d.wait_for_log("registered");
+    watcher.set_timeout(Duration::from_millis(500));
+    assert!(watcher.recv().is_none(), "no NOTIFY after the 481");
+}

@@ -35,6 +35,8 @@ pub struct Core {
     dialplans_running: Arc<std::sync::atomic::AtomicUsize>,
     /// Chat pushes in flight: client transaction → (recipient, message id).
     chat_tx: HashMap<TxKey, (String, u64)>,
+    /// NOTIFYs in flight: client transaction → subscription.
+    notify_tx: HashMap<TxKey, crate::presence::SubscriptionId>,
     /// Dialplans waiting for the answer to an action, by conversation.
     dialplan_replies: HashMap<CallRef, oneshot::Sender<Reply>>,
     heap_trim: HeapTrim,
@@ -60,6 +62,7 @@ impl Core {
             dialplans: DialplanLibrary::new(),
             dialplans_running: Arc::default(),
             chat_tx: Default::default(),
+            notify_tx: HashMap::new(),
             dialplan_replies: HashMap::new(),
             heap_trim: HeapTrim::default(),
         }
@@ -129,10 +132,13 @@ impl Core {
                 progressed = true;
                 self.on_domain_event(event);
             }
-            while let Some((req, to)) = self.engines.presence.poll_notify() {
+            while let Some((sub, req, to)) = self.engines.presence.poll_notify() {
                 progressed = true;
-                if let Err(e) = self.txl.send_request(req, to, Instant::now()) {
-                    tracing::warn!(error = %e, "NOTIFY not sent");
+                match self.txl.send_request(req, to, Instant::now()) {
+                    Ok(key) => {
+                        self.notify_tx.insert(key, sub);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "NOTIFY not sent"),
                 }
             }
             while let Some(d) = self.engines.chat.poll_delivery() {
@@ -162,6 +168,8 @@ impl Core {
                 tracing::debug!(branch = %key.branch, method = %key.method, "transaction timed out");
                 if let Some((aor, id)) = self.chat_tx.get(&key).cloned() {
                     self.on_chat_result(&aor, id, 408);
+                } else if let Some(sub) = self.notify_tx.get(&key) {
+                    self.engines.presence.notify_failed(sub, 408);
                 } else if !key.server {
                     self.engines.calls.on_tx_timeout(&key, now);
                 }
@@ -169,6 +177,10 @@ impl Core {
             TxEvent::Response { key, response } => {
                 if let Some((aor, id)) = self.chat_tx.get(&key).cloned() {
                     self.on_chat_result(&aor, id, response.status().unwrap_or(500));
+                } else if let Some(sub) = self.notify_tx.get(&key) {
+                    self.engines
+                        .presence
+                        .notify_failed(sub, response.status().unwrap_or(500));
                 } else {
                     self.engines.calls.on_response(&key, response, now)
                 }
@@ -182,7 +194,8 @@ impl Core {
                 self.engines.calls.on_stray_response(&response)
             }
             TxEvent::Terminated { key } => {
-                if !key.server && self.chat_tx.remove(&key).is_none() {
+                let ours = self.chat_tx.remove(&key).is_some() || self.notify_tx.remove(&key).is_some();
+                if !key.server && !ours {
                     self.engines.calls.on_tx_terminated(&key);
                 }
             }
