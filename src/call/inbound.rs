@@ -198,8 +198,27 @@ impl CallEngine {
         self.legs.get(&leg).filter(|l| l.matches(&id)).map(|l| l.id)
     }
 
-    /// An ACK outside any transaction: the party's ACK for our 2xx.
-    pub fn on_ack(&mut self, req: &SipMessage) {
+    /// For a request inside one of our dialogs that comes from another IP
+    /// address than the leg's party: that party's extension and account,
+    /// whose credentials the request must then carry. (A request that
+    /// knows the dialog id but comes from elsewhere could hang up the
+    /// call, or point the relay at someone else with a re-INVITE.)
+    pub fn party_elsewhere(&self, req: &SipMessage, from: Peer) -> Option<(String, String)> {
+        let leg = self.legs.get(&self.locate(req)?)?;
+        if leg.dialog.peer.addr.ip() == from.addr.ip() {
+            return None;
+        }
+        let account = self.calls.get(&leg.conversation)?.account.clone();
+        Some((leg.party.clone(), account))
+    }
+
+    /// An ACK outside any transaction: the party's ACK for our 2xx (one
+    /// from another address than the party's is ignored: it cannot be
+    /// challenged).
+    pub fn on_ack(&mut self, req: &SipMessage, from: Peer) {
+        if self.party_elsewhere(req, from).is_some() {
+            return;
+        }
         let Some(id) = self.locate(req) else { return };
         if self.legs.get(&id).map(|l| l.state) == Some(LegState::Answered { acked: false }) {
             self.set_state(id, LegState::Answered { acked: true });

@@ -195,3 +195,34 @@ fn leg_states_are_announced_as_domain_events() {
         .collect();
     assert_eq!(phases, vec![("1001".to_string(), LegPhase::Trying)]);
 }
+
+#[test]
+fn a_request_in_the_dialog_from_another_address_must_prove_it_is_the_party() {
+    let cfg = config();
+    let (mut m, _media) = engine(&cfg);
+    let now = Instant::now();
+    let (_, tag, _) = connected(&mut m, &cfg, now, invite_from("1001", "src", "1002"));
+    let (_, bye) = from_caller("BYE", "src", &tag, "a");
+    assert_eq!(m.party_elsewhere(&bye, peer(6000)), None, "the caller's own address");
+    assert_eq!(
+        m.party_elsewhere(&bye, peer(9999)),
+        None,
+        "another port of the same host"
+    );
+    let stranger = Peer {
+        transport: crate::sip::transaction::TransportKind::Udp,
+        addr: "127.0.0.2:6000".parse().unwrap(),
+    };
+    assert_eq!(
+        m.party_elsewhere(&bye, stranger),
+        Some(("1001".to_string(), "pbx.test".to_string()))
+    );
+    // Its ACK (which cannot be challenged) is ignored.
+    let (_, ack) = from_caller("ACK", "src", &tag, "a");
+    let leg = leg_of(&m, "src");
+    m.legs.get_mut(&leg).unwrap().state = leg::LegState::Answered { acked: false };
+    m.on_ack(&ack, stranger);
+    assert_eq!(m.legs[&leg].state, leg::LegState::Answered { acked: false });
+    m.on_ack(&ack, peer(6000));
+    assert_eq!(m.legs[&leg].state, leg::LegState::Answered { acked: true });
+}

@@ -21,16 +21,30 @@ impl RequestHandler for CallHandler {
                 cx.engines.calls.on_cancel(&invite, cx.now);
                 Ok(Outcome::Respond(response_to(req, 200, None, &random_token())))
             }
-            Method::Invite | Method::Bye | Method::Update | Method::Info | Method::Notify => cx
-                .engines
-                .calls
-                .on_in_dialog(cx.key.clone(), req.clone(), cx.now)
-                .map(|()| Outcome::Deferred)
-                .map_err(Stop::from),
+            Method::Invite | Method::Bye | Method::Update | Method::Info | Method::Notify => in_dialog(req, cx),
             _ => return None,
         };
         Some(outcome(req, result))
     }
+}
+
+/// A request inside a call's dialog. From another address than the
+/// leg's party, it must carry that party's credentials (407 challenge).
+fn in_dialog(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Stop> {
+    if let Some((party, domain)) = cx.engines.calls.party_elsewhere(req, cx.from) {
+        let account = cx
+            .config
+            .accounts
+            .iter()
+            .find(|a| a.domain == domain)
+            .ok_or_else(|| SipError::new(481))?;
+        let user = authenticate(req, cx, account, Challenger::Proxy)?;
+        if user.extension != party {
+            return Err(SipError::with_reason(403, "Not a party of this call").into());
+        }
+    }
+    cx.engines.calls.on_in_dialog(cx.key.clone(), req.clone(), cx.now)?;
+    Ok(Outcome::Deferred)
 }
 
 fn new_call(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Stop> {

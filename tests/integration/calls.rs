@@ -3,6 +3,7 @@
 //! records written and kept.
 
 use crate::harness::{free_port, sipp_register, Daemon, Sipp};
+use crate::raw_client::RawClient;
 use switchboard::media::g711::linear_to_alaw;
 
 /// One second of a 440 Hz tone as raw PCMA, for SIPp's rtp_stream.
@@ -341,4 +342,69 @@ fn a_retransmitted_answer_gets_the_same_ack() {
     callee.send_raw(&response_to(&bye, 200, None, "raw-callee").to_bytes());
     let run = caller.wait();
     assert_eq!(run.code, 0, "{}\n{}", run.errors, run.messages);
+}
+
+/// An in-dialog request of a raw caller (fixed tags, so it can be replayed).
+fn in_dialog(c: &RawClient, method: &str, call_id: &str, to: &str, cseq: u32, extra: &str) -> String {
+    format!(
+        "{method} sip:1002@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP {}:{};branch=z9hG4bK{method}{cseq};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:1001@pbx.test>;tag=raw-caller\r\nTo: {to}\r\nCall-ID: {call_id}\r\n\
+         CSeq: {cseq} {method}\r\n{extra}Content-Length: 0\r\n\r\n",
+        c.local.ip(),
+        c.local.port()
+    )
+}
+
+/// Someone who knows a call's full dialog id but sends from another
+/// address must prove to be the party: its BYE is challenged and, without
+/// the caller's credentials, the call stays up; the caller's own BYE ends it.
+#[test]
+fn a_bye_from_another_address_is_challenged_and_the_call_stays_up() {
+    let d = Daemon::start("");
+    let callee = callee(&d, "1002", "uas_answer.xml", &[]);
+    let mut caller = RawClient::udp(d.addr());
+    let call_id = "stolen-dialog";
+    let sdp = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let contact = caller.contact("1001");
+    let ok = caller
+        .challenged("INVITE", "sip:1002@pbx.test", "1001", "demo1001", |c, auth| {
+            let cseq = if auth.is_empty() { 1 } else { 2 };
+            let head = in_dialog(
+                c,
+                "INVITE",
+                call_id,
+                "<sip:1002@pbx.test>",
+                cseq,
+                &format!("{contact}{auth}"),
+            );
+            let head = head.replace("Content-Length: 0\r\n\r\n", "");
+            format!(
+                "{head}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            )
+        })
+        .expect("a final response");
+    assert_eq!(
+        ok.status(),
+        Some(200),
+        "{}\n{}",
+        String::from_utf8_lossy(&ok.to_bytes()),
+        d.log.lock().unwrap().join("\n")
+    );
+    let to = ok.header(&switchboard::sip::HeaderName::To).unwrap().to_string();
+    caller.send_raw(in_dialog(&caller, "ACK", call_id, &to, 2, "").as_bytes());
+    // The same BYE, from 127.0.0.2.
+    let mut stranger = RawClient::udp_from(d.addr(), "127.0.0.2:0");
+    stranger.send_raw(in_dialog(&stranger, "BYE", call_id, &to, 2, "").as_bytes());
+    assert_eq!(stranger.recv_final().unwrap().status(), Some(407));
+    // With another user's credentials: refused.
+    let bye = stranger.challenged("BYE", "sip:1002@pbx.test", "1004", "demo1004", |c, auth| {
+        in_dialog(c, "BYE", call_id, &to, if auth.is_empty() { 3 } else { 4 }, auth)
+    });
+    assert_eq!(bye.unwrap().status(), Some(403));
+    assert!(status(&d).contains("calls: 1\n"), "{}", status(&d));
+    // The caller hangs up from its own address.
+    caller.send_raw(in_dialog(&caller, "BYE", call_id, &to, 5, "").as_bytes());
+    assert_eq!(caller.recv_final().unwrap().status(), Some(200));
+    assert_eq!(callee.wait().code, 0);
 }

@@ -171,7 +171,13 @@ fn a_notify_answered_481_ends_the_subscription() {
     d.wait_for_log("subscription ended: the watcher is gone");
     // 1002 registers: a live subscription would NOTIFY now.
     let mut phone = RawClient::udp(d.addr());
-    assert_eq!(phone.register("sip:pbx.test", "1002", "demo1002", 600).unwrap().status(), Some(200));
+    assert_eq!(
+        phone
+            .register("sip:pbx.test", "1002", "demo1002", 600)
+            .unwrap()
+            .status(),
+        Some(200)
+    );
     d.wait_for_log("registered");
     watcher.set_timeout(Duration::from_millis(500));
     assert!(watcher.recv().is_none(), "no NOTIFY after the 481");

@@ -23,6 +23,11 @@ pub struct RawClient {
 impl RawClient {
     pub fn udp(server: SocketAddr) -> RawClient {
         let bind = if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+        RawClient::udp_from(server, bind)
+    }
+
+    /// A UDP client bound to `bind` (another loopback address, say).
+    pub fn udp_from(server: SocketAddr, bind: &str) -> RawClient {
         let s = UdpSocket::bind(bind).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let local = s.local_addr().unwrap();
@@ -148,7 +153,22 @@ impl RawClient {
         extra: &str,
     ) -> Option<SipMessage> {
         let call_id = format!("{}-{}-{user}", method.to_lowercase(), self.local.port());
-        let first = self.request(method, ruri, user, extra, &call_id);
+        self.challenged(method, ruri, user, password, |c, auth| {
+            c.request(method, ruri, user, &format!("{extra}{auth}"), &call_id)
+        })
+    }
+
+    /// Sends `build(self, "")`; if that is challenged, sends
+    /// `build(self, credentials header line)` and returns its final response.
+    pub fn challenged(
+        &mut self,
+        method: &str,
+        ruri: &str,
+        user: &str,
+        password: &str,
+        build: impl Fn(&mut RawClient, &str) -> String,
+    ) -> Option<SipMessage> {
+        let first = build(self, "");
         self.send_raw(first.as_bytes());
         let challenge = self.recv_final()?;
         let (asked, answer) = match challenge.status() {
@@ -188,8 +208,30 @@ impl RawClient {
             "{answer}: Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{ruri}\", response=\"{}\", algorithm={alg_name}, cnonce=\"0a4f113b\", qop=auth, nc=00000001\r\n",
             c.realm, c.nonce, c.response
         );
-        let second = self.request(method, ruri, user, &format!("{extra}{auth}"), &call_id);
+        if method == "INVITE" {
+            // A non-2xx final response to an INVITE is ACKed (§17.1.1.3).
+            let h = |n: HeaderName| challenge.header(&n).unwrap_or("").to_string();
+            let cseq = h(HeaderName::CSeq).split_whitespace().next().unwrap_or("1").to_string();
+            let via = first.lines().find(|l| l.starts_with("Via:")).unwrap_or("");
+            let ack = format!(
+                "ACK {ruri} SIP/2.0\r\n{via}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
+                h(HeaderName::From),
+                h(HeaderName::To),
+                h(HeaderName::CallId)
+            );
+            self.send_raw(ack.as_bytes());
+        }
+        let second = build(self, &auth);
         self.send_raw(second.as_bytes());
-        self.recv_final()
+        // Skip what still answers the first request (a retransmission).
+        let cseq = |m: &str| m.lines().find(|l| l.starts_with("CSeq:")).map(str::to_string);
+        let wanted = cseq(&second);
+        loop {
+            let r = self.recv_final()?;
+            let got = r.header(&HeaderName::CSeq).map(|v| format!("CSeq: {v}"));
+            if got == wanted {
+                return Some(r);
+            }
+        }
     }
 }

@@ -185,7 +185,7 @@ impl Core {
                     self.engines.calls.on_response(&key, response, now)
                 }
             }
-            TxEvent::StrayAck { request, .. } => self.engines.calls.on_ack(&request),
+            TxEvent::StrayAck { request, from } => self.engines.calls.on_ack(&request, from),
             TxEvent::StrayResponse { response, .. } => {
                 tracing::debug!(
                     status = response.status().unwrap_or(0),
