@@ -29,13 +29,13 @@ fn main() -> std::io::Result<()> {
         SocketAddr::new(ip, number(party_b)),
     ];
     let pool = RelayPool::new(ip, first, first.saturating_add((calls * 8) as u16));
-    let mut relay = Relay::new(pool, Arc::new(|_| {}));
+    let mut relay = Relay::new(pool, true, Arc::new(|_| {}));
     let mut out = std::fs::File::create(ports_file)?;
     let now = Instant::now();
     for call in 0..calls as u64 {
         let (a, b) = (EndpointId(2 * call), EndpointId(2 * call + 1));
-        let la = relay.open(a, now).map_err(std::io::Error::other)?;
-        let lb = relay.open(b, now).map_err(std::io::Error::other)?;
+        let la = relay.open(a, ip, now).map_err(std::io::Error::other)?;
+        let lb = relay.open(b, ip, now).map_err(std::io::Error::other)?;
         relay.set_remote(a, Some(party[0]));
         relay.set_remote(b, Some(party[1]));
         relay.link(a, b);

@@ -34,7 +34,7 @@ impl CallEngine {
         let leg_id = LegId(self.next_id());
         let local_media = self
             .media
-            .open(leg_id.endpoint(), now.mono)
+            .open(leg_id.endpoint(), from.addr.ip(), now.mono)
             .map_err(|e| SipError::with_reason(503, format!("Service Unavailable ({e})")))?;
         self.media.set_remote(leg_id.endpoint(), offer.rtp);
         let id = self.next_id();

@@ -136,7 +136,7 @@ impl CallEngine {
         let call = self.calls.get(&id).ok_or("no call")?;
         let origin = self.legs.get(&call.origin).ok_or("no caller leg")?;
         let leg_id = LegId(self.next_id);
-        let local_media = self.media.open(leg_id.endpoint(), now.mono)?;
+        let local_media = self.media.open(leg_id.endpoint(), contact.peer.addr.ip(), now.mono)?;
         self.next_id += 1;
         let offer = match sdp::rewrite(&origin.invite.body, local_media) {
             Ok(b) => bytes::Bytes::from(b),

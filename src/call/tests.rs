@@ -31,7 +31,7 @@ pub(super) struct MediaLog {
 pub(super) struct FakeMedia(pub Arc<Mutex<MediaLog>>);
 
 impl MediaControl for FakeMedia {
-    fn open(&mut self, id: EndpointId, _now: Instant) -> Result<SocketAddr, String> {
+    fn open(&mut self, id: EndpointId, _party: std::net::IpAddr, _now: Instant) -> Result<SocketAddr, String> {
         let mut log = self.0.lock().unwrap();
         log.open.insert(id);
         log.next_port += 2;

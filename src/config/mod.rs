@@ -139,6 +139,8 @@ pub struct MediaSettings {
     pub rtp_ip: std::net::IpAddr,
     pub port_min: u16,
     pub port_max: u16,
+    /// Latch only to RTP from the party's host (see README "Security").
+    pub strict_source: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,6 +423,7 @@ impl Validator<'_> {
             rtp_ip,
             port_min,
             port_max,
+            strict_source: raw.strict_source.unwrap_or(true),
         }
     }
 

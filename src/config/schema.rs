@@ -61,6 +61,8 @@ pub struct MediaSection {
     pub rtp_port_min: Option<Spanned<u16>>,
     /// Last port of the relay range. Default 29999.
     pub rtp_port_max: Option<u16>,
+    /// Latch only to RTP from the party's signalling (or SDP) host. Default true.
+    pub strict_source: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

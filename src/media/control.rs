@@ -4,7 +4,7 @@
 //! engine's tests with a recording fake, so the engine stays sans-IO.
 
 use serde::Serialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// One leg's media endpoint (the call engine's leg id).
@@ -18,13 +18,17 @@ pub struct DirectionStats {
     pub bytes: u64,
     pub seq_gaps: u64,
     pub forwarded: u64,
+    /// Packets dropped before latching: not from the party's host.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// Commands to the media side. Calls are synchronous: the engine needs an
 /// endpoint's address for the SDP it is building in the same step.
 pub trait MediaControl: Send {
-    /// Opens an endpoint; returns the address its party should send RTP to.
-    fn open(&mut self, id: EndpointId, now: Instant) -> Result<SocketAddr, String>;
+    /// Opens an endpoint facing a party whose signalling comes from
+    /// `party_ip`; returns the address the party should send RTP to.
+    fn open(&mut self, id: EndpointId, party_ip: IpAddr, now: Instant) -> Result<SocketAddr, String>;
     /// Where the party receives, from its SDP; re-opens the latch.
     fn set_remote(&mut self, id: EndpointId, rtp: Option<SocketAddr>);
     /// From now on, packets from `from`'s party go to `to`'s party (one

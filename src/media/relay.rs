@@ -40,11 +40,17 @@ struct Counters {
     seq_gaps: AtomicU64,
     last_seq: AtomicU64,
     forwarded: AtomicU64,
+    /// Packets dropped before latching: not from the party's host.
+    refused: AtomicU64,
 }
 
 /// The state of one endpoint the I/O thread reads and writes.
 pub(super) struct EndpointShared {
     remote: Remote,
+    /// Where the party's signalling comes from: with `strict`, only
+    /// packets from this IP (or the one its SDP gave) can latch.
+    party_ip: IpAddr,
+    strict: bool,
     counters: Counters,
     started: Instant,
     /// Milliseconds after `started` of the last RTP packet from the party.
@@ -102,6 +108,13 @@ pub(super) fn relay_packet(packet: &[u8], src: SocketAddr, from: &EndpointShared
             return; // not the party we latched onto
         }
     } else {
+        // Strict source (rtpengine's term): whoever sends first does not
+        // get the far end's audio unless it is the party's host.
+        let from_party = src.ip() == from.party_ip || addr.load().as_deref().is_some_and(|a| a.ip() == src.ip());
+        if from.strict && !from_party {
+            from.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         addr.store(Some(Arc::new(src)));
         latched.store(true, Ordering::Release);
     }
@@ -158,7 +171,6 @@ pub struct RelayPool {
     ip: IpAddr,
     min: u16,
     max: u16,
-    next: u16,
     /// Ports held by sessions or waiting in `spare`.
     bound: HashSet<u16>,
     /// Released pairs, oldest first, with when they were released.
@@ -174,7 +186,6 @@ impl RelayPool {
             ip,
             min,
             max,
-            next: min,
             bound: HashSet::new(),
             spare: VecDeque::new(),
             io: None,
@@ -203,14 +214,12 @@ impl RelayPool {
         if let Some(pair) = self.reuse_pair(now, false) {
             return Ok(pair);
         }
-        let slots = usize::from((self.max - self.min) / 2).max(1);
-        for _ in 0..slots {
-            let port = self.next;
-            self.next = if self.next + 3 > self.max {
-                self.min
-            } else {
-                self.next + 2
-            };
+        // A fresh pair starts at a random place in the range, so that the
+        // next call's ports cannot be guessed from the last one's.
+        let slots = usize::from((self.max - self.min).saturating_add(1) / 2).max(1);
+        let start = rand::random::<usize>() % slots;
+        for i in 0..slots {
+            let port = self.min + 2 * ((start + i) % slots) as u16;
             if self.bound.contains(&port) {
                 continue;
             }
@@ -239,7 +248,7 @@ impl RelayPool {
         ))
     }
 
-    fn open_endpoint(&mut self, now: Instant) -> std::io::Result<Endpoint> {
+    fn open_endpoint(&mut self, party_ip: IpAddr, strict: bool, now: Instant) -> std::io::Result<Endpoint> {
         let io = match &self.io {
             Some(io) => io.clone(),
             None => self.io.insert(Arc::new(RelayIo::start()?)).clone(),
@@ -247,6 +256,8 @@ impl RelayPool {
         let (port, rtp, rtcp) = self.bind_pair(now)?;
         let shared = Arc::new(EndpointShared {
             remote: Remote::default(),
+            party_ip,
+            strict,
             counters: Counters::default(),
             started: now,
             last_rtp_ms: AtomicU64::new(0),
@@ -301,6 +312,8 @@ pub type PlaybackDone = Arc<dyn Fn(EndpointId) + Send + Sync>;
 /// The relay as the call engine drives it: endpoints by leg, in a pool.
 pub struct Relay {
     pool: RelayPool,
+    /// Latch only to packets from the party's host (`media.strict_source`).
+    strict_source: bool,
     endpoints: HashMap<EndpointId, Endpoint>,
     /// Links from → to, and who links to each endpoint, so a close undoes
     /// the links to it without a walk over every endpoint.
@@ -310,9 +323,10 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(pool: RelayPool, playback_done: PlaybackDone) -> Relay {
+    pub fn new(pool: RelayPool, strict_source: bool, playback_done: PlaybackDone) -> Relay {
         Relay {
             pool,
+            strict_source,
             endpoints: HashMap::new(),
             links: HashMap::new(),
             linked_by: HashMap::new(),
@@ -335,8 +349,11 @@ impl Relay {
 }
 
 impl MediaControl for Relay {
-    fn open(&mut self, id: EndpointId, now: Instant) -> Result<SocketAddr, String> {
-        let ep = self.pool.open_endpoint(now).map_err(|e| e.to_string())?;
+    fn open(&mut self, id: EndpointId, party_ip: IpAddr, now: Instant) -> Result<SocketAddr, String> {
+        let ep = self
+            .pool
+            .open_endpoint(party_ip, self.strict_source, now)
+            .map_err(|e| e.to_string())?;
         let addr = SocketAddr::new(self.pool.ip, ep.port);
         if let Some(old) = self.endpoints.insert(id, ep) {
             self.pool.release(old, now);
@@ -414,6 +431,7 @@ impl MediaControl for Relay {
             bytes: c.bytes.load(Ordering::Relaxed),
             seq_gaps: c.seq_gaps.load(Ordering::Relaxed),
             forwarded: c.forwarded.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
         }
     }
 
@@ -439,9 +457,10 @@ impl MediaControl for Relay {
 mod tests {
     use super::*;
 
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn relay(port_min: u16) -> Relay {
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        Relay::new(RelayPool::new(ip, port_min, port_min + 99), Arc::new(|_| {}))
+        Relay::new(RelayPool::new(LOCAL, port_min, port_min + 99), true, Arc::new(|_| {}))
     }
 
     fn rtp(seq: u8) -> [u8; 12] {
@@ -449,7 +468,11 @@ mod tests {
     }
 
     fn party() -> UdpSocket {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        party_at("127.0.0.1")
+    }
+
+    fn party_at(ip: &str) -> UdpSocket {
+        let s = UdpSocket::bind((ip, 0)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s
     }
@@ -459,16 +482,16 @@ mod tests {
         let mut r = relay(41000);
         let now = Instant::now();
         let (a, b, c) = (EndpointId(1), EndpointId(2), EndpointId(3));
-        let first = r.open(a, now).unwrap();
+        let first = r.open(a, LOCAL, now).unwrap();
         r.close(a, now);
         assert_eq!(r.ports_in_use(), 0);
         // The old caller keeps sending after its BYE.
         let old_party = party();
         old_party.send_to(&rtp(1), first).unwrap();
 
-        let other = r.open(b, now).unwrap();
+        let other = r.open(b, LOCAL, now).unwrap();
         assert_ne!(other, first, "quarantined");
-        let reused = r.open(c, now + SPARE_QUARANTINE).unwrap();
+        let reused = r.open(c, LOCAL, now + SPARE_QUARANTINE).unwrap();
         assert_eq!(reused, first);
         assert_eq!(r.ports_in_use(), 4);
 
@@ -491,9 +514,9 @@ mod tests {
         let now = Instant::now();
         let (a, b, c) = (EndpointId(1), EndpointId(2), EndpointId(3));
         let (pa, pb, pc) = (party(), party(), party());
-        let la = r.open(a, now).unwrap();
-        let lb = r.open(b, now).unwrap();
-        let lc = r.open(c, now).unwrap();
+        let la = r.open(a, LOCAL, now).unwrap();
+        let lb = r.open(b, LOCAL, now).unwrap();
+        let lc = r.open(c, LOCAL, now).unwrap();
         for (id, p) in [(a, &pa), (b, &pb), (c, &pc)] {
             r.set_remote(id, Some(p.local_addr().unwrap()));
         }
@@ -536,8 +559,8 @@ mod tests {
         let now = Instant::now();
         let (a, b, c) = (EndpointId(1), EndpointId(2), EndpointId(3));
         let (caller, callee) = (party(), party());
-        let la = r.open(a, now).unwrap();
-        let lb = r.open(b, now).unwrap();
+        let la = r.open(a, LOCAL, now).unwrap();
+        let lb = r.open(b, LOCAL, now).unwrap();
         r.set_remote(b, Some(callee.local_addr().unwrap()));
         r.link(a, b);
         caller.send_to(&rtp(9), la).unwrap();
@@ -549,7 +572,7 @@ mod tests {
         // A packet to the closed port, then one through a live endpoint:
         // epoll reports readiness in order, so once the second is relayed
         // the first would have been, were its port still watched.
-        let lc = r.open(c, now).unwrap();
+        let lc = r.open(c, LOCAL, now).unwrap();
         r.link(c, b);
         caller.send_to(&rtp(9), la).unwrap();
         caller.send_to(&rtp(9), lc).unwrap();
@@ -559,5 +582,45 @@ mod tests {
         let (_, (_, released_rtp, _)) = r.pool.spare.front().unwrap();
         let n = released_rtp.recv(&mut buf).expect("a datagram waits");
         assert_eq!(&buf[..n], &rtp(9)[..]);
+    }
+
+    #[test]
+    fn only_the_partys_host_can_latch_unless_permissive() {
+        for strict in [true, false] {
+            let pool = RelayPool::new(LOCAL, 41600, 41699);
+            let mut r = Relay::new(pool, strict, Arc::new(|_| {}));
+            let now = Instant::now();
+            let (a, b) = (EndpointId(1), EndpointId(2));
+            let la = r.open(a, LOCAL, now).unwrap();
+            r.open(b, LOCAL, now).unwrap();
+            let callee = party();
+            r.set_remote(b, Some(callee.local_addr().unwrap()));
+            r.link(a, b);
+            // A stranger sprays the caller's port before the caller sends.
+            let stranger = party_at("127.0.0.2");
+            stranger.send_to(&rtp(1), la).unwrap();
+            let caller = party();
+            caller.send_to(&rtp(2), la).unwrap();
+            let mut buf = [0u8; 64];
+            let (n, _) = callee.recv_from(&mut buf).unwrap();
+            if strict {
+                assert_eq!(&buf[..n], &rtp(2)[..], "the caller's packet, the stranger's refused");
+                assert_eq!((r.stats(a).packets, r.stats(a).refused), (1, 1));
+            } else {
+                assert_eq!(&buf[..n], &rtp(1)[..], "permissive: the first sender latches");
+            }
+        }
+    }
+
+    #[test]
+    fn fresh_ports_are_not_handed_out_in_sequence() {
+        let mut r = Relay::new(RelayPool::new(LOCAL, 42000, 42999), true, Arc::new(|_| {}));
+        let now = Instant::now();
+        let ports: Vec<u16> = (0..12)
+            .map(|i| r.open(EndpointId(i), LOCAL, now).unwrap().port())
+            .collect();
+        assert!(ports.iter().all(|p| p % 2 == 0 && (42000..42999).contains(p)));
+        let sequential = ports.windows(2).filter(|w| w[1] == w[0] + 2).count();
+        assert!(sequential < 11, "{ports:?}");
     }
 }

@@ -62,7 +62,7 @@ fn relay(config: &Config, commands: mpsc::Sender<Command>) -> crate::media::Rela
             let _ = commands.send(Command::PlaybackDone(endpoint)).await;
         });
     });
-    crate::media::Relay::new(pool, done)
+    crate::media::Relay::new(pool, config.media.strict_source, done)
 }
 
 /// The handler chain, in order.
