@@ -4,8 +4,9 @@
 //! which extensions exist.
 
 use super::failure_guard::{FailureGuard, GuardPolicy, GuardVerdict};
-use crate::config::{Account, User};
+use crate::config::{Account, SecuritySettings, User};
 use crate::sip::digest::{self, Algorithm, Credentials, NonceKeeper, NonceStatus};
+use crate::sip::uri::SipUri;
 use crate::sip::{HeaderName, SipMessage};
 use std::net::IpAddr;
 use std::time::Instant;
@@ -29,24 +30,27 @@ pub struct Authenticator {
     nonces: NonceKeeper,
     guard: FailureGuard,
     algorithms: Vec<Algorithm>,
+    allow_legacy_digest: bool,
     /// Password used to hash for unknown users, so their attempts cost the
     /// same work as real ones.
     decoy_password: String,
 }
 
 impl Authenticator {
-    pub fn new(nonce_lifetime_s: u64, algorithms: Vec<Algorithm>, policy: GuardPolicy) -> Authenticator {
+    pub fn new(settings: &SecuritySettings, policy: GuardPolicy) -> Authenticator {
         Authenticator {
-            nonces: NonceKeeper::new(nonce_lifetime_s),
+            nonces: NonceKeeper::new(settings.nonce_lifetime_s),
             guard: FailureGuard::new(policy),
-            algorithms,
+            algorithms: settings.digest_algorithms.clone(),
+            allow_legacy_digest: settings.allow_legacy_digest,
             decoy_password: crate::sip::digest::hex_lower(&rand::random::<[u8; 16]>()),
         }
     }
 
-    pub fn reconfigure(&mut self, nonce_lifetime_s: u64, algorithms: Vec<Algorithm>, policy: GuardPolicy) {
-        self.nonces.set_lifetime(nonce_lifetime_s);
-        self.algorithms = algorithms;
+    pub fn reconfigure(&mut self, settings: &SecuritySettings, policy: GuardPolicy) {
+        self.nonces.set_lifetime(settings.nonce_lifetime_s);
+        self.algorithms = settings.digest_algorithms.clone();
+        self.allow_legacy_digest = settings.allow_legacy_digest;
         self.guard.set_policy(policy);
     }
 
@@ -91,6 +95,14 @@ impl Authenticator {
         if creds.qop.as_deref().is_some_and(|q| !q.eq_ignore_ascii_case("auth")) {
             return AuthVerdict::Challenge { stale: false };
         }
+        // Without qop there is no nonce count: a captured answer could be
+        // replayed for the nonce's lifetime (RFC 7616 §5.11).
+        if creds.qop.is_none() && !self.allow_legacy_digest {
+            return AuthVerdict::Rejected;
+        }
+        if !uri_names_request(&creds.uri, req.request_uri().unwrap_or("")) {
+            return AuthVerdict::Rejected;
+        }
         match self.nonces.check(&creds.nonce, creds.nc.as_deref(), now_unix) {
             NonceStatus::Valid => {}
             NonceStatus::Stale => return AuthVerdict::Challenge { stale: true },
@@ -131,6 +143,18 @@ impl Authenticator {
     }
 }
 
+/// Whether the digest `uri` names the resource of the Request-URI (RFC
+/// 7616 §3.4.6): same host and port, and the same user when it gives one.
+/// (SIPp hashes `sip:host:port` without the user for every request.)
+fn uri_names_request(digest_uri: &str, request_uri: &str) -> bool {
+    let (Ok(d), Ok(r)) = (SipUri::parse(digest_uri), SipUri::parse(request_uri)) else {
+        return digest_uri == request_uri;
+    };
+    d.host.eq_ignore_ascii_case(r.host)
+        && d.port.unwrap_or(5060) == r.port.unwrap_or(5060)
+        && d.user.is_none_or(|u| Some(u) == r.user)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,26 +182,43 @@ mod tests {
         }
     }
 
+    fn settings(digest_algorithms: Vec<Algorithm>) -> SecuritySettings {
+        SecuritySettings {
+            nonce_lifetime_s: 300,
+            max_auth_failures: 10,
+            failure_window: Duration::from_secs(60),
+            ban: Duration::from_secs(600),
+            digest_algorithms,
+            allow_legacy_digest: false,
+        }
+    }
+
     fn register_with(user: &str, password: &str, nonce: &str, alg: Algorithm, nc: &str) -> SipMessage {
+        answered(user, password, nonce, alg, Some(nc), "sip:pbx.test")
+    }
+
+    /// A REGISTER to sip:pbx.test answering `nonce`: with qop=auth and
+    /// nonce count `nc`, or RFC 2069-style without qop; hashing `uri`.
+    fn answered(user: &str, password: &str, nonce: &str, alg: Algorithm, nc: Option<&str>, uri: &str) -> SipMessage {
         let mut c = Credentials {
             username: user.into(),
             realm: "pbx.test".into(),
             nonce: nonce.into(),
-            uri: "sip:pbx.test".into(),
+            uri: uri.into(),
             algorithm: Some(alg.as_str().into()),
-            cnonce: Some("abc".into()),
-            qop: Some("auth".into()),
-            nc: Some(nc.into()),
+            cnonce: nc.map(|_| "abc".into()),
+            qop: nc.map(|_| "auth".into()),
+            nc: nc.map(Into::into),
             ..Default::default()
         };
         c.response = digest::compute_response(alg, user, "pbx.test", password, "REGISTER", &c).into();
+        let qop = nc.map_or(String::new(), |nc| format!(r#", cnonce="abc", qop=auth, nc={nc}"#));
         let auth = format!(
-            r#"Digest username="{}", realm="pbx.test", nonce="{}", uri="sip:pbx.test", response="{}", algorithm={}, cnonce="abc", qop=auth, nc={}"#,
+            r#"Digest username="{}", realm="pbx.test", nonce="{}", uri="{uri}", response="{}", algorithm={}{qop}"#,
             user,
             nonce,
             c.response,
             alg.as_str(),
-            nc
         );
         let raw = format!(
             "REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:{user}@pbx.test>;tag=1\r\nTo: <sip:{user}@pbx.test>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nAuthorization: {auth}\r\n\r\n"
@@ -199,7 +240,7 @@ mod tests {
     #[test]
     fn md5_and_sha256_credentials_verify() {
         let acct = account();
-        let mut a = Authenticator::new(300, vec![Algorithm::Sha256, Algorithm::Md5], policy());
+        let mut a = Authenticator::new(&settings(vec![Algorithm::Sha256, Algorithm::Md5]), policy());
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let now = Instant::now();
         let ch = a.challenges("pbx.test", false, 1000, 1);
@@ -220,7 +261,7 @@ mod tests {
     #[test]
     fn unknown_user_and_wrong_password_look_the_same() {
         let acct = account();
-        let mut a = Authenticator::new(300, vec![Algorithm::Md5], policy());
+        let mut a = Authenticator::new(&settings(vec![Algorithm::Md5]), policy());
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let now = Instant::now();
         let n1 = nonce_of(&a.challenges("pbx.test", false, 1000, 1)[0]);
@@ -248,7 +289,7 @@ mod tests {
     #[test]
     fn expired_nonce_is_stale_and_missing_credentials_challenge() {
         let acct = account();
-        let mut a = Authenticator::new(300, vec![Algorithm::Md5], policy());
+        let mut a = Authenticator::new(&settings(vec![Algorithm::Md5]), policy());
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let n = nonce_of(&a.challenges("pbx.test", false, 1000, 1)[0]);
         let req = register_with("1001", "secret", &n, Algorithm::Md5, "1");
@@ -262,5 +303,49 @@ mod tests {
             a.verify(&bare, &HeaderName::Authorization, &acct, ip, Instant::now(), 1000),
             AuthVerdict::Challenge { stale: false }
         );
+    }
+
+    #[test]
+    fn answers_without_qop_are_refused_unless_legacy_digest_is_allowed() {
+        let acct = account();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        for allow in [false, true] {
+            let mut s = settings(vec![Algorithm::Md5]);
+            s.allow_legacy_digest = allow;
+            let mut a = Authenticator::new(&s, policy());
+            let n = nonce_of(&a.challenges("pbx.test", false, 1000, 1)[0]);
+            let req = answered("1001", "secret", &n, Algorithm::Md5, None, "sip:pbx.test");
+            let v = a.verify(&req, &HeaderName::Authorization, &acct, ip, Instant::now(), 1000);
+            if allow {
+                assert!(matches!(v, AuthVerdict::Authenticated(_)), "{v:?}");
+            } else {
+                assert_eq!(v, AuthVerdict::Rejected);
+            }
+        }
+    }
+
+    #[test]
+    fn the_digest_uri_must_name_the_request_uri() {
+        let acct = account();
+        let mut a = Authenticator::new(&settings(vec![Algorithm::Md5]), policy());
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        for (uri, ok) in [
+            ("sip:pbx.test", true),
+            ("sip:pbx.test:5060", true),
+            ("sip:other.test", false),
+            ("sip:pbx.test:5070", false),
+            ("sip:1002@pbx.test", false),
+        ] {
+            let n = nonce_of(&a.challenges("pbx.test", false, 1000, uri.len() as u64)[0]);
+            let req = answered("1001", "secret", &n, Algorithm::Md5, Some("00000001"), uri);
+            let v = a.verify(&req, &HeaderName::Authorization, &acct, ip, Instant::now(), 1000);
+            assert_eq!(matches!(v, AuthVerdict::Authenticated(_)), ok, "{uri}: {v:?}");
+        }
+        assert!(
+            uri_names_request("sip:127.0.0.1:5070", "sip:1002@127.0.0.1:5070"),
+            "SIPp's form"
+        );
+        assert!(uri_names_request("sip:1002@127.0.0.1:5070", "sip:1002@127.0.0.1:5070"));
+        assert!(!uri_names_request("sip:1003@127.0.0.1:5070", "sip:1002@127.0.0.1:5070"));
     }
 }

@@ -125,6 +125,8 @@ pub struct SecuritySettings {
     pub failure_window: Duration,
     pub ban: Duration,
     pub digest_algorithms: Vec<Algorithm>,
+    /// Accept RFC 2069 answers (no qop, so no nonce count: replayable).
+    pub allow_legacy_digest: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,6 +371,7 @@ impl Validator<'_> {
                 failure_window: Duration::from_secs(raw.security.failure_window_s),
                 ban: Duration::from_secs(raw.security.ban_s),
                 digest_algorithms: algorithms,
+                allow_legacy_digest: raw.security.allow_legacy_digest,
             },
             log_level: raw.log.level,
             log_format,

@@ -215,6 +215,8 @@ pub struct SecuritySection {
     /// Digest algorithms offered, most preferred first (RFC 8760). Default ["MD5"]:
     /// baresip 1.0 and SIPp 3.6 fail outright when a SHA-256 challenge is present.
     pub digest_algorithms: Vec<Spanned<String>>,
+    /// Accept digest answers without qop (RFC 2069: replayable). Default false.
+    pub allow_legacy_digest: bool,
 }
 
 impl Default for SecuritySection {
@@ -225,6 +227,7 @@ impl Default for SecuritySection {
             failure_window_s: 60,
             ban_s: 600,
             digest_algorithms: vec![Spanned::new(0..0, "MD5".into())],
+            allow_legacy_digest: false,
         }
     }
 }

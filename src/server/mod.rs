@@ -97,11 +97,7 @@ where
     tracing::info!(bindings = registrar.binding_count(), chat_waiting = waiting, data_dir = %config.data_dir.display(), "store opened");
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let engines = Engines {
-        auth: Authenticator::new(
-            config.security.nonce_lifetime_s,
-            config.security.digest_algorithms.clone(),
-            guard_policy(&config),
-        ),
+        auth: Authenticator::new(&config.security, guard_policy(&config)),
         registrar,
         chat,
         presence: crate::presence::PresenceService::new(config.listen.clone()),

@@ -185,7 +185,8 @@ fn bindings_survive_restart_and_kill_9_and_expires_0_removes_them() {
 
 #[test]
 fn too_brief_expiry_gets_423_and_wildcard_removes_all() {
-    let d = Daemon::start("");
+    // The wildcard removal below answers in the RFC 2069 form: allowed here.
+    let d = Daemon::start("allow_legacy_digest = true");
     let mut c = RawClient::udp(d.addr());
     let r = c.register("sip:pbx.test", "1004", "demo1004", 5).unwrap();
     assert_eq!(r.status(), Some(423));
@@ -206,6 +207,20 @@ fn too_brief_expiry_gets_423_and_wildcard_removes_all() {
     let removed = wildcard_unregister(&mut c);
     assert_eq!(removed.status(), Some(200));
     assert!(d.registered_contacts("1004@pbx.test").is_empty());
+}
+
+/// By default an answer without qop (RFC 2069, replayable: no nonce
+/// count) is refused, and nothing is removed.
+#[test]
+fn digest_answers_without_qop_are_refused_by_default() {
+    let d = Daemon::start("");
+    let mut c = RawClient::udp(d.addr());
+    assert_eq!(
+        c.register("sip:pbx.test", "1004", "demo1004", 120).unwrap().status(),
+        Some(200)
+    );
+    assert_eq!(wildcard_unregister(&mut c).status(), Some(403));
+    assert_eq!(d.registered_contacts("1004@pbx.test").len(), 1);
 }
 
 fn wildcard_unregister(c: &mut RawClient) -> switchboard::sip::SipMessage {

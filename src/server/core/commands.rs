@@ -89,11 +89,9 @@ impl Core {
             }
             Command::Reload(config) => {
                 self.txl.set_timers(config.sip.timers);
-                self.engines.auth.reconfigure(
-                    config.security.nonce_lifetime_s,
-                    config.security.digest_algorithms.clone(),
-                    crate::server::guard_policy(&config),
-                );
+                self.engines
+                    .auth
+                    .reconfigure(&config.security, crate::server::guard_policy(&config));
                 self.engines.calls.reconfigure(crate::server::call_config(&config));
                 self.dialplans.invalidate();
                 self.config = config;
