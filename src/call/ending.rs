@@ -233,22 +233,21 @@ impl CallEngine {
                         self.dial_failed_by_timeout(call, now);
                     }
                 }
-                Timer::Retransmit2xx(id) => {
+                Timer::Retransmit2xx(id, cseq) => {
                     let t2 = self.config.timers.t2;
-                    let Some(leg) = self.legs.get_mut(&id) else { continue };
-                    let Some(uas) = leg.uas.as_mut() else { continue };
-                    if let (LegState::Answered { acked: false }, Some(resp)) = (leg.state, &uas.answer) {
-                        let msg = resp.clone();
-                        uas.retransmit = (uas.retransmit * 2).min(t2);
-                        let next = now.mono + uas.retransmit;
-                        let to = uas.reply_peer;
-                        self.out.push_back(Output::Stateless { msg, to });
-                        self.timer(next, Timer::Retransmit2xx(id));
-                    }
+                    let unacked = self.legs.get_mut(&id).and_then(|l| l.unacked.as_mut());
+                    let Some(u) = unacked.filter(|u| u.cseq == cseq) else {
+                        continue;
+                    };
+                    let msg = u.resp.clone();
+                    u.interval = (u.interval * 2).min(t2);
+                    let (next, to) = (now.mono + u.interval, u.to);
+                    self.out.push_back(Output::Stateless { msg, to });
+                    self.timer(next, Timer::Retransmit2xx(id, cseq));
                 }
-                Timer::AckTimeout(id) => {
+                Timer::AckTimeout(id, cseq) => {
                     let Some(leg) = self.legs.get(&id) else { continue };
-                    if leg.state == (LegState::Answered { acked: false }) {
+                    if leg.unacked.as_ref().is_some_and(|u| u.cseq == cseq) {
                         tracing::warn!(call = %leg.dialog.call_id, "no ACK for our 2xx; hanging up");
                         let call = leg.conversation;
                         self.end_conversation(call, Ending::system(408, "No ACK"), now);
@@ -280,10 +279,15 @@ impl CallEngine {
             .iter()
             .filter(|(_, c)| self.legs.get(&c.origin).is_some_and(|l| l.state.is_answered()))
             .filter(|(_, c)| {
-                c.legs
-                    .iter()
-                    .filter(|l| self.legs.get(l).is_some_and(|l| l.state.is_answered()))
-                    .all(|l| self.media.idle_for(l.endpoint(), now.mono) > limit)
+                let answered = || {
+                    c.legs
+                        .iter()
+                        .filter_map(|l| self.legs.get(l))
+                        .filter(|l| l.state.is_answered())
+                };
+                // On hold, a party may rightly send nothing.
+                !answered().any(|l| l.on_hold())
+                    && answered().all(|l| self.media.idle_for(l.id.endpoint(), now.mono) > limit)
             })
             .map(|(id, _)| *id)
             .collect();

@@ -72,13 +72,31 @@ impl CallEngine {
         let dialog = &mut self.legs.get_mut(&to).expect("exists").dialog;
         let out = dialog.request(method, body);
         let peer = dialog.peer;
-        self.send_request(out, peer, ClientPurpose::Relay { from, to, origin: key });
+        self.send_request(
+            out,
+            peer,
+            ClientPurpose::Relay(Box::new(super::Relayed {
+                from,
+                to,
+                origin: key,
+                request: req,
+            })),
+        );
         Ok(())
     }
 
     /// Leg `to` answered a re-INVITE/UPDATE relayed from leg `from`: ACK a
-    /// 2xx to a re-INVITE ourselves, then answer the originator.
-    pub(super) fn on_relay_response(&mut self, from: LegId, to: LegId, origin: TxKey, resp: SipMessage) {
+    /// 2xx to a re-INVITE ourselves, then answer the originator (a 2xx to
+    /// its re-INVITE retransmitted until its ACK, §13.3.1.4).
+    pub(super) fn on_relay_response(
+        &mut self,
+        from: LegId,
+        to: LegId,
+        origin: TxKey,
+        request: &SipMessage,
+        resp: SipMessage,
+        now: Now,
+    ) {
         let status = resp.status().unwrap_or(500);
         if status < 200 {
             return;
@@ -98,26 +116,44 @@ impl CallEngine {
             });
         }
         let contact = crate::sip::dialog::contact(from_leg.dialog.peer, from_leg.dialog.via_addr);
-        let from_media = from_leg.local_media;
-        let mut body = bytes::Bytes::new();
+        let (from_media, from_peer) = (from_leg.local_media, from_leg.dialog.peer);
+        // The response goes back on the originating transaction; its To tag
+        // is already in the request.
+        let mut answer = response_to(request, status, Some(resp.reason()), "");
+        if (200..300).contains(&status) {
+            answer.push_header(HeaderName::Contact, contact);
+        }
         if !resp.body.is_empty() {
             if let Ok(info) = sdp::media_info(&resp.body) {
                 if info.rtp.is_some() {
                     self.media.set_remote(to.endpoint(), info.rtp);
                 }
+                if let Some(l) = self.legs.get_mut(&to) {
+                    l.remote_media = Some(info);
+                }
             }
             if let Ok(b) = sdp::rewrite(&resp.body, from_media) {
-                body = b.into();
+                answer.push_header(HeaderName::ContentType, "application/sdp");
+                answer.body = b.into();
             }
         }
-        // The response goes back on the originating transaction; its To tag
-        // is already in the request.
-        self.out.push_back(Output::RespondTo {
+        if (200..300).contains(&status) && is_invite {
+            let t1 = self.config.timers.t1;
+            let cseq = super::cseq_num(request);
+            if let Some(l) = self.legs.get_mut(&from) {
+                l.unacked = Some(super::leg::Unacked {
+                    resp: answer.clone(),
+                    to: super::from_peer(request, from_peer),
+                    interval: t1,
+                    cseq,
+                });
+            }
+            self.timer(now.mono + t1, super::Timer::Retransmit2xx(from, cseq));
+            self.timer(now.mono + t1 * 64, super::Timer::AckTimeout(from, cseq));
+        }
+        self.out.push_back(Output::Respond {
             key: origin,
-            status,
-            reason: resp.reason().to_string(),
-            contact: (200..300).contains(&status).then_some(contact),
-            body,
+            resp: answer,
         });
     }
 }

@@ -3,7 +3,7 @@
 //! our own 2xx (retransmitted until the ACK, §13.3.1.4), and a CANCEL of
 //! its INVITE (§9.2) ends the conversation.
 
-use super::leg::{Direction, Leg, LegId, LegState, Uas};
+use super::leg::{Direction, Leg, LegId, LegState, Uas, Unacked};
 use super::{CallEngine, CallRef, Conversation, Output, Timer};
 use crate::clock::Now;
 use crate::config::{Account, User};
@@ -87,12 +87,8 @@ impl CallEngine {
                 dialog,
                 state: LegState::Trying,
                 invite,
-                uas: Some(Uas {
-                    key,
-                    reply_peer,
-                    answer: None,
-                    retransmit: self.config.timers.t1,
-                }),
+                uas: Some(Uas { key, reply_peer }),
+                unacked: None,
                 remote_media: Some(offer),
                 local_media,
                 bridge: None,
@@ -176,9 +172,14 @@ impl CallEngine {
         resp.push_header(HeaderName::Allow, crate::sip::method::ALLOWED_IN_CALL);
         resp.body = sdp_body.into();
         let leg = self.legs.get_mut(&id).expect("exists");
-        let uas = leg.uas.as_mut().expect("checked");
-        uas.answer = Some(resp.clone());
+        let uas = leg.uas.as_ref().expect("checked");
         let key = uas.key.clone();
+        leg.unacked = Some(Unacked {
+            resp: resp.clone(),
+            to: uas.reply_peer,
+            interval: t1,
+            cseq: super::cseq_num(&leg.invite),
+        });
         leg.answer_ms = Some(now.unix_ms);
         let conv = leg.conversation;
         if let Some(c) = self.calls.get_mut(&conv) {
@@ -186,8 +187,9 @@ impl CallEngine {
         }
         self.out.push_back(Output::Respond { key, resp });
         self.set_state(id, LegState::Answered { acked: false });
-        self.timer(now.mono + t1, Timer::Retransmit2xx(id));
-        self.timer(now.mono + t1 * 64, Timer::AckTimeout(id));
+        let cseq = super::cseq_num(&self.legs[&id].invite);
+        self.timer(now.mono + t1, Timer::Retransmit2xx(id, cseq));
+        self.timer(now.mono + t1 * 64, Timer::AckTimeout(id, cseq));
     }
 
     /// Finds the leg a request received inside a dialog belongs to: the
@@ -220,7 +222,11 @@ impl CallEngine {
             return;
         }
         let Some(id) = self.locate(req) else { return };
-        if self.legs.get(&id).map(|l| l.state) == Some(LegState::Answered { acked: false }) {
+        let Some(leg) = self.legs.get_mut(&id) else { return };
+        if leg.unacked.as_ref().is_some_and(|u| u.cseq == super::cseq_num(req)) {
+            leg.unacked = None;
+        }
+        if leg.state == (LegState::Answered { acked: false }) {
             self.set_state(id, LegState::Answered { acked: true });
         }
     }

@@ -69,9 +69,17 @@ pub struct Uas {
     pub key: TxKey,
     /// Where responses go.
     pub reply_peer: Peer,
-    /// Our 2xx, retransmitted until the ACK comes (§13.3.1.4).
-    pub answer: Option<SipMessage>,
-    pub retransmit: Duration,
+}
+
+/// A 2xx we sent to an INVITE or re-INVITE of the party: the transaction
+/// ends with it, so we retransmit it ourselves until the ACK (§13.3.1.4).
+#[derive(Debug)]
+pub struct Unacked {
+    pub resp: SipMessage,
+    pub to: Peer,
+    pub interval: Duration,
+    /// CSeq number of the INVITE it answers (its ACK carries the same).
+    pub cseq: u32,
 }
 
 #[derive(Debug)]
@@ -87,6 +95,8 @@ pub struct Leg {
     pub invite: SipMessage,
     /// Inbound legs: their INVITE's server transaction.
     pub uas: Option<Uas>,
+    /// Our 2xx waiting for its ACK.
+    pub unacked: Option<Unacked>,
     /// The party's media as its last SDP gave it.
     pub remote_media: Option<MediaInfo>,
     /// Our relay endpoint's address, which the party sends to.
@@ -105,6 +115,14 @@ impl Leg {
     /// Call-ID, our tag and the party's tag all match (§12.2.2).
     pub fn matches(&self, id: &DialogId) -> bool {
         self.dialog.id() == *id
+    }
+
+    /// Whether the party's last SDP put the call on hold (sendonly,
+    /// recvonly, inactive, or no address): it may send no RTP meanwhile.
+    pub fn on_hold(&self) -> bool {
+        self.remote_media
+            .as_ref()
+            .is_some_and(|m| m.rtp.is_none() || m.direction != crate::media::sdp::Direction::SendRecv)
     }
 
     /// Payload type to play prompts with: PCMU if the party offered it,

@@ -63,15 +63,6 @@ pub enum Output {
         key: TxKey,
         resp: SipMessage,
     },
-    /// Answer the server transaction `key` with `status`, built from its
-    /// request by the driver (relayed re-INVITE/UPDATE results).
-    RespondTo {
-        key: TxKey,
-        status: u16,
-        reason: String,
-        contact: Option<String>,
-        body: bytes::Bytes,
-    },
     /// Send outside any transaction (ACK for a 2xx, 2xx retransmissions).
     Stateless {
         msg: SipMessage,
@@ -151,18 +142,33 @@ struct Conversation {
 enum ClientPurpose {
     /// The INVITE of an outbound leg.
     Originate { leg: LegId },
-    /// A re-INVITE or UPDATE relayed from leg `from` to leg `to`; answer
-    /// `origin` when it completes.
-    Relay { from: LegId, to: LegId, origin: TxKey },
+    /// A re-INVITE or UPDATE relayed between legs (boxed: most client
+    /// transactions are INVITEs of new legs).
+    Relay(Box<Relayed>),
     /// BYE or CANCEL: nothing to do with the answer.
     Other,
 }
 
+/// A re-INVITE or UPDATE relayed from leg `from` to leg `to`; answer
+/// `origin` (whose request is `request`) when it completes.
+#[derive(Debug, Clone)]
+struct Relayed {
+    from: LegId,
+    to: LegId,
+    origin: TxKey,
+    request: SipMessage,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    Ring { call: CallRef, seq: u64 },
-    Retransmit2xx(LegId),
-    AckTimeout(LegId),
+    Ring {
+        call: CallRef,
+        seq: u64,
+    },
+    /// Resend our 2xx to the INVITE with this CSeq, if still unacknowledged.
+    Retransmit2xx(LegId, u32),
+    /// No ACK for the 2xx answering the INVITE with this CSeq.
+    AckTimeout(LegId, u32),
 }
 
 /// A live conversation as shown by `ctl calls`.

@@ -226,3 +226,93 @@ fn a_request_in_the_dialog_from_another_address_must_prove_it_is_the_party() {
     m.on_ack(&ack, peer(6000));
     assert_eq!(m.legs[&leg].state, leg::LegState::Answered { acked: true });
 }
+
+/// A re-INVITE from the caller with `direction` in its SDP.
+fn reinvite(call_id: &str, our_tag: &str, cseq: u32, direction: &str) -> (crate::sip::transaction::TxKey, SipMessage) {
+    let sdp = format!("v=0\r\no=a 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na={direction}\r\n");
+    let raw = format!(
+        "INVITE sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKre{cseq}\r\n\
+         From: <sip:1001@pbx.test>;tag=a\r\nTo: <sip:1002@pbx.test>;tag={our_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n\
+         Contact: <sip:1001@127.0.0.1:6000>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    let msg = SipMessage::parse_datagram(bytes::Bytes::from(raw)).unwrap();
+    (
+        crate::sip::transaction::TransactionLayer::server_key(&msg).unwrap(),
+        msg,
+    )
+}
+
+/// Puts the caller of `call_id` on hold (or back) through the B2BUA: the
+/// re-INVITE is relayed, the callee answers 200 with `direction`.
+fn hold(m: &mut CallEngine, call_id: &str, tag: &str, cseq: u32, direction: &str, now: Instant) -> Vec<Output> {
+    let (key, req) = reinvite(call_id, tag, cseq, direction);
+    m.on_in_dialog(key, req, Now::at(now)).unwrap();
+    let out = effects(m);
+    let [Output::Request { req: relayed, .. }] = &out[..] else {
+        panic!("{out:?}")
+    };
+    let answer = respond_from_callee(
+        relayed,
+        200,
+        Some(&format!(
+            "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0\r\na={direction}\r\n"
+        )),
+    );
+    m.on_response(&client_key(relayed).unwrap(), answer, Now::at(now));
+    effects(m)
+}
+
+#[test]
+fn the_2xx_to_a_reinvite_is_retransmitted_until_its_ack() {
+    let cfg = config();
+    let (mut m, _media) = engine(&cfg);
+    let now = Instant::now();
+    let (_, tag, _) = connected(&mut m, &cfg, now, invite_from("1001", "held", "1002"));
+    let (_, ack) = from_caller("ACK", "held", &tag, "a");
+    m.on_ack(&ack, peer(6000));
+    let out = hold(&mut m, "held", &tag, 3, "sendonly", now);
+    let ok = out.iter().find_map(|o| match o {
+        Output::Respond { resp, .. } if resp.status() == Some(200) => Some(resp.clone()),
+        _ => None,
+    });
+    let ok = ok.expect("the caller gets the 200");
+    assert!(std::str::from_utf8(&ok.body).unwrap().contains("a=sendonly"));
+    // The 200 is lost: it goes again after T1, 2·T1 …
+    let t1 = cfg.sip.timers.t1;
+    m.handle_timeout(Now::at(now + t1));
+    let again = effects(&mut m);
+    assert!(
+        matches!(&again[..], [Output::Stateless { msg, .. }] if msg.to_bytes() == ok.to_bytes()),
+        "{again:?}"
+    );
+    // The caller's ACK (CSeq 3) stops it.
+    let (_, ack) = from_caller("ACK", "held", &tag, "a");
+    assert_eq!(super::cseq_num(&ack), 3);
+    m.on_ack(&ack, peer(6000));
+    m.handle_timeout(Now::at(now + t1 * 70));
+    assert!(
+        effects(&mut m).is_empty(),
+        "no more retransmissions, no hang-up for a missing ACK"
+    );
+    assert_eq!(m.views(Now::at(now))[0].state, "connected");
+}
+
+#[test]
+fn a_held_call_is_not_hung_up_for_sending_no_rtp() {
+    let cfg = config();
+    let (mut m, media) = engine(&cfg);
+    let now = Instant::now();
+    let (held, tag, _) = connected(&mut m, &cfg, now, invite_from("1001", "held", "1002"));
+    let (talking, _, _) = connected(&mut m, &cfg, now, invite_from("1001", "silent", "1002"));
+    hold(&mut m, "held", &tag, 3, "inactive", now);
+    media.0.lock().unwrap().idle = cfg.calls.media_timeout * 2;
+    m.check_media(Now::at(now));
+    assert!(m.calls.contains_key(&held), "on hold: no media timeout");
+    assert!(!m.calls.contains_key(&talking), "not on hold and silent: hung up");
+    effects(&mut m);
+    // Taken off hold, the held call is timed out like any other.
+    hold(&mut m, "held", &tag, 4, "sendrecv", now);
+    m.check_media(Now::at(now));
+    assert!(!m.calls.contains_key(&held));
+}

@@ -174,6 +174,7 @@ impl CallEngine {
             state: LegState::Trying,
             invite: invite.clone(),
             uas: None,
+            unacked: None,
             remote_media: None,
             local_media,
             bridge: None,
@@ -197,7 +198,7 @@ impl CallEngine {
     pub fn on_response(&mut self, key: &TxKey, resp: SipMessage, now: Now) {
         match self.client_tx.get(key).cloned() {
             Some(ClientPurpose::Originate { leg }) => self.on_leg_response(leg, resp, now),
-            Some(ClientPurpose::Relay { from, to, origin }) => self.on_relay_response(from, to, origin, resp),
+            Some(ClientPurpose::Relay(r)) => self.on_relay_response(r.from, r.to, r.origin, &r.request, resp, now),
             Some(ClientPurpose::Other) | None => {}
         }
     }

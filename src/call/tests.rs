@@ -24,6 +24,8 @@ pub(super) struct MediaLog {
     pub links: HashMap<EndpointId, EndpointId>,
     pub played: Vec<(EndpointId, String)>,
     pub next_port: u16,
+    /// What idle_for answers for every endpoint.
+    pub idle: std::time::Duration,
 }
 
 /// A MediaControl with no sockets: records commands, hands out addresses.
@@ -57,7 +59,7 @@ impl MediaControl for FakeMedia {
         DirectionStats::default()
     }
     fn idle_for(&self, _id: EndpointId, _now: Instant) -> std::time::Duration {
-        std::time::Duration::ZERO
+        self.0.lock().unwrap().idle
     }
     fn ports_in_use(&self) -> usize {
         self.0.lock().unwrap().open.len() * 2

@@ -270,26 +270,6 @@ impl Core {
                 }
             }
             CallOutput::Respond { key, resp } => self.respond(&key, resp, now),
-            CallOutput::RespondTo {
-                key,
-                status,
-                reason,
-                contact,
-                body,
-            } => {
-                let Some(req) = self.txl.server_request(&key) else {
-                    return;
-                };
-                let mut resp = response_to(req, status, Some(&reason), &random_token());
-                if let Some(c) = contact {
-                    resp.push_header(HeaderName::Contact, c);
-                }
-                if !body.is_empty() {
-                    resp.push_header(HeaderName::ContentType, "application/sdp");
-                    resp.body = body;
-                }
-                self.respond(&key, resp, now);
-            }
             CallOutput::WriteRecord { record, then } => {
                 // The record is kept before the answers; a failed write is
                 // logged and the call still ends.
