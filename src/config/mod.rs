@@ -107,6 +107,9 @@ pub struct SipSettings {
     pub timers: TimerConfig,
     pub max_message_size: usize,
     pub tcp_partial_timeout: Duration,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_max_connections: usize,
+    pub tcp_max_connections_per_ip: usize,
     pub user_agent: String,
 }
 
@@ -357,6 +360,9 @@ impl Validator<'_> {
                 },
                 max_message_size: *sip.max_message_size.get_ref(),
                 tcp_partial_timeout: Duration::from_secs(sip.tcp_partial_timeout_s),
+                tcp_idle_timeout: Duration::from_secs(sip.tcp_idle_timeout_s.max(1)),
+                tcp_max_connections: sip.tcp_max_connections.max(1),
+                tcp_max_connections_per_ip: sip.tcp_max_connections_per_ip.max(1),
                 user_agent: sip.user_agent.clone(),
             },
             registrar: RegistrarSettings {

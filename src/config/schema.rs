@@ -158,8 +158,17 @@ pub struct SipSection {
     pub t4_ms: u64,
     /// Largest accepted message, bytes. Default 65535.
     pub max_message_size: Spanned<usize>,
-    /// Seconds a TCP connection may hold half a message. Default 30.
+    /// Seconds a TCP connection may hold half a message (or, new, send
+    /// nothing at all). Default 30.
     pub tcp_partial_timeout_s: u64,
+    /// Seconds a TCP connection may stay silent between messages. Default 3900
+    /// (longer than the longest registration, plus slack).
+    pub tcp_idle_timeout_s: u64,
+    /// Most TCP connections at once. Default 4096.
+    pub tcp_max_connections: usize,
+    /// Most TCP connections from one IP address. Default 1024 (a site of
+    /// phones behind one NAT address).
+    pub tcp_max_connections_per_ip: usize,
     /// Value of the Server/User-Agent header. Default "switchboard".
     pub user_agent: String,
 }
@@ -172,6 +181,9 @@ impl Default for SipSection {
             t4_ms: 5000,
             max_message_size: Spanned::new(0..0, 65535),
             tcp_partial_timeout_s: 30,
+            tcp_idle_timeout_s: 3900,
+            tcp_max_connections: 4096,
+            tcp_max_connections_per_ip: 1024,
             user_agent: "switchboard".into(),
         }
     }

@@ -107,6 +107,9 @@ where
     let limits = TransportLimits {
         max_message_size: config.sip.max_message_size,
         partial_message_timeout: config.sip.tcp_partial_timeout,
+        idle_timeout: config.sip.tcp_idle_timeout,
+        max_connections: config.sip.tcp_max_connections,
+        max_connections_per_ip: config.sip.tcp_max_connections_per_ip,
     };
     let transports = transport::start(&config.listen, config.udp, config.tcp, limits, in_tx)
         .await

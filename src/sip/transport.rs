@@ -32,8 +32,59 @@ pub struct Inbound {
 #[derive(Debug, Clone, Copy)]
 pub struct TransportLimits {
     pub max_message_size: usize,
-    /// A TCP connection holding an incomplete message this long is closed.
+    /// A TCP connection holding an incomplete message this long (or that
+    /// has sent nothing since it opened) is closed.
     pub partial_message_timeout: Duration,
+    /// A TCP connection silent this long between messages is closed.
+    pub idle_timeout: Duration,
+    /// Connections accepted at once, in all and from one IP address; more
+    /// are closed as soon as accepted (file descriptors are shared with
+    /// the relay's sockets).
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+/// Open TCP connections, in all and per IP address.
+#[derive(Default)]
+struct ConnectionCount {
+    total: usize,
+    per_ip: HashMap<std::net::IpAddr, usize>,
+}
+
+/// Holds a connection's place in the count until it ends.
+struct CountedConnection {
+    count: Arc<Mutex<ConnectionCount>>,
+    ip: std::net::IpAddr,
+}
+
+impl CountedConnection {
+    /// Takes a place for a connection from `ip`, if the limits allow.
+    fn admit(count: &Arc<Mutex<ConnectionCount>>, ip: std::net::IpAddr, limits: &TransportLimits) -> Option<Self> {
+        let mut c = count.lock().expect("connection count");
+        let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
+        if c.total >= limits.max_connections || from_ip >= limits.max_connections_per_ip {
+            return None;
+        }
+        c.total += 1;
+        c.per_ip.insert(ip, from_ip + 1);
+        Some(CountedConnection {
+            count: count.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for CountedConnection {
+    fn drop(&mut self) {
+        let mut c = self.count.lock().expect("connection count");
+        c.total -= 1;
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Sends messages on the sockets the daemon listens on. Cheap to clone.
@@ -200,11 +251,20 @@ async fn accept_loop(
     inbound: mpsc::Sender<Inbound>,
     table: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>,
 ) {
+    let count = Arc::new(Mutex::new(ConnectionCount::default()));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Some(place) = CountedConnection::admit(&count, peer.ip(), &limits) else {
+                    tracing::warn!(peer = %peer, "tcp connection refused: too many connections");
+                    continue; // dropped: closed
+                };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(tcp_connection(stream, peer, limits, inbound.clone(), table.clone()));
+                let (inbound, table) = (inbound.clone(), table.clone());
+                tokio::spawn(async move {
+                    tcp_connection(stream, peer, limits, inbound, table).await;
+                    drop(place);
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "tcp accept failed");
@@ -236,17 +296,20 @@ async fn tcp_connection(
         addr,
     };
     let mut buf = BytesMut::with_capacity(8192);
+    let mut messages = 0u64;
     'conn: loop {
-        let read = if buf.is_empty() {
-            rd.read_buf(&mut buf).await
+        // A half message must complete in time, and so must a new
+        // connection's first message; between messages, the idle timeout.
+        let wait = if buf.is_empty() && messages > 0 {
+            limits.idle_timeout
         } else {
-            // A half message must complete in time, or the connection goes.
-            match tokio::time::timeout(limits.partial_message_timeout, rd.read_buf(&mut buf)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::debug!(peer = %addr, "incomplete message timed out; closing");
-                    break;
-                }
+            limits.partial_message_timeout
+        };
+        let read = match tokio::time::timeout(wait, rd.read_buf(&mut buf)).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::debug!(peer = %addr, messages, "tcp connection timed out; closing");
+                break;
             }
         };
         match read {
@@ -260,6 +323,7 @@ async fn tcp_connection(
                     break;
                 }
                 Ok((skip, Some(len))) => {
+                    messages += 1;
                     let _ = buf.split_to(skip);
                     let frame = buf.split_to(len).freeze();
                     match SipMessage::parse_framed(frame.clone()) {

@@ -212,3 +212,48 @@ fn an_oversize_datagram_is_dropped_and_a_burst_is_answered_whole() {
     expected.sort();
     assert_eq!(answered, expected);
 }
+
+/// Reads from a raw TCP connection until the daemon closes it (true) or
+/// `wait` passes with the connection still open (false).
+fn closed_within(s: &mut std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// TCP connections are capped per IP address (the daemon's file
+/// descriptors are shared with the relay), and one that sends nothing is
+/// closed after the partial-message timeout; a client that sends requests
+/// is served meanwhile.
+#[test]
+fn tcp_connections_are_capped_per_ip_and_silent_ones_closed() {
+    let d = Daemon::start_with(
+        "",
+        "[sip]\ntcp_partial_timeout_s = 1\ntcp_max_connections_per_ip = 2\n",
+        &crate::harness::default_dialplan(),
+    );
+    let mut first = RawClient::tcp(d.addr());
+    let r = first.send_request("OPTIONS", "sip:pbx.test", "1001", "").unwrap();
+    assert_eq!(r.status(), Some(200));
+    // The second connection says nothing: closed after a second.
+    let mut silent = std::net::TcpStream::connect(d.addr()).unwrap();
+    // A third is over the cap: closed at once.
+    let mut third = std::net::TcpStream::connect(d.addr()).unwrap();
+    assert!(closed_within(&mut third, Duration::from_secs(5)), "over the cap");
+    d.wait_for_log("tcp connection refused: too many connections");
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5)),
+        "silent connection closed"
+    );
+    // The first is still served.
+    let r = first.send_request("OPTIONS", "sip:pbx.test", "1001", "").unwrap();
+    assert_eq!(r.status(), Some(200));
+}
