@@ -130,7 +130,8 @@ pub(super) fn registrar_with_1002(now: u64) -> Registrar {
     ))
     .unwrap();
     let settings = config().registrar;
-    r.register(&reg, "1002@pbx.test", peer(7000), &settings, now).unwrap();
+    let out = r.register(&reg, "1002@pbx.test", peer(7000), &settings, now).unwrap();
+    r.apply(&out);
     r
 }
 

@@ -161,6 +161,13 @@ impl ChatService {
         self.pending.len()
     }
 
+    /// Messages waiting for `aor`'s devices.
+    fn waiting_for(&self, aor: &str) -> usize {
+        self.pending
+            .range((aor.to_string(), 0)..=(aor.to_string(), u64::MAX))
+            .count()
+    }
+
     /// Checks and stores a MESSAGE from an authenticated `sender`.
     pub fn accept(
         &mut self,
@@ -233,7 +240,6 @@ impl ChatService {
             content_type: ctype,
             body,
         };
-        self.next_id += 1;
         let mut ops = vec![stored::message(&message)];
         let mut waiting_for = Vec::new();
         for r in recipients {
@@ -241,16 +247,34 @@ impl ChatService {
             if self.muted.contains(&aor) {
                 continue; // kept in history, not pushed
             }
+            if self.waiting_for(&aor) >= limits.max_waiting_per_user {
+                // The oldest are kept; the sender of a private message is told.
+                if !message.group {
+                    return Err(SipError::with_reason(486, format!("Too many messages waiting for {r}")));
+                }
+                tracing::warn!(to = %aor, id = message.id, "group message not queued: too many waiting");
+                continue;
+            }
             ops.push(stored::pending(&aor, message.id));
-            self.pending.insert((aor.clone(), message.id));
             waiting_for.push(aor);
         }
-        self.waiting.insert(message.id, message.clone());
         Ok(Accepted {
             message,
             ops,
             recipients: waiting_for,
         })
+    }
+
+    /// Takes an accepted message in once its ops are stored: it waits for
+    /// its recipients' devices. (Before that nothing is pushed, so a
+    /// message is never delivered without being kept.)
+    pub fn commit(&mut self, accepted: &Accepted) {
+        let id = accepted.message.id;
+        self.next_id = self.next_id.max(id + 1);
+        for aor in &accepted.recipients {
+            self.pending.insert((aor.clone(), id));
+        }
+        self.waiting.insert(id, accepted.message.clone());
     }
 
     /// Pushes every pending message of `aor` to its registered devices, in
@@ -260,62 +284,65 @@ impl ChatService {
         if bindings.is_empty() {
             return;
         }
-        let ids: Vec<u64> = self
+        // One message in flight per user, oldest first, so that devices
+        // get them in order (parallel transactions could overtake).
+        let mut queue = self
             .pending
             .range((aor.to_string(), 0)..=(aor.to_string(), u64::MAX))
-            .map(|(_, id)| *id)
-            .filter(|id| !self.in_flight.contains(&(aor.to_string(), *id)))
-            .collect();
-        for id in ids {
-            let Some(m) = self.waiting.get(&id) else { continue };
-            let from_name = account.user(&m.from).map_or(m.from.clone(), |u| u.display_name.clone());
-            let (from_user, display) = if m.group {
-                let gname = account.group(&m.to).map_or(m.to.clone(), |g| g.name.clone());
-                (m.to.clone(), format!("{from_name} ({gname})"))
-            } else {
-                (m.from.clone(), from_name)
-            };
-            let to_user = aor.split('@').next().unwrap_or("");
-            for b in bindings {
-                let Ok(addr) = b.source.parse::<SocketAddr>() else {
-                    continue;
-                };
-                let transport = if b.transport == "TCP" {
-                    TransportKind::Tcp
-                } else {
-                    TransportKind::Udp
-                };
-                let peer = Peer { transport, addr };
-                let via_addr = crate::sip::dialog::local_addr_for(&self.local, peer);
-                // Out of any dialog (RFC 3428 §4): a fresh Call-ID and From tag.
-                let mut dialog = Dialog {
-                    call_id: format!("{}@switchboard", random_token()),
-                    local: format!(
-                        "\"{}\" <sip:{from_user}@{}>;tag={}",
-                        display.replace('"', ""),
-                        account.domain,
-                        random_token()
-                    ),
-                    remote: format!("<sip:{to_user}@{}>", account.domain),
-                    remote_target: b.contact.clone(),
-                    peer,
-                    local_cseq: 0,
-                    via_addr,
-                };
-                let body = bytes::Bytes::from(m.body.clone());
-                let mut req = dialog.request(crate::sip::Method::Message, Some(("text/plain;charset=UTF-8", body)));
-                req.push_header(crate::sip::HeaderName::UserAgent, user_agent.to_string());
-                req.push_header(crate::sip::HeaderName::Other("X-Chat-Id".into()), m.id.to_string());
-                req.push_header(crate::sip::HeaderName::Other("X-Chat-Sender".into()), m.from.clone());
-                self.out.push_back(Delivery {
-                    req,
-                    to: peer,
-                    user_aor: aor.to_string(),
-                    id,
-                });
-            }
-            self.in_flight.insert((aor.to_string(), id));
+            .map(|(_, id)| *id);
+        let Some(next) = queue.next() else { return };
+        if self.in_flight.contains(&(aor.to_string(), next)) {
+            return;
         }
+        let id = next;
+        let Some(m) = self.waiting.get(&id) else { return };
+        let from_name = account.user(&m.from).map_or(m.from.clone(), |u| u.display_name.clone());
+        let (from_user, display) = if m.group {
+            let gname = account.group(&m.to).map_or(m.to.clone(), |g| g.name.clone());
+            (m.to.clone(), format!("{from_name} ({gname})"))
+        } else {
+            (m.from.clone(), from_name)
+        };
+        let to_user = aor.split('@').next().unwrap_or("");
+        for b in bindings {
+            let Ok(addr) = b.source.parse::<SocketAddr>() else {
+                continue;
+            };
+            let transport = if b.transport == "TCP" {
+                TransportKind::Tcp
+            } else {
+                TransportKind::Udp
+            };
+            let peer = Peer { transport, addr };
+            let via_addr = crate::sip::dialog::local_addr_for(&self.local, peer);
+            // Out of any dialog (RFC 3428 §4): a fresh Call-ID and From tag.
+            let mut dialog = Dialog {
+                call_id: format!("{}@switchboard", random_token()),
+                local: format!(
+                    "\"{}\" <sip:{from_user}@{}>;tag={}",
+                    display.replace('"', ""),
+                    account.domain,
+                    random_token()
+                ),
+                remote: format!("<sip:{to_user}@{}>", account.domain),
+                remote_target: b.contact.clone(),
+                peer,
+                local_cseq: 0,
+                via_addr,
+            };
+            let body = bytes::Bytes::from(m.body.clone());
+            let mut req = dialog.request(crate::sip::Method::Message, Some(("text/plain;charset=UTF-8", body)));
+            req.push_header(crate::sip::HeaderName::UserAgent, user_agent.to_string());
+            req.push_header(crate::sip::HeaderName::Other("X-Chat-Id".into()), m.id.to_string());
+            req.push_header(crate::sip::HeaderName::Other("X-Chat-Sender".into()), m.from.clone());
+            self.out.push_back(Delivery {
+                req,
+                to: peer,
+                user_aor: aor.to_string(),
+                id,
+            });
+        }
+        self.in_flight.insert((aor.to_string(), id));
     }
 
     /// A device answered a push: on 2xx the message is delivered (the

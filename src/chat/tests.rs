@@ -23,6 +23,7 @@ fn config() -> Config {
 const LIMITS: ChatSettings = ChatSettings {
     max_message_bytes: 64,
     messages_per_minute: 3,
+    max_waiting_per_user: 3,
 };
 
 fn message(body: &str, ctype: &str) -> SipMessage {
@@ -171,6 +172,7 @@ fn offline_queue_delivers_in_order_once_and_keeps_failures() {
             ]
         );
         assert_eq!(acc.recipients, ["1005@pbx.test"]);
+        chat.commit(&acc);
     }
     let mut registrar = crate::registrar::Registrar::new();
     chat.deliver("1005@pbx.test", a, &registrar, "sb");
@@ -183,19 +185,21 @@ fn offline_queue_delivers_in_order_once_and_keeps_failures() {
         transport: TransportKind::Udp,
         addr: "127.0.0.1:7005".parse().unwrap(),
     };
-    registrar
+    let out = registrar
         .register(&reg, "1005@pbx.test", peer, &cfg.registrar, crate::unix_now())
         .unwrap();
+    registrar.apply(&out);
     chat.deliver("1005@pbx.test", a, &registrar, "sb");
     let d: Vec<Delivery> = std::iter::from_fn(|| chat.poll_delivery()).collect();
+    // One at a time, oldest first: the second waits for the first's answer.
     assert_eq!(
         d.iter().map(|x| x.req.body.clone()).collect::<Vec<_>>(),
-        vec![Bytes::from("one"), Bytes::from("two")]
+        vec![Bytes::from("one")]
     );
-    // A second registration while both are in flight sends nothing again.
+    // A second registration while it is in flight sends nothing again.
     chat.deliver("1005@pbx.test", a, &registrar, "sb");
     assert!(chat.poll_delivery().is_none());
-    // The first is taken, the second fails: only the second goes again.
+    // The first is taken: the second goes (the driver delivers again on a 2xx).
     assert!(matches!(
         chat.on_delivery_result("1005@pbx.test", d[0].id, 200),
         Some(op) if op == stored::delivered("1005@pbx.test", d[0].id)
@@ -205,10 +209,52 @@ fn offline_queue_delivers_in_order_once_and_keeps_failures() {
         None,
         "a second 2xx changes nothing"
     );
-    assert_eq!(chat.on_delivery_result("1005@pbx.test", d[1].id, 480), None);
+    chat.deliver("1005@pbx.test", a, &registrar, "sb");
+    let second: Vec<Delivery> = std::iter::from_fn(|| chat.poll_delivery()).collect();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].req.body, Bytes::from("two"));
+    // It fails: it stays queued and goes again at the next registration.
+    assert_eq!(chat.on_delivery_result("1005@pbx.test", second[0].id, 480), None);
     chat.deliver("1005@pbx.test", a, &registrar, "sb");
     let again: Vec<Delivery> = std::iter::from_fn(|| chat.poll_delivery()).collect();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].req.body, Bytes::from("two"));
     assert_eq!(chat.pending_count(), 1);
+}
+
+#[test]
+fn a_user_with_too_many_waiting_messages_refuses_more_and_keeps_the_oldest() {
+    let cfg = config();
+    let a = &cfg.accounts[0];
+    let mut chat = ChatService::new(vec!["127.0.0.1:5060".parse().unwrap()]);
+    let now = std::time::Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..LIMITS.max_waiting_per_user {
+        let later = crate::clock::Now::at(now + std::time::Duration::from_secs(60 * i as u64));
+        let acc = chat
+            .accept(
+                &message("hi", "text/plain"),
+                a,
+                a.user("1001").unwrap(),
+                "1005",
+                LIMITS,
+                later,
+            )
+            .unwrap();
+        chat.commit(&acc);
+        ids.push(acc.message.id);
+    }
+    let later = crate::clock::Now::at(now + std::time::Duration::from_secs(3600));
+    let full = chat.accept(
+        &message("one more", "text/plain"),
+        a,
+        a.user("1001").unwrap(),
+        "1005",
+        LIMITS,
+        later,
+    );
+    let err = full.err().expect("refused");
+    assert_eq!(err.status, 486);
+    assert!(err.reason.as_deref().unwrap_or("").contains("1005"), "{err:?}");
+    assert_eq!(chat.pending_count(), LIMITS.max_waiting_per_user, "the oldest are kept");
 }

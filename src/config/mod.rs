@@ -100,6 +100,7 @@ impl Account {
 pub struct ChatSettings {
     pub max_message_bytes: usize,
     pub messages_per_minute: u32,
+    pub max_waiting_per_user: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,6 +391,7 @@ impl Validator<'_> {
             chat: ChatSettings {
                 max_message_bytes: raw.chat.max_message_bytes,
                 messages_per_minute: raw.chat.messages_per_minute,
+                max_waiting_per_user: raw.chat.max_waiting_per_user.max(1),
             },
             dialplan_limits: DialplanLimits {
                 instructions: raw.dialplan.instruction_limit,

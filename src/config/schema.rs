@@ -72,6 +72,9 @@ pub struct ChatSection {
     pub max_message_bytes: usize,
     /// Messages one user may send per minute (503 + Retry-After above). Default 60.
     pub messages_per_minute: u32,
+    /// Messages that may wait for one user's devices; above it a private
+    /// message gets 486 and a group message skips that user. Default 1000.
+    pub max_waiting_per_user: usize,
 }
 
 impl Default for ChatSection {
@@ -79,6 +82,7 @@ impl Default for ChatSection {
         ChatSection {
             max_message_bytes: 4096,
             messages_per_minute: 60,
+            max_waiting_per_user: 1000,
         }
     }
 }

@@ -80,6 +80,10 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
             let _ = commands.send(Command::InjectPanic).await;
             Ok(serde_json::Value::Null)
         }
+        fault if fault.starts_with("fault store-fail ") && std::env::var_os(FAULT_INJECTION).is_some() => {
+            crate::store::fault::set_failing(fault.ends_with(" on"));
+            Ok(serde_json::Value::Null)
+        }
         chat if chat.starts_with("chat ") => {
             let args: Vec<&str> = chat.split_whitespace().skip(1).collect();
             let query = match crate::chat::queries::ChatQuery::parse(&args) {

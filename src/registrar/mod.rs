@@ -32,6 +32,7 @@ pub struct Registrar {
 /// What a successful REGISTER produced.
 #[derive(Debug)]
 pub struct RegisterOutcome {
+    pub aor: String,
     /// Current bindings, for the 200's Contact list.
     pub current: Arc<[Binding]>,
     /// The change to persist before answering (None for a pure query).
@@ -101,7 +102,10 @@ impl Registrar {
         self.bindings.values().map(|list| list.len()).sum()
     }
 
-    /// Applies a REGISTER for `aor` (already authenticated and authorized).
+    /// What a REGISTER for `aor` (already authenticated and authorized)
+    /// changes, without changing anything yet: the caller stores
+    /// `outcome.store` first, then [`Registrar::apply`]s it, so memory never
+    /// holds a binding the store failed to keep.
     pub fn register(
         &mut self,
         req: &SipMessage,
@@ -131,6 +135,7 @@ impl Registrar {
         if contacts.is_empty() {
             // A query: list current bindings (§10.3 step 6 with no Contact).
             return Ok(RegisterOutcome {
+                aor: aor.to_string(),
                 current: existing,
                 store: None,
             });
@@ -146,9 +151,8 @@ impl Registrar {
             if existing.iter().any(|b| b.call_id == call_id && b.cseq >= cseq) {
                 return Err(SipError::with_reason(500, "Out-of-order CSeq"));
             }
-            self.bindings.remove(aor);
-            self.changed(aor, 0);
             return Ok(RegisterOutcome {
+                aor: aor.to_string(),
                 current: Arc::new([]),
                 store: Some(stored::delete(aor)),
             });
@@ -209,17 +213,28 @@ impl Registrar {
         }
         let current: Arc<[Binding]> = updated.into();
         let store = if current.is_empty() {
-            self.bindings.remove(aor);
             stored::delete(aor)
         } else {
-            self.bindings.insert(aor.to_string(), current.clone());
             stored::put(aor, &current)
         };
-        self.changed(aor, current.len());
         Ok(RegisterOutcome {
+            aor: aor.to_string(),
             current,
             store: Some(store),
         })
+    }
+
+    /// Makes a stored REGISTER outcome live (and announces it).
+    pub fn apply(&mut self, outcome: &RegisterOutcome) {
+        if outcome.store.is_none() {
+            return;
+        }
+        if outcome.current.is_empty() {
+            self.bindings.remove(&outcome.aor);
+        } else {
+            self.bindings.insert(outcome.aor.clone(), outcome.current.clone());
+        }
+        self.changed(&outcome.aor, outcome.current.len());
     }
 
     /// The next registration change (domain event) to announce.

@@ -29,14 +29,37 @@ fn register(cseq: u32, call_id: &str, extra: &str) -> SipMessage {
     SipMessage::parse_datagram(Bytes::from(raw)).unwrap()
 }
 
+/// A REGISTER, stored and applied.
 fn reg(r: &mut Registrar, cseq: u32, call_id: &str, extra: &str) -> Result<RegisterOutcome, SipError> {
-    r.register(
+    let out = r.register(
         &register(cseq, call_id, extra),
         "1001@pbx.test",
         peer(),
         &settings(),
         NOW,
-    )
+    )?;
+    r.apply(&out);
+    Ok(out)
+}
+
+#[test]
+fn nothing_changes_until_the_outcome_is_applied() {
+    let mut r = Registrar::new();
+    let planned = r
+        .register(
+            &register(1, "a", "Contact: <sip:1001@10.0.0.1>\r\n"),
+            "1001@pbx.test",
+            peer(),
+            &settings(),
+            NOW,
+        )
+        .unwrap();
+    assert!(planned.store.is_some());
+    assert_eq!(r.binding_count(), 0, "the store write has not succeeded yet");
+    assert!(r.poll_event().is_none());
+    r.apply(&planned);
+    assert_eq!(r.binding_count(), 1);
+    assert!(r.poll_event().is_some());
 }
 
 #[test]

@@ -34,13 +34,13 @@ fn message(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Sto
         .engines
         .chat
         .accept(req, account, user, &to, cx.config.chat, cx.now)?;
+    // Stored before anything is pushed or kept in memory.
+    cx.persist(&accepted.ops)?;
     tracing::info!(id = accepted.message.id, from = %user.extension, to = %to, group = accepted.message.group, "chat message stored");
     let super::handler::Engines { chat, registrar, .. } = &mut *cx.engines;
+    chat.commit(&accepted);
     for aor in &accepted.recipients {
         chat.deliver(aor, account, registrar, &cx.config.sip.user_agent);
     }
-    Ok(Outcome::PersistThenRespond {
-        ops: accepted.ops,
-        response: response_to(req, 202, None, &random_token()),
-    })
+    Ok(Outcome::Respond(response_to(req, 202, None, &random_token())))
 }

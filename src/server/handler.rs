@@ -53,18 +53,26 @@ pub struct RequestContext<'a> {
     pub key: &'a TxKey,
     /// For a CANCEL: the INVITE server transaction it matched.
     pub cancelled_invite: Option<TxKey>,
+    pub store: &'a crate::store::StoreHandle,
+}
+
+impl RequestContext<'_> {
+    /// Stores `ops` (durably, before anything is answered or changed in
+    /// memory); a failure is the client's 500 (the store logs it).
+    pub fn persist(&self, ops: &[StoreOp]) -> Result<(), SipError> {
+        self.store
+            .write(ops)
+            .map_err(|_| SipError::with_reason(500, "Storage Failure"))
+    }
 }
 
 /// What a handler decided.
 #[derive(Debug)]
 pub enum Outcome {
+    /// Send this. (Data a handler keeps is stored before, with
+    /// [`RequestContext::persist`]: never acknowledged before it would
+    /// survive a crash of the daemon.)
     Respond(SipMessage),
-    /// Write `ops` to the store, then send `response` (data is never
-    /// acknowledged before it would survive a crash of the daemon).
-    PersistThenRespond {
-        ops: Vec<StoreOp>,
-        response: SipMessage,
-    },
     /// Say nothing (banned source, ACK).
     Drop,
     /// The handler answers later itself (the call manager's effects).

@@ -39,6 +39,11 @@ fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, St
         .engines
         .registrar
         .register(req, &aor, cx.from, &cx.config.registrar, cx.now.unix_s())?;
+    // Stored first: memory never holds a binding the store failed to keep.
+    if let Some(op) = &outcome.store {
+        cx.persist(std::slice::from_ref(op))?;
+    }
+    cx.engines.registrar.apply(&outcome);
     tracing::info!(aor = %aor, contacts = outcome.current.len(), source = %cx.from.addr, "registered");
     // A device came online: push the chat messages waiting for this user.
     if !outcome.current.is_empty() {
@@ -50,13 +55,7 @@ fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, St
         resp.push_header(HeaderName::Contact, c);
     }
     resp.push_header(HeaderName::Date, httpdate(cx.now.unix_s()));
-    Ok(match outcome.store {
-        Some(op) => Outcome::PersistThenRespond {
-            ops: vec![op],
-            response: resp,
-        },
-        None => Outcome::Respond(resp),
-    })
+    Ok(Outcome::Respond(resp))
 }
 
 /// RFC 3261 §20.17 Date (RFC 1123 format, GMT).

@@ -9,6 +9,7 @@
 //! (see [`journal`]), so acknowledged data survives `kill -9`, and a power
 //! cut loses at most the last [`journal::FOLD_INTERVAL`].
 
+pub mod fault;
 mod journal;
 mod legacy;
 mod redb_store;
@@ -75,7 +76,11 @@ impl StoreHandle {
     /// Commits `ops`; once it returns Ok they survive `kill -9`. A failure
     /// is logged here.
     pub fn write(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        let r = self.backend.commit(ops);
+        let r = if fault::failing() {
+            Err(StoreError::Backend("fault injection: writes fail".into()))
+        } else {
+            self.backend.commit(ops)
+        };
         if let Err(e) = &r {
             tracing::error!(error = %e, ops = ops.len(), "store commit failed");
         }

@@ -205,6 +205,19 @@ impl Daemon {
         }
     }
 
+    /// Sends one command line to the control socket directly (for commands
+    /// the `ctl` client does not offer, like fault injection); returns the reply line.
+    pub fn control(&self, command: &str) -> String {
+        use std::io::{BufRead, Write};
+        let socket = self.config_path.parent().unwrap().join("data/control.sock");
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        let line = serde_json::json!({ "command": command }).to_string();
+        s.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut reply = String::new();
+        let _ = std::io::BufReader::new(&s).read_line(&mut reply);
+        reply
+    }
+
     /// Waits (up to 20 s) for the daemon to exit by itself.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");

@@ -89,18 +89,13 @@ fn ctl_reports_an_unreachable_daemon_clearly() {
 
 #[test]
 fn a_panic_in_the_core_task_ends_the_process_with_a_failure_status() {
-    use std::io::{BufRead, Write};
     let mut d = crate::harness::Daemon::start_with_env(
         "",
         "",
         &crate::harness::default_dialplan(),
         vec![(switchboard::ctl::FAULT_INJECTION, "1")],
     );
-    let socket = d.config_path.parent().unwrap().join("data/control.sock");
-    let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
-    s.write_all(b"{\"command\":\"fault panic-core\"}\n").unwrap();
-    let mut line = String::new();
-    let _ = std::io::BufReader::new(&s).read_line(&mut line);
+    d.control("fault panic-core");
     let status = d.wait_exit();
     assert_eq!(status.code(), Some(101), "{status}");
     d.wait_for_log("panic: ");
@@ -110,4 +105,60 @@ fn a_panic_in_the_core_task_ends_the_process_with_a_failure_status() {
         .unwrap()
         .iter()
         .any(|l| l.contains("fault injection: panic in the core task")));
+}
+
+/// A MESSAGE from 1001 to `to` with a text body, answering the challenge.
+fn message(c: &mut crate::raw_client::RawClient, to: &str, text: &str) -> Option<switchboard::sip::SipMessage> {
+    let uri = format!("sip:{to}@pbx.test");
+    c.challenged("MESSAGE", &uri, "1001", "demo1001", |c, auth| {
+        let head = c.request("MESSAGE", &uri, "1001", auth, "store-fault-msg");
+        let head = head.replace("Content-Length: 0\r\n\r\n", "");
+        format!(
+            "{head}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        )
+    })
+}
+
+/// When the store cannot write, nothing changes in memory either: a
+/// REGISTER gets 500 and no binding appears; a chat message gets 500 and
+/// is not pushed; once writes work again, so does everything.
+#[test]
+fn a_failed_store_write_changes_nothing_and_the_client_gets_500() {
+    use crate::raw_client::RawClient;
+    use std::time::Duration;
+    let d = crate::harness::Daemon::start_with_env(
+        "",
+        "",
+        &crate::harness::default_dialplan(),
+        vec![(switchboard::ctl::FAULT_INJECTION, "1")],
+    );
+    let mut phone = RawClient::udp(d.addr());
+    assert_eq!(
+        phone
+            .register("sip:pbx.test", "1002", "demo1002", 600)
+            .unwrap()
+            .status(),
+        Some(200)
+    );
+    d.control("fault store-fail on");
+    let mut other = RawClient::udp(d.addr());
+    let r = other.register("sip:pbx.test", "1004", "demo1004", 600).unwrap();
+    assert_eq!((r.status(), r.reason()), (Some(500), "Storage Failure"));
+    assert!(
+        d.registered_contacts("1004@pbx.test").is_empty(),
+        "no binding without its row"
+    );
+    let mut sender = RawClient::udp(d.addr());
+    let r = message(&mut sender, "1002", "lost?").unwrap();
+    assert_eq!(r.status(), Some(500));
+    phone.set_timeout(Duration::from_millis(500));
+    assert!(phone.recv().is_none(), "an unstored message is never pushed");
+    d.control("fault store-fail off");
+    let r = other.register("sip:pbx.test", "1004", "demo1004", 600).unwrap();
+    assert_eq!(r.status(), Some(200));
+    assert_eq!(message(&mut sender, "1002", "kept").unwrap().status(), Some(202));
+    phone.set_timeout(Duration::from_secs(5));
+    let pushed = phone.recv().expect("the stored message is pushed");
+    assert_eq!(&pushed.body[..], b"kept");
 }

@@ -209,6 +209,12 @@ impl Core {
         if let Some(op) = self.engines.chat.on_delivery_result(aor, id, status) {
             tracing::info!(id, to = aor, "chat message delivered");
             let _ = self.store.write(&[op]);
+            // The next waiting message goes now (one at a time, in order).
+            let domain = aor.split_once('@').map_or("", |(_, d)| d);
+            if let Some(account) = self.config.accounts.iter().find(|a| a.domain == domain) {
+                let Engines { chat, registrar, .. } = &mut self.engines;
+                chat.deliver(aor, account, registrar, &self.config.sip.user_agent);
+            }
         }
     }
 
@@ -232,17 +238,11 @@ impl Core {
             now: clock,
             key: &key,
             cancelled_invite,
+            store: &self.store,
         };
         let outcome = self.handlers.iter_mut().find_map(|h| h.handle(&req, &mut cx));
         match outcome {
             Some(Outcome::Respond(resp)) => self.respond(&key, resp, now),
-            Some(Outcome::PersistThenRespond { ops, response }) => {
-                let response = match self.store.write(&ops) {
-                    Ok(()) => response,
-                    Err(_) => response_to(&req, 500, Some("Storage Failure"), &random_token()),
-                };
-                self.respond(&key, response, now);
-            }
             Some(Outcome::Drop) | Some(Outcome::Deferred) => {}
             None => self.respond(&key, response_to(&req, 500, None, &random_token()), now),
         }
@@ -271,10 +271,12 @@ impl Core {
             }
             CallOutput::Respond { key, resp } => self.respond(&key, resp, now),
             CallOutput::WriteRecord { record, then } => {
-                // The record is kept before the answers; a failed write is
-                // logged and the call still ends.
-                let _ = self.store.write(&[crate::cdr::record_op(&record)]);
+                // The record is kept before the answers. The call has ended
+                // either way; if its record could not be kept, whoever
+                // ended it hears so (500) rather than a success.
+                let stored = self.store.write(&[crate::cdr::record_op(&record)]).is_ok();
                 for (key, resp) in then {
+                    let resp = if stored { resp } else { storage_failure(resp) };
                     self.respond(&key, resp, now);
                 }
             }
@@ -315,6 +317,19 @@ impl Core {
         self.engines.calls.check_media(Now::read());
         self.engines.presence.expire(Instant::now());
     }
+}
+
+/// `resp` turned into a 500 (same dialog headers, no body): the write it
+/// waited for failed (the store has logged why).
+fn storage_failure(mut resp: SipMessage) -> SipMessage {
+    resp.start = crate::sip::StartLine::Response {
+        status: 500,
+        reason: bytestring::ByteString::from_static("Storage Failure"),
+    };
+    resp.headers
+        .retain(|h| !matches!(h.name, HeaderName::ContentType | HeaderName::Contact));
+    resp.body = bytes::Bytes::new();
+    resp
 }
 
 /// Gives the allocator's free pages back to the system once a burst of
