@@ -253,7 +253,7 @@ fn a_user_with_too_many_waiting_messages_refuses_more_and_keeps_the_oldest() {
         LIMITS,
         later,
     );
-    let err = full.err().expect("refused");
+    let err = full.expect_err("refused");
     assert_eq!(err.status, 486);
     assert!(err.reason.as_deref().unwrap_or("").contains("1005"), "{err:?}");
     assert_eq!(chat.pending_count(), LIMITS.max_waiting_per_user, "the oldest are kept");
