@@ -53,11 +53,7 @@ impl CallEngine {
             leg: id.0,
             call_id: leg.dialog.call_id.clone(),
             party: leg.party.clone(),
-            direction: match leg.direction {
-                Direction::Inbound => "inbound",
-                Direction::Outbound => "outbound",
-            }
-            .into(),
+            direction: direction_name(leg.direction).into(),
             start_ms: leg.start_ms,
             answer_ms: leg.answer_ms,
             end_ms: now.unix_ms,
@@ -166,36 +162,10 @@ impl CallEngine {
             return;
         }
         let call = self.calls.remove(&id).expect("exists");
-        let origin = call.ended_legs.iter().find(|l| l.leg == call.origin.0);
-        let callee = call
-            .connected
-            .and_then(|c| call.ended_legs.iter().find(|l| l.leg == c.0));
-        let answered = call.answer_ms.is_some();
-        let (disposition, sip_code) = if answered {
-            ("answered", 200)
-        } else {
-            (unanswered_disposition(call.final_code), call.final_code)
-        };
-        let record = CallRecord {
-            call_id: origin.map(|o| o.call_id.clone()).unwrap_or_default(),
-            conversation: id,
-            account: call.account.clone(),
-            caller: call.caller.clone(),
-            callee: call.callee.clone(),
-            direction: if call.external { "outbound" } else { "internal" }.into(),
-            start_ms: call.start_ms,
-            answer_ms: call.answer_ms,
-            end_ms: now.unix_ms,
-            duration_s: call.answer_ms.map_or(0, |a| now.unix_ms.saturating_sub(a) / 1000),
-            disposition: disposition.into(),
-            hangup_side: call.hangup_side.into(),
-            sip_code,
-            rtp_from_caller: origin.map_or(0, |o| o.rtp_packets),
-            rtp_from_callee: callee.map_or(0, |c| c.rtp_packets),
-            rtp_seq_gaps: origin.map_or(0, |o| o.rtp_seq_gaps) + callee.map_or(0, |c| c.rtp_seq_gaps),
-            legs: call.ended_legs,
-        };
-        tracing::info!(call = %record.call_id, caller = %record.caller, callee = %record.callee, disposition, side = call.hangup_side, code = sip_code, "call ended");
+        let record = record_of(id, &call, call.ended_legs.clone(), now.unix_ms);
+        let disposition = record.disposition.clone();
+        let sip_code = record.sip_code;
+        tracing::info!(call = %record.call_id, caller = %record.caller, callee = %record.callee, %disposition, side = call.hangup_side, code = sip_code, "call ended");
         if let Some(owed) = call.owed {
             let reply = match (owed, call.connected) {
                 (Owed::Dial, Some(_)) => Reply::Dialed(DialOutcome::new("answered", 200)),
@@ -211,6 +181,30 @@ impl CallEngine {
             account: call.account,
             conversation: id,
         }));
+    }
+
+    /// Marks conversation `id` as in progress in the store (its record so
+    /// far), so that a crash leaves an "interrupted" record behind.
+    pub(super) fn mark_live(&mut self, id: CallRef) {
+        let Some(call) = self.calls.get(&id) else { return };
+        let mut legs = call.ended_legs.clone();
+        for l in call.legs.iter().filter_map(|l| self.legs.get(l)) {
+            legs.push(LegRecord {
+                leg: l.id.0,
+                call_id: l.dialog.call_id.clone(),
+                party: l.party.clone(),
+                direction: direction_name(l.direction).into(),
+                start_ms: l.start_ms,
+                answer_ms: l.answer_ms,
+                end_ms: 0,
+                sip_code: 0,
+                rtp_packets: 0,
+                rtp_seq_gaps: 0,
+            });
+        }
+        let mut record = record_of(id, call, legs, 0);
+        record.disposition = "interrupted".into();
+        self.out.push_back(Output::Persist(vec![crate::cdr::live_op(&record)]));
     }
 
     pub fn poll_timeout(&self) -> Option<std::time::Instant> {
@@ -324,5 +318,42 @@ impl CallEngine {
             .collect();
         v.sort_by(|a, b| a.call_id.cmp(&b.call_id));
         v
+    }
+}
+
+fn direction_name(d: Direction) -> &'static str {
+    match d {
+        Direction::Inbound => "inbound",
+        Direction::Outbound => "outbound",
+    }
+}
+
+/// A conversation's record, with `legs`, as it stands at `end_ms`.
+fn record_of(id: CallRef, call: &super::Conversation, legs: Vec<LegRecord>, end_ms: u64) -> CallRecord {
+    let origin = legs.iter().find(|l| l.leg == call.origin.0);
+    let callee = call.connected.and_then(|c| legs.iter().find(|l| l.leg == c.0));
+    let (disposition, sip_code) = if call.answer_ms.is_some() {
+        ("answered", 200)
+    } else {
+        (unanswered_disposition(call.final_code), call.final_code)
+    };
+    CallRecord {
+        call_id: origin.map(|o| o.call_id.clone()).unwrap_or_default(),
+        conversation: id,
+        account: call.account.clone(),
+        caller: call.caller.clone(),
+        callee: call.callee.clone(),
+        direction: if call.external { "outbound" } else { "internal" }.into(),
+        start_ms: call.start_ms,
+        answer_ms: call.answer_ms,
+        end_ms,
+        duration_s: call.answer_ms.map_or(0, |a| end_ms.saturating_sub(a) / 1000),
+        disposition: disposition.into(),
+        hangup_side: call.hangup_side.into(),
+        sip_code,
+        rtp_from_caller: origin.map_or(0, |o| o.rtp_packets),
+        rtp_from_callee: callee.map_or(0, |c| c.rtp_packets),
+        rtp_seq_gaps: origin.map_or(0, |o| o.rtp_seq_gaps) + callee.map_or(0, |c| c.rtp_seq_gaps),
+        legs,
     }
 }

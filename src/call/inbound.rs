@@ -122,6 +122,7 @@ impl CallEngine {
             },
         );
         self.announce(leg_id, crate::events::LegPhase::Trying);
+        self.mark_live(id);
         self.out.push_back(Output::StartDialplan {
             call: id,
             account: account.domain.clone(),
@@ -187,6 +188,9 @@ impl CallEngine {
         }
         self.out.push_back(Output::Respond { key, resp });
         self.set_state(id, LegState::Answered { acked: false });
+        if let Some(conv) = self.legs.get(&id).map(|l| l.conversation) {
+            self.mark_live(conv);
+        }
         let cseq = super::cseq_num(&self.legs[&id].invite);
         self.timer(now.mono + t1, Timer::Retransmit2xx(id, cseq));
         self.timer(now.mono + t1 * 64, Timer::AckTimeout(id, cseq));

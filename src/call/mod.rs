@@ -74,6 +74,8 @@ pub enum Output {
         record: CallRecord,
         then: Vec<(TxKey, SipMessage)>,
     },
+    /// Store these (marks of conversations in progress); nothing waits.
+    Persist(Vec<crate::store::StoreOp>),
     StartDialplan {
         call: CallRef,
         account: String,

@@ -135,10 +135,11 @@ pub(super) fn registrar_with_1002(now: u64) -> Registrar {
     r
 }
 
-/// Outputs, without the domain events (they have tests of their own).
+/// Outputs, without the domain events and live-call marks (they have
+/// tests of their own).
 pub(super) fn effects(m: &mut CallEngine) -> Vec<Output> {
     std::iter::from_fn(|| m.poll_output())
-        .filter(|o| !matches!(o, Output::Event(_)))
+        .filter(|o| !matches!(o, Output::Event(_) | Output::Persist(_)))
         .collect()
 }
 

@@ -23,7 +23,8 @@ pub struct CallRecord {
     pub end_ms: u64,
     /// Talk time in seconds (answer to end), 0 if never answered.
     pub duration_s: u64,
-    /// "answered", "no-answer", "busy", "cancelled" or "failed".
+    /// "answered", "no-answer", "busy", "cancelled", "failed", or
+    /// "interrupted" (in progress when the daemon died).
     pub disposition: String,
     /// "caller", "callee" or "system" (timeouts, dialplan, errors).
     pub hangup_side: String,
@@ -107,4 +108,44 @@ pub fn read(
     })?;
     out.reverse();
     Ok(out)
+}
+
+/// The store row that marks conversation `record.conversation` as in
+/// progress: the record so far, with disposition "interrupted", for a
+/// restart after a crash to write.
+pub fn live_op(record: &CallRecord) -> crate::store::StoreOp {
+    use crate::store::{Key, StoreOp, Table};
+    StoreOp::put_json(Table::Live, Key::Id(record.conversation), record).expect("call records serialize")
+}
+
+/// The conversation is over (its record is written in the same commit).
+pub fn live_done(conversation: u64) -> crate::store::StoreOp {
+    use crate::store::{Key, StoreOp, Table};
+    StoreOp::delete(Table::Live, Key::Id(conversation))
+}
+
+/// At start-up: conversations that were in progress when the daemon died
+/// become records with disposition "interrupted", ended at `now_ms` (the
+/// restart; the real end is not known), and their markers go.
+pub fn recover_interrupted(
+    backend: &dyn crate::store::StoreBackend,
+    now_ms: u64,
+) -> Result<Vec<crate::store::StoreOp>, crate::store::StoreError> {
+    let mut ops = Vec::new();
+    for (key, value) in crate::store::all_rows(backend, crate::store::Table::Live)? {
+        if let Some(mut r) = value.json::<CallRecord>() {
+            r.end_ms = now_ms.max(r.start_ms);
+            r.duration_s = r.answer_ms.map_or(0, |a| r.end_ms.saturating_sub(a) / 1000);
+            r.disposition = "interrupted".into();
+            r.hangup_side = "system".into();
+            for leg in &mut r.legs {
+                if leg.end_ms == 0 {
+                    leg.end_ms = r.end_ms;
+                }
+            }
+            ops.push(record_op(&r));
+        }
+        ops.push(crate::store::StoreOp::delete(crate::store::Table::Live, key));
+    }
+    Ok(ops)
 }

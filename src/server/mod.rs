@@ -90,6 +90,16 @@ where
     if !purge.is_empty() {
         let _ = store.write(&purge);
     }
+    // Calls in progress when the daemon died get their records now.
+    let interrupted = crate::cdr::recover_interrupted(backend.as_ref(), crate::clock::Now::read().unix_ms)?;
+    if !interrupted.is_empty() {
+        store.write(&interrupted)?;
+        let calls = interrupted
+            .iter()
+            .filter(|o| o.table == crate::store::Table::Cdr)
+            .count();
+        tracing::warn!(calls, "calls interrupted by the last stop recorded");
+    }
     let mut chat = crate::chat::ChatService::new(config.listen.clone());
     let chat_state = crate::chat::stored::state(backend.as_ref())?;
     let waiting = chat_state.pending.len();

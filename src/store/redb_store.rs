@@ -14,6 +14,7 @@ const CHAT: TableDefinition<u64, &[u8]> = TableDefinition::new("chat");
 const PENDING: TableDefinition<&str, u64> = TableDefinition::new("chat_pending");
 const READ: TableDefinition<&str, u64> = TableDefinition::new("chat_read");
 const MUTED: TableDefinition<&str, u8> = TableDefinition::new("chat_muted");
+const LIVE: TableDefinition<u64, &[u8]> = TableDefinition::new("live_calls");
 
 pub struct RedbStore {
     db: Database,
@@ -41,6 +42,7 @@ impl RedbStore {
         txn.open_table(PENDING).map_err(backend)?;
         txn.open_table(READ).map_err(backend)?;
         txn.open_table(MUTED).map_err(backend)?;
+        txn.open_table(LIVE).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(RedbStore { db })
     }
@@ -61,6 +63,7 @@ impl RedbStore {
             let mut pending = txn.open_table(PENDING).map_err(backend)?;
             let mut read = txn.open_table(READ).map_err(backend)?;
             let mut muted = txn.open_table(MUTED).map_err(backend)?;
+            let mut live = txn.open_table(LIVE).map_err(backend)?;
             for row in rows {
                 let bad = || StoreError::Backend(format!("row of the wrong shape for {:?}", row.table));
                 match (row.table, &row.key, &row.value) {
@@ -77,6 +80,8 @@ impl RedbStore {
                         }
                     }
                     (Table::Chat, Key::Id(id), Some(Value::Bytes(v))) => chat.insert(*id, v.as_slice()).map(drop),
+                    (Table::Live, Key::Id(id), Some(Value::Bytes(v))) => live.insert(*id, v.as_slice()).map(drop),
+                    (Table::Live, Key::Id(id), None) => live.remove(*id).map(drop),
                     (Table::Pending | Table::Read, Key::Text(k), value) => {
                         let table = if row.table == Table::Pending {
                             &mut pending
@@ -157,8 +162,10 @@ impl StoreBackend for RedbStore {
                 |n: u8| Value::Number(u64::from(n)),
                 visit,
             ),
-            Table::Chat => {
-                let chat = txn.open_table(CHAT).map_err(backend)?;
+            Table::Chat | Table::Live => {
+                let chat = txn
+                    .open_table(if table == Table::Chat { CHAT } else { LIVE })
+                    .map_err(backend)?;
                 let id = |k: &Key| match k {
                     Key::Id(n) => Ok(*n),
                     Key::Text(_) => Err(StoreError::Backend("a text key for the chat table".into())),

@@ -23,15 +23,19 @@ pub enum Table {
     Pending,
     Read,
     Muted,
+    /// Conversations in progress (so a crash leaves a trace).
+    Live,
 }
 
-const TABLES: [Table; 6] = [
+// Their index is the table byte of the binary form: append, never reorder.
+const TABLES: [Table; 7] = [
     Table::Location,
     Table::Cdr,
     Table::Chat,
     Table::Pending,
     Table::Read,
     Table::Muted,
+    Table::Live,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

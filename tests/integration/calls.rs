@@ -355,15 +355,10 @@ fn in_dialog(c: &RawClient, method: &str, call_id: &str, to: &str, cseq: u32, ex
     )
 }
 
-/// Someone who knows a call's full dialog id but sends from another
-/// address must prove to be the party: its BYE is challenged and, without
-/// the caller's credentials, the call stays up; the caller's own BYE ends it.
-#[test]
-fn a_bye_from_another_address_is_challenged_and_the_call_stays_up() {
-    let d = Daemon::start("");
-    let callee = callee(&d, "1002", "uas_answer.xml", &[]);
+/// A call from a raw caller (1001) to 1002, answered and ACKed; returns
+/// the caller and the To header (with our tag) of its dialog.
+fn raw_call(d: &Daemon, call_id: &str) -> (RawClient, String) {
     let mut caller = RawClient::udp(d.addr());
-    let call_id = "stolen-dialog";
     let sdp = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
     let contact = caller.contact("1001");
     let ok = caller
@@ -384,15 +379,54 @@ fn a_bye_from_another_address_is_challenged_and_the_call_stays_up() {
             )
         })
         .expect("a final response");
-    assert_eq!(
-        ok.status(),
-        Some(200),
-        "{}\n{}",
-        String::from_utf8_lossy(&ok.to_bytes()),
-        d.log.lock().unwrap().join("\n")
-    );
+    assert_eq!(ok.status(), Some(200));
     let to = ok.header(&switchboard::sip::HeaderName::To).unwrap().to_string();
     caller.send_raw(in_dialog(&caller, "ACK", call_id, &to, 2, "").as_bytes());
+    (caller, to)
+}
+
+/// A call in progress when the daemon is killed gets a record with
+/// disposition "interrupted" (its legs, start and answer times) at the
+/// restart: history has no hole.
+#[test]
+fn a_call_alive_at_a_kill_9_is_recorded_as_interrupted_after_restart() {
+    let mut d = Daemon::start("");
+    let _callee = callee(&d, "1002", "uas_answer.xml", &[]);
+    let _caller = raw_call(&d, "killed-call");
+    d.kill9();
+    d.restart(); // ready only after the recovery
+    let log = d.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("calls interrupted by the last stop recorded calls=1"),
+        "{log}"
+    );
+    let recs = records(&d);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let r = &recs[0];
+    assert_eq!(r["disposition"], "interrupted");
+    assert_eq!(r["call_id"], "killed-call");
+    assert!(r["answer_ms"].as_u64().is_some(), "{r}");
+    let legs = r["legs"].as_array().unwrap();
+    assert_eq!(legs.len(), 2, "{r}");
+    assert_eq!(
+        (legs[0]["party"].as_str(), legs[1]["party"].as_str()),
+        (Some("1001"), Some("1002"))
+    );
+    // A second restart finds nothing left to recover.
+    d.stop();
+    d.restart();
+    assert_eq!(records(&d).len(), 1);
+}
+
+/// Someone who knows a call's full dialog id but sends from another
+/// address must prove to be the party: its BYE is challenged and, without
+/// the caller's credentials, the call stays up; the caller's own BYE ends it.
+#[test]
+fn a_bye_from_another_address_is_challenged_and_the_call_stays_up() {
+    let d = Daemon::start("");
+    let callee = callee(&d, "1002", "uas_answer.xml", &[]);
+    let call_id = "stolen-dialog";
+    let (mut caller, to) = raw_call(&d, call_id);
     // The same BYE, from 127.0.0.2.
     let mut stranger = RawClient::udp_from(d.addr(), "127.0.0.2:0");
     stranger.send_raw(in_dialog(&stranger, "BYE", call_id, &to, 2, "").as_bytes());

@@ -274,11 +274,19 @@ impl Core {
                 // The record is kept before the answers. The call has ended
                 // either way; if its record could not be kept, whoever
                 // ended it hears so (500) rather than a success.
-                let stored = self.store.write(&[crate::cdr::record_op(&record)]).is_ok();
+                let ops = [
+                    crate::cdr::record_op(&record),
+                    crate::cdr::live_done(record.conversation),
+                ];
+                let stored = self.store.write(&ops).is_ok();
                 for (key, resp) in then {
                     let resp = if stored { resp } else { storage_failure(resp) };
                     self.respond(&key, resp, now);
                 }
+            }
+            CallOutput::Persist(ops) => {
+                // A mark only: a failed write is logged by the store.
+                let _ = self.store.write(&ops);
             }
             CallOutput::Stateless { msg, to } => {
                 self.transports.send(&crate::sip::transaction::Transmit {
