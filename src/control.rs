@@ -54,6 +54,13 @@ pub enum Command {
         action: Action,
         reply: oneshot::Sender<Reply>,
     },
+    /// Banned sources with the seconds left (`ctl bans`).
+    Bans(oneshot::Sender<Vec<String>>),
+    /// Lifts the ban of an address (`ctl unban IP`): false if it had none.
+    Unban {
+        ip: std::net::IpAddr,
+        reply: oneshot::Sender<bool>,
+    },
     /// Panic in the core task (fault injection, see `ctl`).
     InjectPanic,
     /// The media side finished playing a prompt to an endpoint.

@@ -90,6 +90,10 @@ enum CtlCmd {
     Status,
     /// Live calls with relay counters.
     Calls,
+    /// Banned source addresses, with the time left.
+    Bans,
+    /// Lifts the ban of a source address (and its users' lock-outs).
+    Unban { ip: std::net::IpAddr },
     /// Chat: `history USER PEER [LIMIT [BEFORE]]`, `unread USER`, `read USER PEER`, `mute USER on|off` (JSON).
     Chat {
         #[arg(required = true, num_args = 1..)]
@@ -328,6 +332,8 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
         CtlCmd::Registrations => "registrations".to_string(),
         CtlCmd::Status => "status".to_string(),
         CtlCmd::Calls => "calls".to_string(),
+        CtlCmd::Bans => "bans".to_string(),
+        CtlCmd::Unban { ip } => format!("unban {ip}"),
         CtlCmd::Chat { args } => format!("chat {}", args.join(" ")),
         CtlCmd::Cdr { user, limit } => match user {
             Some(u) => format!("cdr {limit} {u}"),
@@ -353,6 +359,19 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
             switchboard::ctl::format_calls(&serde_json::from_value::<Vec<_>>(data)?)
         ),
         CtlCmd::Chat { .. } => {}
+        CtlCmd::Bans => {
+            let list: Vec<String> = serde_json::from_value(data)?;
+            if list.is_empty() {
+                println!("no banned sources");
+            }
+            for b in list {
+                println!("{b}");
+            }
+        }
+        CtlCmd::Unban { ip } => match data.as_bool() {
+            Some(true) => println!("ban of {ip} lifted"),
+            _ => println!("{ip} was not banned"),
+        },
         CtlCmd::Cdr { .. } => print!(
             "{}",
             switchboard::ctl::format_cdr(&serde_json::from_value::<Vec<_>>(data)?)

@@ -84,7 +84,7 @@ impl Authenticator {
         let Some(creds) = creds else {
             return AuthVerdict::Challenge { stale: false };
         };
-        match self.guard.check(source, now) {
+        match self.guard.check(source, &creds.username, now) {
             GuardVerdict::Allow => {}
             GuardVerdict::Throttle => return AuthVerdict::Throttled,
             GuardVerdict::Banned => return AuthVerdict::Banned,
@@ -103,7 +103,7 @@ impl Authenticator {
         if !uri_names_request(&creds.uri, req.request_uri().unwrap_or("")) {
             return AuthVerdict::Rejected;
         }
-        match self.nonces.check(&creds.nonce, creds.nc.as_deref(), now_unix) {
+        match self.nonces.check(&creds.nonce, creds.nc.as_deref(), now_unix, source) {
             NonceStatus::Valid => {}
             NonceStatus::Stale => return AuthVerdict::Challenge { stale: true },
             // Forged nonce or replayed nonce-count: ask again (RFC 7616 §5.11).
@@ -116,7 +116,7 @@ impl Authenticator {
         match user {
             Some(u) if digest::constant_time_eq(&expected, &creds.response) => AuthVerdict::Authenticated(u),
             _ => {
-                if self.guard.record_failure(source, now) {
+                if self.guard.record_failure(source, &creds.username, now) {
                     AuthVerdict::Banned
                 } else {
                     AuthVerdict::Rejected
@@ -129,12 +129,20 @@ impl Authenticator {
     /// first. `salt` tells requests apart: a retransmitted request (same
     /// salt, same second) gets the same nonces, since challenges are sent
     /// statelessly (RFC 3261 §8.2.7).
-    pub fn challenges(&self, realm: &str, stale: bool, now_unix: u64, salt: u64) -> Vec<String> {
+    pub fn challenges(&self, realm: &str, stale: bool, now_unix: u64, salt: u64, client: IpAddr) -> Vec<String> {
         self.algorithms
             .iter()
             .zip(0u64..)
-            .map(|(&alg, i)| digest::challenge(realm, &self.nonces.issue(now_unix, salt.wrapping_add(i)), alg, stale))
+            .map(|(&alg, i)| {
+                let nonce = self.nonces.issue(now_unix, salt.wrapping_add(i), client);
+                digest::challenge(realm, &nonce, alg, stale)
+            })
             .collect()
+    }
+
+    /// Lifts a ban (`ctl unban`); false if `ip` had none.
+    pub fn unban(&mut self, ip: IpAddr) -> bool {
+        self.guard.unban(ip)
     }
 
     pub fn purge(&mut self, now: Instant, now_unix: u64) {
@@ -177,15 +185,23 @@ mod tests {
             throttle_after: 3,
             throttle_interval: Duration::from_secs(1),
             max_failures: 5,
+            ban_after_usernames: 5,
+            ban_after_failures: 100,
             window: Duration::from_secs(60),
             ban: Duration::from_secs(60),
+            trusted: Vec::new(),
         }
     }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn settings(digest_algorithms: Vec<Algorithm>) -> SecuritySettings {
         SecuritySettings {
             nonce_lifetime_s: 300,
             max_auth_failures: 10,
+            ban_after_usernames: 5,
+            ban_after_failures: 100,
+            trusted_networks: Vec::new(),
             failure_window: Duration::from_secs(60),
             ban: Duration::from_secs(600),
             digest_algorithms,
@@ -243,7 +259,7 @@ mod tests {
         let mut a = Authenticator::new(&settings(vec![Algorithm::Sha256, Algorithm::Md5]), policy());
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let now = Instant::now();
-        let ch = a.challenges("pbx.test", false, 1000, 1);
+        let ch = a.challenges("pbx.test", false, 1000, 1, LOCAL);
         assert!(ch[0].contains("algorithm=SHA-256") && ch[1].contains("algorithm=MD5"));
         for (alg, c) in [(Algorithm::Sha256, &ch[0]), (Algorithm::Md5, &ch[1])] {
             let req = register_with("1001", "secret", &nonce_of(c), alg, "00000001");
@@ -264,8 +280,8 @@ mod tests {
         let mut a = Authenticator::new(&settings(vec![Algorithm::Md5]), policy());
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let now = Instant::now();
-        let n1 = nonce_of(&a.challenges("pbx.test", false, 1000, 1)[0]);
-        let n2 = nonce_of(&a.challenges("pbx.test", false, 1000, 2)[0]);
+        let n1 = nonce_of(&a.challenges("pbx.test", false, 1000, 1, LOCAL)[0]);
+        let n2 = nonce_of(&a.challenges("pbx.test", false, 1000, 2, LOCAL)[0]);
         let wrong = a.verify(
             &register_with("1001", "bad", &n1, Algorithm::Md5, "1"),
             &HeaderName::Authorization,
@@ -291,7 +307,7 @@ mod tests {
         let acct = account();
         let mut a = Authenticator::new(&settings(vec![Algorithm::Md5]), policy());
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let n = nonce_of(&a.challenges("pbx.test", false, 1000, 1)[0]);
+        let n = nonce_of(&a.challenges("pbx.test", false, 1000, 1, LOCAL)[0]);
         let req = register_with("1001", "secret", &n, Algorithm::Md5, "1");
         assert_eq!(
             a.verify(&req, &HeaderName::Authorization, &acct, ip, Instant::now(), 1400),
@@ -313,7 +329,7 @@ mod tests {
             let mut s = settings(vec![Algorithm::Md5]);
             s.allow_legacy_digest = allow;
             let mut a = Authenticator::new(&s, policy());
-            let n = nonce_of(&a.challenges("pbx.test", false, 1000, 1)[0]);
+            let n = nonce_of(&a.challenges("pbx.test", false, 1000, 1, LOCAL)[0]);
             let req = answered("1001", "secret", &n, Algorithm::Md5, None, "sip:pbx.test");
             let v = a.verify(&req, &HeaderName::Authorization, &acct, ip, Instant::now(), 1000);
             if allow {
@@ -336,7 +352,7 @@ mod tests {
             ("sip:pbx.test:5070", false),
             ("sip:1002@pbx.test", false),
         ] {
-            let n = nonce_of(&a.challenges("pbx.test", false, 1000, uri.len() as u64)[0]);
+            let n = nonce_of(&a.challenges("pbx.test", false, 1000, uri.len() as u64, LOCAL)[0]);
             let req = answered("1001", "secret", &n, Algorithm::Md5, Some("00000001"), uri);
             let v = a.verify(&req, &HeaderName::Authorization, &acct, ip, Instant::now(), 1000);
             assert_eq!(matches!(v, AuthVerdict::Authenticated(_)), ok, "{uri}: {v:?}");
@@ -347,5 +363,23 @@ mod tests {
         );
         assert!(uri_names_request("sip:1002@127.0.0.1:5070", "sip:1002@127.0.0.1:5070"));
         assert!(!uri_names_request("sip:1003@127.0.0.1:5070", "sip:1002@127.0.0.1:5070"));
+    }
+
+    #[test]
+    fn a_nonce_answered_from_another_address_is_challenged_again_and_counts_no_failure() {
+        let acct = account();
+        let mut a = Authenticator::new(&settings(vec![Algorithm::Md5]), policy());
+        let spoofed: IpAddr = "192.0.2.50".parse().unwrap();
+        let now = Instant::now();
+        // Wrong passwords for many users, sent "from" spoofed with nonces
+        // the attacker got at its own address: no failure is counted.
+        for user in ["1001", "1002", "1003", "1004", "1005", "1006"] {
+            let n = nonce_of(&a.challenges("pbx.test", false, 1000, user.len() as u64, LOCAL)[0]);
+            let req = answered(user, "guess", &n, Algorithm::Md5, Some("00000001"), "sip:pbx.test");
+            let v = a.verify(&req, &HeaderName::Authorization, &acct, spoofed, now, 1000);
+            assert_eq!(v, AuthVerdict::Challenge { stale: false });
+        }
+        assert!(!a.is_banned(spoofed, now));
+        assert!(a.guard().banned(now).is_empty());
     }
 }

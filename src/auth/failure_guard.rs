@@ -1,30 +1,55 @@
-//! Per-source-IP accounting of failed authentications: after
-//! `throttle_after` failures within the window, attempts closer than the
-//! throttle interval are refused with 503 + Retry-After; after
-//! `max_failures` the source is banned (its packets dropped) for `ban`.
+//! Accounting of failed authentications, built for call centres whose
+//! phones share one public address behind NAT:
+//! - failures count per (source IP, username): after `throttle_after` in
+//!   the window, that user's attempts from that IP closer than the throttle
+//!   interval get 503 + Retry-After; after `max_failures` that user is
+//!   locked out from that IP for `ban`. Other users behind the same address
+//!   are never refused for it;
+//! - a source IP is banned (its out-of-dialog requests dropped) only when
+//!   it fails for `ban_after_usernames` distinct usernames (a scanner
+//!   guessing extensions) or `ban_after_failures` times in all;
+//! - sources in `trusted` networks are never throttled, locked or banned.
+//!
+//! Nonces are bound to the client's address (see `digest::NonceKeeper`), so
+//! a spoofed source cannot produce failures in another IP's name.
 
-use std::collections::{HashMap, VecDeque};
+use crate::config::IpNetwork;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardPolicy {
+    /// Per (IP, username).
     pub throttle_after: u32,
     pub throttle_interval: Duration,
+    /// Per (IP, username): the user is locked out from that IP.
     pub max_failures: u32,
+    /// Per IP: distinct usernames failing, or failures in all, that ban it.
+    pub ban_after_usernames: u32,
+    pub ban_after_failures: u32,
     pub window: Duration,
     pub ban: Duration,
+    pub trusted: Vec<IpNetwork>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GuardVerdict {
     Allow,
-    /// Too soon after the last failure: answer 503 with Retry-After.
+    /// Too soon after the last failure, or locked out: 503 + Retry-After.
     Throttle,
     /// Drop silently.
     Banned,
 }
 
+/// Failures of one username from one IP.
+#[derive(Default)]
+struct UserRecord {
+    failures: VecDeque<Instant>,
+    locked_until: Option<Instant>,
+}
+
+/// Failures from one IP, whoever they were for.
 #[derive(Default)]
 struct SourceRecord {
     failures: VecDeque<Instant>,
@@ -34,6 +59,7 @@ struct SourceRecord {
 pub struct FailureGuard {
     policy: GuardPolicy,
     sources: HashMap<IpAddr, SourceRecord>,
+    users: HashMap<(IpAddr, String), UserRecord>,
 }
 
 impl FailureGuard {
@@ -41,11 +67,16 @@ impl FailureGuard {
         FailureGuard {
             policy,
             sources: HashMap::new(),
+            users: HashMap::new(),
         }
     }
 
     pub fn set_policy(&mut self, policy: GuardPolicy) {
         self.policy = policy;
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        self.policy.trusted.iter().any(|n| n.contains(ip))
     }
 
     pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
@@ -55,22 +86,28 @@ impl FailureGuard {
             .is_some_and(|until| now < until)
     }
 
-    /// Whether an authentication attempt from `ip` may be evaluated.
-    pub fn check(&mut self, ip: IpAddr, now: Instant) -> GuardVerdict {
+    /// Whether an authentication attempt by `user` from `ip` may be evaluated.
+    pub fn check(&mut self, ip: IpAddr, user: &str, now: Instant) -> GuardVerdict {
+        if self.trusted(ip) {
+            return GuardVerdict::Allow;
+        }
         if self.is_banned(ip, now) {
             return GuardVerdict::Banned;
         }
-        let Some(r) = self.sources.get_mut(&ip) else {
+        let Some(r) = self.users.get_mut(&(ip, user.to_string())) else {
             return GuardVerdict::Allow;
         };
+        if r.locked_until.is_some_and(|u| now < u) {
+            return GuardVerdict::Throttle;
+        }
         prune(&mut r.failures, now, self.policy.window);
         let recent = r.failures.len() as u32;
         let last = r.failures.back().copied();
         if recent >= self.policy.throttle_after
             && last.is_some_and(|t| now.duration_since(t) < self.policy.throttle_interval)
         {
-            // A throttled attempt is itself a failure: hammering leads to a ban.
-            return match self.record_failure(ip, now) {
+            // A throttled attempt is itself a failure: hammering leads to a lock-out.
+            return match self.record_failure(ip, user, now) {
                 true => GuardVerdict::Banned,
                 false => GuardVerdict::Throttle,
             };
@@ -78,27 +115,59 @@ impl FailureGuard {
         GuardVerdict::Allow
     }
 
-    /// Records a failed authentication; returns true if the source is now banned.
-    pub fn record_failure(&mut self, ip: IpAddr, now: Instant) -> bool {
-        let policy = self.policy;
-        let r = self.sources.entry(ip).or_default();
-        prune(&mut r.failures, now, policy.window);
-        r.failures.push_back(now);
-        if r.failures.len() as u32 >= policy.max_failures {
-            r.banned_until = Some(now + policy.ban);
-            r.failures.clear();
-            tracing::warn!(source = %ip, failures = policy.max_failures, ban_s = policy.ban.as_secs(), "banning source after repeated failed authentications");
+    /// Records a failed authentication of `user` from `ip`; returns true
+    /// if the source IP is now banned.
+    pub fn record_failure(&mut self, ip: IpAddr, user: &str, now: Instant) -> bool {
+        if self.trusted(ip) {
+            return false;
+        }
+        let policy = self.policy.clone();
+        let u = self.users.entry((ip, user.to_string())).or_default();
+        prune(&mut u.failures, now, policy.window);
+        u.failures.push_back(now);
+        if u.failures.len() as u32 >= policy.max_failures {
+            u.locked_until = Some(now + policy.ban);
+            u.failures.clear();
+            tracing::warn!(source = %ip, user, ban_s = policy.ban.as_secs(), "user locked out from this source after repeated failed authentications");
+        }
+        let s = self.sources.entry(ip).or_default();
+        prune(&mut s.failures, now, policy.window);
+        s.failures.push_back(now);
+        let usernames: HashSet<&str> = self
+            .users
+            .iter()
+            .filter(|((i, _), r)| *i == ip && (!r.failures.is_empty() || r.locked_until.is_some_and(|l| now < l)))
+            .map(|((_, name), _)| name.as_str())
+            .collect();
+        let s = self.sources.get_mut(&ip).expect("inserted");
+        let scanner = usernames.len() as u32 >= policy.ban_after_usernames;
+        if scanner || s.failures.len() as u32 >= policy.ban_after_failures {
+            s.banned_until = Some(now + policy.ban);
+            s.failures.clear();
+            tracing::warn!(source = %ip, usernames = usernames.len(), ban_s = policy.ban.as_secs(), "banning source after failed authentications");
             return true;
         }
         false
     }
 
-    /// Forgets sources with no recent failures and no ban.
+    /// Lifts the ban of `ip` and its users' lock-outs; false if it had none.
+    pub fn unban(&mut self, ip: IpAddr) -> bool {
+        let banned = self.sources.remove(&ip).is_some_and(|r| r.banned_until.is_some());
+        let before = self.users.len();
+        self.users.retain(|(i, _), _| *i != ip);
+        banned || self.users.len() != before
+    }
+
+    /// Forgets sources and users with no recent failures and no ban.
     pub fn purge(&mut self, now: Instant) {
         let window = self.policy.window;
         self.sources.retain(|_, r| {
             prune(&mut r.failures, now, window);
             !r.failures.is_empty() || r.banned_until.is_some_and(|u| now < u)
+        });
+        self.users.retain(|_, r| {
+            prune(&mut r.failures, now, window);
+            !r.failures.is_empty() || r.locked_until.is_some_and(|u| now < u)
         });
     }
 
@@ -126,29 +195,72 @@ mod tests {
             throttle_after: 2,
             throttle_interval: Duration::from_secs(1),
             max_failures: 4,
+            ban_after_usernames: 3,
+            ban_after_failures: 20,
             window: Duration::from_secs(60),
             ban: Duration::from_secs(600),
+            trusted: vec!["10.1.0.0/16".parse().unwrap()],
         }
     }
 
     #[test]
-    fn throttles_then_bans_then_forgives() {
+    fn one_users_failures_lock_that_user_out_not_the_others_behind_the_same_address() {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
         let mut g = FailureGuard::new(policy());
         let t0 = Instant::now();
-        assert_eq!(g.check(ip, t0), GuardVerdict::Allow);
-        assert!(!g.record_failure(ip, t0));
-        assert!(!g.record_failure(ip, t0));
+        assert_eq!(g.check(ip, "1001", t0), GuardVerdict::Allow);
+        assert!(!g.record_failure(ip, "1001", t0));
+        assert!(!g.record_failure(ip, "1001", t0));
         let t1 = t0 + Duration::from_millis(100);
-        assert_eq!(g.check(ip, t1), GuardVerdict::Throttle, "3rd failure");
-        assert_eq!(g.check(ip, t1), GuardVerdict::Banned, "4th failure bans");
-        assert_eq!(g.check(other, t1), GuardVerdict::Allow, "other sources unaffected");
-        assert!(g.is_banned(ip, t1 + Duration::from_secs(599)));
-        assert_eq!(g.banned(t1).len(), 1);
-        assert!(!g.is_banned(ip, t1 + Duration::from_secs(601)));
-        g.purge(t1 + Duration::from_secs(601));
-        assert_eq!(g.check(ip, t1 + Duration::from_secs(601)), GuardVerdict::Allow);
+        assert_eq!(g.check(ip, "1001", t1), GuardVerdict::Throttle, "3rd failure");
+        assert_eq!(
+            g.check(ip, "1002", t1),
+            GuardVerdict::Allow,
+            "another user, same NAT address"
+        );
+        assert_eq!(
+            g.check(ip, "1001", t1),
+            GuardVerdict::Throttle,
+            "4th failure locks 1001 out"
+        );
+        let t2 = t1 + Duration::from_secs(5);
+        assert_eq!(g.check(ip, "1001", t2), GuardVerdict::Throttle, "locked out");
+        assert_eq!(g.check(ip, "1002", t2), GuardVerdict::Allow);
+        assert!(!g.is_banned(ip, t2), "one user's failures never ban the address");
+        g.purge(t2 + Duration::from_secs(601));
+        assert_eq!(g.check(ip, "1001", t2 + Duration::from_secs(601)), GuardVerdict::Allow);
+    }
+
+    #[test]
+    fn failing_for_many_usernames_bans_the_source_and_ctl_can_lift_it() {
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let other: IpAddr = "192.0.2.10".parse().unwrap();
+        let mut g = FailureGuard::new(policy());
+        let t0 = Instant::now();
+        assert!(!g.record_failure(ip, "100", t0));
+        assert!(!g.record_failure(ip, "101", t0));
+        assert!(g.record_failure(ip, "102", t0), "the scanner pattern");
+        assert_eq!(g.check(ip, "1001", t0), GuardVerdict::Banned);
+        assert_eq!(
+            g.check(other, "1001", t0),
+            GuardVerdict::Allow,
+            "other sources unaffected"
+        );
+        assert_eq!(g.banned(t0).len(), 1);
+        assert!(g.unban(ip));
+        assert_eq!(g.check(ip, "1001", t0), GuardVerdict::Allow);
+        assert!(!g.unban(ip), "nothing left to lift");
+    }
+
+    #[test]
+    fn trusted_networks_are_never_refused() {
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        let mut g = FailureGuard::new(policy());
+        let t0 = Instant::now();
+        for user in ["100", "101", "102", "103", "1001", "1001", "1001", "1001"] {
+            assert!(!g.record_failure(ip, user, t0));
+        }
+        assert_eq!(g.check(ip, "1001", t0), GuardVerdict::Allow);
     }
 
     #[test]
@@ -158,12 +270,12 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..3 {
             let t = t0 + Duration::from_secs(i * 30);
-            assert_eq!(g.check(ip, t), GuardVerdict::Allow);
-            assert!(!g.record_failure(ip, t));
+            assert_eq!(g.check(ip, "1001", t), GuardVerdict::Allow);
+            assert!(!g.record_failure(ip, "1001", t));
         }
         // 61 s later the window holds only the last two failures.
         let t = t0 + Duration::from_secs(121);
-        assert_eq!(g.check(ip, t), GuardVerdict::Allow);
-        assert!(!g.record_failure(ip, t));
+        assert_eq!(g.check(ip, "1001", t), GuardVerdict::Allow);
+        assert!(!g.record_failure(ip, "1001", t));
     }
 }

@@ -1,12 +1,14 @@
 //! Configuration: TOML (see `schema`) validated once into an immutable
 //! [`Config`]; every error names file:line:col and the reason.
 
+mod network;
 pub mod schema;
 #[cfg(test)]
 mod tests;
 
 use crate::sip::digest::Algorithm;
 use crate::sip::transaction::TimerConfig;
+pub use network::IpNetwork;
 pub use schema::Role;
 use schema::{AccountSection, RawConfig};
 use std::collections::HashMap;
@@ -126,6 +128,9 @@ pub struct RegistrarSettings {
 pub struct SecuritySettings {
     pub nonce_lifetime_s: u64,
     pub max_auth_failures: u32,
+    pub ban_after_usernames: u32,
+    pub ban_after_failures: u32,
+    pub trusted_networks: Vec<IpNetwork>,
     pub failure_window: Duration,
     pub ban: Duration,
     pub digest_algorithms: Vec<Algorithm>,
@@ -323,6 +328,13 @@ impl Validator<'_> {
                 ),
             }
         }
+        let mut trusted = Vec::new();
+        for n in &raw.security.trusted_networks {
+            match n.get_ref().parse::<IpNetwork>() {
+                Ok(net) => trusted.push(net),
+                Err(e) => self.error(n.span(), format!("trusted_networks: {e}")),
+            }
+        }
         if raw.security.digest_algorithms.is_empty() {
             self.error(0..0, "security.digest_algorithms is empty");
         }
@@ -375,6 +387,9 @@ impl Validator<'_> {
             security: SecuritySettings {
                 nonce_lifetime_s: raw.security.nonce_lifetime_s,
                 max_auth_failures: raw.security.max_auth_failures,
+                ban_after_usernames: raw.security.ban_after_usernames.max(1),
+                ban_after_failures: raw.security.ban_after_failures.max(1),
+                trusted_networks: trusted,
                 failure_window: Duration::from_secs(raw.security.failure_window_s),
                 ban: Duration::from_secs(raw.security.ban_s),
                 digest_algorithms: algorithms,

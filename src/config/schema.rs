@@ -222,8 +222,17 @@ impl Default for RegistrarSection {
 pub struct SecuritySection {
     /// Seconds a digest nonce stays valid before `stale=true`. Default 300.
     pub nonce_lifetime_s: u64,
-    /// Failed authentications from one IP within `failure_window_s` that trigger a ban. Default 10.
+    /// Failed authentications of one user from one IP within
+    /// `failure_window_s` that lock that user out from that IP for `ban_s`
+    /// (throttling starts at half). Default 10.
     pub max_auth_failures: u32,
+    /// Distinct usernames failing from one IP within the window that ban
+    /// the IP (a scanner guessing extensions). Default 5.
+    pub ban_after_usernames: u32,
+    /// Failures from one IP within the window, whatever the users, that ban it. Default 100.
+    pub ban_after_failures: u32,
+    /// Networks never throttled, locked out or banned (CIDR). Default none.
+    pub trusted_networks: Vec<Spanned<String>>,
     /// Window for counting failures, seconds. Default 60.
     pub failure_window_s: u64,
     /// Ban length, seconds. Default 600.
@@ -240,6 +249,9 @@ impl Default for SecuritySection {
         SecuritySection {
             nonce_lifetime_s: 300,
             max_auth_failures: 10,
+            ban_after_usernames: 5,
+            ban_after_failures: 100,
+            trusted_networks: Vec::new(),
             failure_window_s: 60,
             ban_s: 600,
             digest_algorithms: vec![Spanned::new(0..0, "MD5".into())],

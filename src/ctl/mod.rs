@@ -74,6 +74,11 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
         "registrations" => ask(commands, Command::Registrations).await,
         "status" => ask(commands, Command::Status).await,
         "calls" => ask(commands, Command::Calls).await,
+        "bans" => ask(commands, Command::Bans).await,
+        unban if unban.starts_with("unban ") => match unban[6..].trim().parse() {
+            Ok(ip) => ask(commands, |reply| Command::Unban { ip, reply }).await,
+            Err(_) => Err(format!("not an IP address: {}", &unban[6..])),
+        },
         // Fault injection for the test that shows a panic ends the process;
         // refused unless the daemon was started with the variable set.
         "fault panic-core" if std::env::var_os(FAULT_INJECTION).is_some() => {

@@ -158,10 +158,10 @@ pub fn authenticate<'a>(
             // One fingerprint salts the nonce and tags the (stateless) answer.
             let fingerprint = request_fingerprint(req);
             let mut e = SipError::new(status).tagged(fingerprint_tag(fingerprint));
-            for ch in cx
-                .engines
-                .auth
-                .challenges(&account.domain, stale, cx.now.unix_s(), fingerprint)
+            for ch in
+                cx.engines
+                    .auth
+                    .challenges(&account.domain, stale, cx.now.unix_s(), fingerprint, cx.from.addr.ip())
             {
                 e = e.header(challenge.clone(), ch);
             }

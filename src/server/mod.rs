@@ -38,8 +38,11 @@ pub fn guard_policy(config: &Config) -> GuardPolicy {
         throttle_after: (s.max_auth_failures / 2).max(1),
         throttle_interval: Duration::from_secs(1),
         max_failures: s.max_auth_failures.max(1),
+        ban_after_usernames: s.ban_after_usernames,
+        ban_after_failures: s.ban_after_failures,
         window: s.failure_window,
         ban: s.ban,
+        trusted: s.trusted_networks.clone(),
     }
 }
 

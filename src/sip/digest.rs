@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use siphasher::sip128::{Hasher128, SipHasher24};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -276,33 +277,41 @@ impl NonceKeeper {
     /// A nonce issued at `now_unix`; `salt` (a keyed fingerprint of the
     /// request) makes it one request's: the same request in the same second
     /// gets the same nonce. Only the MAC makes a nonce unforgeable.
-    pub fn issue(&self, now_unix: u64, salt: u64) -> String {
+    /// The nonce is bound to `client`'s address: answered from another
+    /// address it is invalid (a spoofed source cannot use it to fail in
+    /// someone else's name).
+    pub fn issue(&self, now_unix: u64, salt: u64, client: IpAddr) -> String {
         // Both numbers as 16 zero-padded hex digits, as `{:016x}` would
         // write them, without the formatting machinery.
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&now_unix.to_be_bytes());
         id[8..].copy_from_slice(&salt.to_be_bytes());
         let mut nonce = hex_lower(&id);
-        let mac = self.mac(&nonce);
+        let mac = self.mac(&nonce, client);
         nonce.push_str(&mac);
         nonce
     }
 
-    /// 96 bits of the tag, as 24 hex digits.
-    fn mac(&self, head: &str) -> String {
+    /// 96 bits of the tag over the nonce head and the client's address, as
+    /// 24 hex digits.
+    fn mac(&self, head: &str, client: IpAddr) -> String {
         let mut h = SipHasher24::new_with_key(&self.key);
         std::hash::Hasher::write(&mut h, head.as_bytes());
+        match client {
+            IpAddr::V4(a) => std::hash::Hasher::write(&mut h, &a.octets()),
+            IpAddr::V6(a) => std::hash::Hasher::write(&mut h, &a.octets()),
+        }
         hex_lower(&h.finish128().as_bytes()[..12])
     }
 
     /// Checks a nonce and, when the client used qop, its nonce count.
     /// A valid nonce-count must be strictly greater than any seen before.
-    pub fn check(&mut self, nonce: &str, nc: Option<&str>, now_unix: u64) -> NonceStatus {
+    pub fn check(&mut self, nonce: &str, nc: Option<&str>, now_unix: u64, client: IpAddr) -> NonceStatus {
         if nonce.len() != 56 || !nonce.is_ascii() {
             return NonceStatus::Invalid;
         }
         let (head, mac) = nonce.split_at(32);
-        if !constant_time_eq(mac, &self.mac(head)) {
+        if !constant_time_eq(mac, &self.mac(head, client)) {
             return NonceStatus::Invalid;
         }
         let Ok(id) = u128::from_str_radix(head, 16) else {
@@ -421,25 +430,42 @@ mod tests {
         assert_eq!(c.algorithm(), None);
     }
 
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
     #[test]
     fn nonce_lifecycle_and_replay() {
         let mut k = NonceKeeper::new(300);
-        let n = k.issue(1000, 7);
-        assert_eq!(k.check(&n, Some("00000001"), 1010), NonceStatus::Valid);
-        assert_eq!(k.check(&n, Some("00000001"), 1011), NonceStatus::Invalid, "replayed nc");
-        assert_eq!(k.check(&n, Some("00000002"), 1012), NonceStatus::Valid);
-        assert_eq!(k.check(&n, Some("00000003"), 1400), NonceStatus::Stale);
+        let n = k.issue(1000, 7, HOME);
+        assert_eq!(k.check(&n, Some("00000001"), 1010, HOME), NonceStatus::Valid);
+        assert_eq!(
+            k.check(&n, Some("00000001"), 1011, HOME),
+            NonceStatus::Invalid,
+            "replayed nc"
+        );
+        assert_eq!(k.check(&n, Some("00000002"), 1012, HOME), NonceStatus::Valid);
+        assert_eq!(k.check(&n, Some("00000003"), 1400, HOME), NonceStatus::Stale);
         let mut forged = n.clone();
         forged.replace_range(0..1, "f");
-        assert_eq!(k.check(&forged, None, 1010), NonceStatus::Invalid);
-        assert_eq!(k.check("short", None, 1010), NonceStatus::Invalid);
+        assert_eq!(k.check(&forged, None, 1010, HOME), NonceStatus::Invalid);
+        assert_eq!(k.check("short", None, 1010, HOME), NonceStatus::Invalid);
         let mut bad_tag = n.clone();
         let last = if n.ends_with('0') { "1" } else { "0" };
         bad_tag.replace_range(55..56, last);
-        assert_eq!(k.check(&bad_tag, None, 1010), NonceStatus::Invalid);
-        let other = NonceKeeper::new(300).issue(1000, 7);
+        assert_eq!(k.check(&bad_tag, None, 1010, HOME), NonceStatus::Invalid);
+        let other = NonceKeeper::new(300).issue(1000, 7, HOME);
         assert_eq!(n.len(), other.len());
-        assert_eq!(k.check(&other, None, 1010), NonceStatus::Invalid, "another key's nonce");
+        assert_eq!(
+            k.check(&other, None, 1010, HOME),
+            NonceStatus::Invalid,
+            "another key's nonce"
+        );
+        let fresh = k.issue(1000, 8, HOME);
+        let elsewhere = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+        assert_eq!(
+            k.check(&fresh, None, 1010, elsewhere),
+            NonceStatus::Invalid,
+            "another client's nonce"
+        );
         k.purge(2000);
         assert_eq!(k.tracked(), 0);
     }

@@ -418,6 +418,25 @@ fn a_call_alive_at_a_kill_9_is_recorded_as_interrupted_after_restart() {
     assert_eq!(records(&d).len(), 1);
 }
 
+/// A ban drops what would start something, never the requests of calls
+/// already up: the caller's BYE after its own address got banned ends the
+/// call normally.
+#[test]
+fn a_ban_does_not_cut_calls_already_up() {
+    let d = Daemon::start("ban_after_usernames = 2\n");
+    let callee = callee(&d, "1002", "uas_answer.xml", &[]);
+    let (mut caller, to) = raw_call(&d, "kept-call");
+    let mut scanner = RawClient::udp(d.addr());
+    for ext in ["1003", "1004"] {
+        scanner.register("sip:pbx.test", ext, "guess", 60);
+    }
+    d.wait_for_log("banning source after failed authentications");
+    caller.send_raw(in_dialog(&caller, "BYE", "kept-call", &to, 3, "").as_bytes());
+    assert_eq!(caller.recv_final().unwrap().status(), Some(200));
+    assert_eq!(callee.wait().code, 0);
+    assert_eq!(records(&d)[0]["disposition"], "answered");
+}
+
 /// Someone who knows a call's full dialog id but sends from another
 /// address must prove to be the party: its BYE is challenged and, without
 /// the caller's credentials, the call stays up; the caller's own BYE ends it.

@@ -94,21 +94,33 @@ fn wrong_password_and_unknown_user_get_the_same_403() {
 }
 
 #[test]
-fn repeated_failures_throttle_then_ban_the_source() {
-    let d = Daemon::start("max_auth_failures = 4\nfailure_window_s = 60\nban_s = 600\n");
+fn one_users_failures_lock_only_that_user_and_a_scanner_is_banned_until_lifted() {
+    let d = Daemon::start("max_auth_failures = 4\nban_after_usernames = 3\nfailure_window_s = 60\nban_s = 600\n");
     let mut c = RawClient::udp(d.addr());
-    let statuses: Vec<Option<u16>> = (0..3)
+    let statuses: Vec<Option<u16>> = (0..4)
         .map(|_| c.register("sip:pbx.test", "1001", "guess", 60).and_then(|m| m.status()))
         .collect();
     assert_eq!(
         statuses,
-        vec![Some(403), Some(403), Some(503)],
-        "two rejections, then throttled"
+        vec![Some(403), Some(403), Some(503), Some(503)],
+        "two rejections, then throttled; the fourth failure locks 1001 out from here"
     );
-    // The fourth failure bans: no answer at all.
-    c.set_timeout(Duration::from_secs(2));
-    assert!(c.register("sip:pbx.test", "1001", "guess", 60).is_none());
-    d.wait_for_log("banning source after repeated failed authentications");
+    d.wait_for_log("user locked out from this source");
+    // Another phone behind the same address, with its right password: served.
+    let mut colleague = RawClient::udp(d.addr());
+    let ok = colleague.register("sip:pbx.test", "1002", "demo1002", 60).unwrap();
+    assert_eq!(ok.status(), Some(200), "never refused for someone else's failures");
+    // Guessing extensions (the scanner pattern) bans the address.
+    let mut scanner = RawClient::udp(d.addr());
+    for ext in ["1003", "1004"] {
+        scanner.register("sip:pbx.test", ext, "guess", 60);
+    }
+    d.wait_for_log("banning source after failed authentications");
+    scanner.set_timeout(Duration::from_secs(2));
+    assert!(
+        scanner.register("sip:pbx.test", "1004", "demo1004", 60).is_none(),
+        "banned: silence"
+    );
     // Even correct credentials from the banned address get nothing now.
     let run = sipp(
         &d.target(),
@@ -118,9 +130,9 @@ fn repeated_failures_throttle_then_ban_the_source() {
             "-s",
             "1001",
             "-au",
-            "1001",
+            "1002",
             "-ap",
-            "demo1001",
+            "demo1002",
             "-key",
             "expires",
             "60",
@@ -129,14 +141,33 @@ fn repeated_failures_throttle_then_ban_the_source() {
         ],
     );
     assert_ne!(run.code, 0, "banned source must not register");
-    let status = String::from_utf8(d.ctl(&["status"]).stdout).unwrap();
-    assert!(status.contains("banned: 127.0.0.1"), "{status}");
+    let bans = String::from_utf8(d.ctl(&["bans"]).stdout).unwrap();
+    assert!(bans.contains("127.0.0.1"), "{bans}");
     // IPv6 loopback is another source: still served.
     let mut v6 = RawClient::udp(format!("[::1]:{}", d.port).parse().unwrap());
     assert_eq!(
         v6.register("sip:pbx.test", "1002", "demo1002", 60).unwrap().status(),
         Some(200)
     );
+    // The admin lifts the ban.
+    let out = String::from_utf8(d.ctl(&["unban", "127.0.0.1"]).stdout).unwrap();
+    assert!(out.contains("lifted"), "{out}");
+    scanner.set_timeout(Duration::from_secs(5));
+    let ok = scanner.register("sip:pbx.test", "1004", "demo1004", 60).unwrap();
+    assert_eq!(ok.status(), Some(200));
+}
+
+/// Addresses in `trusted_networks` are never throttled or banned.
+#[test]
+fn a_trusted_network_is_never_banned() {
+    let d = Daemon::start("max_auth_failures = 2\nban_after_usernames = 2\ntrusted_networks = [\"127.0.0.0/8\"]\n");
+    let mut c = RawClient::udp(d.addr());
+    for ext in ["1001", "1002", "1003", "1001", "1001"] {
+        let r = c.register("sip:pbx.test", ext, "guess", 60).unwrap();
+        assert_eq!(r.status(), Some(403), "{ext}");
+    }
+    let ok = c.register("sip:pbx.test", "1001", "demo1001", 60).unwrap();
+    assert_eq!(ok.status(), Some(200));
 }
 
 #[test]

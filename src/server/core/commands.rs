@@ -41,6 +41,20 @@ impl Core {
         });
     }
 
+    /// Banned sources as `ctl` shows them.
+    fn banned_list(&self) -> Vec<String> {
+        let mut list: Vec<String> = self
+            .engines
+            .auth
+            .guard()
+            .banned(Instant::now())
+            .into_iter()
+            .map(|(ip, left)| format!("{ip} ({}s left)", left.as_secs()))
+            .collect();
+        list.sort();
+        list
+    }
+
     pub(super) fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Registrations(reply) => {
@@ -64,7 +78,6 @@ impl Core {
                 let _ = reply.send(list);
             }
             Command::Status(reply) => {
-                let now = Instant::now();
                 let _ = reply.send(StatusView {
                     bindings: self.engines.registrar.binding_count(),
                     transactions: self.txl.len(),
@@ -77,14 +90,7 @@ impl Core {
                         let (legs, client_tx, timers, bridges) = self.engines.calls.table_sizes();
                         vec![legs, client_tx, timers, bridges, self.engines.auth.nonces_tracked()]
                     },
-                    banned: self
-                        .engines
-                        .auth
-                        .guard()
-                        .banned(now)
-                        .into_iter()
-                        .map(|(ip, left)| format!("{ip} ({}s left)", left.as_secs()))
-                        .collect(),
+                    banned: self.banned_list(),
                 });
             }
             Command::Reload(config) => {
@@ -104,6 +110,16 @@ impl Core {
             Command::DialplanDone { call, result } => {
                 self.dialplan_replies.remove(&call);
                 self.engines.calls.script_done(call, result, Now::read());
+            }
+            Command::Bans(reply) => {
+                let _ = reply.send(self.banned_list());
+            }
+            Command::Unban { ip, reply } => {
+                let lifted = self.engines.auth.unban(ip);
+                if lifted {
+                    tracing::info!(source = %ip, "ban lifted by ctl");
+                }
+                let _ = reply.send(lifted);
             }
             Command::InjectPanic => panic!("fault injection: panic in the core task"),
             Command::PlaybackDone(endpoint) => self.engines.calls.playback_done(endpoint),

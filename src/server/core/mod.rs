@@ -105,7 +105,9 @@ impl Core {
     fn on_inbound(&mut self, inb: Inbound) {
         let now = Instant::now();
         if inb.msg.is_request() {
-            if self.engines.auth.is_banned(inb.from.addr.ip(), now) {
+            // A ban drops what starts something (REGISTER, INVITE, …), never
+            // a request inside a dialog: a banned office keeps its calls.
+            if !inb.msg.has_to_tag() && self.engines.auth.is_banned(inb.from.addr.ip(), now) {
                 return;
             }
             if let Err(e) = self.txl.handle_request(inb.msg, inb.from, now) {
