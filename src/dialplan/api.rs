@@ -23,28 +23,47 @@ const HOOK_EVERY: u32 = 1000;
 pub(super) struct InstructionBudget {
     used: AtomicU64,
     max: AtomicU64,
+    /// Hook firings since the budget ran out.
+    strikes: AtomicU64,
 }
 
 impl InstructionBudget {
     pub(super) fn start(&self, max: u64) {
         self.used.store(0, Ordering::Relaxed);
         self.max.store(max, Ordering::Relaxed);
+        self.strikes.store(0, Ordering::Relaxed);
+    }
+
+    pub(super) fn exceeded(&self) -> bool {
+        self.used.load(Ordering::Relaxed) > self.max.load(Ordering::Relaxed)
+    }
+
+    fn error(&self) -> mlua::Error {
+        let max = self.max.load(Ordering::Relaxed);
+        mlua::Error::RuntimeError(format!("instruction limit ({max}) exceeded"))
     }
 }
 
 /// Counts instructions on the script's thread and stops it past the budget.
-/// (A hook on the main state does not reach a coroutine, so it is set on
-/// the script's own thread.)
+/// mlua keeps one hook per Lua state, for one thread, so the engine sets it
+/// on the coroutine it is about to resume, every time (resumes of one state
+/// never overlap). Past the budget the hook yields the coroutine out, which
+/// no `pcall` can catch; where a yield is impossible (inside a C function
+/// such as a `gsub` callback) it raises an error instead, every other time,
+/// and the sandbox's `pcall` passes that error on (see `sandbox::BASE_ENV`).
 pub(super) fn limit_instructions(thread: &Thread, budget: Arc<InstructionBudget>) {
     thread.set_hook(
         HookTriggers::new().every_nth_instruction(HOOK_EVERY),
         move |_lua, _debug| {
-            let n = budget.used.fetch_add(u64::from(HOOK_EVERY), Ordering::Relaxed) + u64::from(HOOK_EVERY);
-            let max = budget.max.load(Ordering::Relaxed);
-            if n > max {
-                return Err(mlua::Error::RuntimeError(format!("instruction limit ({max}) exceeded")));
+            budget.used.fetch_add(u64::from(HOOK_EVERY), Ordering::Relaxed);
+            if !budget.exceeded() {
+                return Ok(VmState::Continue);
             }
-            Ok(VmState::Continue)
+            if budget.strikes.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+                Ok(VmState::Yield)
+            } else {
+                Err(budget.error())
+            }
         },
     );
 }
@@ -83,12 +102,17 @@ pub async fn run(
 pub(super) async fn drive(
     engine: &Engine,
     thread: &Thread,
+    budget: &Arc<InstructionBudget>,
     start: impl FnOnce(&Lua) -> mlua::Result<MultiValue>,
     actions: &ActionSender,
     call_id: &str,
 ) -> mlua::Result<()> {
-    let mut request = engine.resume(thread, start)?;
+    let mut request = engine.resume(thread, budget, start)?;
     loop {
+        if budget.exceeded() {
+            // Yielded out by the hook (or its error caught and passed on).
+            return Err(budget.error());
+        }
         if thread.status() != ThreadStatus::Resumable {
             return Ok(());
         }
@@ -107,7 +131,7 @@ pub(super) async fn drive(
         if reply == Reply::CallEnded {
             return Ok(());
         }
-        request = engine.resume(thread, |lua| match reply {
+        request = engine.resume(thread, budget, |lua| match reply {
             Reply::Dialed(o) => (true, o.result, o.code).into_lua_multi(lua),
             Reply::Failed(message) => (false, message).into_lua_multi(lua),
             _ => (true,).into_lua_multi(lua),
@@ -153,8 +177,7 @@ fn parse_request(request: MultiValue) -> Result<Request, String> {
             }
             let (timeout_s, external) = match arg() {
                 Value::Table(o) => (
-                    o.raw_get::<Option<u64>>("timeout")
-                        .map_err(|_| "dial: timeout must be a whole number of seconds".to_string())?,
+                    dial_timeout(o.raw_get::<Value>("timeout").unwrap_or(Value::Nil))?,
                     o.raw_get::<Option<bool>>("external")
                         .map_err(|_| "dial: external must be true or false".to_string())?
                         .unwrap_or(false),
@@ -196,6 +219,21 @@ fn parse_request(request: MultiValue) -> Result<Request, String> {
         }),
         other => Err(format!("dialplan: unknown request {other}")),
     }
+}
+
+/// Longest ring time a dialplan may ask for (any number is clamped to it).
+pub const MAX_DIAL_TIMEOUT_S: u64 = 3600;
+
+/// `dial`'s `timeout`: seconds, clamped to 1..=MAX_DIAL_TIMEOUT_S (a huge
+/// number would overflow the ring timer's deadline).
+fn dial_timeout(v: Value) -> Result<Option<u64>, String> {
+    let secs = match v {
+        Value::Nil => return Ok(None),
+        Value::Integer(n) => n as f64,
+        Value::Number(n) if !n.is_nan() => n,
+        _ => return Err("dial: timeout must be a number of seconds".to_string()),
+    };
+    Ok(Some(secs.clamp(1.0, MAX_DIAL_TIMEOUT_S as f64) as u64))
 }
 
 async fn ask(actions: &ActionSender, action: Action) -> Reply {

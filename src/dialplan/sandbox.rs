@@ -24,8 +24,39 @@ const IDLE_COROUTINES_MAX: usize = 1024;
 /// string metatable is locked, so a script cannot change what another call
 /// sees.
 const BASE_ENV: &str = r#"
+local out_of_budget = ...
 local string_safe = {}
 for k, v in pairs(string) do if k ~= "dump" then string_safe[k] = v end end
+-- Lua patterns backtrack in C, where no instruction is counted: refuse a
+-- pattern whose worst case, (subject length + 1) ^ (quantifiers + 1), is
+-- beyond 1e8 steps (gmatch and gsub try every start: one more power).
+local function quantifiers(p)
+  local n, i = 0, 1
+  while i <= #p do
+    local c = p:sub(i, i)
+    if c == "%" then i = i + 2
+    else
+      if c == "*" or c == "+" or c == "-" or c == "?" then n = n + 1 end
+      i = i + 1
+    end
+  end
+  return n
+end
+local function bounded(f, starts, plain_arg)
+  return function(s, p, ...)
+    local plain = plain_arg and select(plain_arg - 2, ...)
+    if type(s) == "string" and type(p) == "string" and not plain then
+      if (#s + 1) ^ (quantifiers(p) + 1 + starts) > 1e8 then
+        error("pattern too complex for a subject of " .. #s .. " bytes", 2)
+      end
+    end
+    return f(s, p, ...)
+  end
+end
+string_safe.find = bounded(string.find, 0, 4)
+string_safe.match = bounded(string.match, 0)
+string_safe.gmatch = bounded(string.gmatch, 1)
+string_safe.gsub = bounded(string.gsub, 1)
 local string_meta = getmetatable("")
 string_meta.__index = string_safe
 string_meta.__metatable = false
@@ -44,11 +75,25 @@ local base = {
   string = readonly("string", string_safe), table = readonly("table", table),
   math = readonly("math", math), utf8 = readonly("utf8", utf8),
   assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
-  pcall = pcall, select = select, tonumber = tonumber, tostring = tostring,
-  type = type, xpcall = xpcall, getmetatable = getmetatable,
-  setmetatable = setmetatable, rawequal = rawequal, rawget = rawget,
+  select = select, tonumber = tonumber, tostring = tostring,
+  type = type, getmetatable = getmetatable, rawequal = rawequal, rawget = rawget,
   rawlen = rawlen, _VERSION = _VERSION,
 }
+-- A caught error past the instruction limit is raised again: the limit
+-- ends the script whatever it wraps itself in.
+local function passing_limit(ok, ...)
+  if out_of_budget() then error("instruction limit exceeded", 0) end
+  return ok, ...
+end
+base.pcall = function(...) return passing_limit(pcall(...)) end
+base.xpcall = function(...) return passing_limit(xpcall(...)) end
+-- Finalizers run with hooks off (no instruction limit): none in dialplans.
+base.setmetatable = function(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("__gc metamethods are not allowed in dialplans", 2)
+  end
+  return setmetatable(t, mt)
+end
 -- Call control: each function yields its request to the Rust driver
 -- (api::drive), which resumes with true and the results, or with false and
 -- an error message raised at the script's line. `yield` stays private.
@@ -124,6 +169,8 @@ pub(super) struct Engine {
     /// every string push in a protected call (~1 µs) whenever a limit is
     /// set; the script itself always runs under the limit.
     gate: Mutex<()>,
+    /// The budget of the coroutine running now, for the sandbox's `pcall`.
+    current: Arc<Mutex<Option<Arc<api::InstructionBudget>>>>,
 }
 
 impl Engine {
@@ -134,7 +181,19 @@ impl Engine {
             LuaOptions::default(),
         )
         .map_err(fail)?;
-        let new_env: Function = lua.load(BASE_ENV).set_name("=sandbox").call(()).map_err(fail)?;
+        let current: Arc<Mutex<Option<Arc<api::InstructionBudget>>>> = Arc::default();
+        let seen = current.clone();
+        let out_of_budget = lua
+            .create_function(move |_, ()| {
+                let budget = seen.lock().unwrap_or_else(|p| p.into_inner());
+                Ok(budget.as_ref().is_some_and(|b| b.exceeded()))
+            })
+            .map_err(fail)?;
+        let new_env: Function = lua
+            .load(BASE_ENV)
+            .set_name("=sandbox")
+            .call(out_of_budget)
+            .map_err(fail)?;
         let chunk = lua
             .load(with_env_parameter(source))
             .set_name(format!("@{name}"))
@@ -149,6 +208,7 @@ impl Engine {
             running: AtomicUsize::new(0),
             limit: AtomicUsize::new(0),
             gate: Mutex::new(()),
+            current,
         })
     }
 
@@ -157,9 +217,13 @@ impl Engine {
     pub(super) fn resume(
         &self,
         thread: &Thread,
+        budget: &Arc<api::InstructionBudget>,
         args: impl FnOnce(&Lua) -> mlua::Result<MultiValue>,
     ) -> mlua::Result<MultiValue> {
         let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        // The state's one hook, on the thread that runs now (see api::limit_instructions).
+        api::limit_instructions(thread, budget.clone());
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(budget.clone());
         self.lua.set_memory_limit(0)?;
         let args = args(&self.lua);
         self.lua.set_memory_limit(self.limit.load(Ordering::Relaxed))?;
@@ -178,7 +242,6 @@ impl Engine {
         }
         let thread = self.lua.create_thread(self.chunk.clone())?;
         let budget = Arc::new(api::InstructionBudget::default());
-        api::limit_instructions(&thread, budget.clone());
         Ok(Coroutine { thread, budget })
     }
 
@@ -198,7 +261,7 @@ impl Engine {
             ))?;
             Ok(MultiValue::from_vec(vec![mlua::Value::Table(env)]))
         };
-        let result = api::drive(self, &co.thread, start, &actions, &info.id).await;
+        let result = api::drive(self, &co.thread, &co.budget, start, &actions, &info.id).await;
         drop(running);
         // A coroutine whose script failed is dropped, not reused: it holds
         // the error. (One whose call was abandoned half-way is dropped with

@@ -116,25 +116,102 @@ fn errors_name_file_and_line() {
 }
 
 #[test]
-fn instruction_and_memory_limits() {
+fn instruction_limit_stops_a_spinning_script() {
     let (_, r) = run("while true do end", "1002", "answered");
     assert!(
         matches!(r, Err(DialplanError::Limit(ref m)) if m.contains("instruction limit")),
         "{r:?}"
     );
+}
+
+#[test]
+fn memory_limit_stops_a_script_that_allocates_past_it() {
+    // Three instructions, 64 MiB: only the memory limit can stop this.
+    let (_, r) = run("local s = string.rep('x', 64 * 1024 * 1024)", "1002", "answered");
+    assert!(
+        matches!(r, Err(DialplanError::Limit(ref m)) if m.contains("memory") && !m.contains("instruction")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn the_limit_cannot_be_caught_with_pcall_even_inside_a_c_callback() {
+    for src in [
+        "while true do pcall(function() while true do end end) end",
+        "while true do xpcall(function() while true do end end, function() end) end",
+        "string.gsub('x', 'x', function() while true do pcall(function() while true do end end) end end)",
+    ] {
+        let (_, r) = run(src, "1002", "answered");
+        assert!(
+            matches!(r, Err(DialplanError::Limit(ref m)) if m.contains("instruction limit")),
+            "{src}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn finalizers_are_refused_and_pathological_patterns_bounded() {
     let (_, r) = run(
-        "local t = {} for i = 1, 1e7 do t[i] = string.rep('x', 64) .. i end",
+        "setmetatable({}, { __gc = function() while true do end end })",
         "1002",
         "answered",
     );
     assert!(
-        matches!(r, Err(DialplanError::Limit(_)) | Err(DialplanError::Script(_))),
+        matches!(r, Err(DialplanError::Script(ref m)) if m.contains("__gc")),
         "{r:?}"
     );
+    let (_, r) = run("string.find(string.rep('a', 5000), '.-.-.-.-.-b')", "1002", "answered");
     assert!(
-        format!("{r:?}").contains("memory") || format!("{r:?}").contains("instruction"),
+        matches!(r, Err(DialplanError::Script(ref m)) if m.contains("test.lua:1") && m.contains("pattern too complex")),
         "{r:?}"
     );
+    // Ordinary routing patterns and plain finds still work.
+    let (log, r) = run(
+        "if call.to:match('^%d%d%d%d?$') and string.find(string.rep('a', 5000), '.-.-b', 1, true) == nil then dial(call.to) end",
+        "1002",
+        "answered",
+    );
+    assert_eq!(r, Ok(()));
+    assert_eq!(log, ["dial 1002 -> answered (200)"]);
+}
+
+#[test]
+fn a_spinning_script_is_stopped_while_an_older_call_waits_in_dial() {
+    // Call "a" (the older coroutine) waits in dial; call "b" starts on the
+    // same state; then "a" resumes and spins: it must still be limited.
+    let src = "dial(call.to) if call.to == 'a' then while true do end end";
+    let plan = Arc::new(Dialplan::new("test.lua", src));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (tx_a, mut rx_a) = tokio::sync::mpsc::channel(1);
+        let (tx_b, mut rx_b) = tokio::sync::mpsc::channel(1);
+        let a = tokio::spawn(super::run(plan.clone(), info("a"), tx_a, LIMITS));
+        let (_, reply_a): (_, tokio::sync::oneshot::Sender<super::Reply>) = rx_a.recv().await.unwrap();
+        let b = tokio::spawn(super::run(plan.clone(), info("b"), tx_b, LIMITS));
+        let (_, reply_b): (_, tokio::sync::oneshot::Sender<super::Reply>) = rx_b.recv().await.unwrap();
+        let answered = || super::Reply::Dialed(super::DialOutcome::new("answered", 200));
+        reply_a.send(answered()).unwrap();
+        let a = tokio::time::timeout(std::time::Duration::from_secs(20), a)
+            .await
+            .expect("the spinning call is stopped, not left running")
+            .unwrap();
+        assert!(matches!(a, Err(DialplanError::Limit(_))), "{a:?}");
+        reply_b.send(answered()).unwrap();
+        assert_eq!(b.await.unwrap(), Ok(()));
+    });
+}
+
+#[test]
+fn any_dial_timeout_is_clamped() {
+    for (given, expected) in [("1e19", 3600), ("-5", 1), ("0.5", 1), ("20", 20)] {
+        let src = format!("dial('1002', {{ timeout = {given} }})");
+        let (log, r) = run(&src, "1002", "answered");
+        assert_eq!(r, Ok(()), "{given}");
+        assert!(log[0].contains(&format!("timeout {expected}s")), "{given}: {log:?}");
+    }
 }
 
 #[test]

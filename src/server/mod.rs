@@ -27,6 +27,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),
+    #[error("cannot start the dialplan threads: {0}")]
+    DialplanThreads(std::io::Error),
     #[error("control socket {path}: {source}")]
     Control { path: String, source: std::io::Error },
 }
@@ -131,7 +133,21 @@ where
         path: config.control_socket.display().to_string(),
         source,
     })?;
-    let core = self::core::Core::new(config.clone(), engines, handlers(), transports, store, cmd_tx.clone());
+    let dialplan_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("dialplan")
+        .enable_all()
+        .build()
+        .map_err(RunError::DialplanThreads)?;
+    let core = self::core::Core::new(
+        config.clone(),
+        engines,
+        handlers(),
+        transports,
+        store,
+        cmd_tx.clone(),
+        dialplan_runtime.handle().clone(),
+    );
     let core_task = tokio::spawn(core.run(in_rx, cmd_rx));
     tracing::info!(listen = ?config.listen, control = %config.control_socket.display(), "switchboard ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -139,6 +155,7 @@ where
     wait_for_signals(cmd_tx, reload).await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     core_task.abort();
+    dialplan_runtime.shutdown_background();
     let _ = std::fs::remove_file(&config.control_socket);
     tracing::info!("switchboard stopped");
     Ok(())

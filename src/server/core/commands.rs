@@ -198,7 +198,7 @@ impl Core {
         let commands = self.commands.clone();
         let running = self.dialplans_running.clone();
         running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::spawn(async move {
+        self.dialplan_runtime.spawn(async move {
             let (tx, mut rx) = mpsc::channel::<(Action, oneshot::Sender<Reply>)>(4);
             let forward = async {
                 while let Some((action, reply)) = rx.recv().await {

@@ -39,6 +39,9 @@ pub struct Core {
     notify_tx: HashMap<TxKey, crate::presence::SubscriptionId>,
     /// Dialplans waiting for the answer to an action, by conversation.
     dialplan_replies: HashMap<CallRef, oneshot::Sender<Reply>>,
+    /// Where dialplans run: threads of their own, never the signalling
+    /// task's, so a script that spins until its limit stalls no signalling.
+    dialplan_runtime: tokio::runtime::Handle,
     heap_trim: HeapTrim,
 }
 
@@ -50,6 +53,7 @@ impl Core {
         transports: TransportHandle,
         store: StoreHandle,
         commands: mpsc::Sender<Command>,
+        dialplan_runtime: tokio::runtime::Handle,
     ) -> Core {
         Core {
             txl: TransactionLayer::new(config.sip.timers),
@@ -64,6 +68,7 @@ impl Core {
             chat_tx: Default::default(),
             notify_tx: HashMap::new(),
             dialplan_replies: HashMap::new(),
+            dialplan_runtime,
             heap_trim: HeapTrim::default(),
         }
     }
