@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of switchboard; installs the SIP peers the
-# integration tests drive (SIPp, baresip) and sox when they are missing.
+# integration tests drive (SIPp, baresip, SIPVicious) and sox when they are
+# missing.
 #   bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ command -v sipp >/dev/null || need+=(sip-tester)
 command -v baresip >/dev/null || need+=(baresip baresip-core)
 [ -e /usr/lib/baresip/modules/aufile.so ] || need+=(baresip-core)
 command -v sox >/dev/null || need+=(sox)
+command -v svwar >/dev/null || need+=(sipvicious)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

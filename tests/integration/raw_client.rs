@@ -112,6 +112,24 @@ impl RawClient {
         )
     }
 
+    /// A request as text without touching the client's sequence (for
+    /// floods from another thread): CSeq and branch from `n`.
+    pub fn request_text(&self, method: &str, ruri: &str, user: &str, extra: &str, n: u32) -> String {
+        let (host, port, t) = (self.host(), self.local.port(), self.transport());
+        format!(
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{t} {host}:{port};branch=z9hG4bKflood{n};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@pbx.test>;tag=f{n}\r\nTo: <sip:{user}@pbx.test>\r\n\
+             Call-ID: flood-{n}\r\nCSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// Sends on a UDP client without needing it mutably (floods).
+    pub fn send_to_server(&self, data: &[u8]) {
+        if let Conn::Udp(s, to) = &self.conn {
+            let _ = s.send_to(data, *to);
+        }
+    }
+
     pub fn send_request(&mut self, method: &str, ruri: &str, user: &str, extra: &str) -> Option<SipMessage> {
         let call_id = format!("raw-{}-{}", self.local.port(), self.seq + 1);
         let r = self.request(method, ruri, user, extra, &call_id);
