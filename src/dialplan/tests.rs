@@ -175,6 +175,17 @@ fn finalizers_are_refused_and_pathological_patterns_bounded() {
     assert_eq!(log, ["dial 1002 -> answered (200)"]);
 }
 
+type Running = tokio::task::JoinHandle<Result<(), DialplanError>>;
+
+/// Starts a call to `to` on `plan` and waits until its script is in
+/// `dial`; returns the running script and the sender of dial's reply.
+async fn in_dial(plan: &Arc<Dialplan>, to: &str) -> (Running, tokio::sync::oneshot::Sender<super::Reply>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let running = tokio::spawn(super::run(plan.clone(), info(to), tx, LIMITS));
+    let (_, reply) = rx.recv().await.unwrap();
+    (running, reply)
+}
+
 #[test]
 fn a_spinning_script_is_stopped_while_an_older_call_waits_in_dial() {
     // Call "a" (the older coroutine) waits in dial; call "b" starts on the
@@ -186,12 +197,7 @@ fn a_spinning_script_is_stopped_while_an_older_call_waits_in_dial() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (tx_a, mut rx_a) = tokio::sync::mpsc::channel(1);
-        let (tx_b, mut rx_b) = tokio::sync::mpsc::channel(1);
-        let a = tokio::spawn(super::run(plan.clone(), info("a"), tx_a, LIMITS));
-        let (_, reply_a): (_, tokio::sync::oneshot::Sender<super::Reply>) = rx_a.recv().await.unwrap();
-        let b = tokio::spawn(super::run(plan.clone(), info("b"), tx_b, LIMITS));
-        let (_, reply_b): (_, tokio::sync::oneshot::Sender<super::Reply>) = rx_b.recv().await.unwrap();
+        let ((a, reply_a), (b, reply_b)) = (in_dial(&plan, "a").await, in_dial(&plan, "b").await);
         let answered = || super::Reply::Dialed(super::DialOutcome::new("answered", 200));
         reply_a.send(answered()).unwrap();
         let a = tokio::time::timeout(std::time::Duration::from_secs(20), a)
@@ -281,12 +287,7 @@ fn concurrent_calls_share_the_state_but_not_globals() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (tx_a, mut rx_a) = tokio::sync::mpsc::channel(1);
-        let (tx_b, mut rx_b) = tokio::sync::mpsc::channel(1);
-        let a = tokio::spawn(super::run(plan.clone(), info("a"), tx_a, LIMITS));
-        let (_, reply_a): (_, tokio::sync::oneshot::Sender<super::Reply>) = rx_a.recv().await.unwrap();
-        let b = tokio::spawn(super::run(plan.clone(), info("b"), tx_b, LIMITS));
-        let (_, reply_b): (_, tokio::sync::oneshot::Sender<super::Reply>) = rx_b.recv().await.unwrap();
+        let ((a, reply_a), (b, reply_b)) = (in_dial(&plan, "a").await, in_dial(&plan, "b").await);
         let answered = || super::Reply::Dialed(super::DialOutcome::new("answered", 200));
         reply_a.send(answered()).unwrap();
         reply_b.send(answered()).unwrap();
