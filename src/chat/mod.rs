@@ -1,7 +1,7 @@
 //! Internal chat over SIP MESSAGE (RFC 3428), sans-IO: who may write
 //! where, storing, pushing to every registered device, the offline queue
-//! (delivered in order, exactly once, when a device registers), read marks
-//! and per-user mute.
+//! (delivered at least once, in order, one at a time, when a device
+//! registers), read marks and per-user mute.
 
 pub mod queries;
 pub mod stored;

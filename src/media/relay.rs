@@ -171,7 +171,7 @@ pub struct RelayPool {
     ip: IpAddr,
     min: u16,
     max: u16,
-    /// Ports held by sessions or waiting in `spare`.
+    /// Ports held by endpoints or waiting in `spare`.
     bound: HashSet<u16>,
     /// Released pairs, oldest first, with when they were released.
     spare: VecDeque<(Instant, PortPair)>,
