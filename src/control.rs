@@ -36,7 +36,8 @@ pub struct StatusView {
     pub heap_in_use_kib: u64,
     /// Dialplan scripts still running.
     pub dialplans_running: usize,
-    /// Internal table sizes: call-ids, client transactions, call timers, nonces.
+    /// Internal table sizes: call legs, the call engine's client
+    /// transactions, its timers, bridges, and digest nonces tracked.
     pub tables: Vec<usize>,
     pub banned: Vec<String>,
 }

@@ -49,10 +49,10 @@ struct UserRecord {
     locked_until: Option<Instant>,
 }
 
-/// Failures from one IP, whoever they were for.
+/// Failures from one IP, with the username each was for.
 #[derive(Default)]
 struct SourceRecord {
-    failures: VecDeque<Instant>,
+    failures: VecDeque<(Instant, String)>,
     banned_until: Option<Instant>,
 }
 
@@ -100,7 +100,7 @@ impl FailureGuard {
         if r.locked_until.is_some_and(|u| now < u) {
             return GuardVerdict::Throttle;
         }
-        prune(&mut r.failures, now, self.policy.window);
+        prune(&mut r.failures, now, self.policy.window, |t| *t);
         let recent = r.failures.len() as u32;
         let last = r.failures.back().copied();
         if recent >= self.policy.throttle_after
@@ -123,7 +123,7 @@ impl FailureGuard {
         }
         let policy = self.policy.clone();
         let u = self.users.entry((ip, user.to_string())).or_default();
-        prune(&mut u.failures, now, policy.window);
+        prune(&mut u.failures, now, policy.window, |t| *t);
         u.failures.push_back(now);
         if u.failures.len() as u32 >= policy.max_failures {
             u.locked_until = Some(now + policy.ban);
@@ -131,20 +131,17 @@ impl FailureGuard {
             tracing::warn!(source = %ip, user, ban_s = policy.ban.as_secs(), "user locked out from this source after repeated failed authentications");
         }
         let s = self.sources.entry(ip).or_default();
-        prune(&mut s.failures, now, policy.window);
-        s.failures.push_back(now);
-        let usernames: HashSet<&str> = self
-            .users
-            .iter()
-            .filter(|((i, _), r)| *i == ip && (!r.failures.is_empty() || r.locked_until.is_some_and(|l| now < l)))
-            .map(|((_, name), _)| name.as_str())
-            .collect();
-        let s = self.sources.get_mut(&ip).expect("inserted");
-        let scanner = usernames.len() as u32 >= policy.ban_after_usernames;
+        prune(&mut s.failures, now, policy.window, |f| f.0);
+        s.failures.push_back((now, user.to_string()));
+        // Distinct usernames among this source's recent failures (at most
+        // `ban_after_failures` of them: the ban clears the list).
+        let usernames: HashSet<&str> = s.failures.iter().map(|(_, name)| name.as_str()).collect();
+        let usernames = usernames.len();
+        let scanner = usernames as u32 >= policy.ban_after_usernames;
         if scanner || s.failures.len() as u32 >= policy.ban_after_failures {
             s.banned_until = Some(now + policy.ban);
             s.failures.clear();
-            tracing::warn!(source = %ip, usernames = usernames.len(), ban_s = policy.ban.as_secs(), "banning source after failed authentications");
+            tracing::warn!(source = %ip, usernames, ban_s = policy.ban.as_secs(), "banning source after failed authentications");
             return true;
         }
         false
@@ -162,11 +159,11 @@ impl FailureGuard {
     pub fn purge(&mut self, now: Instant) {
         let window = self.policy.window;
         self.sources.retain(|_, r| {
-            prune(&mut r.failures, now, window);
+            prune(&mut r.failures, now, window, |f| f.0);
             !r.failures.is_empty() || r.banned_until.is_some_and(|u| now < u)
         });
         self.users.retain(|_, r| {
-            prune(&mut r.failures, now, window);
+            prune(&mut r.failures, now, window, |t| *t);
             !r.failures.is_empty() || r.locked_until.is_some_and(|u| now < u)
         });
     }
@@ -180,8 +177,9 @@ impl FailureGuard {
     }
 }
 
-fn prune(failures: &mut VecDeque<Instant>, now: Instant, window: Duration) {
-    while failures.front().is_some_and(|t| now.duration_since(*t) > window) {
+/// Drops failures older than the window (oldest first); `at` is when one happened.
+fn prune<T>(failures: &mut VecDeque<T>, now: Instant, window: Duration, at: impl Fn(&T) -> Instant) {
+    while failures.front().is_some_and(|f| now.duration_since(at(f)) > window) {
         failures.pop_front();
     }
 }

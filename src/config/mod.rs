@@ -225,6 +225,11 @@ impl Config {
         }
     }
 
+    /// The account whose domain is exactly `domain` (as engines record it).
+    pub fn account(&self, domain: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.domain == domain)
+    }
+
     /// The account a request host belongs to: by domain or alias, else
     /// the default account when the host is an IP address.
     pub fn account_for_host(&self, host: &str) -> Option<&Account> {

@@ -32,12 +32,7 @@ impl RequestHandler for CallHandler {
 /// leg's party, it must carry that party's credentials (407 challenge).
 fn in_dialog(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Stop> {
     if let Some((party, domain)) = cx.engines.calls.party_elsewhere(req, cx.from) {
-        let account = cx
-            .config
-            .accounts
-            .iter()
-            .find(|a| a.domain == domain)
-            .ok_or_else(|| SipError::new(481))?;
+        let account = cx.config.account(&domain).ok_or_else(|| SipError::new(481))?;
         let user = authenticate(req, cx, account, Challenger::Proxy)?;
         if user.extension != party {
             return Err(SipError::with_reason(403, "Not a party of this call").into());

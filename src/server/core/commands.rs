@@ -149,9 +149,7 @@ impl Core {
                 timeout_s,
                 external,
             } => {
-                let account = calls
-                    .account_of(call)
-                    .and_then(|domain| self.config.accounts.iter().find(|a| a.domain == domain));
+                let account = calls.account_of(call).and_then(|domain| self.config.account(&domain));
                 let Some(account) = account else {
                     if let Some(reply) = self.dialplan_replies.remove(&call) {
                         let _ = reply.send(Reply::CallEnded);
@@ -175,13 +173,7 @@ impl Core {
     }
 
     pub(super) fn start_dialplan(&mut self, call: CallRef, account: &str, info: crate::dialplan::CallInfo) {
-        let Some(path) = self
-            .config
-            .accounts
-            .iter()
-            .find(|a| a.domain == account)
-            .map(|a| a.dialplan.clone())
-        else {
+        let Some(path) = self.config.account(account).map(|a| a.dialplan.clone()) else {
             return;
         };
         let plan = match self.dialplans.get(&path) {

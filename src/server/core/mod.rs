@@ -218,7 +218,7 @@ impl Core {
             let _ = self.store.write(&[op]);
             // The next waiting message goes now (one at a time, in order).
             let domain = aor.split_once('@').map_or("", |(_, d)| d);
-            if let Some(account) = self.config.accounts.iter().find(|a| a.domain == domain) {
+            if let Some(account) = self.config.account(domain) {
                 let Engines { chat, registrar, .. } = &mut self.engines;
                 chat.deliver(aor, account, registrar, &self.config.sip.user_agent);
             }
