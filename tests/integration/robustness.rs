@@ -257,3 +257,21 @@ fn tcp_connections_are_capped_per_ip_and_silent_ones_closed() {
     let r = first.send_request("OPTIONS", "sip:pbx.test", "1001", "").unwrap();
     assert_eq!(r.status(), Some(200));
 }
+
+/// A connection that has sent a message and then stays silent is closed
+/// after the idle timeout.
+#[test]
+fn an_idle_tcp_connection_is_closed_after_the_idle_timeout() {
+    let d = Daemon::start_with(
+        "",
+        "[sip]\ntcp_idle_timeout_s = 1\n",
+        &crate::harness::default_dialplan(),
+    );
+    let mut c = RawClient::tcp(d.addr());
+    let r = c.send_request("OPTIONS", "sip:pbx.test", "1001", "").unwrap();
+    assert_eq!(r.status(), Some(200));
+    let crate::raw_client::Conn::Tcp(stream, _) = &mut c.conn else {
+        unreachable!()
+    };
+    assert!(closed_within(stream, Duration::from_secs(5)), "idle connection closed");
+}
