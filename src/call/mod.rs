@@ -95,7 +95,7 @@ pub struct CallConfig {
     pub calls: CallSettings,
     pub timers: TimerConfig,
     pub user_agent: String,
-    pub listen: Vec<SocketAddr>,
+    pub listen: crate::sip::dialog::LocalAddrs,
 }
 
 /// What the dialplan waits for on a conversation.

@@ -92,11 +92,7 @@ impl CallEngine {
             }
             for b in bindings {
                 let Ok(addr) = b.source.parse() else { continue };
-                let transport = if b.transport == "TCP" {
-                    TransportKind::Tcp
-                } else {
-                    TransportKind::Udp
-                };
+                let transport = TransportKind::from_via_name(&b.transport);
                 contacts.push(Contact {
                     target: target.clone(),
                     uri: b.contact.clone(),

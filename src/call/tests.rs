@@ -88,7 +88,7 @@ pub(super) fn engine(cfg: &Config) -> (CallEngine, FakeMedia) {
                 calls: cfg.calls.clone(),
                 timers: cfg.sip.timers,
                 user_agent: cfg.sip.user_agent.clone(),
-                listen: cfg.listen.clone(),
+                listen: cfg.local_addrs(),
             },
             Box::new(media.clone()),
         ),

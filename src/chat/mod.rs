@@ -114,11 +114,11 @@ pub struct ChatService {
     muted: HashSet<String>,
     sent: HashMap<String, VecDeque<Instant>>,
     out: VecDeque<Delivery>,
-    local: Vec<SocketAddr>,
+    local: crate::sip::dialog::LocalAddrs,
 }
 
 impl ChatService {
-    pub fn new(local: Vec<SocketAddr>) -> ChatService {
+    pub fn new(local: crate::sip::dialog::LocalAddrs) -> ChatService {
         ChatService {
             next_id: 1,
             pending: BTreeSet::new(),
@@ -308,11 +308,7 @@ impl ChatService {
             let Ok(addr) = b.source.parse::<SocketAddr>() else {
                 continue;
             };
-            let transport = if b.transport == "TCP" {
-                TransportKind::Tcp
-            } else {
-                TransportKind::Udp
-            };
+            let transport = TransportKind::from_via_name(&b.transport);
             let peer = Peer { transport, addr };
             let via_addr = crate::sip::dialog::local_addr_for(&self.local, peer);
             // Out of any dialog (RFC 3428 §4): a fresh Call-ID and From tag.

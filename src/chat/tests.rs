@@ -60,7 +60,7 @@ fn group_rules_follow_roles() {
 fn limits_and_unknown_recipients() {
     let cfg = config();
     let a = &cfg.accounts[0];
-    let mut chat = ChatService::new(vec!["127.0.0.1:5060".parse().unwrap()]);
+    let mut chat = ChatService::new(vec!["127.0.0.1:5060".parse().unwrap()].into());
     let sender = a.user("1004").unwrap();
     let now = Instant::now();
     let status = |r: Result<Accepted, SipError>| r.map(|_| 202).unwrap_or_else(|e| e.status);
@@ -151,7 +151,7 @@ fn limits_and_unknown_recipients() {
 fn offline_queue_delivers_in_order_once_and_keeps_failures() {
     let cfg = config();
     let a = &cfg.accounts[0];
-    let mut chat = ChatService::new(vec!["127.0.0.1:5060".parse().unwrap()]);
+    let mut chat = ChatService::new(vec!["127.0.0.1:5060".parse().unwrap()].into());
     let now = Instant::now();
     for body in ["one", "two"] {
         let acc = chat
@@ -226,7 +226,7 @@ fn offline_queue_delivers_in_order_once_and_keeps_failures() {
 fn a_user_with_too_many_waiting_messages_refuses_more_and_keeps_the_oldest() {
     let cfg = config();
     let a = &cfg.accounts[0];
-    let mut chat = ChatService::new(vec!["127.0.0.1:5060".parse().unwrap()]);
+    let mut chat = ChatService::new(vec!["127.0.0.1:5060".parse().unwrap()].into());
     let now = std::time::Instant::now();
     let mut ids = Vec::new();
     for i in 0..LIMITS.max_waiting_per_user {

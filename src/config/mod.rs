@@ -74,6 +74,8 @@ pub struct Account {
     pub aliases: Vec<String>,
     pub is_default: bool,
     pub chat: bool,
+    /// Its users' requests are accepted only over TLS.
+    pub require_tls: bool,
     pub users: Vec<User>,
     pub groups: Vec<Group>,
     by_extension: HashMap<String, usize>,
@@ -185,10 +187,41 @@ pub struct Config {
     pub media: MediaSettings,
     pub dialplan_limits: DialplanLimits,
     pub chat: ChatSettings,
+    pub tls: Option<TlsSettings>,
     pub accounts: Vec<Account>,
 }
 
+/// SIP over TLS: where and with which certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub port: u16,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+}
+
 impl Config {
+    /// Our addresses for Via and Contact: the listen addresses, and with
+    /// TLS on, each listen IP at the TLS port.
+    pub fn local_addrs(&self) -> crate::sip::dialog::LocalAddrs {
+        crate::sip::dialog::LocalAddrs {
+            plain: self.listen.clone(),
+            tls: self.tls_listen(),
+        }
+    }
+
+    /// Where TLS listens (nothing when it is off).
+    pub fn tls_listen(&self) -> Vec<SocketAddr> {
+        let Some(tls) = &self.tls else { return Vec::new() };
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for a in &self.listen {
+            let t = SocketAddr::new(a.ip(), tls.port);
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        out
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -356,6 +389,7 @@ impl Validator<'_> {
         };
         let accounts = self.accounts(raw.accounts);
         let media = self.media(&raw.media, &listen);
+        let tls = raw.tls.map(|t| self.tls(t));
         let data_dir = PathBuf::from(&raw.server.data_dir);
         let control_socket = raw
             .server
@@ -408,6 +442,7 @@ impl Validator<'_> {
                 media_timeout: Duration::from_secs(raw.calls.media_timeout_s),
             },
             media,
+            tls,
             chat: ChatSettings {
                 max_message_bytes: raw.chat.max_message_bytes,
                 messages_per_minute: raw.chat.messages_per_minute,
@@ -419,6 +454,24 @@ impl Validator<'_> {
             },
             accounts,
         }
+    }
+
+    /// The TLS section, with its certificate and key read and checked now
+    /// so that a bad file is reported at its line.
+    fn tls(&mut self, raw: schema::TlsSection) -> TlsSettings {
+        let settings = TlsSettings {
+            port: raw.port,
+            certificate: PathBuf::from(raw.certificate.get_ref()),
+            private_key: PathBuf::from(raw.private_key.get_ref()),
+        };
+        if let Err(e) = crate::sip::tls::server_config(&settings.certificate, &settings.private_key) {
+            let span = match e.file {
+                crate::sip::tls::PemFile::Certificate => raw.certificate.span(),
+                crate::sip::tls::PemFile::PrivateKey => raw.private_key.span(),
+            };
+            self.error(span, e.to_string());
+        }
+        settings
     }
 
     fn media(&mut self, raw: &schema::MediaSection, listen: &[SocketAddr]) -> MediaSettings {
@@ -532,6 +585,7 @@ impl Validator<'_> {
             }
             out.push(Account {
                 chat: a.chat,
+                require_tls: a.require_tls,
                 groups,
                 dialplan: PathBuf::from(&a.dialplan),
                 outbound_calls: a.outbound_calls,

@@ -28,7 +28,26 @@ pub struct RawConfig {
     #[serde(default)]
     pub chat: ChatSection,
     #[serde(default)]
+    pub tls: Option<TlsSection>,
+    #[serde(default)]
     pub accounts: Vec<AccountSection>,
+}
+
+/// SIP over TLS (RFC 3261 §26.2): on when this section is present.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// TLS listens on this port of every `server.listen` IP. Default 5061.
+    #[serde(default = "default_tls_port")]
+    pub port: u16,
+    /// PEM file: the server certificate, then its chain. Re-read on SIGHUP.
+    pub certificate: Spanned<String>,
+    /// PEM file: the certificate's private key (PKCS#8, PKCS#1 or SEC1). Re-read on SIGHUP.
+    pub private_key: Spanned<String>,
+}
+
+fn default_tls_port() -> u16 {
+    5061
 }
 
 #[derive(Debug, Deserialize)]
@@ -302,6 +321,9 @@ pub struct AccountSection {
     /// Internal chat (SIP MESSAGE) for this account. Default false ("on request").
     #[serde(default)]
     pub chat: bool,
+    /// Its users' requests are accepted only over TLS (403 otherwise). Default false.
+    #[serde(default)]
+    pub require_tls: bool,
     #[serde(default)]
     pub users: Vec<UserSection>,
     #[serde(default)]

@@ -95,3 +95,37 @@ fn accounts_by_domain_alias_and_ip() {
     assert_eq!(cfg.account_for_host("[::1]").unwrap().domain, "b.test");
     assert!(cfg.account_for_host("other.test").is_none());
 }
+
+#[test]
+fn tls_files_are_read_at_load_and_a_bad_one_names_its_line() {
+    let e = errors(&format!(
+        "[tls]\ncertificate = \"/nonexistent/cert.pem\"\nprivate_key = \"/nonexistent/key.pem\"\n{ACCOUNT}"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:2:15: /nonexistent/cert.pem: cannot read"),
+        "{e:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, "garbage").unwrap();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:5060\", \"[::1]:5070\"]\n[tls]\ncertificate = {:?}\nprivate_key = {:?}\n{ACCOUNT}",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let e = errors(&text);
+    assert!(
+        e.len() == 1 && e[0].starts_with("t.toml:5:15: ") && e[0].contains("no PEM block"),
+        "{e:?}"
+    );
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let cfg = Config::parse(Path::new("t.toml"), &text).unwrap();
+    // TLS listens on each listen IP at the default port 5061.
+    assert_eq!(
+        cfg.local_addrs().tls,
+        vec!["127.0.0.1:5061".parse().unwrap(), "[::1]:5061".parse().unwrap()]
+    );
+}

@@ -8,7 +8,6 @@ use crate::sip::response::{random_token, response_to};
 use crate::sip::transaction::Peer;
 use crate::sip::{HeaderName, Method, SipError, SipMessage};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// RFC 6665 §7.2 event packages we serve.
@@ -71,11 +70,11 @@ pub type SubscriptionId = DialogId;
 pub struct PresenceService {
     subs: HashMap<SubscriptionId, Subscription>,
     out: VecDeque<(SubscriptionId, SipMessage, Peer)>,
-    local: Vec<SocketAddr>,
+    local: crate::sip::dialog::LocalAddrs,
 }
 
 impl PresenceService {
-    pub fn new(local: Vec<SocketAddr>) -> PresenceService {
+    pub fn new(local: crate::sip::dialog::LocalAddrs) -> PresenceService {
         PresenceService {
             subs: HashMap::new(),
             out: VecDeque::new(),
@@ -335,7 +334,7 @@ mod tests {
 
     #[test]
     fn presence_follows_registration_and_expires() {
-        let mut p = PresenceService::new(vec!["127.0.0.1:5060".parse().unwrap()]);
+        let mut p = PresenceService::new(vec!["127.0.0.1:5060".parse().unwrap()].into());
         let now = Instant::now();
         let ok = p
             .subscribe(
@@ -372,7 +371,7 @@ mod tests {
 
     #[test]
     fn dialog_package_and_bounds() {
-        let mut p = PresenceService::new(vec!["127.0.0.1:5060".parse().unwrap()]);
+        let mut p = PresenceService::new(vec!["127.0.0.1:5060".parse().unwrap()].into());
         let now = Instant::now();
         assert_eq!(
             PresenceService::granted_expires(&subscribe("dialog", 5))
@@ -431,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_subscription_is_refreshed_or_ended_only_by_its_own_dialog_and_watcher() {
-        let mut p = PresenceService::new(vec!["127.0.0.1:5060".parse().unwrap()]);
+        let mut p = PresenceService::new(vec!["127.0.0.1:5060".parse().unwrap()].into());
         let now = Instant::now();
         let tag = subscribed(&mut p, now);
         let elsewhere = Peer {
@@ -456,7 +455,7 @@ mod tests {
 
     #[test]
     fn a_notify_answered_481_or_408_ends_the_subscription() {
-        let mut p = PresenceService::new(vec!["127.0.0.1:5060".parse().unwrap()]);
+        let mut p = PresenceService::new(vec!["127.0.0.1:5060".parse().unwrap()].into());
         let now = Instant::now();
         for status in [481, 408] {
             subscribed(&mut p, now);

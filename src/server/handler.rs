@@ -140,6 +140,9 @@ pub fn authenticate<'a>(
     account: &'a Account,
     who: Challenger,
 ) -> Result<&'a User, Stop> {
+    if account.require_tls && cx.from.transport != crate::sip::transaction::TransportKind::Tls {
+        return Err(Stop::Reply(SipError::with_reason(403, "TLS Required")));
+    }
     let (credentials, challenge, status) = match who {
         Challenger::Registrar => (HeaderName::Authorization, HeaderName::WwwAuthenticate, 401),
         Challenger::Proxy => (HeaderName::ProxyAuthorization, HeaderName::ProxyAuthenticate, 407),

@@ -27,6 +27,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(crate::sip::tls::TlsFileError),
     #[error("cannot start the dialplan threads: {0}")]
     DialplanThreads(std::io::Error),
     #[error("control socket {path}: {source}")]
@@ -54,7 +56,7 @@ pub fn call_config(config: &Config) -> crate::call::CallConfig {
         calls: config.calls.clone(),
         timers: config.sip.timers,
         user_agent: config.sip.user_agent.clone(),
-        listen: config.listen.clone(),
+        listen: config.local_addrs(),
     }
 }
 
@@ -105,7 +107,7 @@ where
             .count();
         tracing::warn!(calls, "calls interrupted by the last stop recorded");
     }
-    let mut chat = crate::chat::ChatService::new(config.listen.clone());
+    let mut chat = crate::chat::ChatService::new(config.local_addrs());
     let chat_state = crate::chat::stored::state(backend.as_ref())?;
     let waiting = chat_state.pending.len();
     chat.restore(chat_state.last_id, chat_state.pending, chat_state.muted);
@@ -115,7 +117,7 @@ where
         auth: Authenticator::new(&config.security, guard_policy(&config)),
         registrar,
         chat,
-        presence: crate::presence::PresenceService::new(config.listen.clone()),
+        presence: crate::presence::PresenceService::new(config.local_addrs()),
         calls: crate::call::CallEngine::new(call_config(&config), Box::new(relay(&config, cmd_tx.clone()))),
     };
     let (in_tx, in_rx) = mpsc::channel(8192);
@@ -126,7 +128,17 @@ where
         max_connections: config.sip.tcp_max_connections,
         max_connections_per_ip: config.sip.tcp_max_connections_per_ip,
     };
-    let transports = transport::start(&config.listen, config.udp, config.tcp, limits, in_tx)
+    let tls = match &config.tls {
+        Some(t) => Some(transport::TlsListen {
+            addrs: config.tls_listen(),
+            config: Arc::new(arc_swap::ArcSwap::new(
+                crate::sip::tls::server_config(&t.certificate, &t.private_key).map_err(RunError::Tls)?,
+            )),
+        }),
+        None => None,
+    };
+    let tls_config = tls.as_ref().map(|t| t.config.clone());
+    let transports = transport::start(&config.listen, config.udp, config.tcp, tls, limits, in_tx)
         .await
         .map_err(RunError::Listen)?;
     crate::ctl::serve(&config.control_socket, cmd_tx.clone()).map_err(|source| RunError::Control {
@@ -152,7 +164,7 @@ where
     tracing::info!(listen = ?config.listen, control = %config.control_socket.display(), "switchboard ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     spawn_watchdog(cmd_tx.clone());
-    wait_for_signals(cmd_tx, reload).await;
+    wait_for_signals(cmd_tx, reload, tls_config).await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     core_task.abort();
     dialplan_runtime.shutdown_background();
@@ -183,7 +195,22 @@ fn spawn_watchdog(commands: mpsc::Sender<Command>) {
     });
 }
 
-async fn wait_for_signals<F>(commands: mpsc::Sender<Command>, reload: F)
+/// New TLS connections use the certificate and key read now; open ones
+/// keep theirs. (Turning TLS on or off, or its port, needs a restart.)
+fn reload_certificate(config: &Config, current: Option<&transport::TlsConfigHandle>) {
+    let (Some(t), Some(current)) = (&config.tls, current) else {
+        return;
+    };
+    match crate::sip::tls::server_config(&t.certificate, &t.private_key) {
+        Ok(fresh) => {
+            current.store(fresh);
+            tracing::info!(certificate = %t.certificate.display(), "TLS certificate reloaded");
+        }
+        Err(e) => tracing::error!("TLS certificate not reloaded, keeping the running one: {e}"),
+    }
+}
+
+async fn wait_for_signals<F>(commands: mpsc::Sender<Command>, reload: F, tls: Option<transport::TlsConfigHandle>)
 where
     F: Fn() -> Result<Config, ConfigErrors>,
 {
@@ -198,7 +225,10 @@ where
             _ = hup.recv() => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
                 match reload() {
-                    Ok(cfg) => { let _ = commands.send(Command::Reload(Arc::new(cfg))).await; }
+                    Ok(cfg) => {
+                        reload_certificate(&cfg, tls.as_ref());
+                        let _ = commands.send(Command::Reload(Arc::new(cfg))).await;
+                    }
                     Err(errors) => tracing::error!("reload refused, keeping the running configuration:\n{errors}"),
                 }
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

@@ -63,9 +63,28 @@ pub fn host_port(a: SocketAddr) -> String {
     }
 }
 
+/// The addresses we listen on, for the Via and Contact of messages we
+/// send: a TLS peer is given our TLS address, others the plain one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LocalAddrs {
+    /// UDP and TCP.
+    pub plain: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+}
+
+impl From<Vec<SocketAddr>> for LocalAddrs {
+    fn from(plain: Vec<SocketAddr>) -> LocalAddrs {
+        LocalAddrs { plain, tls: Vec::new() }
+    }
+}
+
 /// Our address for Via and Contact toward `peer`: the listen address of
-/// the same IP family (a v6 peer cannot reach a v4 sent-by).
-pub fn local_addr_for(listen: &[SocketAddr], peer: Peer) -> SocketAddr {
+/// its transport and IP family (a v6 peer cannot reach a v4 sent-by).
+pub fn local_addr_for(local: &LocalAddrs, peer: Peer) -> SocketAddr {
+    let listen = match peer.transport {
+        crate::sip::transaction::TransportKind::Tls if !local.tls.is_empty() => &local.tls,
+        _ => &local.plain,
+    };
     listen
         .iter()
         .find(|a| a.is_ipv4() == peer.addr.is_ipv4())
@@ -87,10 +106,11 @@ pub fn via(peer: Peer, via_addr: SocketAddr, branch: &str) -> String {
 }
 
 pub fn contact(peer: Peer, via_addr: SocketAddr) -> String {
-    let t = if peer.transport.is_reliable() {
-        ";transport=tcp"
-    } else {
-        ""
+    use crate::sip::transaction::TransportKind;
+    let t = match peer.transport {
+        TransportKind::Udp => "",
+        TransportKind::Tcp => ";transport=tcp",
+        TransportKind::Tls => ";transport=tls",
     };
     format!("<sip:switchboard@{}{t}>", host_port(via_addr))
 }

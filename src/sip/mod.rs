@@ -11,6 +11,7 @@ pub mod message;
 pub mod method;
 pub mod response;
 pub mod text;
+pub mod tls;
 pub mod transaction;
 pub mod transport;
 pub mod uri;

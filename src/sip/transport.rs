@@ -1,5 +1,5 @@
-//! UDP and TCP transports (RFC 3261 §18): tokio tasks that read, frame and
-//! parse messages, stamp Via `received`/`rport` on requests, and hand them
+//! UDP, TCP and TLS transports (RFC 3261 §18, §26.2): tokio tasks that
+//! read, frame and parse messages, stamp Via `received`/`rport` on requests, and hand them
 //! to the core over a channel; and a handle to send messages out.
 //!
 //! Unparseable input never reaches the core: a request with enough headers
@@ -17,9 +17,23 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_rustls::rustls::ServerConfig;
+
+/// The TLS settings new connections are accepted with; the daemon swaps
+/// in a new set when the certificate is reloaded.
+pub type TlsConfigHandle = Arc<arc_swap::ArcSwap<ServerConfig>>;
+
+/// Where TLS listens and with what.
+pub struct TlsListen {
+    pub addrs: Vec<SocketAddr>,
+    pub config: TlsConfigHandle,
+}
+
+/// Open stream connections (TCP and TLS) by peer, each with its writer.
+type ConnectionTable = Arc<Mutex<HashMap<Peer, mpsc::Sender<Bytes>>>>;
 
 /// A parsed message from the network.
 #[derive(Debug)]
@@ -32,10 +46,11 @@ pub struct Inbound {
 #[derive(Debug, Clone, Copy)]
 pub struct TransportLimits {
     pub max_message_size: usize,
-    /// A TCP connection holding an incomplete message this long (or that
-    /// has sent nothing since it opened) is closed.
+    /// A TCP or TLS connection holding an incomplete message this long (or
+    /// that has sent nothing since it opened, or not finished its TLS
+    /// handshake) is closed.
     pub partial_message_timeout: Duration,
-    /// A TCP connection silent this long between messages is closed.
+    /// A TCP or TLS connection silent this long between messages is closed.
     pub idle_timeout: Duration,
     /// Connections accepted at once, in all and from one IP address; more
     /// are closed as soon as accepted (file descriptors are shared with
@@ -93,7 +108,7 @@ pub struct TransportHandle {
     /// Each UDP socket with its bound address (asked once: `getsockname`
     /// per send was 1.5 % of a registration's CPU).
     udp: Arc<Vec<(SocketAddr, Arc<UdpSocket>)>>,
-    tcp: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>,
+    streams: ConnectionTable,
 }
 
 impl TransportHandle {
@@ -114,15 +129,19 @@ impl TransportHandle {
                     None => tracing::warn!(to = %t.to.addr, "no UDP socket of that address family"),
                 }
             }
-            TransportKind::Tcp => {
-                let tx = self.tcp.lock().expect("tcp table").get(&t.to.addr).cloned();
+            // Only over the connection the peer opened (phones keep theirs
+            // open while registered, RFC 5626 style).
+            TransportKind::Tcp | TransportKind::Tls => {
+                let tx = self.streams.lock().expect("connection table").get(&t.to).cloned();
                 match tx {
                     Some(tx) => {
                         if tx.try_send(t.data.clone()).is_err() {
-                            tracing::debug!(to = %t.to.addr, "tcp connection gone or congested");
+                            tracing::debug!(to = %t.to.addr, "connection gone or congested");
                         }
                     }
-                    None => tracing::debug!(to = %t.to.addr, "no TCP connection to peer"),
+                    None => {
+                        tracing::debug!(to = %t.to.addr, transport = t.to.transport.via_name(), "no connection to peer")
+                    }
                 }
             }
         }
@@ -133,16 +152,31 @@ impl TransportHandle {
     }
 }
 
-/// Binds every listen address for UDP and/or TCP and spawns their tasks.
+/// Binds every listen address for UDP and/or TCP, and the TLS addresses,
+/// and spawns their tasks.
 pub async fn start(
     listen: &[SocketAddr],
     udp: bool,
     tcp: bool,
+    tls: Option<TlsListen>,
     limits: TransportLimits,
     inbound: mpsc::Sender<Inbound>,
 ) -> std::io::Result<TransportHandle> {
     let mut udp_socks = Vec::new();
-    let handle_tcp: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>> = Arc::default();
+    let streams = ConnectionTable::default();
+    // One budget of connections for TCP and TLS: they share file descriptors.
+    let count = Arc::new(Mutex::new(ConnectionCount::default()));
+    let accept = |listener, tls| {
+        let task = AcceptLoop {
+            listener,
+            tls,
+            limits,
+            inbound: inbound.clone(),
+            streams: streams.clone(),
+            count: count.clone(),
+        };
+        tokio::spawn(task.run());
+    };
     for addr in listen {
         if udp {
             let sock = bind_udp(*addr)?;
@@ -152,7 +186,14 @@ pub async fn start(
         if tcp {
             let listener = TcpListener::bind(addr).await?;
             tracing::info!(addr = %addr, "listening on TCP");
-            tokio::spawn(accept_loop(listener, limits, inbound.clone(), handle_tcp.clone()));
+            accept(listener, None);
+        }
+    }
+    for t in tls.iter() {
+        for addr in &t.addrs {
+            let listener = TcpListener::bind(addr).await?;
+            tracing::info!(addr = %addr, "listening on TLS");
+            accept(listener, Some(t.config.clone()));
         }
     }
     for (_, s) in &udp_socks {
@@ -160,7 +201,7 @@ pub async fn start(
     }
     Ok(TransportHandle {
         udp: Arc::new(udp_socks),
-        tcp: handle_tcp,
+        streams,
     })
 }
 
@@ -245,56 +286,88 @@ async fn deliver(mut msg: SipMessage, from: Peer, inbound: &mpsc::Sender<Inbound
     let _ = inbound.send(Inbound { msg, from }).await;
 }
 
-async fn accept_loop(
+/// Accepts TCP connections, with a TLS handshake first when `tls` is set.
+struct AcceptLoop {
     listener: TcpListener,
+    tls: Option<TlsConfigHandle>,
     limits: TransportLimits,
     inbound: mpsc::Sender<Inbound>,
-    table: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>,
-) {
-    let count = Arc::new(Mutex::new(ConnectionCount::default()));
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let Some(place) = CountedConnection::admit(&count, peer.ip(), &limits) else {
-                    tracing::warn!(peer = %peer, "tcp connection refused: too many connections");
-                    continue; // dropped: closed
-                };
-                let _ = stream.set_nodelay(true);
-                let (inbound, table) = (inbound.clone(), table.clone());
-                tokio::spawn(async move {
-                    tcp_connection(stream, peer, limits, inbound, table).await;
-                    drop(place);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "tcp accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    streams: ConnectionTable,
+    count: Arc<Mutex<ConnectionCount>>,
+}
+
+impl AcceptLoop {
+    async fn run(self) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, addr)) => {
+                    let Some(place) = CountedConnection::admit(&self.count, addr.ip(), &self.limits) else {
+                        tracing::warn!(peer = %addr, "connection refused: too many connections");
+                        continue; // dropped: closed
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let (limits, inbound, streams) = (self.limits, self.inbound.clone(), self.streams.clone());
+                    let Some(tls) = &self.tls else {
+                        let peer = Peer {
+                            transport: TransportKind::Tcp,
+                            addr,
+                        };
+                        tokio::spawn(async move {
+                            stream_connection(stream, peer, limits, inbound, streams).await;
+                            drop(place);
+                        });
+                        continue;
+                    };
+                    // The settings of the moment: a reload applies to new connections.
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.load_full());
+                    tokio::spawn(async move {
+                        let handshake = tokio::time::timeout(limits.partial_message_timeout, acceptor.accept(stream));
+                        match handshake.await {
+                            Ok(Ok(stream)) => {
+                                let peer = Peer {
+                                    transport: TransportKind::Tls,
+                                    addr,
+                                };
+                                stream_connection(stream, peer, limits, inbound, streams).await;
+                            }
+                            Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "tls handshake failed"),
+                            Err(_) => tracing::debug!(peer = %addr, "tls handshake timed out"),
+                        }
+                        drop(place);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
     }
 }
 
-async fn tcp_connection(
-    stream: TcpStream,
-    addr: SocketAddr,
+/// Reads framed messages from one TCP or TLS connection until it closes,
+/// times out or loses framing; writes go through its table entry.
+async fn stream_connection<S>(
+    stream: S,
+    peer: Peer,
     limits: TransportLimits,
     inbound: mpsc::Sender<Inbound>,
-    table: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+    table: ConnectionTable,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let addr = peer.addr;
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Bytes>(256);
-    table.lock().expect("tcp table").insert(addr, tx.clone());
+    table.lock().expect("connection table").insert(peer, tx.clone());
     let writer = tokio::spawn(async move {
         while let Some(data) = rx.recv().await {
-            if wr.write_all(&data).await.is_err() {
+            // TLS buffers records: flush sends them now (a no-op for TCP).
+            if wr.write_all(&data).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }
     });
-    let peer = Peer {
-        transport: TransportKind::Tcp,
-        addr,
-    };
     let mut buf = BytesMut::with_capacity(8192);
     let mut messages = 0u64;
     'conn: loop {
@@ -348,7 +421,7 @@ async fn tcp_connection(
             }
         }
     }
-    table.lock().expect("tcp table").remove(&addr);
+    table.lock().expect("connection table").remove(&peer);
     drop(tx);
     let _ = writer.await;
 }

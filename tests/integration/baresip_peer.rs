@@ -6,14 +6,14 @@ use crate::harness::{free_port, Daemon};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-struct Baresip {
+pub struct Baresip {
     child: Child,
     dir: tempfile::TempDir,
 }
 
 impl Baresip {
     /// SIGTERM lets baresip hang up and close its recordings.
-    fn stop(mut self) -> tempfile::TempDir {
+    pub fn stop(mut self) -> tempfile::TempDir {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -32,6 +32,20 @@ impl Drop for Baresip {
 
 /// Starts baresip as `user`; `source` is the WAV it sends in calls.
 fn start_baresip(d: &Daemon, user: &str, source: &Path, answer: bool, args: &[&str]) -> (Baresip, u16) {
+    let server = format!("127.0.0.1:{}", d.port);
+    start_baresip_via(&server, "", user, source, answer, args)
+}
+
+/// Starts baresip as `user` of the daemon at `server` (`IP:PORT` with URI
+/// parameters, e.g. `;transport=tls`); `config` adds lines to its config.
+pub fn start_baresip_via(
+    server: &str,
+    config: &str,
+    user: &str,
+    source: &Path,
+    answer: bool,
+    args: &[&str],
+) -> (Baresip, u16) {
     let dir = tempfile::tempdir().unwrap();
     // baresip also opens SIP/TLS on port+1: take a port with a free neighbour.
     let port = loop {
@@ -48,7 +62,7 @@ fn start_baresip(d: &Daemon, user: &str, source: &Path, answer: bool, args: &[&s
         "poll_method epoll\nsip_listen 127.0.0.1:{port}\nnet_interface 127.0.0.1\n\
          module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\n\
          module sndfile.so\nmodule_tmp uuid.so\nmodule_tmp account.so\nmodule_app contact.so\nmodule_app menu.so\n\
-         snd_path {}\naudio_player aubridge,sink{port}\naudio_source aufile,{}\n",
+         snd_path {}\naudio_player aubridge,sink{port}\naudio_source aufile,{}\n{config}",
         rec.display(),
         source.display()
     );
@@ -57,17 +71,14 @@ fn start_baresip(d: &Daemon, user: &str, source: &Path, answer: bool, args: &[&s
     let answermode = if answer { ";answermode=auto" } else { "" };
     std::fs::write(
         dir.path().join("accounts"),
-        format!(
-            "<sip:{user}@127.0.0.1:{}>;auth_pass=demo{user};regint=300{answermode}\n",
-            d.port
-        ),
+        format!("<sip:{user}@{server}>;auth_pass=demo{user};regint=300{answermode}\n"),
     )
     .unwrap();
     // The first contact is the current one: `/message TEXT` goes there.
     let contact = if user == "1003" { "1004" } else { "1003" };
     std::fs::write(
         dir.path().join("contacts"),
-        format!("\"peer\" <sip:{contact}@127.0.0.1:{}>\n", d.port),
+        format!("\"peer\" <sip:{contact}@{server}>\n"),
     )
     .unwrap();
     let child = Command::new("baresip")
@@ -83,7 +94,7 @@ fn start_baresip(d: &Daemon, user: &str, source: &Path, answer: bool, args: &[&s
 }
 
 /// The WAV files baresip's sndfile module wrote of what it received.
-fn received_audio(dir: &Path) -> Vec<std::path::PathBuf> {
+pub fn received_audio(dir: &Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir.join("rec"))
         .unwrap()
         .filter_map(Result::ok)
@@ -92,7 +103,7 @@ fn received_audio(dir: &Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-fn sox(args: &[&str]) -> String {
+pub fn sox(args: &[&str]) -> String {
     let out = Command::new("sox")
         .args(args)
         .output()
@@ -106,14 +117,14 @@ fn sox(args: &[&str]) -> String {
 }
 
 /// An 8 kHz mono WAV of `seconds` of silence in `dir`.
-fn silence_wav(dir: &Path, seconds: u32) -> std::path::PathBuf {
+pub fn silence_wav(dir: &Path, seconds: u32) -> std::path::PathBuf {
     let path = dir.join(format!("silence{seconds}.wav"));
     let (p, secs) = (path.to_str().unwrap().to_string(), seconds.to_string());
     sox(&["-n", "-r", "8000", "-c", "1", "-b", "16", &p, "trim", "0", &secs]);
     path
 }
 
-fn rms(stat: &str) -> f64 {
+pub fn rms(stat: &str) -> f64 {
     stat.lines()
         .find(|l| l.starts_with("RMS     amplitude"))
         .and_then(|l| l.split(':').nth(1))

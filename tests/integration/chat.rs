@@ -5,7 +5,7 @@
 use crate::harness::{free_port, sipp_register, Daemon, Sipp, SippChild, SippRun};
 
 /// Sends `text` from `from` to `to`; returns the "status …" line SIPp logged.
-fn send(d: &Daemon, from: &str, to: &str, text: &str) -> String {
+pub fn send(d: &Daemon, from: &str, to: &str, text: &str) -> String {
     let pass = format!("demo{from}");
     let run = Sipp::new("message_send.xml", free_port())
         .target(&d.target())

@@ -109,11 +109,14 @@ impl Daemon {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("switchboard.toml");
+        // Accounts in `sections` come after the demo account, which stays
+        // the default one.
+        let (sections, accounts) = sections.split_at(sections.find("[[accounts]]").unwrap_or(sections.len()));
         let config =
             format!(
             "[server]\nlisten = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ndata_dir = \"{}\"\nstore_cache_kb = 1024\n\
              {}[log]\nlevel = \"info,switchboard=debug\"\n\
-             [security]\n{security}\n{sections}\n{}",
+             [security]\n{security}\n{sections}\n{}\n{accounts}",
             dir.path().join("data").display(),
             if sections.contains("[sip]") { "" } else { "[sip]\ntcp_partial_timeout_s = 30\n" },
             USERS.replace("DIALPLAN", &dialplan.display().to_string())

@@ -12,3 +12,4 @@ mod presence;
 mod raw_client;
 mod registration;
 mod robustness;
+mod tls;

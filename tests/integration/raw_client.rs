@@ -1,4 +1,4 @@
-//! A minimal hand-driven SIP client over UDP or TCP, for the cases a
+//! A minimal hand-driven SIP client over UDP, TCP or TLS, for the cases a
 //! scripted peer cannot express: garbage, half messages, exact sequences
 //! of failures, IPv6 sockets.
 
@@ -8,16 +8,37 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 use switchboard::sip::digest::{compute_response, Algorithm, Credentials};
 use switchboard::sip::{HeaderName, SipMessage};
+use tokio_rustls::rustls;
+
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 pub enum Conn {
     Udp(UdpSocket, SocketAddr),
     Tcp(TcpStream, Vec<u8>),
+    Tls(Box<TlsStream>, Vec<u8>),
 }
 
 pub struct RawClient {
     pub conn: Conn,
     pub local: SocketAddr,
     seq: u32,
+    /// The domain of From and To. Default `pbx.test`.
+    pub domain: String,
+}
+
+/// The next whole message on a stream.
+fn read_framed(s: &mut impl Read, pending: &mut Vec<u8>) -> Option<SipMessage> {
+    loop {
+        if let Ok((skip, Some(len))) = switchboard::sip::message::frame_len(pending, 65536) {
+            let frame: Vec<u8> = pending.drain(..skip + len).skip(skip).collect();
+            return Some(SipMessage::parse_framed(Bytes::from(frame)).unwrap());
+        }
+        let mut buf = [0u8; 4096];
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 impl RawClient {
@@ -35,6 +56,7 @@ impl RawClient {
             conn: Conn::Udp(s, server),
             local,
             seq: 0,
+            domain: "pbx.test".into(),
         }
     }
 
@@ -46,6 +68,43 @@ impl RawClient {
             conn: Conn::Tcp(s, Vec::new()),
             local,
             seq: 0,
+            domain: "pbx.test".into(),
+        }
+    }
+
+    /// A TLS client that trusts only `ca` (DER) and finishes its handshake.
+    pub fn tls(server: SocketAddr, ca: &[u8]) -> RawClient {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.to_vec().into()).unwrap();
+        #[allow(deprecated)] // ring: as the daemon
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::IpAddress(server.ip().into());
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let tcp = TcpStream::connect(server).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let local = tcp.local_addr().unwrap();
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock).expect("TLS handshake");
+        }
+        RawClient {
+            conn: Conn::Tls(Box::new(stream), Vec::new()),
+            local,
+            seq: 0,
+            domain: "pbx.test".into(),
+        }
+    }
+
+    /// The certificate the TLS server showed (DER).
+    pub fn server_certificate(&self) -> Vec<u8> {
+        match &self.conn {
+            Conn::Tls(s, _) => s.conn.peer_certificates().unwrap()[0].to_vec(),
+            _ => panic!("not a TLS client"),
         }
     }
 
@@ -53,6 +112,7 @@ impl RawClient {
         match &self.conn {
             Conn::Udp(s, _) => s.set_read_timeout(Some(t)).unwrap(),
             Conn::Tcp(s, _) => s.set_read_timeout(Some(t)).unwrap(),
+            Conn::Tls(s, _) => s.sock.set_read_timeout(Some(t)).unwrap(),
         }
     }
 
@@ -62,6 +122,10 @@ impl RawClient {
                 s.send_to(data, *to).unwrap();
             }
             Conn::Tcp(s, _) => s.write_all(data).unwrap(),
+            Conn::Tls(s, _) => {
+                s.write_all(data).unwrap();
+                s.flush().unwrap();
+            }
         }
     }
 
@@ -73,17 +137,8 @@ impl RawClient {
                 let (n, _) = s.recv_from(&mut buf).ok()?;
                 Some(SipMessage::parse_datagram(Bytes::copy_from_slice(&buf[..n])).unwrap())
             }
-            Conn::Tcp(s, pending) => loop {
-                if let Ok((skip, Some(len))) = switchboard::sip::message::frame_len(pending, 65536) {
-                    let frame: Vec<u8> = pending.drain(..skip + len).skip(skip).collect();
-                    return Some(SipMessage::parse_framed(Bytes::from(frame)).unwrap());
-                }
-                let mut buf = [0u8; 4096];
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => return None,
-                    Ok(n) => pending.extend_from_slice(&buf[..n]),
-                }
-            },
+            Conn::Tcp(s, pending) => read_framed(s, pending),
+            Conn::Tls(s, pending) => read_framed(s.as_mut(), pending),
         }
     }
 
@@ -91,6 +146,7 @@ impl RawClient {
         match self.conn {
             Conn::Udp(..) => "UDP",
             Conn::Tcp(..) => "TCP",
+            Conn::Tls(..) => "TLS",
         }
     }
 
@@ -104,10 +160,10 @@ impl RawClient {
     /// Builds a request from us with fresh branch and CSeq.
     pub fn request(&mut self, method: &str, ruri: &str, user: &str, extra: &str, call_id: &str) -> String {
         self.seq += 1;
-        let (host, port, t, seq) = (self.host(), self.local.port(), self.transport(), self.seq);
+        let (host, port, t, seq, domain) = (self.host(), self.local.port(), self.transport(), self.seq, &self.domain);
         format!(
             "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{t} {host}:{port};branch=z9hG4bK{call_id}{seq};rport\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:{user}@pbx.test>;tag=t{seq}\r\nTo: <sip:{user}@pbx.test>\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@{domain}>;tag=t{seq}\r\nTo: <sip:{user}@{domain}>\r\n\
              Call-ID: {call_id}\r\nCSeq: {seq} {method}\r\n{extra}Content-Length: 0\r\n\r\n"
         )
     }
@@ -149,7 +205,12 @@ impl RawClient {
 
     /// Our Contact header line.
     pub fn contact(&self, user: &str) -> String {
-        format!("Contact: <sip:{user}@{}:{}>\r\n", self.host(), self.local.port())
+        let t = if matches!(self.conn, Conn::Tls(..)) {
+            ";transport=tls"
+        } else {
+            ""
+        };
+        format!("Contact: <sip:{user}@{}:{}{t}>\r\n", self.host(), self.local.port())
     }
 
     /// REGISTER with challenge-response; returns the final response to the

@@ -46,16 +46,29 @@ impl Default for TimerConfig {
 pub enum TransportKind {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl TransportKind {
     pub fn is_reliable(self) -> bool {
-        matches!(self, TransportKind::Tcp)
+        matches!(self, TransportKind::Tcp | TransportKind::Tls)
     }
     pub fn via_name(self) -> &'static str {
         match self {
             TransportKind::Udp => "UDP",
             TransportKind::Tcp => "TCP",
+            TransportKind::Tls => "TLS",
+        }
+    }
+    /// The transport a Via names (`UDP`, `TCP`, `TLS`; anything else is
+    /// taken as UDP).
+    pub fn from_via_name(name: &str) -> TransportKind {
+        if name.eq_ignore_ascii_case("TCP") {
+            TransportKind::Tcp
+        } else if name.eq_ignore_ascii_case("TLS") {
+            TransportKind::Tls
+        } else {
+            TransportKind::Udp
         }
     }
 }
