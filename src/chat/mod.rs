@@ -1,7 +1,8 @@
 //! Internal chat over SIP MESSAGE (RFC 3428), sans-IO: who may write
 //! where, storing, pushing to every registered device, the offline queue
 //! (delivered at least once, in order, one at a time, when a device
-//! registers), read marks and per-user mute.
+//! registers), read marks and per-user mute. The queue holds message ids
+//! only: the driver reads each body from the store when its turn comes.
 
 pub mod queries;
 pub mod stored;
@@ -109,8 +110,6 @@ pub struct ChatService {
     /// (recipient aor, message id) not yet taken by any device.
     pending: BTreeSet<(String, u64)>,
     in_flight: HashSet<(String, u64)>,
-    /// Messages still pending somewhere, for re-delivery without a store read.
-    waiting: HashMap<u64, ChatMessage>,
     muted: HashSet<String>,
     sent: HashMap<String, VecDeque<Instant>>,
     out: VecDeque<Delivery>,
@@ -123,7 +122,6 @@ impl ChatService {
             next_id: 1,
             pending: BTreeSet::new(),
             in_flight: HashSet::new(),
-            waiting: HashMap::new(),
             muted: HashSet::new(),
             sent: HashMap::new(),
             out: VecDeque::new(),
@@ -132,12 +130,9 @@ impl ChatService {
     }
 
     /// State loaded from the store at start-up.
-    pub fn restore(&mut self, last_id: u64, pending: Vec<(String, ChatMessage)>, muted: Vec<String>) {
+    pub fn restore(&mut self, last_id: u64, pending: Vec<(String, u64)>, muted: Vec<String>) {
         self.next_id = last_id + 1;
-        for (aor, m) in pending {
-            self.pending.insert((aor, m.id));
-            self.waiting.insert(m.id, m);
-        }
+        self.pending.extend(pending);
         self.muted = muted.into_iter().collect();
     }
 
@@ -274,28 +269,33 @@ impl ChatService {
         for aor in &accepted.recipients {
             self.pending.insert((aor.clone(), id));
         }
-        self.waiting.insert(id, accepted.message.clone());
     }
 
-    /// Pushes every pending message of `aor` to its registered devices, in
-    /// order; a message already on its way is not sent twice.
-    pub fn deliver(&mut self, aor: &str, account: &Account, registrar: &Registrar, user_agent: &str) {
-        let bindings = registrar.lookup(aor);
-        if bindings.is_empty() {
-            return;
-        }
-        // One message in flight per user, oldest first, so that devices
-        // get them in order (parallel transactions could overtake).
-        let mut queue = self
+    /// The message to push to `aor` now, if any: one in flight per user,
+    /// oldest first, so that devices get them in order (parallel
+    /// transactions could overtake), and only while a device is registered.
+    pub fn next_for(&self, aor: &str, registrar: &Registrar) -> Option<u64> {
+        let next = self
             .pending
             .range((aor.to_string(), 0)..=(aor.to_string(), u64::MAX))
-            .map(|(_, id)| *id);
-        let Some(next) = queue.next() else { return };
-        if self.in_flight.contains(&(aor.to_string(), next)) {
-            return;
-        }
-        let id = next;
-        let Some(m) = self.waiting.get(&id) else { return };
+            .map(|(_, id)| *id)
+            .next()?;
+        let busy = self.in_flight.contains(&(aor.to_string(), next));
+        (!busy && !registrar.lookup(aor).is_empty()).then_some(next)
+    }
+
+    /// A queued message whose body the store no longer has: dropped from
+    /// the queue (the returned op removes it there too).
+    pub fn forget(&mut self, aor: &str, id: u64) -> StoreOp {
+        self.pending.remove(&(aor.to_string(), id));
+        stored::delivered(aor, id)
+    }
+
+    /// Pushes `m` (the message [`Self::next_for`] named, read from the
+    /// store) to every registered device of `aor`.
+    pub fn push(&mut self, aor: &str, m: &ChatMessage, account: &Account, registrar: &Registrar, user_agent: &str) {
+        let id = m.id;
+        let bindings = registrar.lookup(aor);
         let from_name = account.user(&m.from).map_or(m.from.clone(), |u| u.display_name.clone());
         let (from_user, display) = if m.group {
             let gname = account.group(&m.to).map_or(m.to.clone(), |g| g.name.clone());
@@ -349,9 +349,6 @@ impl ChatService {
         if (200..300).contains(&status) {
             self.in_flight.remove(&key);
             if self.pending.remove(&key) {
-                if !self.pending.iter().any(|(_, i)| *i == id) {
-                    self.waiting.remove(&id);
-                }
                 return Some(stored::delivered(aor, id));
             }
             return None;

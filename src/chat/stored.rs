@@ -9,7 +9,8 @@ use crate::store::{Key, Scan, StoreBackend, StoreError, StoreOp, Table};
 #[derive(Debug, Default)]
 pub struct ChatState {
     pub last_id: u64,
-    pub pending: Vec<(String, ChatMessage)>,
+    /// (recipient aor, message id), each user's oldest first.
+    pub pending: Vec<(String, u64)>,
     pub muted: Vec<String>,
 }
 
@@ -52,6 +53,11 @@ fn text(k: &Key) -> &str {
     }
 }
 
+/// Message `id`, if the store has it.
+pub fn load(backend: &dyn StoreBackend, id: u64) -> Result<Option<ChatMessage>, StoreError> {
+    Ok(backend.get(Table::Chat, &Key::Id(id))?.and_then(|v| v.json()))
+}
+
 pub fn state(backend: &dyn StoreBackend) -> Result<ChatState, StoreError> {
     let mut state = ChatState::default();
     backend.scan(Table::Chat, Scan::Backward, &mut |k, _| {
@@ -60,17 +66,11 @@ pub fn state(backend: &dyn StoreBackend) -> Result<ChatState, StoreError> {
         }
         false
     })?;
-    let mut waiting = Vec::new();
     backend.scan(Table::Pending, Scan::Forward, &mut |k, v| {
         let aor = text(k).split('\n').next().unwrap_or("").to_string();
-        waiting.extend(v.number().map(|id| (aor, id)));
+        state.pending.extend(v.number().map(|id| (aor, id)));
         true
     })?;
-    for (aor, id) in waiting {
-        if let Some(m) = backend.get(Table::Chat, &Key::Id(id))?.and_then(|v| v.json()) {
-            state.pending.push((aor, m));
-        }
-    }
     backend.scan(Table::Muted, Scan::Forward, &mut |k, _| {
         state.muted.push(text(k).to_string());
         true
@@ -166,7 +166,9 @@ mod tests {
         s.commit(&ops).unwrap();
         let st = state(&s).unwrap();
         assert_eq!(st.last_id, 4);
-        assert_eq!(st.pending, vec![("1002@a".to_string(), msg(4, "1002"))]);
+        assert_eq!(st.pending, vec![("1002@a".to_string(), 4)]);
+        assert_eq!(load(&s, 4).unwrap(), Some(msg(4, "1002")));
+        assert_eq!(load(&s, 99).unwrap(), None);
         assert_eq!(st.muted, ["1003@a"]);
         let conv = msg(2, "1002").conversation();
         let ids = |v: Vec<ChatMessage>| v.iter().map(|m| m.id).collect::<Vec<_>>();

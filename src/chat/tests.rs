@@ -2,8 +2,10 @@
 
 use super::*;
 use crate::config::{ChatSettings, Config};
+use crate::registrar::Registrar;
 use crate::sip::transaction::TransportKind;
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::path::Path;
 
 fn config() -> Config {
@@ -153,6 +155,13 @@ fn offline_queue_delivers_in_order_once_and_keeps_failures() {
     let a = &cfg.accounts[0];
     let mut chat = ChatService::new(vec!["127.0.0.1:5060".parse().unwrap()].into());
     let now = Instant::now();
+    // What the driver's store would hold: the queue keeps ids only.
+    let mut store = HashMap::new();
+    let deliver = |chat: &mut ChatService, store: &HashMap<u64, ChatMessage>, registrar: &Registrar| {
+        if let Some(id) = chat.next_for("1005@pbx.test", registrar) {
+            chat.push("1005@pbx.test", &store[&id], a, registrar, "sb");
+        }
+    };
     for body in ["one", "two"] {
         let acc = chat
             .accept(
@@ -173,9 +182,10 @@ fn offline_queue_delivers_in_order_once_and_keeps_failures() {
         );
         assert_eq!(acc.recipients, ["1005@pbx.test"]);
         chat.commit(&acc);
+        store.insert(acc.message.id, acc.message);
     }
-    let mut registrar = crate::registrar::Registrar::new();
-    chat.deliver("1005@pbx.test", a, &registrar, "sb");
+    let mut registrar = Registrar::new();
+    deliver(&mut chat, &store, &registrar);
     assert!(chat.poll_delivery().is_none(), "nobody registered: stays queued");
     let reg = SipMessage::parse_datagram(Bytes::from(
         "REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKr\r\nFrom: <sip:1005@pbx.test>;tag=r\r\nTo: <sip:1005@pbx.test>\r\nCall-ID: r\r\nCSeq: 1 REGISTER\r\nContact: <sip:1005@127.0.0.1:7005>\r\n\r\n",
@@ -189,7 +199,7 @@ fn offline_queue_delivers_in_order_once_and_keeps_failures() {
         .register(&reg, "1005@pbx.test", peer, &cfg.registrar, crate::unix_now())
         .unwrap();
     registrar.apply(&out);
-    chat.deliver("1005@pbx.test", a, &registrar, "sb");
+    deliver(&mut chat, &store, &registrar);
     let d: Vec<Delivery> = std::iter::from_fn(|| chat.poll_delivery()).collect();
     // One at a time, oldest first: the second waits for the first's answer.
     assert_eq!(
@@ -197,7 +207,7 @@ fn offline_queue_delivers_in_order_once_and_keeps_failures() {
         vec![Bytes::from("one")]
     );
     // A second registration while it is in flight sends nothing again.
-    chat.deliver("1005@pbx.test", a, &registrar, "sb");
+    deliver(&mut chat, &store, &registrar);
     assert!(chat.poll_delivery().is_none());
     // The first is taken: the second goes (the driver delivers again on a 2xx).
     assert!(matches!(
@@ -209,13 +219,13 @@ fn offline_queue_delivers_in_order_once_and_keeps_failures() {
         None,
         "a second 2xx changes nothing"
     );
-    chat.deliver("1005@pbx.test", a, &registrar, "sb");
+    deliver(&mut chat, &store, &registrar);
     let second: Vec<Delivery> = std::iter::from_fn(|| chat.poll_delivery()).collect();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].req.body, Bytes::from("two"));
     // It fails: it stays queued and goes again at the next registration.
     assert_eq!(chat.on_delivery_result("1005@pbx.test", second[0].id, 480), None);
-    chat.deliver("1005@pbx.test", a, &registrar, "sb");
+    deliver(&mut chat, &store, &registrar);
     let again: Vec<Delivery> = std::iter::from_fn(|| chat.poll_delivery()).collect();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].req.body, Bytes::from("two"));

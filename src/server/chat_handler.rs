@@ -2,11 +2,16 @@
 //! chat service, stored durably, answered 202 Accepted, then pushed to
 //! the recipients' registered devices (or queued until they register).
 
+use super::handler::Engines;
 use super::handler::{
     addressed_account, authenticate, outcome, Challenger, Outcome, RequestContext, RequestHandler, Stop,
 };
+use crate::chat::ChatMessage;
+use crate::config::Account;
 use crate::sip::response::{random_token, response_to};
 use crate::sip::{Method, SipError, SipMessage};
+use crate::store::StoreHandle;
+use std::borrow::Cow;
 
 pub struct ChatHandler;
 
@@ -37,10 +42,44 @@ fn message(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Sto
     // Stored before anything is pushed or kept in memory.
     cx.persist(&accepted.ops)?;
     tracing::info!(id = accepted.message.id, from = %user.extension, to = %to, group = accepted.message.group, "chat message stored");
-    let super::handler::Engines { chat, registrar, .. } = &mut *cx.engines;
-    chat.commit(&accepted);
+    cx.engines.chat.commit(&accepted);
     for aor in &accepted.recipients {
-        chat.deliver(aor, account, registrar, &cx.config.sip.user_agent);
+        push_next(
+            cx.engines,
+            cx.store,
+            account,
+            aor,
+            Some(&accepted.message),
+            &cx.config.sip.user_agent,
+        );
     }
     Ok(Outcome::Respond(response_to(req, 202, None, &random_token())))
+}
+
+/// Pushes the next message waiting for `aor` if its turn has come, its
+/// body read from the store (or `fresh`, the message just stored).
+pub fn push_next(
+    engines: &mut Engines,
+    store: &StoreHandle,
+    account: &Account,
+    aor: &str,
+    fresh: Option<&ChatMessage>,
+    user_agent: &str,
+) {
+    let Engines { chat, registrar, .. } = engines;
+    while let Some(id) = chat.next_for(aor, registrar) {
+        let loaded = match fresh.filter(|m| m.id == id) {
+            Some(m) => Ok(Some(Cow::Borrowed(m))),
+            None => crate::chat::stored::load(store.backend().as_ref(), id).map(|m| m.map(Cow::Owned)),
+        };
+        match loaded {
+            Ok(Some(m)) => return chat.push(aor, &m, account, registrar, user_agent),
+            Ok(None) => {
+                tracing::warn!(id, to = aor, "queued chat message missing from the store; dropped");
+                let _ = store.write(&[chat.forget(aor, id)]);
+            }
+            // Logged by the store; tried again at the next registration.
+            Err(_) => return,
+        }
+    }
 }

@@ -47,8 +47,7 @@ fn register(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, St
     tracing::info!(aor = %aor, contacts = outcome.current.len(), source = %cx.from.addr, "registered");
     // A device came online: push the chat messages waiting for this user.
     if !outcome.current.is_empty() {
-        let super::handler::Engines { chat, registrar, .. } = &mut *cx.engines;
-        chat.deliver(&aor, account, registrar, &cx.config.sip.user_agent);
+        super::chat_handler::push_next(cx.engines, cx.store, account, &aor, None, &cx.config.sip.user_agent);
     }
     let mut resp = crate::sip::response::response_to(req, 200, None, &random_token());
     for c in contact_headers(&outcome.current, cx.now.unix_s()) {

@@ -219,8 +219,8 @@ impl Core {
             // The next waiting message goes now (one at a time, in order).
             let domain = aor.split_once('@').map_or("", |(_, d)| d);
             if let Some(account) = self.config.account(domain) {
-                let Engines { chat, registrar, .. } = &mut self.engines;
-                chat.deliver(aor, account, registrar, &self.config.sip.user_agent);
+                let ua = &self.config.sip.user_agent;
+                super::chat_handler::push_next(&mut self.engines, &self.store, account, aor, None, ua);
             }
         }
     }
