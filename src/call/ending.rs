@@ -6,7 +6,7 @@
 
 use super::leg::{Direction, LegId, LegState};
 use super::{CallEngine, CallRef, CallView, ClientPurpose, MediaStats, Output, Owed, Timer};
-use crate::cdr::{unanswered_disposition, CallRecord, LegRecord};
+use crate::cdr::{unanswered_disposition, CallRecord, LegRecord, LiveLeg, LiveMark};
 use crate::clock::Now;
 use crate::dialplan::{DialOutcome, Reply};
 use crate::events::{DomainEvent, LegPhase};
@@ -187,24 +187,40 @@ impl CallEngine {
     /// far), so that a crash leaves an "interrupted" record behind.
     pub(super) fn mark_live(&mut self, id: CallRef) {
         let Some(call) = self.calls.get(&id) else { return };
-        let mut legs = call.ended_legs.clone();
-        for l in call.legs.iter().filter_map(|l| self.legs.get(l)) {
-            legs.push(LegRecord {
-                leg: l.id.0,
-                call_id: l.dialog.call_id.clone(),
-                party: l.party.clone(),
-                direction: direction_name(l.direction).into(),
-                start_ms: l.start_ms,
-                answer_ms: l.answer_ms,
-                end_ms: 0,
-                sip_code: 0,
-                rtp_packets: 0,
-                rtp_seq_gaps: 0,
-            });
-        }
-        let mut record = record_of(id, call, legs, 0);
-        record.disposition = "interrupted".into();
-        self.out.push_back(Output::Persist(vec![crate::cdr::live_op(&record)]));
+        let ended = call.ended_legs.iter().map(|l| LiveLeg {
+            leg: l.leg,
+            call_id: &l.call_id,
+            party: &l.party,
+            direction: &l.direction,
+            start_ms: l.start_ms,
+            answer_ms: l.answer_ms,
+            end_ms: l.end_ms,
+            sip_code: l.sip_code,
+        });
+        let live = call.legs.iter().filter_map(|l| self.legs.get(l)).map(|l| LiveLeg {
+            leg: l.id.0,
+            call_id: &l.dialog.call_id,
+            party: &l.party,
+            direction: direction_name(l.direction),
+            start_ms: l.start_ms,
+            answer_ms: l.answer_ms,
+            end_ms: 0,
+            sip_code: 0,
+        });
+        let legs: Vec<LiveLeg> = ended.chain(live).collect();
+        let mark = LiveMark {
+            call_id: legs.iter().find(|l| l.leg == call.origin.0).map_or("", |l| l.call_id),
+            conversation: id,
+            account: &call.account,
+            caller: &call.caller,
+            callee: &call.callee,
+            direction: if call.external { "outbound" } else { "internal" },
+            start_ms: call.start_ms,
+            answer_ms: call.answer_ms,
+            legs,
+        };
+        let op = crate::cdr::live_op(&mark);
+        self.out.push_back(Output::Persist(vec![op]));
     }
 
     pub fn poll_timeout(&self) -> Option<std::time::Instant> {

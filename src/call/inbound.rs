@@ -10,7 +10,7 @@ use crate::config::{Account, User};
 use crate::dialplan::CallInfo;
 use crate::media::sdp;
 use crate::sip::addr::NameAddr;
-use crate::sip::dialog::{self, Dialog, DialogId};
+use crate::sip::dialog::{self, tag_in, Dialog};
 use crate::sip::response::{random_token, response_to};
 use crate::sip::transaction::{Peer, TxKey};
 use crate::sip::uri::SipUri;
@@ -75,11 +75,12 @@ impl CallEngine {
             },
             domain: account.domain.clone(),
         };
-        self.by_dialog.insert((call_id.clone(), our_tag), leg_id);
+        self.by_local_tag.insert(our_tag.clone(), leg_id);
         self.by_call_id.insert(call_id, leg_id);
         self.legs.insert(
             leg_id,
             Leg {
+                local_tag: our_tag,
                 id: leg_id,
                 conversation: id,
                 party: caller.extension.clone(),
@@ -133,7 +134,7 @@ impl CallEngine {
 
     /// A response on an inbound leg's INVITE, with our tag and Contact.
     pub(super) fn response_on_leg(&self, leg: &Leg, status: u16, reason: Option<&str>) -> SipMessage {
-        let mut r = response_to(&leg.invite, status, reason, &leg.local_tag());
+        let mut r = response_to(&leg.invite, status, reason, &leg.local_tag);
         if (101..300).contains(&status) {
             r.push_header(
                 HeaderName::Contact,
@@ -199,9 +200,10 @@ impl CallEngine {
     /// Finds the leg a request received inside a dialog belongs to: the
     /// full dialog id must match (Call-ID, our tag, the party's tag).
     pub(super) fn locate(&self, req: &SipMessage) -> Option<LegId> {
-        let id = DialogId::of_request(req)?;
-        let leg = *self.by_dialog.get(&(id.call_id.clone(), id.local_tag.clone()))?;
-        self.legs.get(&leg).filter(|l| l.matches(&id)).map(|l| l.id)
+        let local_tag = tag_in(req.header(&HeaderName::To)?)?;
+        let remote_tag = req.header(&HeaderName::From).and_then(tag_in).unwrap_or("");
+        let leg = self.legs.get(self.by_local_tag.get(local_tag)?)?;
+        leg.matches(req.call_id()?, local_tag, remote_tag).then_some(leg.id)
     }
 
     /// For a request inside one of our dialogs that comes from another IP

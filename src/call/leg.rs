@@ -7,7 +7,7 @@ use super::CallRef;
 use crate::events::LegPhase;
 use crate::media::sdp::MediaInfo;
 use crate::media::EndpointId;
-use crate::sip::dialog::{tag_of, Dialog, DialogId};
+use crate::sip::dialog::{tag_in, Dialog};
 use crate::sip::transaction::{Peer, TxKey};
 use crate::sip::SipMessage;
 use std::net::SocketAddr;
@@ -85,6 +85,8 @@ pub struct Unacked {
 #[derive(Debug)]
 pub struct Leg {
     pub id: LegId,
+    /// Our tag in its dialog (ours from the start, never changes).
+    pub local_tag: String,
     pub conversation: CallRef,
     /// The extension (or number) of the party this leg faces.
     pub party: String,
@@ -107,14 +109,12 @@ pub struct Leg {
 }
 
 impl Leg {
-    pub fn local_tag(&self) -> String {
-        tag_of(&self.dialog.local).unwrap_or_default()
-    }
-
-    /// Whether a request received with dialog id `id` belongs to this leg:
-    /// Call-ID, our tag and the party's tag all match (§12.2.2).
-    pub fn matches(&self, id: &DialogId) -> bool {
-        self.dialog.id() == *id
+    /// Whether a request received in dialog (Call-ID, our tag, the party's
+    /// tag) belongs to this leg: all three match (§12.2.2).
+    pub fn matches(&self, call_id: &str, local_tag: &str, remote_tag: &str) -> bool {
+        self.dialog.call_id == call_id
+            && self.local_tag == local_tag
+            && tag_in(&self.dialog.remote).unwrap_or("") == remote_tag
     }
 
     /// Whether the party's last SDP put the call on hold (sendonly,

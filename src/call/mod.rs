@@ -38,10 +38,11 @@ use crate::media::{DirectionStats, MediaControl};
 use crate::sip::transaction::{Peer, TimerConfig, TxKey};
 use crate::sip::SipMessage;
 use bridge::{Bridge, BridgeId};
+use foldhash::{HashMap, HashMapExt};
 use leg::{Leg, LegId};
 use serde::Serialize;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -199,9 +200,9 @@ pub struct CallEngine {
     legs: HashMap<LegId, Leg>,
     bridges: HashMap<BridgeId, Bridge>,
     calls: HashMap<CallRef, Conversation>,
-    /// (Call-ID, our tag) → leg: the first two parts of a dialog id; the
-    /// third (their tag) is checked against the leg.
-    by_dialog: HashMap<(String, String), LegId>,
+    /// Our tag → leg (our tags are random, one per leg); the Call-ID and
+    /// their tag are then checked against the leg.
+    by_local_tag: HashMap<String, LegId>,
     /// Call-ID → leg, for loops back to ourselves and stray 2xx.
     by_call_id: HashMap<String, LegId>,
     client_tx: HashMap<TxKey, ClientPurpose>,
@@ -218,7 +219,7 @@ impl CallEngine {
             legs: HashMap::new(),
             bridges: HashMap::new(),
             calls: HashMap::new(),
-            by_dialog: HashMap::new(),
+            by_local_tag: HashMap::new(),
             by_call_id: HashMap::new(),
             client_tx: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -356,7 +357,7 @@ impl CallEngine {
     /// Removes a leg from every table (its media is already closed).
     fn forget_leg(&mut self, id: LegId) {
         let Some(l) = self.legs.remove(&id) else { return };
-        self.by_dialog.remove(&(l.dialog.call_id.clone(), l.local_tag()));
+        self.by_local_tag.remove(&l.local_tag);
         if self.by_call_id.get(&l.dialog.call_id) == Some(&id) {
             self.by_call_id.remove(&l.dialog.call_id);
         }

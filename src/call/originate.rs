@@ -163,6 +163,7 @@ impl CallEngine {
         .build();
         let leg = Leg {
             id: leg_id,
+            local_tag: dialog::tag_of(&dlg.local).unwrap_or_default(),
             conversation: id,
             party: contact.target.clone(),
             direction: Direction::Outbound,
@@ -177,8 +178,7 @@ impl CallEngine {
             start_ms: now.unix_ms,
             answer_ms: None,
         };
-        self.by_dialog
-            .insert((leg.dialog.call_id.clone(), leg.local_tag()), leg_id);
+        self.by_local_tag.insert(leg.local_tag.clone(), leg_id);
         self.by_call_id.insert(leg.dialog.call_id.clone(), leg_id);
         let peer = leg.dialog.peer;
         self.legs.insert(leg_id, leg);

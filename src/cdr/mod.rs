@@ -20,15 +20,20 @@ pub struct CallRecord {
     /// Unix times in milliseconds.
     pub start_ms: u64,
     pub answer_ms: Option<u64>,
+    #[serde(default)]
     pub end_ms: u64,
     /// Talk time in seconds (answer to end), 0 if never answered.
+    #[serde(default)]
     pub duration_s: u64,
     /// "answered", "no-answer", "busy", "cancelled", "failed", or
     /// "interrupted" (in progress when the daemon died).
+    #[serde(default)]
     pub disposition: String,
     /// "caller", "callee" or "system" (timeouts, dialplan, errors).
+    #[serde(default)]
     pub hangup_side: String,
     /// Final SIP status of the caller's INVITE (200 when answered).
+    #[serde(default)]
     pub sip_code: u16,
     /// RTP packets the relay received from the caller and from the callee,
     /// and sequence gaps seen in both (a loss indicator).
@@ -54,12 +59,46 @@ pub struct LegRecord {
     pub direction: String,
     pub start_ms: u64,
     pub answer_ms: Option<u64>,
+    #[serde(default)]
     pub end_ms: u64,
     /// 200 if answered, else the final status of its INVITE.
+    #[serde(default)]
     pub sip_code: u16,
     /// RTP packets the relay received from the party, and their sequence gaps.
+    #[serde(default)]
     pub rtp_packets: u64,
+    #[serde(default)]
     pub rtp_seq_gaps: u64,
+}
+
+/// A conversation in progress as the store keeps it: the fields of its
+/// record known so far (borrowed, written twice per call), read back as a
+/// [`CallRecord`] after a crash.
+#[derive(Debug, Serialize)]
+pub struct LiveMark<'a> {
+    pub call_id: &'a str,
+    pub conversation: u64,
+    pub account: &'a str,
+    pub caller: &'a str,
+    pub callee: &'a str,
+    pub direction: &'a str,
+    pub start_ms: u64,
+    pub answer_ms: Option<u64>,
+    pub legs: Vec<LiveLeg<'a>>,
+}
+
+/// A leg of a [`LiveMark`].
+#[derive(Debug, Serialize)]
+pub struct LiveLeg<'a> {
+    pub leg: u64,
+    pub call_id: &'a str,
+    pub party: &'a str,
+    pub direction: &'a str,
+    pub start_ms: u64,
+    pub answer_ms: Option<u64>,
+    /// Set for legs that already ended.
+    pub end_ms: u64,
+    pub sip_code: u16,
 }
 
 impl CallRecord {
@@ -110,12 +149,12 @@ pub fn read(
     Ok(out)
 }
 
-/// The store row that marks conversation `record.conversation` as in
-/// progress: the record so far, with disposition "interrupted", for a
-/// restart after a crash to write.
-pub fn live_op(record: &CallRecord) -> crate::store::StoreOp {
+/// The store row that marks conversation `mark.conversation` as in
+/// progress, for a restart after a crash to turn into an "interrupted"
+/// record.
+pub fn live_op(mark: &LiveMark) -> crate::store::StoreOp {
     use crate::store::{Key, StoreOp, Table};
-    StoreOp::put_json(Table::Live, Key::Id(record.conversation), record).expect("call records serialize")
+    StoreOp::put_json(Table::Live, Key::Id(mark.conversation), mark).expect("call records serialize")
 }
 
 /// The conversation is over (its record is written in the same commit).
@@ -138,6 +177,9 @@ pub fn recover_interrupted(
             r.duration_s = r.answer_ms.map_or(0, |a| r.end_ms.saturating_sub(a) / 1000);
             r.disposition = "interrupted".into();
             r.hangup_side = "system".into();
+            if r.answer_ms.is_some() {
+                r.sip_code = 200;
+            }
             for leg in &mut r.legs {
                 if leg.end_ms == 0 {
                     leg.end_ms = r.end_ms;

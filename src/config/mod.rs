@@ -160,6 +160,8 @@ pub struct MediaSettings {
 pub struct DialplanLimits {
     pub instructions: u64,
     pub memory_bytes: usize,
+    /// Threads of the dialplan runtime.
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -451,6 +453,7 @@ impl Validator<'_> {
             dialplan_limits: DialplanLimits {
                 instructions: raw.dialplan.instruction_limit,
                 memory_bytes: raw.dialplan.memory_limit_kb * 1024,
+                threads: raw.dialplan.threads.clamp(1, 64),
             },
             accounts,
         }

@@ -113,6 +113,8 @@ pub struct DialplanSection {
     pub instruction_limit: u64,
     /// Memory one call's Lua state may use, KiB. Default 4096.
     pub memory_limit_kb: usize,
+    /// Threads dialplans run on (never the signalling threads). Default 1.
+    pub threads: usize,
 }
 
 impl Default for DialplanSection {
@@ -120,6 +122,7 @@ impl Default for DialplanSection {
         DialplanSection {
             instruction_limit: 1_000_000,
             memory_limit_kb: 4096,
+            threads: 1,
         }
     }
 }

@@ -15,7 +15,7 @@
 
 use super::relay::{relay_packet, EndpointShared};
 use crate::recv_batch;
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -7,7 +7,8 @@ use crate::sip::dialog::{Dialog, DialogId};
 use crate::sip::response::{random_token, response_to};
 use crate::sip::transaction::Peer;
 use crate::sip::{HeaderName, Method, SipError, SipMessage};
-use std::collections::{HashMap, VecDeque};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// RFC 6665 §7.2 event packages we serve.

@@ -16,7 +16,7 @@ use crate::sip::transaction::Peer;
 use crate::sip::uri::SipUri;
 use crate::sip::{HeaderName, SipError, SipMessage};
 use crate::store::StoreOp;
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 /// In-memory location service: address-of-record → bindings. A list is

@@ -35,9 +35,12 @@ impl DialogId {
 
 /// The tag parameter of a From/To header value.
 pub fn tag_of(header_value: &str) -> Option<String> {
-    NameAddr::parse(header_value)
-        .ok()
-        .and_then(|a| a.tag().map(str::to_string))
+    tag_in(header_value).map(str::to_string)
+}
+
+/// The tag parameter of a From/To header value, borrowed.
+pub fn tag_in(header_value: &str) -> Option<&str> {
+    NameAddr::parse(header_value).ok().and_then(|a| a.tag())
 }
 
 /// Our side of one dialog.

@@ -159,13 +159,34 @@ fn read_journals(files: &[(u64, PathBuf)]) -> Result<Vec<StoreOp>, StoreError> {
     Ok(ops)
 }
 
+/// The last change of each row, in journal order: what applying them all
+/// would leave, for less redb work (a call's crash mark is written,
+/// rewritten and deleted within seconds; a phone re-registers).
+fn latest_per_row(ops: Vec<StoreOp>) -> Vec<StoreOp> {
+    let mut last: foldhash::HashMap<(Table, &Key), usize> = foldhash::HashMap::default();
+    for (i, op) in ops.iter().enumerate() {
+        last.insert((op.table, &op.key), i);
+    }
+    if last.len() == ops.len() {
+        return ops;
+    }
+    let keep: Vec<bool> = (0..ops.len())
+        .map(|i| last.get(&(ops[i].table, &ops[i].key)) == Some(&i))
+        .collect();
+    drop(last);
+    ops.into_iter()
+        .zip(keep)
+        .filter_map(|(op, k)| k.then_some(op))
+        .collect()
+}
+
 impl JournaledStore {
     /// Opens redb in `dir`, replays the journal files into it, deletes
     /// them and starts the fold thread.
     pub fn open(dir: &Path, cache_bytes: usize) -> Result<Arc<JournaledStore>, StoreError> {
         let db = RedbStore::open(dir, cache_bytes)?;
         let files = journal_files(dir)?;
-        let ops = read_journals(&files)?;
+        let ops = latest_per_row(read_journals(&files)?);
         if !ops.is_empty() {
             db.apply_rows(&ops, true)?;
             tracing::info!(ops = ops.len(), "journal replayed into the store");
@@ -235,7 +256,7 @@ impl JournaledStore {
             .filter(|(s, _)| *s < seq)
             .collect();
         // A durable commit also makes earlier non-durable ones durable.
-        self.db.apply_rows(&read_journals(&older)?, true)?;
+        self.db.apply_rows(&latest_per_row(read_journals(&older)?), true)?;
         for (_, path) in older {
             std::fs::remove_file(&path).map_err(io(&path))?;
         }
@@ -356,6 +377,25 @@ mod tests {
 
     fn delete(aor: &str) -> StoreOp {
         StoreOp::delete(Table::Location, Key::text(aor))
+    }
+
+    #[test]
+    fn only_the_last_change_of_a_row_is_applied_and_order_is_kept() {
+        let ops = vec![
+            put("a", "1"),
+            put("b", "1"),
+            put("a", "2"),
+            delete("a"),
+            put("c", "1"),
+            put("b", "2"),
+        ];
+        assert_eq!(latest_per_row(ops), vec![delete("a"), put("c", "1"), put("b", "2")]);
+        // The same key in two tables is two rows.
+        let other = StoreOp::delete(Table::Cdr, Key::text("a"));
+        assert_eq!(
+            latest_per_row(vec![put("a", "1"), other.clone()]),
+            vec![put("a", "1"), other]
+        );
     }
 
     fn aors(s: &JournaledStore) -> Vec<String> {

@@ -15,7 +15,7 @@ use super::StoreError;
 /// First byte of a binary frame; a JSON frame (older journals) starts with `[`.
 pub const ROWS_V1: u8 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
     Location,
     Cdr,
@@ -38,7 +38,7 @@ const TABLES: [Table; 7] = [
     Table::Live,
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
     Text(String),
     Id(u64),

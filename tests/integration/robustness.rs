@@ -248,7 +248,7 @@ fn tcp_connections_are_capped_per_ip_and_silent_ones_closed() {
     // A third is over the cap: closed at once.
     let mut third = std::net::TcpStream::connect(d.addr()).unwrap();
     assert!(closed_within(&mut third, Duration::from_secs(5)), "over the cap");
-    d.wait_for_log("tcp connection refused: too many connections");
+    d.wait_for_log("connection refused: too many connections");
     assert!(
         closed_within(&mut silent, Duration::from_secs(5)),
         "silent connection closed"

@@ -18,7 +18,7 @@ use crate::sip::transport::{Inbound, TransportHandle};
 use crate::sip::validate::validate_request;
 use crate::sip::{HeaderName, SipMessage};
 use crate::store::StoreHandle;
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
