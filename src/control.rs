@@ -22,6 +22,22 @@ pub struct RegistrationView {
     pub user_agent: Option<String>,
 }
 
+/// One trunk as shown to admins (`ctl trunks`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TrunkView {
+    pub name: String,
+    pub address: String,
+    /// "disabled", "registering", "registered" or "failing".
+    pub status: String,
+    /// The last failure's status code and reason, while failing.
+    pub last_code: Option<u16>,
+    pub last_reason: Option<String>,
+    /// Expiry the provider granted, while registered.
+    pub expires_s: Option<u32>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+}
+
 /// Counters for `ctl status`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct StatusView {
@@ -57,6 +73,7 @@ pub enum Command {
     },
     /// Banned sources with the seconds left (`ctl bans`).
     Bans(oneshot::Sender<Vec<String>>),
+    Trunks(oneshot::Sender<Vec<TrunkView>>),
     /// Lifts the ban of an address (`ctl unban IP`): false if it had none.
     Unban {
         ip: std::net::IpAddr,

@@ -33,6 +33,13 @@ pub enum DomainEvent {
     },
     /// Every leg of a conversation has ended; its record is written.
     ConversationEnded { account: String, conversation: u64 },
+    /// A trunk's registration changed: "registering", "registered",
+    /// "failing" (with the provider's `code`) or "disabled".
+    TrunkStatus {
+        trunk: String,
+        status: String,
+        code: Option<u16>,
+    },
 }
 
 impl DomainEvent {
@@ -41,7 +48,7 @@ impl DomainEvent {
         match self {
             DomainEvent::Registration { aor, .. } => Some(aor.clone()),
             DomainEvent::LegState { account, party, .. } => Some(format!("{party}@{account}")),
-            DomainEvent::ConversationEnded { .. } => None,
+            DomainEvent::ConversationEnded { .. } | DomainEvent::TrunkStatus { .. } => None,
         }
     }
 }

@@ -10,7 +10,10 @@ use std::path::Path;
 const FLOORS: &[(u8, &[&str])] = &[
     (1, &["sip", "media", "store", "recv_batch", "clock"]),
     (2, &["config", "auth", "cdr", "events"]),
-    (3, &["registrar", "call", "chat", "presence", "dialplan", "control"]),
+    (
+        3,
+        &["registrar", "call", "chat", "presence", "dialplan", "control", "trunk"],
+    ),
     (4, &["server", "ctl"]),
 ];
 

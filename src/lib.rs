@@ -18,6 +18,7 @@ pub mod registrar;
 pub mod server;
 pub mod sip;
 pub mod store;
+pub mod trunk;
 
 #[cfg(test)]
 mod layering_tests;

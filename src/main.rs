@@ -92,6 +92,8 @@ enum CtlCmd {
     Calls,
     /// Banned source addresses, with the time left.
     Bans,
+    /// Trunks and their registration status.
+    Trunks,
     /// Lifts the ban of a source address (and its users' lock-outs).
     Unban { ip: std::net::IpAddr },
     /// Chat: `history USER PEER [LIMIT [BEFORE]]`, `unread USER`, `read USER PEER`, `mute USER on|off` (JSON).
@@ -333,6 +335,7 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
         CtlCmd::Status => "status".to_string(),
         CtlCmd::Calls => "calls".to_string(),
         CtlCmd::Bans => "bans".to_string(),
+        CtlCmd::Trunks => "trunks".to_string(),
         CtlCmd::Unban { ip } => format!("unban {ip}"),
         CtlCmd::Chat { args } => format!("chat {}", args.join(" ")),
         CtlCmd::Cdr { user, limit } => match user {
@@ -368,6 +371,10 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
                 println!("{b}");
             }
         }
+        CtlCmd::Trunks => print!(
+            "{}",
+            switchboard::ctl::format_trunks(&serde_json::from_value::<Vec<_>>(data)?)
+        ),
         CtlCmd::Unban { ip } => match data.as_bool() {
             Some(true) => println!("ban of {ip} lifted"),
             _ => println!("{ip} was not banned"),

@@ -5,6 +5,7 @@ mod network;
 pub mod schema;
 #[cfg(test)]
 mod tests;
+mod trunks;
 
 use crate::sip::digest::Algorithm;
 use crate::sip::transaction::TimerConfig;
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use trunks::{Did, DidTarget, Trunk};
 
 /// One configuration error at a place in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +78,9 @@ pub struct Account {
     pub chat: bool,
     /// Its users' requests are accepted only over TLS.
     pub require_tls: bool,
+    /// Trunk names for external calls, in the order they are tried.
+    pub trunks: Vec<String>,
+    pub dids: Vec<Did>,
     pub users: Vec<User>,
     pub groups: Vec<Group>,
     by_extension: HashMap<String, usize>,
@@ -190,6 +195,7 @@ pub struct Config {
     pub dialplan_limits: DialplanLimits,
     pub chat: ChatSettings,
     pub tls: Option<TlsSettings>,
+    pub trunks: Vec<Trunk>,
     pub accounts: Vec<Account>,
 }
 
@@ -389,7 +395,8 @@ impl Validator<'_> {
                 LogFormat::Text
             }
         };
-        let accounts = self.accounts(raw.accounts);
+        let trunks = self.trunks(raw.trunks);
+        let accounts = self.accounts(raw.accounts, &trunks);
         let media = self.media(&raw.media, &listen);
         let tls = raw.tls.map(|t| self.tls(t));
         let data_dir = PathBuf::from(&raw.server.data_dir);
@@ -445,6 +452,7 @@ impl Validator<'_> {
             },
             media,
             tls,
+            trunks,
             chat: ChatSettings {
                 max_message_bytes: raw.chat.max_message_bytes,
                 messages_per_minute: raw.chat.messages_per_minute,
@@ -514,7 +522,7 @@ impl Validator<'_> {
         }
     }
 
-    fn accounts(&mut self, raw: Vec<AccountSection>) -> Vec<Account> {
+    fn accounts(&mut self, raw: Vec<AccountSection>, trunks: &[Trunk]) -> Vec<Account> {
         let mut out: Vec<Account> = Vec::new();
         let explicit_default = raw.iter().any(|a| a.default == Some(true));
         for (i, a) in raw.into_iter().enumerate() {
@@ -586,9 +594,11 @@ impl Validator<'_> {
                     supervisors: g.supervisors.into_iter().map(|m| m.into_inner()).collect(),
                 });
             }
-            out.push(Account {
+            let mut account = Account {
                 chat: a.chat,
                 require_tls: a.require_tls,
+                trunks: Vec::new(),
+                dids: Vec::new(),
                 groups,
                 dialplan: PathBuf::from(&a.dialplan),
                 outbound_calls: a.outbound_calls,
@@ -598,7 +608,9 @@ impl Validator<'_> {
                 aliases: a.aliases.into_iter().map(|x| x.to_ascii_lowercase()).collect(),
                 users,
                 by_extension,
-            });
+            };
+            (account.trunks, account.dids) = self.account_trunks(a.trunks, a.dids, trunks, &account);
+            out.push(account);
         }
         out
     }

@@ -30,7 +30,68 @@ pub struct RawConfig {
     #[serde(default)]
     pub tls: Option<TlsSection>,
     #[serde(default)]
+    pub trunks: Vec<TrunkSection>,
+    #[serde(default)]
     pub accounts: Vec<AccountSection>,
+}
+
+/// A SIP provider: where calls to external numbers go out and DIDs come in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkSection {
+    /// Unique name, used by `accounts.trunks` and `dial(n, {trunk = …})`.
+    pub name: Spanned<String>,
+    /// The provider, `host[:port]` (port 5060 by default); a name is
+    /// resolved (A/AAAA) when the config is loaded.
+    pub address: Spanned<String>,
+    /// `udp` only for now.
+    #[serde(default = "default_trunk_transport")]
+    pub transport: Spanned<String>,
+    /// Digest credentials the provider gave; empty for trunks by IP.
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    /// Digest user name when it differs from `username`.
+    #[serde(default)]
+    pub auth_username: Option<String>,
+    /// Register with the provider. Default false.
+    #[serde(default)]
+    pub register: bool,
+    /// Registration lifetime asked for, seconds. Default 600.
+    #[serde(default = "default_trunk_expires")]
+    pub expires_s: u32,
+    /// User part of From (and of the registration). Default `username`.
+    #[serde(default)]
+    pub from_user: Option<String>,
+    /// Host part of From and To. Default the address's host.
+    #[serde(default)]
+    pub from_domain: Option<String>,
+    /// Networks whose INVITEs are taken as this provider's, without digest.
+    /// Default: the address's IP.
+    #[serde(default)]
+    pub inbound_ips: Vec<Spanned<String>>,
+    /// Calls at once through the trunk (0: no limit). Default 0.
+    #[serde(default)]
+    pub max_channels: u32,
+}
+
+fn default_trunk_transport() -> Spanned<String> {
+    Spanned::new(0..0, "udp".into())
+}
+fn default_trunk_expires() -> u32 {
+    600
+}
+
+/// An inbound number of the account.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DidSection {
+    /// The called number as the provider sends it (Request-URI user).
+    pub number: Spanned<String>,
+    /// An extension of the account, or "dialplan" (the account's dialplan
+    /// runs with the DID as the called number).
+    pub to: Spanned<String>,
 }
 
 /// SIP over TLS (RFC 3261 §26.2): on when this section is present.
@@ -327,6 +388,12 @@ pub struct AccountSection {
     /// Its users' requests are accepted only over TLS (403 otherwise). Default false.
     #[serde(default)]
     pub require_tls: bool,
+    /// Trunks (by name) external calls go out through, tried in order.
+    #[serde(default)]
+    pub trunks: Vec<Spanned<String>>,
+    /// Inbound numbers from the trunks.
+    #[serde(default)]
+    pub dids: Vec<DidSection>,
     #[serde(default)]
     pub users: Vec<UserSection>,
     #[serde(default)]

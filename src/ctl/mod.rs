@@ -75,6 +75,7 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
         "status" => ask(commands, Command::Status).await,
         "calls" => ask(commands, Command::Calls).await,
         "bans" => ask(commands, Command::Bans).await,
+        "trunks" => ask(commands, Command::Trunks).await,
         unban if unban.starts_with("unban ") => match unban[6..].trim().parse() {
             Ok(ip) => ask(commands, |reply| Command::Unban { ip, reply }).await,
             Err(_) => Err(format!("not an IP address: {}", &unban[6..])),
@@ -196,6 +197,28 @@ pub fn format_registrations(list: &[RegistrationView]) -> String {
             r.transport,
             r.source,
             r.user_agent.as_deref().unwrap_or("-")
+        ));
+    }
+    out
+}
+
+pub fn format_trunks(list: &[crate::control::TrunkView]) -> String {
+    if list.is_empty() {
+        return "no trunks\n".into();
+    }
+    let mut out = format!(
+        "{:<16} {:<24} {:<12} {:>8} {}\n",
+        "TRUNK", "ADDRESS", "STATUS", "FAILURES", "DETAIL"
+    );
+    for t in list {
+        let detail = match (t.expires_s, t.last_code) {
+            (Some(e), _) => format!("expires {e}s"),
+            (_, Some(c)) => format!("{c} {}", t.last_reason.as_deref().unwrap_or("")),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "{:<16} {:<24} {:<12} {:>8} {}\n",
+            t.name, t.address, t.status, t.failures, detail
         ));
     }
     out

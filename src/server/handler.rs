@@ -21,6 +21,7 @@ pub struct Engines {
     pub calls: CallEngine,
     pub chat: crate::chat::ChatService,
     pub presence: crate::presence::PresenceService,
+    pub trunks: crate::trunk::Registrations,
 }
 
 impl Engines {

@@ -60,6 +60,18 @@ pub fn call_config(config: &Config) -> crate::call::CallConfig {
     }
 }
 
+/// Registrations with the configured trunks' providers (those with
+/// `register = true` go out at once).
+pub fn trunk_registrations(config: &Config) -> crate::trunk::Registrations {
+    let local = config.local_addrs();
+    crate::trunk::Registrations::new(
+        &config.trunks,
+        |peer| crate::sip::dialog::local_addr_for(&local, peer),
+        &config.sip.user_agent,
+        std::time::Instant::now(),
+    )
+}
+
 /// The RTP relay; a prompt that has been played is reported to the core.
 fn relay(config: &Config, commands: mpsc::Sender<Command>) -> crate::media::Relay {
     let pool = crate::media::RelayPool::new(config.media.rtp_ip, config.media.port_min, config.media.port_max);
@@ -119,6 +131,7 @@ where
         chat,
         presence: crate::presence::PresenceService::new(config.local_addrs()),
         calls: crate::call::CallEngine::new(call_config(&config), Box::new(relay(&config, cmd_tx.clone()))),
+        trunks: trunk_registrations(&config),
     };
     let (in_tx, in_rx) = mpsc::channel(8192);
     let limits = TransportLimits {

@@ -349,6 +349,64 @@ impl NonceKeeper {
     }
 }
 
+/// Our answer, as a client, to a `WWW-Authenticate`/`Proxy-Authenticate`
+/// value (RFC 7616 §3.4 with `qop=auth` when offered, RFC 2069 form
+/// otherwise): the `Authorization`/`Proxy-Authorization` value, or None
+/// for a challenge that is not Digest or names an algorithm we lack.
+pub fn answer_challenge(
+    challenge: &str,
+    username: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    cnonce: &str,
+    nc: u32,
+) -> Option<String> {
+    let (scheme, rest) = challenge.trim().split_once(char::is_whitespace)?;
+    if !scheme.eq_ignore_ascii_case("Digest") {
+        return None;
+    }
+    let (mut realm, mut nonce, mut opaque, mut alg, mut qop_auth) = (None, None, None, Some(Algorithm::Md5), false);
+    auth_params(rest, |k, v| {
+        let is = |name: &str| k.eq_ignore_ascii_case(name);
+        if is("realm") {
+            realm = Some(v);
+        } else if is("nonce") {
+            nonce = Some(v);
+        } else if is("opaque") {
+            opaque = Some(v);
+        } else if is("algorithm") {
+            alg = Algorithm::parse(&v);
+        } else if is("qop") {
+            qop_auth = v.split(',').any(|q| q.trim().eq_ignore_ascii_case("auth"));
+        }
+    });
+    let (alg, realm, nonce) = (alg?, realm?, nonce?);
+    let nc = format!("{nc:08x}");
+    let c = Credentials {
+        username: username.into(),
+        realm: realm.clone(),
+        nonce: nonce.clone(),
+        uri: uri.into(),
+        cnonce: qop_auth.then(|| cnonce.into()),
+        nc: qop_auth.then(|| nc.as_str().into()),
+        qop: qop_auth.then(|| "auth".into()),
+        ..Credentials::default()
+    };
+    let response = compute_response(alg, username, &realm, password, method, &c);
+    let mut v = format!(
+        r#"Digest username="{username}", realm="{realm}", nonce="{nonce}", uri="{uri}", response="{response}", algorithm={}"#,
+        alg.as_str()
+    );
+    if qop_auth {
+        v.push_str(&format!(r#", qop=auth, nc={nc}, cnonce="{cnonce}""#));
+    }
+    if let Some(o) = opaque {
+        v.push_str(&format!(r#", opaque="{o}""#));
+    }
+    Some(v)
+}
+
 /// A `WWW-Authenticate`/`Proxy-Authenticate` value.
 pub fn challenge(realm: &str, nonce: &str, alg: Algorithm, stale: bool) -> String {
     let mut v = format!(
@@ -364,6 +422,42 @@ pub fn challenge(realm: &str, nonce: &str, alg: Algorithm, stale: bool) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_answer_to_a_challenge_is_what_a_server_checks() {
+        for alg in [Algorithm::Md5, Algorithm::Sha256] {
+            let ch = challenge("prov.test", "n0nce", alg, false) + r#", opaque="op""#;
+            let v = answer_challenge(&ch, "trunk1", "secret", "REGISTER", "sip:prov.test", "c1", 1).unwrap();
+            let c = Credentials::parse(&v).unwrap();
+            assert_eq!(c.algorithm(), Some(alg));
+            assert_eq!(
+                (c.nc.as_deref(), c.qop.as_deref(), c.opaque.as_deref()),
+                (Some("00000001"), Some("auth"), Some("op"))
+            );
+            assert_eq!(c.expected_response("secret", "REGISTER").as_deref(), Some(&*c.response));
+            assert_ne!(c.expected_response("wrong", "REGISTER").as_deref(), Some(&*c.response));
+        }
+        // Without qop: the RFC 2069 form; unknown schemes and algorithms: none.
+        let v = answer_challenge(r#"Digest realm="r", nonce="n""#, "u", "p", "INVITE", "sip:x", "c", 1).unwrap();
+        assert!(
+            !v.contains("qop")
+                && Credentials::parse(&v)
+                    .unwrap()
+                    .expected_response("p", "INVITE")
+                    .is_some()
+        );
+        assert!(answer_challenge(r#"Basic realm="r""#, "u", "p", "INVITE", "sip:x", "c", 1).is_none());
+        assert!(answer_challenge(
+            r#"Digest realm="r", nonce="n", algorithm=SHA-512"#,
+            "u",
+            "p",
+            "INVITE",
+            "sip:x",
+            "c",
+            1
+        )
+        .is_none());
+    }
 
     /// RFC 7616 §3.9.1 example: the Authorization header value.
     fn rfc7616_example(alg: &str) -> String {

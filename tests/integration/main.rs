@@ -13,3 +13,4 @@ mod raw_client;
 mod registration;
 mod robustness;
 mod tls;
+mod trunks;

@@ -42,6 +42,37 @@ impl Core {
     }
 
     /// Banned sources as `ctl` shows them.
+    fn trunk_views(&self) -> Vec<crate::control::TrunkView> {
+        use crate::trunk::RegStatus;
+        self.engines
+            .trunks
+            .statuses()
+            .into_iter()
+            .map(|(name, status, failures)| {
+                let address = self
+                    .config
+                    .trunks
+                    .iter()
+                    .find(|t| t.name == name)
+                    .map_or(String::new(), |t| t.address.to_string());
+                let (last_code, last_reason, expires_s) = match &status {
+                    RegStatus::Failing { code, reason } => (Some(*code), Some(reason.clone()), None),
+                    RegStatus::Registered { expires_s } => (None, None, Some(*expires_s)),
+                    _ => (None, None, None),
+                };
+                crate::control::TrunkView {
+                    name,
+                    address,
+                    status: status.name().to_string(),
+                    last_code,
+                    last_reason,
+                    expires_s,
+                    failures,
+                }
+            })
+            .collect()
+    }
+
     fn banned_list(&self) -> Vec<String> {
         let mut list: Vec<String> = self
             .engines
@@ -99,6 +130,10 @@ impl Core {
                     .auth
                     .reconfigure(&config.security, crate::server::guard_policy(&config));
                 self.engines.calls.reconfigure(crate::server::call_config(&config));
+                if config.trunks != self.config.trunks {
+                    // New or changed trunks register afresh.
+                    self.engines.trunks = crate::server::trunk_registrations(&config);
+                }
                 self.dialplans.invalidate();
                 self.config = config;
                 tracing::info!("configuration reloaded; registrations and calls kept");
@@ -113,6 +148,9 @@ impl Core {
             }
             Command::Bans(reply) => {
                 let _ = reply.send(self.banned_list());
+            }
+            Command::Trunks(reply) => {
+                let _ = reply.send(self.trunk_views());
             }
             Command::Unban { ip, reply } => {
                 let lifted = self.engines.auth.unban(ip);

@@ -37,6 +37,8 @@ pub struct Core {
     chat_tx: HashMap<TxKey, (String, u64)>,
     /// NOTIFYs in flight: client transaction → subscription.
     notify_tx: HashMap<TxKey, crate::presence::SubscriptionId>,
+    /// REGISTERs to providers on their way: transaction → trunk name.
+    trunk_tx: HashMap<TxKey, String>,
     /// Dialplans waiting for the answer to an action, by conversation.
     dialplan_replies: HashMap<CallRef, oneshot::Sender<Reply>>,
     /// Where dialplans run: threads of their own, never the signalling
@@ -67,6 +69,7 @@ impl Core {
             dialplans_running: Arc::default(),
             chat_tx: Default::default(),
             notify_tx: HashMap::new(),
+            trunk_tx: HashMap::new(),
             dialplan_replies: HashMap::new(),
             dialplan_runtime,
             heap_trim: HeapTrim::default(),
@@ -76,10 +79,14 @@ impl Core {
     pub async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, mut commands: mpsc::Receiver<Command>) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         loop {
-            let deadline = match (self.txl.poll_timeout(), self.engines.calls.poll_timeout()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = [
+                self.txl.poll_timeout(),
+                self.engines.calls.poll_timeout(),
+                self.engines.trunks.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             tokio::select! {
                 msg = inbound.recv() => {
                     let Some(first) = msg else { break };
@@ -100,6 +107,7 @@ impl Core {
                     let now = Now::read();
                     self.txl.handle_timeout(now.mono);
                     self.engines.calls.handle_timeout(now);
+                    self.engines.trunks.handle_timeout(now.mono);
                 }
                 _ = housekeeping.tick() => self.housekeeping(),
             }
@@ -157,6 +165,30 @@ impl Core {
                     Err(e) => tracing::warn!(error = %e, "chat push not sent"),
                 }
             }
+            while let Some(r) = self.engines.trunks.poll_outgoing() {
+                progressed = true;
+                match self.txl.send_request(r.req, r.to, Instant::now()) {
+                    Ok(key) => {
+                        self.trunk_tx.insert(key, r.trunk);
+                    }
+                    Err(e) => {
+                        tracing::warn!(trunk = %r.trunk, error = %e, "REGISTER to the provider not sent");
+                        self.engines.trunks.on_timeout(&r.trunk, Instant::now());
+                    }
+                }
+            }
+            while let Some(change) = self.engines.trunks.poll_change() {
+                progressed = true;
+                let code = match &change.status {
+                    crate::trunk::RegStatus::Failing { code, .. } => Some(*code),
+                    _ => None,
+                };
+                self.on_domain_event(crate::events::DomainEvent::TrunkStatus {
+                    trunk: change.trunk,
+                    status: change.status.name().to_string(),
+                    code,
+                });
+            }
             while let Some(t) = self.txl.poll_transmit() {
                 progressed = true;
                 self.transports.send(&t);
@@ -173,7 +205,9 @@ impl Core {
             TxEvent::Request { key, request, from } => self.dispatch(key, request, from),
             TxEvent::Timeout { key } => {
                 tracing::debug!(branch = %key.branch, method = %key.method, "transaction timed out");
-                if let Some((aor, id)) = self.chat_tx.get(&key).cloned() {
+                if let Some(trunk) = self.trunk_tx.get(&key) {
+                    self.engines.trunks.on_timeout(trunk, now.mono);
+                } else if let Some((aor, id)) = self.chat_tx.get(&key).cloned() {
                     self.on_chat_result(&aor, id, 408);
                 } else if let Some(sub) = self.notify_tx.get(&key) {
                     self.engines.presence.notify_failed(sub, 408);
@@ -182,7 +216,9 @@ impl Core {
                 }
             }
             TxEvent::Response { key, response } => {
-                if let Some((aor, id)) = self.chat_tx.get(&key).cloned() {
+                if let Some(trunk) = self.trunk_tx.get(&key) {
+                    self.engines.trunks.on_response(trunk, &response, now.mono);
+                } else if let Some((aor, id)) = self.chat_tx.get(&key).cloned() {
                     self.on_chat_result(&aor, id, response.status().unwrap_or(500));
                 } else if let Some(sub) = self.notify_tx.get(&key) {
                     self.engines
@@ -201,7 +237,9 @@ impl Core {
                 self.engines.calls.on_stray_response(&response)
             }
             TxEvent::Terminated { key } => {
-                let ours = self.chat_tx.remove(&key).is_some() || self.notify_tx.remove(&key).is_some();
+                let ours = self.chat_tx.remove(&key).is_some()
+                    || self.notify_tx.remove(&key).is_some()
+                    || self.trunk_tx.remove(&key).is_some();
                 if !key.server && !ours {
                     self.engines.calls.on_tx_terminated(&key);
                 }

@@ -1,0 +1,166 @@
+//! Trunks to SIP providers and the DIDs that come in through them, as
+//! checked at load: unique names, a reachable address, what each account
+//! names exists.
+
+use super::network::IpNetwork;
+use super::schema::{DidSection, TrunkSection};
+use super::{Account, Validator};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+/// A SIP provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trunk {
+    pub name: String,
+    /// Where requests to the provider go (resolved at load).
+    pub address: SocketAddr,
+    /// The host as written (for Request-URIs and the From domain).
+    pub host: String,
+    pub username: String,
+    pub auth_username: String,
+    pub password: String,
+    pub register: bool,
+    pub expires_s: u32,
+    pub from_user: String,
+    pub from_domain: String,
+    /// Sources whose INVITEs are this provider's.
+    pub inbound: Vec<IpNetwork>,
+    /// 0: no limit.
+    pub max_channels: u32,
+}
+
+impl Trunk {
+    /// Whether an INVITE from `ip` comes from this provider.
+    pub fn sends_from(&self, ip: IpAddr) -> bool {
+        ip == self.address.ip() || self.inbound.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// Where calls to an inbound number go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DidTarget {
+    /// An extension of the account.
+    User(String),
+    /// The account's dialplan, with the DID as the called number.
+    Dialplan,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Did {
+    pub number: String,
+    pub to: DidTarget,
+}
+
+impl Validator<'_> {
+    pub(super) fn trunks(&mut self, raw: Vec<TrunkSection>) -> Vec<Trunk> {
+        let mut out: Vec<Trunk> = Vec::new();
+        for t in raw {
+            let name = t.name.get_ref().trim().to_string();
+            if name.is_empty() || out.iter().any(|o| o.name == name) {
+                self.error(t.name.span(), format!("trunk name {name:?} is empty or used twice"));
+            }
+            if !t.transport.get_ref().eq_ignore_ascii_case("udp") {
+                self.error(
+                    t.transport.span(),
+                    format!(
+                        "trunk transport {:?} is not supported yet: use \"udp\"",
+                        t.transport.get_ref()
+                    ),
+                );
+            }
+            let written = t.address.get_ref().trim();
+            let (host, address) = match resolve(written) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.error(t.address.span(), format!("trunk {name:?} address {written:?}: {e}"));
+                    continue;
+                }
+            };
+            if t.register && (t.username.is_empty() || t.password.is_empty()) {
+                self.error(
+                    t.name.span(),
+                    format!("trunk {name:?} registers but has no username or password"),
+                );
+            }
+            let mut inbound = Vec::new();
+            for n in &t.inbound_ips {
+                match n.get_ref().parse::<IpNetwork>() {
+                    Ok(net) => inbound.push(net),
+                    Err(e) => self.error(n.span(), format!("inbound_ips: {e}")),
+                }
+            }
+            out.push(Trunk {
+                auth_username: t.auth_username.unwrap_or_else(|| t.username.clone()),
+                from_user: t.from_user.unwrap_or_else(|| t.username.clone()),
+                from_domain: t.from_domain.unwrap_or_else(|| host.clone()),
+                name,
+                address,
+                host,
+                username: t.username,
+                password: t.password,
+                register: t.register,
+                expires_s: t.expires_s.clamp(60, 86_400),
+                inbound,
+                max_channels: t.max_channels,
+            });
+        }
+        out
+    }
+
+    /// An account's trunk names (each must exist) and DIDs.
+    pub(super) fn account_trunks(
+        &mut self,
+        names: Vec<toml::Spanned<String>>,
+        dids: Vec<DidSection>,
+        trunks: &[Trunk],
+        account: &Account,
+    ) -> (Vec<String>, Vec<Did>) {
+        let mut out = Vec::new();
+        for n in names {
+            if !trunks.iter().any(|t| &t.name == n.get_ref()) {
+                self.error(n.span(), format!("no trunk named {:?}", n.get_ref()));
+            }
+            out.push(n.into_inner());
+        }
+        let mut numbers: Vec<Did> = Vec::new();
+        for d in dids {
+            let number = d.number.get_ref().trim().to_string();
+            if number.is_empty() || numbers.iter().any(|x| x.number == number) {
+                self.error(d.number.span(), format!("DID {number:?} is empty or listed twice"));
+            }
+            let to = match d.to.get_ref().trim() {
+                "dialplan" => DidTarget::Dialplan,
+                ext if account.user(ext).is_some() => DidTarget::User(ext.to_string()),
+                other => {
+                    self.error(
+                        d.to.span(),
+                        format!("DID {number:?} goes to {other:?}: not an extension of the account nor \"dialplan\""),
+                    );
+                    continue;
+                }
+            };
+            numbers.push(Did { number, to });
+        }
+        (out, numbers)
+    }
+}
+
+/// `host[:port]` (IPv6 in brackets) → the host as written and its first
+/// address.
+fn resolve(written: &str) -> Result<(String, SocketAddr), String> {
+    if let Ok(a) = written.parse::<SocketAddr>() {
+        return Ok((a.ip().to_string(), a));
+    }
+    if let Ok(ip) = written.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+        return Ok((ip.to_string(), SocketAddr::new(ip, 5060)));
+    }
+    let (host, port) = match written.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?),
+        None => (written, 5060),
+    };
+    let first = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .next()
+        .ok_or("resolves to no address")?;
+    Ok((host.to_string(), first))
+}

@@ -1,0 +1,344 @@
+//! Registering with providers (RFC 3261 §10.2 as a client), sans-IO: a
+//! REGISTER per trunk, answered challenges (401/407, once per attempt),
+//! refreshed before the granted expiry, retried with backoff on failure
+//! (the provider's Retry-After, else doubling from 30 s to 30 min).
+
+use crate::config::Trunk;
+use crate::sip::addr::NameAddr;
+use crate::sip::dialog::{host_port, new_branch};
+use crate::sip::digest::answer_challenge;
+use crate::sip::message::{Header, StartLine};
+use crate::sip::response::random_token;
+use crate::sip::transaction::{Peer, TransportKind};
+use crate::sip::{HeaderName, Method, SipMessage};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+const LAST_BACKOFF: Duration = Duration::from_secs(1800);
+
+/// Where a trunk's registration stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegStatus {
+    /// `register = false`.
+    Disabled,
+    /// A REGISTER is on its way (first one, or after a failure).
+    Registering,
+    Registered {
+        expires_s: u32,
+    },
+    /// The last attempt failed with `code`; the next is scheduled.
+    Failing {
+        code: u16,
+        reason: String,
+    },
+}
+
+impl RegStatus {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RegStatus::Disabled => "disabled",
+            RegStatus::Registering => "registering",
+            RegStatus::Registered { .. } => "registered",
+            RegStatus::Failing { .. } => "failing",
+        }
+    }
+}
+
+/// A REGISTER to send as a client transaction.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub trunk: String,
+    pub req: SipMessage,
+    pub to: Peer,
+}
+
+/// A trunk's status changed (for logs and the event stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub trunk: String,
+    pub status: RegStatus,
+}
+
+struct Registration {
+    trunk: Trunk,
+    status: RegStatus,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    /// Digest nonce count of the current challenge.
+    nc: u32,
+    /// The credentials line of the current attempt (sent again on refresh
+    /// until the provider challenges anew).
+    answered: bool,
+    /// When to send the next REGISTER; None while one is on its way.
+    next_at: Option<Instant>,
+    failures: u32,
+    /// Contact we register (our address toward the provider).
+    contact: String,
+    via_addr: SocketAddr,
+}
+
+/// Every trunk's registration.
+pub struct Registrations {
+    regs: Vec<Registration>,
+    out: VecDeque<Outgoing>,
+    changes: VecDeque<StatusChange>,
+    user_agent: String,
+}
+
+impl Registrations {
+    /// Registrations for `trunks`; those with `register` go out at once.
+    /// `local` is our address for each trunk (Via and Contact).
+    pub fn new(trunks: &[Trunk], local: impl Fn(Peer) -> SocketAddr, user_agent: &str, now: Instant) -> Self {
+        let regs = trunks
+            .iter()
+            .map(|t| {
+                let via_addr = local(peer_of(t));
+                Registration {
+                    contact: format!(
+                        "<sip:{}@{}>;+sip.instance=\"<urn:uuid:{}>\"",
+                        t.from_user,
+                        host_port(via_addr),
+                        instance_of(t)
+                    ),
+                    trunk: t.clone(),
+                    status: if t.register {
+                        RegStatus::Registering
+                    } else {
+                        RegStatus::Disabled
+                    },
+                    // Stable per trunk and run: one registration, refreshed.
+                    call_id: format!("{}@switchboard", random_token()),
+                    from_tag: random_token(),
+                    cseq: 0,
+                    nc: 0,
+                    answered: false,
+                    next_at: t.register.then_some(now),
+                    failures: 0,
+                    via_addr,
+                }
+            })
+            .collect();
+        Registrations {
+            regs,
+            out: VecDeque::new(),
+            changes: VecDeque::new(),
+            user_agent: user_agent.to_string(),
+        }
+    }
+
+    pub fn poll_outgoing(&mut self) -> Option<Outgoing> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_change(&mut self) -> Option<StatusChange> {
+        self.changes.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.regs.iter().filter_map(|r| r.next_at).min()
+    }
+
+    /// Sends the REGISTERs that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for i in 0..self.regs.len() {
+            if self.regs[i].next_at.is_some_and(|at| at <= now) {
+                self.regs[i].next_at = None;
+                self.send(i, None);
+            }
+        }
+    }
+
+    /// Name, status and the number of failures in a row, per trunk.
+    pub fn statuses(&self) -> Vec<(String, RegStatus, u32)> {
+        self.regs
+            .iter()
+            .map(|r| (r.trunk.name.clone(), r.status.clone(), r.failures))
+            .collect()
+    }
+
+    /// The provider answered trunk `name`'s REGISTER.
+    pub fn on_response(&mut self, name: &str, resp: &SipMessage, now: Instant) {
+        let Some(i) = self.regs.iter().position(|r| r.trunk.name == name) else {
+            return;
+        };
+        let status = resp.status().unwrap_or(500);
+        let r = &mut self.regs[i];
+        match status {
+            100..=199 => {}
+            200..=299 => {
+                let granted = granted_expiry(resp, &r.contact).unwrap_or(r.trunk.expires_s).max(1);
+                r.failures = 0;
+                r.answered = false;
+                // Refresh before it lapses: at 80 % of what was granted.
+                r.next_at = Some(now + Duration::from_millis(u64::from(granted) * 800));
+                self.set_status(i, RegStatus::Registered { expires_s: granted });
+            }
+            401 | 407 if !r.answered => {
+                let asked = if status == 401 {
+                    HeaderName::WwwAuthenticate
+                } else {
+                    HeaderName::ProxyAuthenticate
+                };
+                let challenge = resp.header(&asked).unwrap_or("");
+                let r = &mut self.regs[i];
+                r.nc += 1;
+                let uri = format!("sip:{}", r.trunk.host);
+                let answer = answer_challenge(
+                    challenge,
+                    &r.trunk.auth_username,
+                    &r.trunk.password,
+                    "REGISTER",
+                    &uri,
+                    &random_token(),
+                    r.nc,
+                );
+                match answer {
+                    Some(v) => {
+                        r.answered = true;
+                        let credentials = if status == 401 {
+                            HeaderName::Authorization
+                        } else {
+                            HeaderName::ProxyAuthorization
+                        };
+                        self.send(i, Some((credentials, v)));
+                    }
+                    None => self.fail(i, status, "challenge we cannot answer".into(), None, now),
+                }
+            }
+            423 => {
+                // Interval Too Brief (§10.3 step 7): ask again with its minimum.
+                let min = resp
+                    .header(&HeaderName::Other("Min-Expires".into()))
+                    .and_then(|v| v.trim().parse::<u32>().ok());
+                match min {
+                    Some(m) if m > r.trunk.expires_s => {
+                        r.trunk.expires_s = m;
+                        r.answered = false;
+                        self.send(i, None);
+                    }
+                    _ => self.fail(i, 423, "Interval Too Brief".into(), None, now),
+                }
+            }
+            _ => {
+                let retry_after = resp
+                    .header(&HeaderName::Other("Retry-After".into()))
+                    .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let reason = resp.reason().to_string();
+                self.fail(i, status, reason, retry_after, now);
+            }
+        }
+    }
+
+    /// Trunk `name`'s REGISTER got no answer (or could not be sent).
+    pub fn on_timeout(&mut self, name: &str, now: Instant) {
+        if let Some(i) = self.regs.iter().position(|r| r.trunk.name == name) {
+            self.fail(i, 408, "No answer from the provider".into(), None, now);
+        }
+    }
+
+    fn fail(&mut self, i: usize, code: u16, reason: String, retry_after: Option<Duration>, now: Instant) {
+        let r = &mut self.regs[i];
+        r.failures += 1;
+        r.answered = false;
+        let doubling = FIRST_BACKOFF.saturating_mul(1 << (r.failures - 1).min(10));
+        let wait = retry_after.unwrap_or(doubling).min(LAST_BACKOFF);
+        r.next_at = Some(now + wait);
+        tracing::warn!(trunk = %r.trunk.name, code, reason = %reason, retry_in_s = wait.as_secs(), "trunk registration failed");
+        self.set_status(i, RegStatus::Failing { code, reason });
+    }
+
+    fn set_status(&mut self, i: usize, status: RegStatus) {
+        let r = &mut self.regs[i];
+        if r.status != status {
+            if let RegStatus::Registered { expires_s } = status {
+                tracing::info!(trunk = %r.trunk.name, expires_s, "trunk registered");
+            }
+            r.status = status.clone();
+            self.changes.push_back(StatusChange {
+                trunk: r.trunk.name.clone(),
+                status,
+            });
+        }
+    }
+
+    /// Builds and queues trunk `i`'s REGISTER, with `credentials` when
+    /// answering a challenge.
+    fn send(&mut self, i: usize, credentials: Option<(HeaderName, String)>) {
+        let r = &mut self.regs[i];
+        r.cseq += 1;
+        let t = &r.trunk;
+        let aor = format!("<sip:{}@{}>", t.from_user, t.from_domain);
+        let mut headers = vec![
+            header(
+                HeaderName::Via,
+                format!("SIP/2.0/UDP {};branch={};rport", host_port(r.via_addr), new_branch()),
+            ),
+            header(HeaderName::MaxForwards, "70".into()),
+            header(HeaderName::From, format!("{aor};tag={}", r.from_tag)),
+            header(HeaderName::To, aor),
+            header(HeaderName::CallId, r.call_id.clone()),
+            header(HeaderName::CSeq, format!("{} REGISTER", r.cseq)),
+            header(HeaderName::Contact, r.contact.clone()),
+            header(HeaderName::Expires, t.expires_s.to_string()),
+            header(HeaderName::UserAgent, self.user_agent.clone()),
+        ];
+        if let Some((name, value)) = credentials {
+            headers.push(header(name, value));
+        }
+        headers.push(header(HeaderName::ContentLength, "0".into()));
+        let req = SipMessage {
+            start: StartLine::Request {
+                method: Method::Register,
+                uri: format!("sip:{}", t.host).into(),
+            },
+            headers,
+            body: bytes::Bytes::new(),
+        };
+        self.out.push_back(Outgoing {
+            trunk: t.name.clone(),
+            req,
+            to: peer_of(t),
+        });
+    }
+}
+
+/// A UUID-shaped instance id (RFC 5626 §4.1) that stays the same across
+/// restarts: derived from the trunk's name, user and provider.
+fn instance_of(t: &Trunk) -> String {
+    use std::hash::Hash;
+    let mut h = siphasher::sip128::SipHasher::new();
+    (&t.name, &t.from_user, &t.host).hash(&mut h);
+    let x = siphasher::sip128::Hasher128::finish128(&h).as_u128();
+    let s = format!("{x:032x}");
+    format!("{}-{}-{}-{}-{}", &s[..8], &s[8..12], &s[12..16], &s[16..20], &s[20..])
+}
+
+/// Where a trunk's requests go.
+pub fn peer_of(t: &Trunk) -> Peer {
+    Peer {
+        transport: TransportKind::Udp,
+        addr: t.address,
+    }
+}
+
+fn header(name: HeaderName, value: String) -> Header {
+    Header {
+        name,
+        value: value.into(),
+    }
+}
+
+/// The expiry the registrar granted our contact (its `expires` parameter
+/// in the 2xx, else the Expires header; §10.2.4).
+fn granted_expiry(resp: &SipMessage, ours: &str) -> Option<u32> {
+    let ours = NameAddr::parse(ours).ok()?.uri_text;
+    let from_contact = resp.header_values(&HeaderName::Contact).find_map(|c| {
+        let a = NameAddr::parse(c).ok()?;
+        (a.uri_text == ours).then(|| a.param("expires")?.parse().ok())?
+    });
+    from_contact.or_else(|| resp.header(&HeaderName::Expires)?.trim().parse().ok())
+}

@@ -1,0 +1,112 @@
+//! Outbound registration on virtual time, without sockets.
+
+use super::*;
+use crate::config::Config;
+use crate::sip::digest::Credentials;
+use crate::sip::SipMessage;
+use bytes::Bytes;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn trunks() -> Vec<crate::config::Trunk> {
+    Config::parse(
+        Path::new("t.toml"),
+        "[[trunks]]\nname = \"main\"\naddress = \"127.0.0.1:5099\"\nusername = \"acme\"\npassword = \"s3cret\"\nregister = true\nexpires_s = 300\n\
+         [[trunks]]\nname = \"byip\"\naddress = \"127.0.0.2\"\n\
+         [[accounts]]\ndomain = \"pbx.test\"\n",
+    )
+    .unwrap()
+    .trunks
+}
+
+fn start(now: Instant) -> Registrations {
+    Registrations::new(&trunks(), |_| "127.0.0.1:5060".parse().unwrap(), "sb", now)
+}
+
+/// The provider's answer to `req`.
+fn answer(req: &SipMessage, status: u16, extra: &str) -> SipMessage {
+    let mut text = format!("SIP/2.0 {status} X\r\n");
+    for h in [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ] {
+        text.push_str(&format!("{}: {}\r\n", h.as_str(), req.header(&h).unwrap()));
+    }
+    text.push_str(extra);
+    text.push_str("Content-Length: 0\r\n\r\n");
+    SipMessage::parse_datagram(Bytes::from(text)).unwrap()
+}
+
+use crate::sip::HeaderName;
+
+#[test]
+fn registers_answering_the_challenge_and_refreshes_before_expiry() {
+    let t0 = Instant::now();
+    let mut regs = start(t0);
+    regs.handle_timeout(t0);
+    let first = regs.poll_outgoing().expect("REGISTER at start");
+    assert!(regs.poll_outgoing().is_none(), "the trunk by IP does not register");
+    assert_eq!(first.trunk, "main");
+    assert_eq!(first.to.addr, "127.0.0.1:5099".parse().unwrap());
+    assert_eq!(first.req.request_uri(), Some("sip:127.0.0.1"));
+    assert!(first
+        .req
+        .header(&HeaderName::Contact)
+        .unwrap()
+        .contains("+sip.instance"));
+    let challenge = "WWW-Authenticate: Digest realm=\"prov\", nonce=\"abc\", qop=\"auth\", algorithm=SHA-256\r\n";
+    regs.on_response("main", &answer(&first.req, 401, challenge), t0);
+    let second = regs.poll_outgoing().expect("answered REGISTER");
+    assert_eq!(
+        second.req.call_id(),
+        first.req.call_id(),
+        "one registration, same Call-ID"
+    );
+    assert_eq!(second.req.header(&HeaderName::CSeq), Some("2 REGISTER"));
+    let auth = second.req.header(&HeaderName::Authorization).unwrap();
+    let c = Credentials::parse(auth).unwrap();
+    assert_eq!((&*c.username, &*c.realm, &*c.uri), ("acme", "prov", "sip:127.0.0.1"));
+    assert_eq!(c.expected_response("s3cret", "REGISTER").as_deref(), Some(&*c.response));
+    regs.on_response("main", &answer(&second.req, 200, "Expires: 100\r\n"), t0);
+    assert_eq!(regs.statuses()[0].1, RegStatus::Registered { expires_s: 100 });
+    assert_eq!(regs.poll_change().map(|c| c.status.name()), Some("registered"));
+    assert_eq!(regs.poll_timeout(), Some(t0 + Duration::from_secs(80)));
+    regs.handle_timeout(t0 + Duration::from_secs(79));
+    assert!(regs.poll_outgoing().is_none());
+    regs.handle_timeout(t0 + Duration::from_secs(80));
+    let refresh = regs.poll_outgoing().expect("refresh");
+    assert_eq!(refresh.req.header(&HeaderName::CSeq), Some("3 REGISTER"));
+}
+
+#[test]
+fn failures_back_off_doubling_or_as_the_provider_says() {
+    let t0 = Instant::now();
+    let mut regs = start(t0);
+    regs.handle_timeout(t0);
+    let r = regs.poll_outgoing().unwrap();
+    let challenge = "WWW-Authenticate: Digest realm=\"prov\", nonce=\"abc\"\r\n";
+    regs.on_response("main", &answer(&r.req, 401, challenge), t0);
+    let r = regs.poll_outgoing().unwrap();
+    // A second challenge to our answer: the password is wrong.
+    regs.on_response("main", &answer(&r.req, 401, challenge), t0);
+    assert!(regs.poll_outgoing().is_none(), "no third try at once");
+    assert!(matches!(&regs.statuses()[0].1, RegStatus::Failing { code: 401, .. }));
+    assert_eq!(regs.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+    // No answer at all: the wait doubles.
+    let t1 = t0 + Duration::from_secs(30);
+    regs.handle_timeout(t1);
+    assert!(regs.poll_outgoing().is_some());
+    regs.on_timeout("main", t1);
+    assert_eq!(regs.poll_timeout(), Some(t1 + Duration::from_secs(60)));
+    assert!(matches!(&regs.statuses()[0].1, RegStatus::Failing { code: 408, .. }));
+    // The provider names its own wait.
+    let t2 = t1 + Duration::from_secs(60);
+    regs.handle_timeout(t2);
+    let r = regs.poll_outgoing().unwrap();
+    regs.on_response("main", &answer(&r.req, 503, "Retry-After: 7\r\n"), t2);
+    assert_eq!(regs.poll_timeout(), Some(t2 + Duration::from_secs(7)));
+    assert_eq!(regs.statuses()[0].2, 3, "three failures in a row");
+}
