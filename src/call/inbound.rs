@@ -95,6 +95,7 @@ impl CallEngine {
                 bridge: None,
                 start_ms: now.unix_ms,
                 answer_ms: None,
+                trunk: None,
             },
         );
         self.calls.insert(
@@ -117,6 +118,7 @@ impl CallEngine {
                 answer_ms: None,
                 last_failure: None,
                 ended_legs: Vec::new(),
+                trunks_left: Default::default(),
                 after_write: Vec::new(),
                 hangup_side: "system",
                 final_code: 480,

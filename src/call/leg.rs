@@ -82,6 +82,16 @@ pub struct Unacked {
     pub cseq: u32,
 }
 
+/// An outbound leg through a trunk: the credentials for the provider's
+/// challenge, answered once per leg.
+#[derive(Debug, Clone)]
+pub struct TrunkLeg {
+    pub name: String,
+    pub auth_username: String,
+    pub password: String,
+    pub answered: bool,
+}
+
 #[derive(Debug)]
 pub struct Leg {
     pub id: LegId,
@@ -106,6 +116,8 @@ pub struct Leg {
     pub bridge: Option<BridgeId>,
     pub start_ms: u64,
     pub answer_ms: Option<u64>,
+    /// Set for legs to a provider.
+    pub trunk: Option<TrunkLeg>,
 }
 
 impl Leg {

@@ -27,6 +27,7 @@ mod model_tests;
 mod originate;
 #[cfg(test)]
 mod tests;
+mod trunk_legs;
 
 pub use originate::DialRequest;
 
@@ -128,6 +129,8 @@ struct Conversation {
     caller_may_call_out: bool,
     callee: String,
     external: bool,
+    /// For an external dial: the trunks not tried yet, in order.
+    trunks_left: std::collections::VecDeque<crate::config::Trunk>,
     start_ms: u64,
     answer_ms: Option<u64>,
     /// Best failure of the last dial: becomes the caller's final status.

@@ -21,6 +21,8 @@ pub struct DialRequest<'a> {
     pub targets: Vec<String>,
     pub timeout: Option<Duration>,
     pub external: bool,
+    /// For an external dial: the trunks to try, in order.
+    pub trunks: Vec<crate::config::Trunk>,
     pub account: &'a Account,
     pub registrar: &'a Registrar,
 }
@@ -45,10 +47,13 @@ fn pick(best: Option<u16>, code: u16) -> u16 {
 }
 
 /// One contact to ring.
-struct Contact {
-    target: String,
-    uri: String,
-    peer: Peer,
+pub(super) struct Contact {
+    pub target: String,
+    pub uri: String,
+    pub peer: Peer,
+    /// Set for a provider: From and To name its domain, and its
+    /// challenge is answered with its credentials.
+    pub trunk: Option<crate::config::Trunk>,
 }
 
 impl CallEngine {
@@ -75,8 +80,12 @@ impl CallEngine {
                 self.reply(id, Reply::CallEnded);
                 return self.end_conversation(id, super::ending::Ending::system(403, &reason), now);
             }
-            call.last_failure = Some((503, Some("No trunk for external numbers".into())));
-            return self.reply(id, Reply::Dialed(DialOutcome::new("failed", 503)));
+            call.trunks_left = req.trunks.into();
+            let number = req.targets.first().cloned().unwrap_or_default();
+            let Some(contact) = self.next_trunk(id, &number) else {
+                return self.no_trunk(id);
+            };
+            return self.ring(id, vec![contact], None, &req.account.domain, req.timeout, now);
         }
         let mut best: Option<u16> = None;
         let mut contacts = Vec::new();
@@ -97,21 +106,36 @@ impl CallEngine {
                     target: target.clone(),
                     uri: b.contact.clone(),
                     peer: Peer { transport, addr },
+                    trunk: None,
                 });
             }
         }
-        let call = self.calls.get_mut(&id).expect("exists");
         if contacts.is_empty() {
             let code = best.unwrap_or(480);
-            call.last_failure = Some((code, None));
+            self.calls.get_mut(&id).expect("exists").last_failure = Some((code, None));
             return self.reply(id, Reply::Dialed(DialOutcome::from_status(code)));
         }
+        self.ring(id, contacts, best, &req.account.domain, req.timeout, now);
+    }
+
+    /// Originates a leg to each of `contacts` and waits for the first
+    /// answer (or all failures, or the ring timeout).
+    fn ring(
+        &mut self,
+        id: CallRef,
+        contacts: Vec<Contact>,
+        best: Option<u16>,
+        domain: &str,
+        timeout: Option<Duration>,
+        now: Now,
+    ) {
+        let call = self.calls.get_mut(&id).expect("exists");
         call.last_failure = best.map(|c| (c, None));
         call.dial_seq += 1;
         let seq = call.dial_seq;
         let mut originated = 0;
         for c in contacts {
-            match self.originate(id, &c, &req.account.domain, now) {
+            match self.originate(id, &c, domain, now) {
                 Ok(_) => originated += 1,
                 Err(e) => tracing::warn!(target = %c.target, error = %e, "leg not originated"),
             }
@@ -122,13 +146,19 @@ impl CallEngine {
             return self.reply(id, Reply::Dialed(DialOutcome::new("failed", 503)));
         }
         self.calls.get_mut(&id).expect("exists").owed = Some(Owed::Dial);
-        let timeout = req.timeout.unwrap_or(self.config.calls.ring_timeout);
+        let timeout = timeout.unwrap_or(self.config.calls.ring_timeout);
         self.timer(now.mono + timeout, Timer::Ring { call: id, seq });
     }
 
     /// Originates one outbound leg of conversation `id` to `contact`,
     /// offering the caller's SDP pointed at the new leg's endpoint.
-    fn originate(&mut self, id: CallRef, contact: &Contact, domain: &str, now: Now) -> Result<LegId, String> {
+    pub(super) fn originate(
+        &mut self,
+        id: CallRef,
+        contact: &Contact,
+        domain: &str,
+        now: Now,
+    ) -> Result<LegId, String> {
         let call = self.calls.get(&id).ok_or("no call")?;
         let origin = self.legs.get(&call.origin).ok_or("no caller leg")?;
         let leg_id = LegId(self.next_id);
@@ -148,11 +178,16 @@ impl CallEngine {
             .unwrap_or(70)
             .saturating_sub(1);
         let via_addr = self.via_addr(contact.peer);
+        // Toward a provider, From names the trunk's user and domain.
+        let (from_number, domain) = match &contact.trunk {
+            Some(t) => (t.from_user.as_str(), t.from_domain.as_str()),
+            None => (call.caller_number.as_str(), domain),
+        };
         let (invite, dlg) = CalleeInvite {
             target_uri: &contact.uri,
             peer: contact.peer,
             via_addr,
-            from_number: &call.caller_number,
+            from_number,
             from_name: call.caller_name.as_deref(),
             to_user: &contact.target,
             domain,
@@ -177,6 +212,12 @@ impl CallEngine {
             bridge: None,
             start_ms: now.unix_ms,
             answer_ms: None,
+            trunk: contact.trunk.as_ref().map(|t| super::leg::TrunkLeg {
+                name: t.name.clone(),
+                auth_username: t.auth_username.clone(),
+                password: t.password.clone(),
+                answered: false,
+            }),
         };
         self.by_local_tag.insert(leg.local_tag.clone(), leg_id);
         self.by_call_id.insert(leg.dialog.call_id.clone(), leg_id);
@@ -249,6 +290,10 @@ impl CallEngine {
                 if !state.is_pending() {
                     return;
                 }
+                if matches!(status, 401 | 407) && self.answer_trunk_challenge(id, &resp) {
+                    return;
+                }
+                let through_trunk = self.legs.get(&id).is_some_and(|l| l.trunk.is_some());
                 let reason = (!resp.reason().is_empty()).then(|| resp.reason().to_string());
                 self.drop_ringing_leg(id, status, now);
                 let Some(call) = self.calls.get_mut(&call_id) else {
@@ -257,6 +302,10 @@ impl CallEngine {
                 let code = pick(call.last_failure.as_ref().map(|f| f.0), status);
                 if code == status {
                     call.last_failure = Some((status, reason));
+                }
+                // The provider failed, not the number: the next trunk tries.
+                if through_trunk && (status == 408 || status >= 500) && self.fail_over(call_id, now) {
+                    return;
                 }
                 self.maybe_finish_dial(call_id);
             }

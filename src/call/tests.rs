@@ -208,6 +208,7 @@ pub(super) fn dialled_as(
         targets: vec!["1002".into()],
         timeout: Some(Duration::from_secs(20)),
         external: false,
+        trunks: Vec::new(),
         account,
         registrar: &registrar,
     };

@@ -175,20 +175,28 @@ fn parse_request(request: MultiValue) -> Result<Request, String> {
             if targets.is_empty() {
                 return Err("dial: no target".to_string());
             }
-            let (timeout_s, external) = match arg() {
-                Value::Table(o) => (
-                    dial_timeout(o.raw_get::<Value>("timeout").unwrap_or(Value::Nil))?,
-                    o.raw_get::<Option<bool>>("external")
-                        .map_err(|_| "dial: external must be true or false".to_string())?
-                        .unwrap_or(false),
-                ),
-                Value::Nil => (None, false),
+            let (timeout_s, external, trunk) = match arg() {
+                Value::Table(o) => {
+                    let trunk = o
+                        .raw_get::<Option<String>>("trunk")
+                        .map_err(|_| "dial: trunk must be a trunk's name".to_string())?;
+                    (
+                        dial_timeout(o.raw_get::<Value>("timeout").unwrap_or(Value::Nil))?,
+                        // Naming a trunk makes the dial external.
+                        o.raw_get::<Option<bool>>("external")
+                            .map_err(|_| "dial: external must be true or false".to_string())?
+                            .unwrap_or(trunk.is_some()),
+                        trunk,
+                    )
+                }
+                Value::Nil => (None, false, None),
                 _ => return Err("dial: options must be a table".to_string()),
             };
             Ok(Request::Call(Action::Dial {
                 targets,
                 timeout_s,
                 external,
+                trunk,
             }))
         }
         "answer" => Ok(Request::Call(Action::Answer)),

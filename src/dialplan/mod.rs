@@ -72,6 +72,8 @@ pub enum Action {
         targets: Vec<String>,
         timeout_s: Option<u64>,
         external: bool,
+        /// The trunk to go out through (else the account's list).
+        trunk: Option<String>,
     },
     Answer,
     Playback(String),

@@ -30,12 +30,14 @@ pub async fn simulate(
                     targets,
                     timeout_s,
                     external,
+                    trunk,
                 } => (
                     format!(
-                        "dial {}{}{} -> {} ({})",
+                        "dial {}{}{}{} -> {} ({})",
                         targets.join(","),
                         timeout_s.map(|t| format!(" (timeout {t}s)")).unwrap_or_default(),
                         if external { " [external]" } else { "" },
+                        trunk.map(|t| format!(" [trunk {t}]")).unwrap_or_default(),
                         outcome.result,
                         outcome.code
                     ),

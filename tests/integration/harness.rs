@@ -39,6 +39,7 @@ pub const USERS: &str = r#"
 domain = "pbx.test"
 dialplan = "DIALPLAN"
 chat = true
+ACCOUNT_KEYS
 [[accounts.users]]
 extension = "1001"
 name = "Olivia Owner"
@@ -106,6 +107,22 @@ impl Daemon {
         dialplan: &Path,
         env: Vec<(&'static str, &'static str)>,
     ) -> Daemon {
+        Daemon::start_full(security, sections, "", dialplan, env)
+    }
+
+    /// Like `start_with`, with `account_keys` (e.g. `trunks = ["main"]`)
+    /// added to the demo account's table.
+    pub fn start_with_account(sections: &str, account_keys: &str) -> Daemon {
+        Daemon::start_full("", sections, account_keys, &default_dialplan(), Vec::new())
+    }
+
+    fn start_full(
+        security: &str,
+        sections: &str,
+        account_keys: &str,
+        dialplan: &Path,
+        env: Vec<(&'static str, &'static str)>,
+    ) -> Daemon {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("switchboard.toml");
@@ -119,7 +136,9 @@ impl Daemon {
              [security]\n{security}\n{sections}\n{}\n{accounts}",
             dir.path().join("data").display(),
             if sections.contains("[sip]") { "" } else { "[sip]\ntcp_partial_timeout_s = 30\n" },
-            USERS.replace("DIALPLAN", &dialplan.display().to_string())
+            USERS
+                .replace("DIALPLAN", &dialplan.display().to_string())
+                .replace("ACCOUNT_KEYS", account_keys)
         );
         std::fs::write(&config_path, config).unwrap();
         let (log_tx, log_rx) = mpsc::channel();

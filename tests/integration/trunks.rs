@@ -60,3 +60,61 @@ fn a_wrong_password_shows_the_trunk_failing_with_the_providers_code() {
     assert_eq!(t["failures"], 1);
     assert_ne!(provider.wait().code, 0, "the provider saw a bad answer");
 }
+
+/// 1001 (allowed out) calls an external number; it goes out through the
+/// account's trunk, which challenges the INVITE.
+fn call_out(d: &Daemon) -> crate::harness::SippRun {
+    crate::calls::caller(d, "1001", "0611223344", 500, "uac_call.xml")
+}
+
+#[test]
+fn an_external_call_goes_out_through_the_trunk_answering_its_challenge() {
+    let port = free_port();
+    let mp = free_port().to_string();
+    let provider = Sipp::new("provider_invite.xml", port).args(&["-mp", &mp]).spawn();
+    let d = Daemon::start_with_account(&trunk("main", port, ""), "trunks = [\"main\"]\n");
+    let uac = call_out(&d);
+    let run = provider.wait();
+    assert_eq!(
+        run.code, 0,
+        "the provider took the answered challenge: {}\n{}",
+        run.errors, run.messages
+    );
+    assert_eq!(uac.code, 0, "{}\n{}", uac.errors, uac.messages);
+    // The number in the Request-URI, the trunk's user in From.
+    assert!(run.logs.contains("request sip:0611223344@127.0.0.1"), "{}", run.logs);
+    assert!(run.logs.contains("<sip:acme@127.0.0.1>;tag="), "{}", run.logs);
+    let r = crate::calls::records(&d);
+    assert_eq!(
+        (
+            r[0]["callee"].as_str(),
+            r[0]["direction"].as_str(),
+            r[0]["disposition"].as_str()
+        ),
+        (Some("0611223344"), Some("outbound"), Some("answered"))
+    );
+}
+
+#[test]
+fn a_failing_provider_makes_the_call_fail_over_to_the_next_trunk() {
+    let (down, up) = (free_port(), free_port());
+    let mp = free_port().to_string();
+    let first = Sipp::new("provider_down.xml", down).spawn();
+    let second = Sipp::new("provider_invite.xml", up).args(&["-mp", &mp]).spawn();
+    let sections = trunk("down", down, "") + &trunk("up", up, "");
+    let d = Daemon::start_with_account(&sections, "trunks = [\"down\", \"up\"]\n");
+    let uac = call_out(&d);
+    assert_eq!(uac.code, 0, "{}\n{}", uac.errors, uac.messages);
+    assert_eq!(first.wait().code, 0, "the first provider was tried");
+    assert_eq!(second.wait().code, 0, "the second took the call");
+    d.wait_for_log("failing over to the next trunk trunk=up");
+    assert_eq!(crate::calls::records(&d)[0]["disposition"], "answered");
+}
+
+#[test]
+fn without_a_trunk_an_external_call_gets_503() {
+    let d = Daemon::start("");
+    let uac = crate::calls::caller(&d, "1001", "0611223344", 0, "uac_fail.xml");
+    assert_eq!(uac.code, 0, "{}", uac.errors);
+    assert!(uac.logs.contains("final 503"), "{}", uac.logs);
+}

@@ -186,6 +186,7 @@ impl Core {
                 targets,
                 timeout_s,
                 external,
+                trunk,
             } => {
                 let account = calls.account_of(call).and_then(|domain| self.config.account(&domain));
                 let Some(account) = account else {
@@ -194,10 +195,20 @@ impl Core {
                     }
                     return;
                 };
+                // The trunk the script names, else the account's, in order.
+                let names = match trunk {
+                    Some(t) => vec![t],
+                    None => account.trunks.clone(),
+                };
+                let trunks = names
+                    .iter()
+                    .filter_map(|n| self.config.trunks.iter().find(|t| &t.name == n).cloned())
+                    .collect();
                 let req = crate::call::DialRequest {
                     targets,
                     timeout: timeout_s.map(Duration::from_secs),
                     external,
+                    trunks,
                     account,
                     registrar: &self.engines.registrar,
                 };
