@@ -212,6 +212,7 @@ fn dialplan_test(
         to,
         display,
         domain: acct.domain.clone(),
+        trunk: None,
     };
     let limits = switchboard::dialplan::Limits {
         instructions: cfg.dialplan_limits.instructions,

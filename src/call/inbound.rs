@@ -16,6 +16,32 @@ use crate::sip::transaction::{Peer, TxKey};
 use crate::sip::uri::SipUri;
 use crate::sip::{HeaderName, SipError, SipMessage};
 
+/// Who places a new call: a user of the account, or a party coming in
+/// through a trunk.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The extension, or the external number.
+    pub id: &'a str,
+    pub name: &'a str,
+    pub may_call_out: bool,
+    /// The trunk a call from outside came in through.
+    pub trunk: Option<&'a str>,
+    /// The number to route (a DID's target) instead of the Request-URI's.
+    pub to: Option<&'a str>,
+}
+
+impl<'a> Caller<'a> {
+    pub fn user(user: &'a User, account: &Account) -> Caller<'a> {
+        Caller {
+            id: &user.extension,
+            name: &user.display_name,
+            may_call_out: account.outbound_calls && user.outbound,
+            trunk: None,
+            to: None,
+        }
+    }
+}
+
 impl CallEngine {
     /// A new, authenticated INVITE from `caller`: creates the conversation
     /// and its inbound leg with a relay endpoint, and asks for the
@@ -26,7 +52,7 @@ impl CallEngine {
         invite: SipMessage,
         from: Peer,
         account: &Account,
-        caller: &User,
+        caller: Caller<'_>,
         now: Now,
     ) -> Result<CallRef, SipError> {
         let offer = sdp::media_info(&invite.body)
@@ -39,11 +65,14 @@ impl CallEngine {
         self.media.set_remote(leg_id.endpoint(), offer.rtp);
         let id = self.next_id();
         let call_id = invite.call_id().unwrap_or_default().to_string();
-        let to_user = invite
-            .request_uri()
-            .and_then(|u| SipUri::parse(u).ok())
-            .and_then(|u| u.user_unescaped().map(|u| u.into_owned()))
-            .unwrap_or_default();
+        let to_user = match caller.to {
+            Some(to) => to.to_string(),
+            None => invite
+                .request_uri()
+                .and_then(|u| SipUri::parse(u).ok())
+                .and_then(|u| u.user_unescaped().map(|u| u.into_owned()))
+                .unwrap_or_default(),
+        };
         let from_addr = NameAddr::parse(invite.header(&HeaderName::From).unwrap_or("")).ok();
         let display = from_addr
             .as_ref()
@@ -66,14 +95,15 @@ impl CallEngine {
         };
         let info = CallInfo {
             id: call_id.clone(),
-            from: caller.extension.clone(),
+            from: caller.id.to_string(),
             to: to_user.clone(),
             display: if display.is_empty() {
-                caller.display_name.clone()
+                caller.name.to_string()
             } else {
                 display
             },
             domain: account.domain.clone(),
+            trunk: caller.trunk.map(str::to_string),
         };
         self.by_local_tag.insert(our_tag.clone(), leg_id);
         self.by_call_id.insert(call_id, leg_id);
@@ -83,7 +113,7 @@ impl CallEngine {
                 local_tag: our_tag,
                 id: leg_id,
                 conversation: id,
-                party: caller.extension.clone(),
+                party: caller.id.to_string(),
                 direction: Direction::Inbound,
                 dialog,
                 state: LegState::Trying,
@@ -108,10 +138,11 @@ impl CallEngine {
                 connected: None,
                 dial_seq: 0,
                 owed: None,
-                caller: caller.extension.clone(),
-                caller_number: caller.extension.clone(),
-                caller_name: Some(caller.display_name.clone()),
-                caller_may_call_out: account.outbound_calls && caller.outbound,
+                caller: caller.id.to_string(),
+                caller_number: caller.id.to_string(),
+                caller_name: Some(caller.name.to_string()),
+                caller_may_call_out: caller.may_call_out,
+                from_trunk: caller.trunk.is_some(),
                 callee: to_user,
                 external: false,
                 start_ms: now.unix_ms,

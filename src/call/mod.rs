@@ -29,6 +29,7 @@ mod originate;
 mod tests;
 mod trunk_legs;
 
+pub use inbound::Caller;
 pub use originate::DialRequest;
 
 use crate::cdr::CallRecord;
@@ -127,6 +128,9 @@ struct Conversation {
     caller_number: String,
     caller_name: Option<String>,
     caller_may_call_out: bool,
+    /// Came in through a trunk: it goes out through one only where the
+    /// dialplan names the trunk (no toll fraud by loops).
+    from_trunk: bool,
     callee: String,
     external: bool,
     /// For an external dial: the trunks not tried yet, in order.

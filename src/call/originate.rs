@@ -23,6 +23,9 @@ pub struct DialRequest<'a> {
     pub external: bool,
     /// For an external dial: the trunks to try, in order.
     pub trunks: Vec<crate::config::Trunk>,
+    /// The dialplan named the trunk (what lets a call that came in
+    /// through a trunk go out through one).
+    pub trunk_named: bool,
     pub account: &'a Account,
     pub registrar: &'a Registrar,
 }
@@ -74,7 +77,8 @@ impl CallEngine {
         call.callee = req.targets.join(",");
         if req.external {
             call.external = true;
-            if !call.caller_may_call_out {
+            let allowed = call.caller_may_call_out || (call.from_trunk && req.trunk_named);
+            if !allowed {
                 tracing::info!(caller = %call.caller, callee = %call.callee, "outbound call refused: no permission");
                 let reason = format!("Outbound calls not permitted for {}", call.caller);
                 self.reply(id, Reply::CallEnded);

@@ -173,8 +173,15 @@ pub(super) fn started(
     now: Now,
 ) -> CallRef {
     let account = &cfg.accounts[0];
-    m.start_call(key, inv, peer(6000), account, account.user(user).unwrap(), now)
-        .unwrap()
+    m.start_call(
+        key,
+        inv,
+        peer(6000),
+        account,
+        crate::call::Caller::user(account.user(user).unwrap(), account),
+        now,
+    )
+    .unwrap()
 }
 
 /// Starts a call from 1001 and dials 1002; returns the callee INVITE.
@@ -197,7 +204,7 @@ pub(super) fn dialled_as(
             inv,
             peer(6000),
             account,
-            account.user(&from_user).unwrap(),
+            crate::call::Caller::user(account.user(&from_user).unwrap(), account),
             Now::at(now),
         )
         .unwrap();
@@ -209,6 +216,7 @@ pub(super) fn dialled_as(
         timeout: Some(Duration::from_secs(20)),
         external: false,
         trunks: Vec::new(),
+        trunk_named: false,
         account,
         registrar: &registrar,
     };

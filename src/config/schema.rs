@@ -67,8 +67,8 @@ pub struct TrunkSection {
     /// Host part of From and To. Default the address's host.
     #[serde(default)]
     pub from_domain: Option<String>,
-    /// Networks whose INVITEs are taken as this provider's, without digest.
-    /// Default: the address's IP.
+    /// Networks whose INVITEs are taken as this provider's, without digest
+    /// (besides those from `address` itself, IP and port). Default none.
     #[serde(default)]
     pub inbound_ips: Vec<Spanned<String>>,
     /// Calls at once through the trunk (0: no limit). Default 0.

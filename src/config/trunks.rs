@@ -29,9 +29,10 @@ pub struct Trunk {
 }
 
 impl Trunk {
-    /// Whether an INVITE from `ip` comes from this provider.
-    pub fn sends_from(&self, ip: IpAddr) -> bool {
-        ip == self.address.ip() || self.inbound.iter().any(|n| n.contains(ip))
+    /// Whether a request from `source` comes from this provider: its
+    /// address (IP and port), or a network of `inbound_ips`.
+    pub fn sends_from(&self, source: SocketAddr) -> bool {
+        source == self.address || self.inbound.iter().any(|n| n.contains(source.ip()))
     }
 }
 

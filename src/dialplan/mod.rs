@@ -31,6 +31,8 @@ pub struct CallInfo {
     pub display: String,
     /// Account domain.
     pub domain: String,
+    /// The trunk a call from outside came in through.
+    pub trunk: Option<String>,
 }
 
 /// How a `dial` ended, as the script sees it.

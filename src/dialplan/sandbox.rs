@@ -125,10 +125,10 @@ base.print = logger("info")
 -- A fresh environment per call, made in Lua: one call from Rust instead
 -- of a protected call per field.
 local base_meta = { __index = base, __metatable = false }
-local function new_env(id, from, to, display, domain)
+local function new_env(id, from, to, display, domain, trunk)
   local env = setmetatable({}, base_meta)
   env._G = env
-  env.call = { id = id, from = from, to = to, display = display, domain = domain, vars = {} }
+  env.call = { id = id, from = from, to = to, display = display, domain = domain, trunk = trunk, vars = {} }
   return env
 end
 return new_env
@@ -258,6 +258,7 @@ impl Engine {
                 info.to.as_str(),
                 info.display.as_str(),
                 info.domain.as_str(),
+                info.trunk.as_deref(),
             ))?;
             Ok(MultiValue::from_vec(vec![mlua::Value::Table(env)]))
         };

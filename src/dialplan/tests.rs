@@ -12,6 +12,7 @@ fn info(to: &str) -> CallInfo {
         to: to.into(),
         display: "Olivia".into(),
         domain: "pbx.test".into(),
+        trunk: None,
     }
 }
 

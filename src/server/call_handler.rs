@@ -6,7 +6,9 @@
 use super::handler::{
     addressed_account, authenticate, outcome, Challenger, Outcome, RequestContext, RequestHandler, Stop,
 };
+use crate::sip::addr::NameAddr;
 use crate::sip::response::{random_token, response_to};
+use crate::sip::uri::SipUri;
 use crate::sip::{HeaderName, Method, SipError, SipMessage};
 
 pub struct CallHandler;
@@ -51,10 +53,76 @@ fn new_call(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, St
     if req.call_id().is_some_and(|c| cx.engines.calls.knows_call_id(c)) {
         return Err(SipError::new(482).into());
     }
+    if let Some(trunk) = cx.config.trunks.iter().find(|t| t.sends_from(cx.from.addr)) {
+        return from_trunk(req, cx, trunk);
+    }
     let (_ruri, account) = addressed_account(req, cx.config)?;
     let user = authenticate(req, cx, account, Challenger::Proxy)?;
+    cx.engines.calls.start_call(
+        cx.key.clone(),
+        req.clone(),
+        cx.from,
+        account,
+        crate::call::Caller::user(user, account),
+        cx.now,
+    )?;
+    Ok(Outcome::Deferred)
+}
+
+/// An INVITE from a provider: routed by the number it calls (a DID of an
+/// account), without digest; the caller is who its P-Asserted-Identity
+/// (or From) names.
+fn from_trunk(req: &SipMessage, cx: &mut RequestContext<'_>, trunk: &crate::config::Trunk) -> Result<Outcome, Stop> {
+    let user_of = |v: &str| {
+        NameAddr::parse(v)
+            .ok()
+            .and_then(|a| SipUri::parse(a.uri_text).ok())
+            .and_then(|u| u.user_unescaped().map(|u| u.into_owned()))
+    };
+    let ruri_user = SipUri::parse(req.request_uri().unwrap_or(""))
+        .ok()
+        .and_then(|u| u.user_unescaped().map(|u| u.into_owned()));
+    // Sent to our registered contact (the trunk's user): the DID is in To.
+    let called = match ruri_user {
+        Some(u) if u != trunk.from_user => u,
+        _ => req.header(&HeaderName::To).and_then(user_of).unwrap_or_default(),
+    };
+    let found = cx
+        .config
+        .accounts
+        .iter()
+        .find_map(|a| a.dids.iter().find(|d| d.number == called).map(|d| (a, d)));
+    let Some((account, did)) = found else {
+        tracing::warn!(trunk = %trunk.name, number = %called, "call from a trunk to an unknown DID refused");
+        return Err(SipError::with_reason(404, "Unknown DID").into());
+    };
+    let caller_id = req
+        .header(&HeaderName::Other("P-Asserted-Identity".into()))
+        .or_else(|| req.header(&HeaderName::From))
+        .and_then(user_of)
+        .unwrap_or_else(|| "anonymous".into());
+    let display = req
+        .header(&HeaderName::From)
+        .and_then(|f| {
+            NameAddr::parse(f)
+                .ok()
+                .and_then(|a| a.display.map(|d| d.trim_matches('"').to_string()))
+        })
+        .unwrap_or_default();
+    let to = match &did.to {
+        crate::config::DidTarget::User(ext) => ext.as_str(),
+        crate::config::DidTarget::Dialplan => called.as_str(),
+    };
+    tracing::info!(trunk = %trunk.name, did = %called, caller = %caller_id, to = %to, "call from a trunk");
+    let caller = crate::call::Caller {
+        id: &caller_id,
+        name: &display,
+        may_call_out: false,
+        trunk: Some(&trunk.name),
+        to: Some(to),
+    };
     cx.engines
         .calls
-        .start_call(cx.key.clone(), req.clone(), cx.from, account, user, cx.now)?;
+        .start_call(cx.key.clone(), req.clone(), cx.from, account, caller, cx.now)?;
     Ok(Outcome::Deferred)
 }

@@ -118,3 +118,88 @@ fn without_a_trunk_an_external_call_gets_503() {
     assert_eq!(uac.code, 0, "{}", uac.errors);
     assert!(uac.logs.contains("final 503"), "{}", uac.logs);
 }
+
+/// A provider at 127.0.0.1:`port` (calls by address, no registration)
+/// and the demo account's DIDs: +34910000001 → 1004, +34910000002 → the
+/// dialplan.
+fn did_daemon(port: u16, extra_trunk: &str) -> Daemon {
+    let sections = format!("[[trunks]]\nname = \"prov\"\naddress = \"127.0.0.1:{port}\"\n{extra_trunk}");
+    let keys = "trunks = [\"prov\"]\n\
+                [[accounts.dids]]\nnumber = \"+34910000001\"\nto = \"1004\"\n\
+                [[accounts.dids]]\nnumber = \"+34910000002\"\nto = \"dialplan\"\n";
+    Daemon::start_with_account(&sections, keys)
+}
+
+/// The provider at `port` calls `did`, holding an answered call for 500 ms.
+fn provider_calls(d: &Daemon, port: u16, did: &str, extra: &[&str]) -> crate::harness::SippRun {
+    let mp = free_port().to_string();
+    Sipp::new("provider_call.xml", port)
+        .target(&d.target())
+        .args(&["-s", did, "-d", "500", "-mp", &mp])
+        .args(extra)
+        .file("audio.al", &crate::calls::tone_alaw(1))
+        .run()
+}
+
+#[test]
+fn a_call_to_a_did_reaches_its_user_with_the_customers_number() {
+    let port = free_port();
+    let d = did_daemon(port, "");
+    let callee = crate::calls::callee(&d, "1004", "uas_answer.xml", &[]);
+    let run = provider_calls(&d, port, "+34910000001", &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.errors, run.messages);
+    assert_eq!(callee.wait().code, 0);
+    let r = crate::calls::records(&d);
+    assert_eq!(
+        (
+            r[0]["caller"].as_str(),
+            r[0]["callee"].as_str(),
+            r[0]["disposition"].as_str()
+        ),
+        (Some("+34600111222"), Some("1004"), Some("answered")),
+        "the caller is the number P-Asserted-Identity names"
+    );
+    d.wait_for_log("call from a trunk trunk=prov did=+34910000001");
+}
+
+#[test]
+fn an_unknown_did_is_refused_with_404() {
+    let port = free_port();
+    let d = did_daemon(port, "");
+    let run = provider_calls(&d, port, "+34999999999", &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.errors, run.messages);
+    assert!(run.logs.contains("refused 404"), "{}", run.logs);
+    d.wait_for_log("call from a trunk to an unknown DID refused trunk=prov number=+34999999999");
+}
+
+#[test]
+fn a_call_from_a_trunk_may_not_go_out_through_one_unless_the_dialplan_names_it() {
+    let port = free_port();
+    let d = did_daemon(port, "");
+    // The shipped dialplan sends +34910000002 (a long number) out as
+    // external, without naming a trunk: refused.
+    let run = provider_calls(&d, port, "+34910000002", &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.errors, run.messages);
+    assert!(run.logs.contains("refused 403"), "{}", run.logs);
+    d.wait_for_log("outbound call refused: no permission caller=+34600111222");
+}
+
+#[test]
+fn a_provider_sending_by_ip_is_taken_from_its_inbound_ips_only() {
+    // The trunk's own address is elsewhere; its calls come from 127.0.0.2.
+    let d = {
+        let sections = "[[trunks]]\nname = \"byip\"\naddress = \"127.0.0.9:5060\"\ninbound_ips = [\"127.0.0.2\"]\n";
+        let keys = "[[accounts.dids]]\nnumber = \"+34910000001\"\nto = \"1004\"\n";
+        Daemon::start_with_account(sections, keys)
+    };
+    let callee = crate::calls::callee(&d, "1004", "uas_answer.xml", &[]);
+    let run = provider_calls(&d, free_port(), "+34910000001", &["-i", "127.0.0.2"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.errors, run.messages);
+    assert_eq!(callee.wait().code, 0);
+    // The same INVITE from an address not listed is a user's call: challenged.
+    let mut raw = crate::raw_client::RawClient::udp(d.addr());
+    let r = raw
+        .send_request("INVITE", "sip:+34910000001@127.0.0.1", "stranger", "")
+        .unwrap();
+    assert_eq!(r.status(), Some(407));
+}

@@ -196,6 +196,7 @@ impl Core {
                     return;
                 };
                 // The trunk the script names, else the account's, in order.
+                let trunk_named = trunk.is_some();
                 let names = match trunk {
                     Some(t) => vec![t],
                     None => account.trunks.clone(),
@@ -209,6 +210,7 @@ impl Core {
                     timeout: timeout_s.map(Duration::from_secs),
                     external,
                     trunks,
+                    trunk_named,
                     account,
                     registrar: &self.engines.registrar,
                 };
