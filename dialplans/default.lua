@@ -5,9 +5,10 @@
 --   call.to       the number dialled
 --   call.display  caller's display name
 --   call.domain   the account
+--   call.trunk    the trunk a call from outside came in through (else nil)
 --   call.vars     a table the script may use freely
 -- What it can do:
---   dial(target, {timeout = s, external = bool})  rings every device of target
+--   dial(target, {timeout = s, external = bool, trunk = name})  rings every device of target
 --       (a number or a list of numbers); returns {result = "answered" | "busy" |
 --       "no-answer" | "failed" | "cancelled", code = SIP status}; when answered
 --       it returns after the call has ended
@@ -26,7 +27,8 @@ if call.to:match("^%d%d%d%d?$") then
 end
 
 -- Longer numbers are external: they need the caller's outbound permission
--- (403 otherwise) and a trunk (none yet: 503).
+-- (403 otherwise; a call from a trunk goes out only if a trunk is named
+-- here) and a trunk in the account's list (503 without one).
 if call.to:match("^%+?%d+$") then
   dial(call.to, { external = true })
   return

@@ -136,7 +136,8 @@ impl ChatService {
         self.muted = muted.into_iter().collect();
     }
 
-    pub fn poll_delivery(&mut self) -> Option<Delivery> {
+    /// The next MESSAGE to push (the chat engine's one kind of output).
+    pub fn poll_output(&mut self) -> Option<Delivery> {
         self.out.pop_front()
     }
 

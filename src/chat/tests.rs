@@ -186,7 +186,7 @@ fn offline_queue_delivers_in_order_once_and_keeps_failures() {
     }
     let mut registrar = Registrar::new();
     deliver(&mut chat, &store, &registrar);
-    assert!(chat.poll_delivery().is_none(), "nobody registered: stays queued");
+    assert!(chat.poll_output().is_none(), "nobody registered: stays queued");
     let reg = SipMessage::parse_datagram(Bytes::from(
         "REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKr\r\nFrom: <sip:1005@pbx.test>;tag=r\r\nTo: <sip:1005@pbx.test>\r\nCall-ID: r\r\nCSeq: 1 REGISTER\r\nContact: <sip:1005@127.0.0.1:7005>\r\n\r\n",
     ))
@@ -200,7 +200,7 @@ fn offline_queue_delivers_in_order_once_and_keeps_failures() {
         .unwrap();
     registrar.apply(&out);
     deliver(&mut chat, &store, &registrar);
-    let d: Vec<Delivery> = std::iter::from_fn(|| chat.poll_delivery()).collect();
+    let d: Vec<Delivery> = std::iter::from_fn(|| chat.poll_output()).collect();
     // One at a time, oldest first: the second waits for the first's answer.
     assert_eq!(
         d.iter().map(|x| x.req.body.clone()).collect::<Vec<_>>(),
@@ -208,7 +208,7 @@ fn offline_queue_delivers_in_order_once_and_keeps_failures() {
     );
     // A second registration while it is in flight sends nothing again.
     deliver(&mut chat, &store, &registrar);
-    assert!(chat.poll_delivery().is_none());
+    assert!(chat.poll_output().is_none());
     // The first is taken: the second goes (the driver delivers again on a 2xx).
     assert!(matches!(
         chat.on_delivery_result("1005@pbx.test", d[0].id, 200),
@@ -220,13 +220,13 @@ fn offline_queue_delivers_in_order_once_and_keeps_failures() {
         "a second 2xx changes nothing"
     );
     deliver(&mut chat, &store, &registrar);
-    let second: Vec<Delivery> = std::iter::from_fn(|| chat.poll_delivery()).collect();
+    let second: Vec<Delivery> = std::iter::from_fn(|| chat.poll_output()).collect();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].req.body, Bytes::from("two"));
     // It fails: it stays queued and goes again at the next registration.
     assert_eq!(chat.on_delivery_result("1005@pbx.test", second[0].id, 480), None);
     deliver(&mut chat, &store, &registrar);
-    let again: Vec<Delivery> = std::iter::from_fn(|| chat.poll_delivery()).collect();
+    let again: Vec<Delivery> = std::iter::from_fn(|| chat.poll_output()).collect();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].req.body, Bytes::from("two"));
     assert_eq!(chat.pending_count(), 1);

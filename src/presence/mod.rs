@@ -85,7 +85,7 @@ impl PresenceService {
 
     /// The next NOTIFY to send, with the subscription it belongs to (its
     /// failure ends the subscription: see [`PresenceService::notify_failed`]).
-    pub fn poll_notify(&mut self) -> Option<(SubscriptionId, SipMessage, Peer)> {
+    pub fn poll_output(&mut self) -> Option<(SubscriptionId, SipMessage, Peer)> {
         self.out.pop_front()
     }
 
@@ -330,7 +330,7 @@ mod tests {
     };
 
     fn notifies(p: &mut PresenceService) -> Vec<SipMessage> {
-        std::iter::from_fn(|| p.poll_notify().map(|(_, m, _)| m)).collect()
+        std::iter::from_fn(|| p.poll_output().map(|(_, m, _)| m)).collect()
     }
 
     #[test]
@@ -461,13 +461,13 @@ mod tests {
         for status in [481, 408] {
             subscribed(&mut p, now);
             p.update("1002@pbx.test", ON, now);
-            let (id, _, _) = p.poll_notify().expect("a NOTIFY for the change");
+            let (id, _, _) = p.poll_output().expect("a NOTIFY for the change");
             p.notify_failed(&id, 500);
             assert_eq!(p.len(), 1, "a server error is not the watcher gone");
             p.notify_failed(&id, status);
             assert!(p.is_empty(), "{status} ends it");
             p.update("1002@pbx.test", OFF, now);
-            assert!(p.poll_notify().is_none(), "no NOTIFY to a dead watcher");
+            assert!(p.poll_output().is_none(), "no NOTIFY to a dead watcher");
         }
     }
 }

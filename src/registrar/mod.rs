@@ -238,7 +238,7 @@ impl Registrar {
     }
 
     /// The next registration change (domain event) to announce.
-    pub fn poll_event(&mut self) -> Option<DomainEvent> {
+    pub fn poll_output(&mut self) -> Option<DomainEvent> {
         self.events.pop_front()
     }
 

@@ -56,10 +56,10 @@ fn nothing_changes_until_the_outcome_is_applied() {
         .unwrap();
     assert!(planned.store.is_some());
     assert_eq!(r.binding_count(), 0, "the store write has not succeeded yet");
-    assert!(r.poll_event().is_none());
+    assert!(r.poll_output().is_none());
     r.apply(&planned);
     assert_eq!(r.binding_count(), 1);
-    assert!(r.poll_event().is_some());
+    assert!(r.poll_output().is_some());
 }
 
 #[test]

@@ -5,4 +5,4 @@ pub mod registration;
 #[cfg(test)]
 mod tests;
 
-pub use registration::{Outgoing, RegStatus, Registrations, StatusChange};
+pub use registration::{Outgoing, RegStatus, Registrations, StatusChange, TrunkOutput};

@@ -61,6 +61,15 @@ pub struct StatusChange {
     pub status: RegStatus,
 }
 
+/// What the registrations ask of their driver.
+#[derive(Debug)]
+pub enum TrunkOutput {
+    /// Send this REGISTER as a client transaction.
+    Register(Outgoing),
+    /// A trunk's status changed.
+    Status(StatusChange),
+}
+
 struct Registration {
     trunk: Trunk,
     status: RegStatus,
@@ -83,8 +92,7 @@ struct Registration {
 /// Every trunk's registration.
 pub struct Registrations {
     regs: Vec<Registration>,
-    out: VecDeque<Outgoing>,
-    changes: VecDeque<StatusChange>,
+    out: VecDeque<TrunkOutput>,
     user_agent: String,
 }
 
@@ -124,17 +132,12 @@ impl Registrations {
         Registrations {
             regs,
             out: VecDeque::new(),
-            changes: VecDeque::new(),
             user_agent: user_agent.to_string(),
         }
     }
 
-    pub fn poll_outgoing(&mut self) -> Option<Outgoing> {
+    pub fn poll_output(&mut self) -> Option<TrunkOutput> {
         self.out.pop_front()
-    }
-
-    pub fn poll_change(&mut self) -> Option<StatusChange> {
-        self.changes.pop_front()
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -258,10 +261,10 @@ impl Registrations {
                 tracing::info!(trunk = %r.trunk.name, expires_s, "trunk registered");
             }
             r.status = status.clone();
-            self.changes.push_back(StatusChange {
+            self.out.push_back(TrunkOutput::Status(StatusChange {
                 trunk: r.trunk.name.clone(),
                 status,
-            });
+            }));
         }
     }
 
@@ -298,11 +301,11 @@ impl Registrations {
             headers,
             body: bytes::Bytes::new(),
         };
-        self.out.push_back(Outgoing {
+        self.out.push_back(TrunkOutput::Register(Outgoing {
             trunk: t.name.clone(),
             req,
             to: peer_of(t),
-        });
+        }));
     }
 }
 

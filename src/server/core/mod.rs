@@ -143,11 +143,11 @@ impl Core {
                 progressed = true;
                 self.on_call_output(output);
             }
-            while let Some(event) = self.engines.registrar.poll_event() {
+            while let Some(event) = self.engines.registrar.poll_output() {
                 progressed = true;
                 self.on_domain_event(event);
             }
-            while let Some((sub, req, to)) = self.engines.presence.poll_notify() {
+            while let Some((sub, req, to)) = self.engines.presence.poll_output() {
                 progressed = true;
                 match self.txl.send_request(req, to, Instant::now()) {
                     Ok(key) => {
@@ -156,7 +156,7 @@ impl Core {
                     Err(e) => tracing::warn!(error = %e, "NOTIFY not sent"),
                 }
             }
-            while let Some(d) = self.engines.chat.poll_delivery() {
+            while let Some(d) = self.engines.chat.poll_output() {
                 progressed = true;
                 match self.txl.send_request(d.req, d.to, Instant::now()) {
                     Ok(key) => {
@@ -165,29 +165,9 @@ impl Core {
                     Err(e) => tracing::warn!(error = %e, "chat push not sent"),
                 }
             }
-            while let Some(r) = self.engines.trunks.poll_outgoing() {
+            while let Some(output) = self.engines.trunks.poll_output() {
                 progressed = true;
-                match self.txl.send_request(r.req, r.to, Instant::now()) {
-                    Ok(key) => {
-                        self.trunk_tx.insert(key, r.trunk);
-                    }
-                    Err(e) => {
-                        tracing::warn!(trunk = %r.trunk, error = %e, "REGISTER to the provider not sent");
-                        self.engines.trunks.on_timeout(&r.trunk, Instant::now());
-                    }
-                }
-            }
-            while let Some(change) = self.engines.trunks.poll_change() {
-                progressed = true;
-                let code = match &change.status {
-                    crate::trunk::RegStatus::Failing { code, .. } => Some(*code),
-                    _ => None,
-                };
-                self.on_domain_event(crate::events::DomainEvent::TrunkStatus {
-                    trunk: change.trunk,
-                    status: change.status.name().to_string(),
-                    code,
-                });
+                self.on_trunk_output(output);
             }
             while let Some(t) = self.txl.poll_transmit() {
                 progressed = true;
@@ -195,6 +175,32 @@ impl Core {
             }
             if !progressed {
                 break;
+            }
+        }
+    }
+
+    fn on_trunk_output(&mut self, output: crate::trunk::TrunkOutput) {
+        use crate::trunk::{RegStatus, TrunkOutput};
+        match output {
+            TrunkOutput::Register(r) => match self.txl.send_request(r.req, r.to, Instant::now()) {
+                Ok(key) => {
+                    self.trunk_tx.insert(key, r.trunk);
+                }
+                Err(e) => {
+                    tracing::warn!(trunk = %r.trunk, error = %e, "REGISTER to the provider not sent");
+                    self.engines.trunks.on_timeout(&r.trunk, Instant::now());
+                }
+            },
+            TrunkOutput::Status(change) => {
+                let code = match &change.status {
+                    RegStatus::Failing { code, .. } => Some(*code),
+                    _ => None,
+                };
+                self.on_domain_event(crate::events::DomainEvent::TrunkStatus {
+                    trunk: change.trunk,
+                    status: change.status.name().to_string(),
+                    code,
+                });
             }
         }
     }
