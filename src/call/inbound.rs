@@ -150,6 +150,7 @@ impl CallEngine {
                 last_failure: None,
                 ended_legs: Vec::new(),
                 trunks_left: Default::default(),
+                trunk_number: String::new(),
                 after_write: Vec::new(),
                 hangup_side: "system",
                 final_code: 480,

@@ -133,8 +133,10 @@ struct Conversation {
     from_trunk: bool,
     callee: String,
     external: bool,
-    /// For an external dial: the trunks not tried yet, in order.
+    /// For an external dial: the trunks not tried yet, in order, and the
+    /// number they are asked for.
     trunks_left: std::collections::VecDeque<crate::config::Trunk>,
+    trunk_number: String,
     start_ms: u64,
     answer_ms: Option<u64>,
     /// Best failure of the last dial: becomes the caller's final status.

@@ -7,7 +7,7 @@
 use super::leg::{Direction, Leg, LegId, LegState};
 use super::{CallEngine, CallRef, ClientPurpose, Output, Owed, Timer};
 use crate::clock::Now;
-use crate::config::Account;
+use crate::config::{Account, RemoteTarget};
 use crate::dialplan::{DialOutcome, Reply};
 use crate::media::sdp;
 use crate::registrar::Registrar;
@@ -86,6 +86,7 @@ impl CallEngine {
             }
             call.trunks_left = req.trunks.into();
             let number = req.targets.first().cloned().unwrap_or_default();
+            call.trunk_number = number.clone();
             let Some(contact) = self.next_trunk(id, &number) else {
                 return self.no_trunk(id);
             };
@@ -94,6 +95,31 @@ impl CallEngine {
         let mut best: Option<u16> = None;
         let mut contacts = Vec::new();
         for target in &req.targets {
+            if let Some(remote) = req.account.remote_extension(target) {
+                match &remote.target {
+                    RemoteTarget::Uri { uri, address } => contacts.push(Contact {
+                        target: target.clone(),
+                        uri: uri.clone(),
+                        peer: Peer {
+                            transport: TransportKind::Udp,
+                            addr: *address,
+                        },
+                        trunk: None,
+                    }),
+                    // Out through the account's trunks, whoever calls: the
+                    // admin chose the number.
+                    RemoteTarget::Number(number) => {
+                        let call = self.calls.get_mut(&id).expect("exists");
+                        call.trunks_left = req.trunks.clone().into();
+                        call.trunk_number = number.clone();
+                        match self.next_trunk(id, number) {
+                            Some(c) => contacts.push(c),
+                            None => best = Some(pick(best, 503)),
+                        }
+                    }
+                }
+                continue;
+            }
             if req.account.user(target).is_none() {
                 best = Some(pick(best, 404));
                 continue;

@@ -45,7 +45,7 @@ impl CallEngine {
     /// After a provider failed conversation `id`'s leg: rings the next
     /// trunk, if there is one (true), within the same dial.
     pub(super) fn fail_over(&mut self, id: CallRef, now: Now) -> bool {
-        let Some(number) = self.calls.get(&id).map(|c| c.callee.clone()) else {
+        let Some(number) = self.calls.get(&id).map(|c| c.trunk_number.clone()) else {
             return false;
         };
         while let Some(contact) = self.next_trunk(id, &number) {

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-pub use trunks::{Did, DidTarget, Trunk};
+pub use trunks::{Did, DidTarget, RemoteExtension, RemoteTarget, Trunk};
 
 /// One configuration error at a place in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +81,7 @@ pub struct Account {
     /// Trunk names for external calls, in the order they are tried.
     pub trunks: Vec<String>,
     pub dids: Vec<Did>,
+    pub remote_extensions: Vec<RemoteExtension>,
     pub users: Vec<User>,
     pub groups: Vec<Group>,
     by_extension: HashMap<String, usize>,
@@ -102,6 +103,10 @@ impl Account {
 
     pub fn group(&self, number: &str) -> Option<&Group> {
         self.groups.iter().find(|g| g.number == number)
+    }
+
+    pub fn remote_extension(&self, number: &str) -> Option<&RemoteExtension> {
+        self.remote_extensions.iter().find(|r| r.number == number)
     }
 }
 
@@ -599,6 +604,7 @@ impl Validator<'_> {
                 require_tls: a.require_tls,
                 trunks: Vec::new(),
                 dids: Vec::new(),
+                remote_extensions: Vec::new(),
                 groups,
                 dialplan: PathBuf::from(&a.dialplan),
                 outbound_calls: a.outbound_calls,
@@ -610,6 +616,7 @@ impl Validator<'_> {
                 by_extension,
             };
             (account.trunks, account.dids) = self.account_trunks(a.trunks, a.dids, trunks, &account);
+            account.remote_extensions = self.remote_extensions(a.remote_extensions, &account);
             out.push(account);
         }
         out

@@ -83,6 +83,18 @@ fn default_trunk_expires() -> u32 {
     600
 }
 
+/// A remote extension (the seed's "extensión remota"): a number of the
+/// account that rings a SIP URI, or an external number through a trunk.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteExtensionSection {
+    pub number: Spanned<String>,
+    #[serde(default)]
+    pub name: String,
+    /// `sip:user@host[:port]` (UDP), or an external number.
+    pub target: Spanned<String>,
+}
+
 /// An inbound number of the account.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -394,6 +406,9 @@ pub struct AccountSection {
     /// Inbound numbers from the trunks.
     #[serde(default)]
     pub dids: Vec<DidSection>,
+    /// Numbers of the account that ring somewhere else.
+    #[serde(default)]
+    pub remote_extensions: Vec<RemoteExtensionSection>,
     #[serde(default)]
     pub users: Vec<UserSection>,
     #[serde(default)]

@@ -129,3 +129,26 @@ fn tls_files_are_read_at_load_and_a_bad_one_names_its_line() {
         vec!["127.0.0.1:5061".parse().unwrap(), "[::1]:5061".parse().unwrap()]
     );
 }
+
+#[test]
+fn trunks_dids_and_remote_extensions_are_checked() {
+    let text = "[[trunks]]\nname = \"main\"\naddress = \"127.0.0.1:5099\"\ntransport = \"tcp\"\n\
+[[accounts]]\ndomain = \"pbx.test\"\ntrunks = [\"main\", \"nope\"]\n\
+[[accounts.users]]\nextension = \"1001\"\npassword = \"x\"\n\
+[[accounts.dids]]\nnumber = \"+3491\"\nto = \"9999\"\n\
+[[accounts.remote_extensions]]\nnumber = \"1001\"\ntarget = \"sip:a@127.0.0.1\"\n\
+[[accounts.remote_extensions]]\nnumber = \"2100\"\ntarget = \"not a target\"\n";
+    let e = errors(text);
+    assert_eq!(e.len(), 5, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:4:13: trunk transport \"tcp\" is not supported yet"),
+        "{e:?}"
+    );
+    assert!(e[1].contains("no trunk named \"nope\""), "{e:?}");
+    assert!(e[2].contains("DID \"+3491\" goes to \"9999\""), "{e:?}");
+    assert!(
+        e[3].contains("remote extension \"1001\" is empty or its number is already used"),
+        "{e:?}"
+    );
+    assert!(e[4].contains("is neither sip:user@host nor a number"), "{e:?}");
+}

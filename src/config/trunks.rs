@@ -3,7 +3,7 @@
 //! names exists.
 
 use super::network::IpNetwork;
-use super::schema::{DidSection, TrunkSection};
+use super::schema::{DidSection, RemoteExtensionSection, TrunkSection};
 use super::{Account, Validator};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
@@ -43,6 +43,22 @@ pub enum DidTarget {
     User(String),
     /// The account's dialplan, with the DID as the called number.
     Dialplan,
+}
+
+/// A number of the account that rings somewhere else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteExtension {
+    pub number: String,
+    pub name: String,
+    pub target: RemoteTarget,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteTarget {
+    /// A SIP URI, sent to over UDP at `address` (resolved at load).
+    Uri { uri: String, address: SocketAddr },
+    /// An external number, called through the account's trunks.
+    Number(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +158,60 @@ impl Validator<'_> {
             numbers.push(Did { number, to });
         }
         (out, numbers)
+    }
+}
+
+impl Validator<'_> {
+    /// An account's remote extensions: numbers not used by its users or
+    /// groups, targets that are a reachable SIP URI or a number.
+    pub(super) fn remote_extensions(
+        &mut self,
+        raw: Vec<RemoteExtensionSection>,
+        account: &Account,
+    ) -> Vec<RemoteExtension> {
+        let mut out: Vec<RemoteExtension> = Vec::new();
+        for r in raw {
+            let number = r.number.get_ref().trim().to_string();
+            let taken = account.user(&number).is_some()
+                || account.group(&number).is_some()
+                || out.iter().any(|o| o.number == number);
+            if number.is_empty() || taken {
+                self.error(
+                    r.number.span(),
+                    format!("remote extension {number:?} is empty or its number is already used"),
+                );
+                continue;
+            }
+            let written = r.target.get_ref().trim();
+            let target = if let Some(rest) = written.strip_prefix("sip:") {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                let host = host.split(';').next().unwrap_or(host);
+                match resolve(host) {
+                    Ok((_, address)) => RemoteTarget::Uri {
+                        uri: written.to_string(),
+                        address,
+                    },
+                    Err(e) => {
+                        self.error(r.target.span(), format!("remote extension {number:?}: {e}"));
+                        continue;
+                    }
+                }
+            } else if !written.is_empty() && written.trim_start_matches('+').chars().all(|c| c.is_ascii_digit()) {
+                RemoteTarget::Number(written.to_string())
+            } else {
+                self.error(
+                    r.target.span(),
+                    format!("remote extension {number:?}: target {written:?} is neither sip:user@host nor a number"),
+                );
+                continue;
+            };
+            out.push(RemoteExtension {
+                name: if r.name.is_empty() { number.clone() } else { r.name },
+                number,
+                target,
+            });
+        }
+        out
     }
 }
 

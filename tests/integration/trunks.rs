@@ -203,3 +203,39 @@ fn a_provider_sending_by_ip_is_taken_from_its_inbound_ips_only() {
         .unwrap();
     assert_eq!(r.status(), Some(407));
 }
+
+#[test]
+fn a_remote_extension_rings_its_sip_uri_or_goes_out_through_a_trunk() {
+    let (remote, provider_port) = (free_port(), free_port());
+    let (mp1, mp2) = (free_port().to_string(), free_port().to_string());
+    let phone = Sipp::new("uas_answer.xml", remote).args(&["-mp", &mp1]).spawn();
+    let provider = Sipp::new("provider_invite.xml", provider_port)
+        .args(&["-mp", &mp2])
+        .spawn();
+    let keys = format!(
+        "trunks = [\"main\"]\n\
+         [[accounts.remote_extensions]]\nnumber = \"2100\"\nname = \"Home office\"\ntarget = \"sip:ana@127.0.0.1:{remote}\"\n\
+         [[accounts.remote_extensions]]\nnumber = \"2200\"\ntarget = \"0611223344\"\n"
+    );
+    let d = Daemon::start_with_account(&trunk("main", provider_port, ""), &keys);
+    // 1004 may not call out, yet reaches both: the admin chose the numbers.
+    let first = crate::calls::caller(&d, "1004", "2100", 300, "uac_call.xml");
+    assert_eq!(first.code, 0, "{}\n{}", first.errors, first.messages);
+    let run = phone.wait();
+    assert_eq!(run.code, 0, "{}", run.errors);
+    assert!(
+        run.messages.contains("INVITE sip:ana@127.0.0.1:"),
+        "rang the target URI"
+    );
+    let second = crate::calls::caller(&d, "1004", "2200", 300, "uac_call.xml");
+    assert_eq!(second.code, 0, "{}\n{}", second.errors, second.messages);
+    let run = provider.wait();
+    assert_eq!(run.code, 0, "{}", run.errors);
+    assert!(run.logs.contains("request sip:0611223344@127.0.0.1"), "{}", run.logs);
+    let callees: Vec<String> = crate::calls::records(&d)
+        .iter()
+        .map(|r| r["callee"].as_str().unwrap().to_string())
+        .collect();
+    // The record names the party the answered leg faced.
+    assert_eq!(callees, ["2100", "0611223344"]);
+}
