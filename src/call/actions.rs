@@ -67,9 +67,18 @@ impl CallEngine {
 
     pub fn set_caller_id(&mut self, id: CallRef, number: String, name: Option<String>) {
         let r = match self.calls.get_mut(&id) {
-            Some(call) => {
+            // The caller's own number, or one the caller-ID rules allow;
+            // anything else is logged and not used.
+            Some(call) if number == call.caller || call.presentation.allowed.contains(&number) => {
+                if number != call.caller {
+                    call.presentation.number = Some(number.clone());
+                }
                 call.caller_number = number;
                 call.caller_name = name;
+                Reply::Done
+            }
+            Some(call) => {
+                tracing::warn!(caller = %call.caller, caller_id = %number, "set_caller_id: caller ID not allowed for this caller; ignored");
                 Reply::Done
             }
             None => Reply::CallEnded,

@@ -18,7 +18,7 @@ use crate::sip::{HeaderName, SipError, SipMessage};
 
 /// Who places a new call: a user of the account, or a party coming in
 /// through a trunk.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Caller<'a> {
     /// The extension, or the external number.
     pub id: &'a str,
@@ -26,8 +26,11 @@ pub struct Caller<'a> {
     pub may_call_out: bool,
     /// The trunk a call from outside came in through.
     pub trunk: Option<&'a str>,
-    /// The number to route (a DID's target) instead of the Request-URI's.
+    /// The number to route (a DID's target, or the dialled number without
+    /// its caller-ID prefixes) instead of the Request-URI's.
     pub to: Option<&'a str>,
+    /// What its external calls present.
+    pub presentation: super::caller_id::Presentation,
 }
 
 impl<'a> Caller<'a> {
@@ -38,6 +41,7 @@ impl<'a> Caller<'a> {
             may_call_out: account.outbound_calls && user.outbound,
             trunk: None,
             to: None,
+            presentation: Default::default(),
         }
     }
 }
@@ -143,6 +147,7 @@ impl CallEngine {
                 caller_name: Some(caller.name.to_string()),
                 caller_may_call_out: caller.may_call_out,
                 from_trunk: caller.trunk.is_some(),
+                presentation: caller.presentation,
                 callee: to_user,
                 external: false,
                 start_ms: now.unix_ms,

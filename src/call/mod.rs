@@ -18,6 +18,7 @@
 
 mod actions;
 pub mod bridge;
+pub mod caller_id;
 mod ending;
 mod in_dialog;
 mod inbound;
@@ -131,6 +132,8 @@ struct Conversation {
     /// Came in through a trunk: it goes out through one only where the
     /// dialplan names the trunk (no toll fraud by loops).
     from_trunk: bool,
+    /// The caller ID its external calls present.
+    presentation: caller_id::Presentation,
     callee: String,
     external: bool,
     /// For an external dial: the trunks not tried yet, in order, and the

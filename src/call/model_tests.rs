@@ -316,3 +316,23 @@ fn a_held_call_is_not_hung_up_for_sending_no_rtp() {
     m.check_media(Now::at(now));
     assert!(!m.calls.contains_key(&held));
 }
+
+#[test]
+fn set_caller_id_takes_only_what_the_caller_id_rules_allow() {
+    let cfg = config();
+    let (mut m, _media) = engine(&cfg);
+    let id = started(&mut m, &cfg, "1001", invite(), Now::read());
+    let _ = std::iter::from_fn(|| m.poll_output()).count();
+    m.calls.get_mut(&id).unwrap().presentation.allowed = vec!["+34910000007".into()];
+    m.set_caller_id(id, "+34666666666".into(), Some("Mallory".into()));
+    assert_eq!(m.calls[&id].caller_number, "1001", "a number not allowed is ignored");
+    assert_eq!(m.calls[&id].presentation.number, None);
+    m.set_caller_id(id, "+34910000007".into(), None);
+    assert_eq!(m.calls[&id].caller_number, "+34910000007");
+    assert_eq!(m.calls[&id].presentation.number.as_deref(), Some("+34910000007"));
+    // Each answered the script.
+    let replies = std::iter::from_fn(|| m.poll_output())
+        .filter(|o| matches!(o, Output::DialplanReply { reply: Reply::Done, .. }))
+        .count();
+    assert_eq!(replies, 2);
+}

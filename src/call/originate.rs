@@ -208,24 +208,37 @@ impl CallEngine {
             .unwrap_or(70)
             .saturating_sub(1);
         let via_addr = self.via_addr(contact.peer);
-        // Toward a provider, From names the trunk's user and domain.
-        let (from_number, domain) = match &contact.trunk {
-            Some(t) => (t.from_user.as_str(), t.from_domain.as_str()),
-            None => (call.caller_number.as_str(), domain),
+        // Toward a provider, the caller ID as the trunk carries it.
+        let shown = contact
+            .trunk
+            .as_ref()
+            .map(|t| super::caller_id::toward_trunk(&call.presentation, t));
+        let (from_number, from_name, from_domain, to_domain) = match (&shown, &contact.trunk) {
+            (Some(shown), Some(t)) => (
+                shown.from_user.as_str(),
+                shown.from_name.or(call.caller_name.as_deref()),
+                shown.from_domain.as_str(),
+                t.from_domain.as_str(),
+            ),
+            _ => (call.caller_number.as_str(), call.caller_name.as_deref(), domain, domain),
         };
-        let (invite, dlg) = CalleeInvite {
+        let (mut invite, dlg) = CalleeInvite {
             target_uri: &contact.uri,
             peer: contact.peer,
             via_addr,
             from_number,
-            from_name: call.caller_name.as_deref(),
+            from_name,
             to_user: &contact.target,
-            domain,
+            from_domain,
+            to_domain,
             max_forwards,
             sdp: offer,
             user_agent: &self.config.user_agent,
         }
         .build();
+        for (name, value) in shown.into_iter().flat_map(|s| s.headers) {
+            invite.push_header(name, value);
+        }
         let leg = Leg {
             id: leg_id,
             local_tag: dialog::tag_of(&dlg.local).unwrap_or_default(),

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-pub use trunks::{Did, DidTarget, RemoteExtension, RemoteTarget, Trunk};
+pub use trunks::{CallerIdIn, Did, DidTarget, RemoteExtension, RemoteTarget, Trunk};
 
 /// One configuration error at a place in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +65,7 @@ pub struct User {
     pub password: String,
     pub role: Role,
     pub outbound: bool,
+    pub caller_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,9 +83,23 @@ pub struct Account {
     pub trunks: Vec<String>,
     pub dids: Vec<Did>,
     pub remote_extensions: Vec<RemoteExtension>,
+    pub caller_ids: CallerIdSettings,
     pub users: Vec<User>,
     pub groups: Vec<Group>,
     by_extension: HashMap<String, usize>,
+}
+
+/// The account's caller-ID rules (the seed's general settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerIdSettings {
+    /// Presented on external calls unless a group's or a chosen one applies.
+    pub default: Option<String>,
+    /// Users may choose one of their `caller_ids`.
+    pub choice: bool,
+    /// `*31<n><number>` picks the n-th caller ID.
+    pub choice_prefix: String,
+    /// `*67<number>` calls anonymously.
+    pub anonymous_prefix: String,
 }
 
 /// A group of agents with the supervisors it reports to.
@@ -94,6 +109,8 @@ pub struct Group {
     pub name: String,
     pub members: Vec<String>,
     pub supervisors: Vec<String>,
+    /// Caller ID for external calls of its members.
+    pub caller_id: Option<String>,
 }
 
 impl Account {
@@ -573,6 +590,7 @@ impl Validator<'_> {
                     password,
                     role: u.role,
                     outbound: u.outbound,
+                    caller_ids: u.caller_ids,
                 });
             }
             let mut groups: Vec<Group> = Vec::new();
@@ -597,6 +615,7 @@ impl Validator<'_> {
                     number,
                     members: g.members.into_iter().map(|m| m.into_inner()).collect(),
                     supervisors: g.supervisors.into_iter().map(|m| m.into_inner()).collect(),
+                    caller_id: g.caller_id,
                 });
             }
             let mut account = Account {
@@ -605,6 +624,12 @@ impl Validator<'_> {
                 trunks: Vec::new(),
                 dids: Vec::new(),
                 remote_extensions: Vec::new(),
+                caller_ids: CallerIdSettings {
+                    default: a.caller_id,
+                    choice: a.caller_id_choice,
+                    choice_prefix: a.caller_id_prefix,
+                    anonymous_prefix: a.anonymous_prefix,
+                },
                 groups,
                 dialplan: PathBuf::from(&a.dialplan),
                 outbound_calls: a.outbound_calls,

@@ -74,6 +74,14 @@ pub struct TrunkSection {
     /// Calls at once through the trunk (0: no limit). Default 0.
     #[serde(default)]
     pub max_channels: u32,
+    /// Where the caller ID goes: "from", "pai" (P-Asserted-Identity, From
+    /// keeps `from_user`) or "both". Default "from".
+    #[serde(default = "default_caller_id_in")]
+    pub caller_id_in: Spanned<String>,
+}
+
+fn default_caller_id_in() -> Spanned<String> {
+    Spanned::new(0..0, "from".into())
 }
 
 fn default_trunk_transport() -> Spanned<String> {
@@ -409,6 +417,18 @@ pub struct AccountSection {
     /// Numbers of the account that ring somewhere else.
     #[serde(default)]
     pub remote_extensions: Vec<RemoteExtensionSection>,
+    /// The number external calls present. Default none (the trunk's user).
+    #[serde(default)]
+    pub caller_id: Option<String>,
+    /// Users may pick one of their `caller_ids`. Default false.
+    #[serde(default)]
+    pub caller_id_choice: bool,
+    /// Dial prefix that picks the n-th of the user's caller IDs (`*31<n><number>`). Default "*31".
+    #[serde(default = "default_caller_id_prefix")]
+    pub caller_id_prefix: String,
+    /// Dial prefix for an anonymous call. Default "*67".
+    #[serde(default = "default_anonymous_prefix")]
+    pub anonymous_prefix: String,
     #[serde(default)]
     pub users: Vec<UserSection>,
     #[serde(default)]
@@ -429,6 +449,16 @@ pub struct GroupSection {
     /// Extensions of the supervisors the group reports to.
     #[serde(default)]
     pub supervisors: Vec<Spanned<String>>,
+    /// The number external calls of its members present (over the account's).
+    #[serde(default)]
+    pub caller_id: Option<String>,
+}
+
+fn default_caller_id_prefix() -> String {
+    "*31".into()
+}
+fn default_anonymous_prefix() -> String {
+    "*67".into()
 }
 
 fn default_dialplan() -> String {
@@ -455,6 +485,9 @@ pub struct UserSection {
     /// May call external numbers. Default false.
     #[serde(default)]
     pub outbound: bool,
+    /// Caller IDs this user may choose from (where the account allows it).
+    #[serde(default)]
+    pub caller_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]

@@ -26,6 +26,17 @@ pub struct Trunk {
     pub inbound: Vec<IpNetwork>,
     /// 0: no limit.
     pub max_channels: u32,
+    /// Where the caller ID goes toward the provider.
+    pub caller_id_in: CallerIdIn,
+}
+
+/// Where a trunk carries the caller ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerIdIn {
+    From,
+    /// P-Asserted-Identity (RFC 3325); From keeps the trunk's user.
+    Pai,
+    Both,
 }
 
 impl Trunk {
@@ -98,6 +109,18 @@ impl Validator<'_> {
                     format!("trunk {name:?} registers but has no username or password"),
                 );
             }
+            let caller_id_in = match t.caller_id_in.get_ref().as_str() {
+                "from" => CallerIdIn::From,
+                "pai" => CallerIdIn::Pai,
+                "both" => CallerIdIn::Both,
+                other => {
+                    self.error(
+                        t.caller_id_in.span(),
+                        format!("caller_id_in {other:?}: expected \"from\", \"pai\" or \"both\""),
+                    );
+                    CallerIdIn::From
+                }
+            };
             let mut inbound = Vec::new();
             for n in &t.inbound_ips {
                 match n.get_ref().parse::<IpNetwork>() {
@@ -118,6 +141,7 @@ impl Validator<'_> {
                 expires_s: t.expires_s.clamp(60, 86_400),
                 inbound,
                 max_channels: t.max_channels,
+                caller_id_in,
             });
         }
         out

@@ -56,16 +56,20 @@ fn new_call(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, St
     if let Some(trunk) = cx.config.trunks.iter().find(|t| t.sends_from(cx.from.addr)) {
         return from_trunk(req, cx, trunk);
     }
-    let (_ruri, account) = addressed_account(req, cx.config)?;
+    let (ruri, account) = addressed_account(req, cx.config)?;
     let user = authenticate(req, cx, account, Challenger::Proxy)?;
-    cx.engines.calls.start_call(
-        cx.key.clone(),
-        req.clone(),
-        cx.from,
-        account,
-        crate::call::Caller::user(user, account),
-        cx.now,
-    )?;
+    // The caller ID its external calls present, and the number without
+    // the caller-ID prefixes.
+    let dialled = ruri.user_unescaped().unwrap_or_default();
+    let (presentation, to) = crate::call::caller_id::for_user(account, user, req, &dialled);
+    let caller = crate::call::Caller {
+        to: Some(&to),
+        presentation,
+        ..crate::call::Caller::user(user, account)
+    };
+    cx.engines
+        .calls
+        .start_call(cx.key.clone(), req.clone(), cx.from, account, caller, cx.now)?;
     Ok(Outcome::Deferred)
 }
 
@@ -120,6 +124,7 @@ fn from_trunk(req: &SipMessage, cx: &mut RequestContext<'_>, trunk: &crate::conf
         may_call_out: false,
         trunk: Some(&trunk.name),
         to: Some(to),
+        presentation: Default::default(),
     };
     cx.engines
         .calls

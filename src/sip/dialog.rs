@@ -222,7 +222,8 @@ pub struct CalleeInvite<'a> {
     pub from_number: &'a str,
     pub from_name: Option<&'a str>,
     pub to_user: &'a str,
-    pub domain: &'a str,
+    pub from_domain: &'a str,
+    pub to_domain: &'a str,
     pub max_forwards: u8,
     pub sdp: Bytes,
     pub user_agent: &'a str,
@@ -237,8 +238,11 @@ impl CalleeInvite<'_> {
             .from_name
             .map(|n| format!("\"{}\" ", n.replace('"', "")))
             .unwrap_or_default();
-        let local = format!("{display}<sip:{}@{}>;tag={from_tag}", self.from_number, self.domain);
-        let remote = format!("<sip:{}@{}>", self.to_user, self.domain);
+        let local = format!(
+            "{display}<sip:{}@{}>;tag={from_tag}",
+            self.from_number, self.from_domain
+        );
+        let remote = format!("<sip:{}@{}>", self.to_user, self.to_domain);
         let mut dialog = Dialog {
             call_id: call_id.clone(),
             local,

@@ -239,3 +239,82 @@ fn a_remote_extension_rings_its_sip_uri_or_goes_out_through_a_trunk() {
     // The record names the party the answered leg faced.
     assert_eq!(callees, ["2100", "0611223344"]);
 }
+
+/// What the provider saw of one call out placed by `caller` to `dialled`
+/// (with `extra` SIPp options for the caller, and its scenario).
+fn presented(d: &Daemon, provider_port: u16, caller: &str, dialled: &str, scenario: &str, extra: &[&str]) -> String {
+    let mp = free_port().to_string();
+    let provider = Sipp::new("provider_invite.xml", provider_port)
+        .args(&["-mp", &mp])
+        .spawn();
+    let (cmp, pass) = (free_port().to_string(), format!("demo{caller}"));
+    let uac = Sipp::new(scenario, free_port())
+        .target(&d.target())
+        .args(&[
+            "-s", dialled, "-au", caller, "-ap", &pass, "-key", "caller", caller, "-d", "200", "-mp", &cmp,
+        ])
+        .args(extra)
+        .file("audio.al", &crate::calls::tone_alaw(1))
+        .run();
+    assert_eq!(uac.code, 0, "{}\n{}", uac.errors, uac.messages);
+    let run = provider.wait();
+    assert_eq!(run.code, 0, "{}", run.errors);
+    // What the provider received, with its log lines.
+    format!("{}\n{}", run.logs, run.messages)
+}
+
+#[test]
+fn caller_id_follows_the_group_the_account_and_the_users_allowed_choice() {
+    let port = free_port();
+    let keys = "trunks = [\"main\"]\ncaller_id = \"+34910000000\"\ncaller_id_choice = true\n\
+                [[accounts.users]]\nextension = \"1005\"\npassword = \"demo1005\"\noutbound = true\ncaller_ids = [\"+34910000007\"]\n\
+                [[accounts.groups]]\nnumber = \"2300\"\nmembers = [\"1001\"]\ncaller_id = \"+34910000099\"\n";
+    let d = Daemon::start_with_account(&trunk("main", port, "caller_id_in = \"both\"\n"), keys);
+    // A member of a group with its own caller ID presents it (in From and
+    // P-Asserted-Identity: this trunk has caller_id_in = "both").
+    let log = presented(&d, port, "1001", "0611223344", "uac_call.xml", &[]);
+    assert!(log.contains("<sip:+34910000099@127.0.0.1>;tag="), "{log}");
+    assert!(
+        log.contains("P-Asserted-Identity: <sip:+34910000099@127.0.0.1>"),
+        "{log}"
+    );
+    // Others present the account's.
+    let log = presented(&d, port, "1005", "0611223344", "uac_call.xml", &[]);
+    assert!(log.contains("<sip:+34910000000@127.0.0.1>;tag="), "{log}");
+    // A choice of the user's own, asked for in a header, is presented...
+    let log = presented(
+        &d,
+        port,
+        "1005",
+        "0611223344",
+        "uac_call_cid.xml",
+        &["-key", "cid", "+34910000007"],
+    );
+    assert!(log.contains("<sip:+34910000007@127.0.0.1>;tag="), "{log}");
+    // ...one that is not the user's is replaced by the default and logged.
+    let log = presented(
+        &d,
+        port,
+        "1005",
+        "0611223344",
+        "uac_call_cid.xml",
+        &["-key", "cid", "+34666666666"],
+    );
+    assert!(
+        log.contains("<sip:+34910000000@127.0.0.1>;tag=") && !log.contains("+34666666666"),
+        "{log}"
+    );
+    d.wait_for_log("caller ID not allowed for this user; the default is presented user=1005 caller_id=+34666666666");
+    // *67: anonymous, the number only in P-Asserted-Identity, Privacy: id.
+    let log = presented(&d, port, "1005", "*670611223344", "uac_call.xml", &[]);
+    assert!(
+        log.contains("request sip:0611223344@127.0.0.1"),
+        "the prefix is not dialled: {log}"
+    );
+    assert!(log.contains("\"Anonymous\" <sip:anonymous@anonymous.invalid>"), "{log}");
+    assert!(
+        log.contains("P-Asserted-Identity: <sip:+34910000000@127.0.0.1>"),
+        "{log}"
+    );
+    assert!(log.contains("Privacy: id"), "{log}");
+}
