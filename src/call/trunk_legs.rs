@@ -25,9 +25,11 @@ impl CallEngine {
                 tracing::info!(trunk = %trunk.name, "trunk at max_channels; trying the next");
                 continue;
             }
+            // As the provider wants it written (E.164, national, as dialled).
+            let number = trunk.number_format.apply(number);
             return Some(Contact {
-                target: number.to_string(),
                 uri: format!("sip:{number}@{}", host_port(trunk.address)),
+                target: number,
                 peer: crate::trunk::registration::peer_of(&trunk),
                 trunk: Some(trunk),
             });

@@ -2,6 +2,7 @@
 //! [`Config`]; every error names file:line:col and the reason.
 
 mod network;
+mod numbers;
 pub mod schema;
 #[cfg(test)]
 mod tests;
@@ -10,6 +11,7 @@ mod trunks;
 use crate::sip::digest::Algorithm;
 use crate::sip::transaction::TimerConfig;
 pub use network::IpNetwork;
+pub use numbers::NumberFormat;
 pub use schema::Role;
 use schema::{AccountSection, RawConfig};
 use std::collections::HashMap;

@@ -74,6 +74,19 @@ pub struct TrunkSection {
     /// Calls at once through the trunk (0: no limit). Default 0.
     #[serde(default)]
     pub max_channels: u32,
+    /// How called numbers are written: "as_dialled", "e164" or "national".
+    /// Default "as_dialled".
+    #[serde(default)]
+    pub number_format: Option<Spanned<String>>,
+    /// Country code for "e164"/"national" (e.g. "34").
+    #[serde(default)]
+    pub country_code: Option<String>,
+    /// National trunk prefix. Default "0".
+    #[serde(default)]
+    pub national_prefix: Option<String>,
+    /// International call prefix. Default "00".
+    #[serde(default)]
+    pub international_prefix: Option<String>,
     /// Where the caller ID goes: "from", "pai" (P-Asserted-Identity, From
     /// keeps `from_user`) or "both". Default "from".
     #[serde(default = "default_caller_id_in")]

@@ -152,3 +152,12 @@ fn trunks_dids_and_remote_extensions_are_checked() {
     );
     assert!(e[4].contains("is neither sip:user@host nor a number"), "{e:?}");
 }
+
+#[test]
+fn a_number_format_needs_its_country_code() {
+    let e = errors("[[trunks]]\nname = \"t\"\naddress = \"127.0.0.1\"\nnumber_format = \"e164\"\n[[accounts]]\ndomain = \"a.test\"\n");
+    assert!(
+        e.len() == 1 && e[0].starts_with("t.toml:4:17: number_format \"e164\" needs country_code"),
+        "{e:?}"
+    );
+}

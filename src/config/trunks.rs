@@ -28,6 +28,8 @@ pub struct Trunk {
     pub max_channels: u32,
     /// Where the caller ID goes toward the provider.
     pub caller_id_in: CallerIdIn,
+    /// How called numbers are written toward the provider.
+    pub number_format: super::NumberFormat,
 }
 
 /// Where a trunk carries the caller ID.
@@ -121,6 +123,7 @@ impl Validator<'_> {
                     CallerIdIn::From
                 }
             };
+            let number_format = self.number_format(&t);
             let mut inbound = Vec::new();
             for n in &t.inbound_ips {
                 match n.get_ref().parse::<IpNetwork>() {
@@ -142,9 +145,66 @@ impl Validator<'_> {
                 inbound,
                 max_channels: t.max_channels,
                 caller_id_in,
+                number_format,
             });
         }
         out
+    }
+
+    fn number_format(&mut self, t: &TrunkSection) -> super::NumberFormat {
+        use super::NumberFormat;
+        let Some(format) = &t.number_format else {
+            return NumberFormat::AsDialled;
+        };
+        let parts = || {
+            (
+                t.country_code.clone().unwrap_or_default(),
+                t.national_prefix.clone().unwrap_or_else(|| "0".into()),
+                t.international_prefix.clone().unwrap_or_else(|| "00".into()),
+            )
+        };
+        let needs_country = |v: &mut Self| {
+            if t.country_code
+                .as_deref()
+                .is_none_or(|c| c.is_empty() || !c.chars().all(|d| d.is_ascii_digit()))
+            {
+                v.error(
+                    format.span(),
+                    format!(
+                        "number_format {:?} needs country_code (digits, e.g. \"34\")",
+                        format.get_ref()
+                    ),
+                );
+            }
+        };
+        match format.get_ref().as_str() {
+            "as_dialled" => NumberFormat::AsDialled,
+            "e164" => {
+                needs_country(self);
+                let (country_code, national_prefix, international_prefix) = parts();
+                NumberFormat::E164 {
+                    country_code,
+                    national_prefix,
+                    international_prefix,
+                }
+            }
+            "national" => {
+                needs_country(self);
+                let (country_code, national_prefix, international_prefix) = parts();
+                NumberFormat::National {
+                    country_code,
+                    national_prefix,
+                    international_prefix,
+                }
+            }
+            other => {
+                self.error(
+                    format.span(),
+                    format!("number_format {other:?}: expected \"as_dialled\", \"e164\" or \"national\""),
+                );
+                NumberFormat::AsDialled
+            }
+        }
     }
 
     /// An account's trunk names (each must exist) and DIDs.

@@ -318,3 +318,40 @@ fn caller_id_follows_the_group_the_account_and_the_users_allowed_choice() {
     );
     assert!(log.contains("Privacy: id"), "{log}");
 }
+
+#[test]
+fn a_provider_that_is_down_shows_the_trunk_failing_then_it_recovers_when_told_to_retry() {
+    let port = free_port();
+    let provider = Sipp::new("provider_outage.xml", port).spawn();
+    let d = Daemon::start_with("", &trunk("main", port, "register = true\n"), &default_dialplan());
+    d.wait_for_log("trunk registration failed trunk=main code=503 reason=Service Unavailable retry_in_s=1");
+    // The provider's Retry-After (1 s), not the 30 s default backoff.
+    d.wait_for_log("trunk registered trunk=main expires_s=3600");
+    assert_eq!(provider.wait().code, 0);
+    let t = trunk_status(&d, "main");
+    assert_eq!(
+        (t["status"].as_str(), t["failures"].as_u64()),
+        (Some("registered"), Some(0)),
+        "{t}"
+    );
+    let events: Vec<String> = d
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("TrunkStatus"))
+        .cloned()
+        .collect();
+    assert!(events.len() >= 2, "status changes are domain events: {events:?}");
+}
+
+#[test]
+fn numbers_go_to_the_provider_in_the_format_it_wants() {
+    let port = free_port();
+    let extra = "number_format = \"e164\"\ncountry_code = \"34\"\nnational_prefix = \"\"\n";
+    let d = Daemon::start_with_account(&trunk("main", port, extra), "trunks = [\"main\"]\n");
+    let log = presented(&d, port, "1001", "611223344", "uac_call.xml", &[]);
+    assert!(log.contains("request sip:+34611223344@127.0.0.1"), "{log}");
+    let log = presented(&d, port, "1001", "0033123456789", "uac_call.xml", &[]);
+    assert!(log.contains("request sip:+33123456789@127.0.0.1"), "{log}");
+}
