@@ -12,6 +12,7 @@ command -v baresip >/dev/null || need+=(baresip baresip-core)
 [ -e /usr/lib/baresip/modules/aufile.so ] || need+=(baresip-core)
 command -v sox >/dev/null || need+=(sox)
 command -v svwar >/dev/null || need+=(sipvicious)
+command -v kamailio >/dev/null || need+=(kamailio)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

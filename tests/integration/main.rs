@@ -7,6 +7,7 @@ mod calls;
 mod chat;
 mod dialplans;
 mod harness;
+mod kamailio_provider;
 mod operations;
 mod presence;
 mod raw_client;
