@@ -58,8 +58,9 @@ impl NumberFormat {
 mod tests {
     use super::*;
 
-    fn spain(national: bool) -> NumberFormat {
-        let (country_code, national_prefix, international_prefix) = ("34".into(), "".into(), "00".into());
+    /// A country's format: E.164 or national.
+    fn country(cc: &str, national_prefix: &str, national: bool) -> NumberFormat {
+        let (country_code, national_prefix, international_prefix) = (cc.into(), national_prefix.into(), "00".into());
         if national {
             NumberFormat::National {
                 country_code,
@@ -75,21 +76,12 @@ mod tests {
         }
     }
 
+    fn spain(national: bool) -> NumberFormat {
+        country("34", "", national)
+    }
+
     fn uk(national: bool) -> NumberFormat {
-        let (country_code, national_prefix, international_prefix) = ("44".into(), "0".into(), "00".into());
-        if national {
-            NumberFormat::National {
-                country_code,
-                national_prefix,
-                international_prefix,
-            }
-        } else {
-            NumberFormat::E164 {
-                country_code,
-                national_prefix,
-                international_prefix,
-            }
-        }
+        country("44", "0", national)
     }
 
     #[test]

@@ -122,8 +122,8 @@ fn without_a_trunk_an_external_call_gets_503() {
 /// A provider at 127.0.0.1:`port` (calls by address, no registration)
 /// and the demo account's DIDs: +34910000001 → 1004, +34910000002 → the
 /// dialplan.
-fn did_daemon(port: u16, extra_trunk: &str) -> Daemon {
-    let sections = format!("[[trunks]]\nname = \"prov\"\naddress = \"127.0.0.1:{port}\"\n{extra_trunk}");
+fn did_daemon(port: u16) -> Daemon {
+    let sections = format!("[[trunks]]\nname = \"prov\"\naddress = \"127.0.0.1:{port}\"\n");
     let keys = "trunks = [\"prov\"]\n\
                 [[accounts.dids]]\nnumber = \"+34910000001\"\nto = \"1004\"\n\
                 [[accounts.dids]]\nnumber = \"+34910000002\"\nto = \"dialplan\"\n";
@@ -144,7 +144,7 @@ fn provider_calls(d: &Daemon, port: u16, did: &str, extra: &[&str]) -> crate::ha
 #[test]
 fn a_call_to_a_did_reaches_its_user_with_the_customers_number() {
     let port = free_port();
-    let d = did_daemon(port, "");
+    let d = did_daemon(port);
     let callee = crate::calls::callee(&d, "1004", "uas_answer.xml", &[]);
     let run = provider_calls(&d, port, "+34910000001", &[]);
     assert_eq!(run.code, 0, "{}\n{}", run.errors, run.messages);
@@ -162,26 +162,34 @@ fn a_call_to_a_did_reaches_its_user_with_the_customers_number() {
     d.wait_for_log("call from a trunk trunk=prov did=+34910000001");
 }
 
+/// The provider calls `did` and is refused with `code`; the daemon logs `line`.
+fn refused(did: &str, code: u16, line: &str) {
+    let port = free_port();
+    let d = did_daemon(port);
+    let run = provider_calls(&d, port, did, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.errors, run.messages);
+    assert!(run.logs.contains(&format!("refused {code}")), "{}", run.logs);
+    d.wait_for_log(line);
+}
+
 #[test]
 fn an_unknown_did_is_refused_with_404() {
-    let port = free_port();
-    let d = did_daemon(port, "");
-    let run = provider_calls(&d, port, "+34999999999", &[]);
-    assert_eq!(run.code, 0, "{}\n{}", run.errors, run.messages);
-    assert!(run.logs.contains("refused 404"), "{}", run.logs);
-    d.wait_for_log("call from a trunk to an unknown DID refused trunk=prov number=+34999999999");
+    refused(
+        "+34999999999",
+        404,
+        "call from a trunk to an unknown DID refused trunk=prov number=+34999999999",
+    );
 }
 
 #[test]
 fn a_call_from_a_trunk_may_not_go_out_through_one_unless_the_dialplan_names_it() {
-    let port = free_port();
-    let d = did_daemon(port, "");
     // The shipped dialplan sends +34910000002 (a long number) out as
     // external, without naming a trunk: refused.
-    let run = provider_calls(&d, port, "+34910000002", &[]);
-    assert_eq!(run.code, 0, "{}\n{}", run.errors, run.messages);
-    assert!(run.logs.contains("refused 403"), "{}", run.logs);
-    d.wait_for_log("outbound call refused: no permission caller=+34600111222");
+    refused(
+        "+34910000002",
+        403,
+        "outbound call refused: no permission caller=+34600111222",
+    );
 }
 
 #[test]
