@@ -29,6 +29,8 @@ mod originate;
 #[cfg(test)]
 mod tests;
 mod trunk_legs;
+#[cfg(test)]
+mod trunk_tests;
 
 pub use inbound::Caller;
 pub use originate::DialRequest;
