@@ -44,9 +44,13 @@ pub struct TrunkSection {
     /// The provider, `host[:port]` (port 5060 by default); a name is
     /// resolved (A/AAAA) when the config is loaded.
     pub address: Spanned<String>,
-    /// `udp` only for now.
+    /// `udp`, `tcp` or `tls`. Default `udp`.
     #[serde(default = "default_trunk_transport")]
     pub transport: Spanned<String>,
+    /// For `tls`: a PEM file of the CA certificates the provider's
+    /// certificate is checked against. Default: the Mozilla roots.
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
     /// Digest credentials the provider gave; empty for trunks by IP.
     #[serde(default)]
     pub username: String,

@@ -132,7 +132,7 @@ fn tls_files_are_read_at_load_and_a_bad_one_names_its_line() {
 
 #[test]
 fn trunks_dids_and_remote_extensions_are_checked() {
-    let text = "[[trunks]]\nname = \"main\"\naddress = \"127.0.0.1:5099\"\ntransport = \"tcp\"\n\
+    let text = "[[trunks]]\nname = \"main\"\naddress = \"127.0.0.1:5099\"\ntransport = \"sctp\"\n\
 [[accounts]]\ndomain = \"pbx.test\"\ntrunks = [\"main\", \"nope\"]\n\
 [[accounts.users]]\nextension = \"1001\"\npassword = \"x\"\n\
 [[accounts.dids]]\nnumber = \"+3491\"\nto = \"9999\"\n\
@@ -141,7 +141,7 @@ fn trunks_dids_and_remote_extensions_are_checked() {
     let e = errors(text);
     assert_eq!(e.len(), 5, "{e:?}");
     assert!(
-        e[0].starts_with("t.toml:4:13: trunk transport \"tcp\" is not supported yet"),
+        e[0].starts_with("t.toml:4:13: trunk transport \"sctp\": expected \"udp\", \"tcp\" or \"tls\""),
         "{e:?}"
     );
     assert!(e[1].contains("no trunk named \"nope\""), "{e:?}");

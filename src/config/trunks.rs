@@ -13,6 +13,9 @@ pub struct Trunk {
     pub name: String,
     /// Where requests to the provider go (resolved at load).
     pub address: SocketAddr,
+    pub transport: crate::sip::transaction::TransportKind,
+    /// For TLS: the CA file the provider's certificate is checked against.
+    pub ca_file: Option<std::path::PathBuf>,
     /// The host as written (for Request-URIs and the From domain).
     pub host: String,
     pub username: String,
@@ -88,14 +91,24 @@ impl Validator<'_> {
             if name.is_empty() || out.iter().any(|o| o.name == name) {
                 self.error(t.name.span(), format!("trunk name {name:?} is empty or used twice"));
             }
-            if !t.transport.get_ref().eq_ignore_ascii_case("udp") {
-                self.error(
-                    t.transport.span(),
-                    format!(
-                        "trunk transport {:?} is not supported yet: use \"udp\"",
-                        t.transport.get_ref()
-                    ),
-                );
+            use crate::sip::transaction::TransportKind;
+            let transport = match t.transport.get_ref().to_ascii_lowercase().as_str() {
+                "udp" => TransportKind::Udp,
+                "tcp" => TransportKind::Tcp,
+                "tls" => TransportKind::Tls,
+                other => {
+                    self.error(
+                        t.transport.span(),
+                        format!("trunk transport {other:?}: expected \"udp\", \"tcp\" or \"tls\""),
+                    );
+                    TransportKind::Udp
+                }
+            };
+            let ca_file = t.ca_file.as_ref().map(|f| std::path::PathBuf::from(f.get_ref()));
+            if let (Some(path), Some(span)) = (&ca_file, t.ca_file.as_ref().map(|f| f.span())) {
+                if let Err(e) = crate::sip::tls::client_config(Some(path)) {
+                    self.error(span, e.to_string());
+                }
             }
             let written = t.address.get_ref().trim();
             let (host, address) = match resolve(written) {
@@ -137,6 +150,8 @@ impl Validator<'_> {
                 from_domain: t.from_domain.unwrap_or_else(|| host.clone()),
                 name,
                 address,
+                transport,
+                ca_file,
                 host,
                 username: t.username,
                 password: t.password,

@@ -72,6 +72,33 @@ pub fn trunk_registrations(config: &Config) -> crate::trunk::Registrations {
     )
 }
 
+/// The providers connections may be opened to: trunks over TCP or TLS.
+pub fn trunk_dialables(config: &Config) -> Vec<(crate::sip::transaction::Peer, transport::Dialable)> {
+    use crate::sip::transaction::TransportKind;
+    config
+        .trunks
+        .iter()
+        .filter(|t| t.transport != TransportKind::Udp)
+        .filter_map(|t| {
+            let tls = match t.transport {
+                TransportKind::Tls => match crate::sip::tls::client_config(t.ca_file.as_deref()) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::error!(trunk = %t.name, error = %e, "trunk TLS settings unusable");
+                        return None;
+                    }
+                },
+                _ => None,
+            };
+            let dial = transport::Dialable {
+                server_name: t.host.clone(),
+                tls,
+            };
+            Some((crate::trunk::registration::peer_of(t), dial))
+        })
+        .collect()
+}
+
 /// The RTP relay; a prompt that has been played is reported to the core.
 fn relay(config: &Config, commands: mpsc::Sender<Command>) -> crate::media::Relay {
     let pool = crate::media::RelayPool::new(config.media.rtp_ip, config.media.port_min, config.media.port_max);
@@ -154,6 +181,7 @@ where
     let transports = transport::start(&config.listen, config.udp, config.tcp, tls, limits, in_tx)
         .await
         .map_err(RunError::Listen)?;
+    transports.set_dialable(trunk_dialables(&config));
     crate::ctl::serve(&config.control_socket, cmd_tx.clone()).map_err(|source| RunError::Control {
         path: config.control_socket.display().to_string(),
         source,

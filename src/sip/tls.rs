@@ -60,6 +60,46 @@ pub fn server_config(certificate: &Path, private_key: &Path) -> Result<Arc<rustl
         })
 }
 
+/// TLS client settings for connections to providers: certificates checked
+/// against `ca_file` (PEM) when given, else the Mozilla roots
+/// (webpki-roots).
+pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsFileError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let fault = |reason: String| TlsFileError {
+                file: PemFile::Certificate,
+                path: path.display().to_string(),
+                reason,
+            };
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<_, _>>())
+                .map_err(|e| fault(pem_reason(e)))?;
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| fault(format!("not a usable CA certificate: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(fault("no CERTIFICATE block in the file".into()));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    #[allow(deprecated)] // ring: see server_config
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsFileError {
+            file: PemFile::Certificate,
+            path: String::new(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 fn pem_reason(e: rustls_pki_types::pem::Error) -> String {
     match e {
         rustls_pki_types::pem::Error::Io(e) => format!("cannot read: {e}"),

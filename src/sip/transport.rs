@@ -102,13 +102,25 @@ impl Drop for CountedConnection {
     }
 }
 
-/// Sends messages on the sockets the daemon listens on. Cheap to clone.
-#[derive(Clone, Default)]
+/// A peer we may open a TCP or TLS connection to (a trunk's provider),
+/// with the name its certificate must carry and the TLS client settings.
+#[derive(Clone)]
+pub struct Dialable {
+    pub server_name: String,
+    pub tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+}
+
+/// Sends messages on the sockets the daemon listens on, and on the
+/// connections peers opened or it opened to providers. Cheap to clone.
+#[derive(Clone)]
 pub struct TransportHandle {
     /// Each UDP socket with its bound address (asked once: `getsockname`
     /// per send was 1.5 % of a registration's CPU).
     udp: Arc<Vec<(SocketAddr, Arc<UdpSocket>)>>,
     streams: ConnectionTable,
+    dialable: Arc<Mutex<HashMap<Peer, Dialable>>>,
+    limits: TransportLimits,
+    inbound: mpsc::Sender<Inbound>,
 }
 
 impl TransportHandle {
@@ -129,26 +141,77 @@ impl TransportHandle {
                     None => tracing::warn!(to = %t.to.addr, "no UDP socket of that address family"),
                 }
             }
-            // Only over the connection the peer opened (phones keep theirs
-            // open while registered, RFC 5626 style).
+            // Over the connection the peer opened (phones keep theirs open
+            // while registered, RFC 5626 style); to a provider, over one we
+            // open when there is none (§18.1.1).
             TransportKind::Tcp | TransportKind::Tls => {
-                let tx = self.streams.lock().expect("connection table").get(&t.to).cloned();
-                match tx {
-                    Some(tx) => {
-                        if tx.try_send(t.data.clone()).is_err() {
-                            tracing::debug!(to = %t.to.addr, "connection gone or congested");
-                        }
+                let mut table = self.streams.lock().expect("connection table");
+                if let Some(tx) = table.get(&t.to) {
+                    if tx.try_send(t.data.clone()).is_err() {
+                        tracing::debug!(to = %t.to.addr, "connection gone or congested");
                     }
-                    None => {
-                        tracing::debug!(to = %t.to.addr, transport = t.to.transport.via_name(), "no connection to peer")
-                    }
+                    return;
                 }
+                let Some(dial) = self.dialable.lock().expect("dialable").get(&t.to).cloned() else {
+                    tracing::debug!(to = %t.to.addr, transport = t.to.transport.via_name(), "no connection to peer");
+                    return;
+                };
+                // Queued until connected; later sends queue behind it.
+                let (tx, rx) = mpsc::channel::<Bytes>(256);
+                let _ = tx.try_send(t.data.clone());
+                table.insert(t.to, tx.clone());
+                let (limits, inbound, streams) = (self.limits, self.inbound.clone(), self.streams.clone());
+                tokio::spawn(connect(t.to, dial, (tx, rx), limits, inbound, streams));
             }
         }
     }
 
     pub fn udp_local_addrs(&self) -> Vec<SocketAddr> {
         self.udp.iter().map(|(a, _)| *a).collect()
+    }
+
+    /// The peers connections may be opened to (replacing the last list).
+    pub fn set_dialable(&self, peers: Vec<(Peer, Dialable)>) {
+        *self.dialable.lock().expect("dialable") = peers.into_iter().collect();
+    }
+}
+
+/// Opens a connection to `peer` (TLS with `dial.tls`), then serves it
+/// with the messages already queued on `channel`.
+async fn connect(
+    peer: Peer,
+    dial: Dialable,
+    channel: (mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>),
+    limits: TransportLimits,
+    inbound: mpsc::Sender<Inbound>,
+    table: ConnectionTable,
+) {
+    let forget = |why: String| {
+        tracing::warn!(peer = %peer.addr, transport = peer.transport.via_name(), error = %why, "cannot connect");
+        let mut t = table.lock().expect("connection table");
+        if t.get(&peer).is_some_and(|tx| tx.same_channel(&channel.0)) {
+            t.remove(&peer);
+        }
+    };
+    let connecting = tokio::net::TcpStream::connect(peer.addr);
+    let tcp = match tokio::time::timeout(limits.partial_message_timeout, connecting).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return forget(e.to_string()),
+        Err(_) => return forget("timed out".into()),
+    };
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = dial.tls else {
+        return stream_connection(tcp, peer, limits, inbound, table.clone(), Some(channel)).await;
+    };
+    let name = match rustls_pki_types::ServerName::try_from(dial.server_name.clone()) {
+        Ok(n) => n,
+        Err(e) => return forget(format!("bad server name {:?}: {e}", dial.server_name)),
+    };
+    let handshake = tokio_rustls::TlsConnector::from(tls).connect(name, tcp);
+    match tokio::time::timeout(limits.partial_message_timeout, handshake).await {
+        Ok(Ok(s)) => stream_connection(s, peer, limits, inbound, table.clone(), Some(channel)).await,
+        Ok(Err(e)) => forget(format!("TLS: {e}")),
+        Err(_) => forget("TLS handshake timed out".into()),
     }
 }
 
@@ -202,6 +265,9 @@ pub async fn start(
     Ok(TransportHandle {
         udp: Arc::new(udp_socks),
         streams,
+        dialable: Arc::default(),
+        limits,
+        inbound,
     })
 }
 
@@ -313,7 +379,7 @@ impl AcceptLoop {
                             addr,
                         };
                         tokio::spawn(async move {
-                            stream_connection(stream, peer, limits, inbound, streams).await;
+                            stream_connection(stream, peer, limits, inbound, streams, None).await;
                             drop(place);
                         });
                         continue;
@@ -328,7 +394,7 @@ impl AcceptLoop {
                                     transport: TransportKind::Tls,
                                     addr,
                                 };
-                                stream_connection(stream, peer, limits, inbound, streams).await;
+                                stream_connection(stream, peer, limits, inbound, streams, None).await;
                             }
                             Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "tls handshake failed"),
                             Err(_) => tracing::debug!(peer = %addr, "tls handshake timed out"),
@@ -346,20 +412,30 @@ impl AcceptLoop {
 }
 
 /// Reads framed messages from one TCP or TLS connection until it closes,
-/// times out or loses framing; writes go through its table entry.
+/// times out or loses framing; writes go through its table entry. A
+/// connection we opened comes with its `queued` channel (already in the
+/// table) and may stay quiet as long as the idle timeout from the start.
 async fn stream_connection<S>(
     stream: S,
     peer: Peer,
     limits: TransportLimits,
     inbound: mpsc::Sender<Inbound>,
     table: ConnectionTable,
+    queued: Option<(mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>)>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let addr = peer.addr;
+    let ours = queued.is_some();
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<Bytes>(256);
-    table.lock().expect("connection table").insert(peer, tx.clone());
+    let (tx, mut rx) = match queued {
+        Some(c) => c,
+        None => {
+            let c = mpsc::channel::<Bytes>(256);
+            table.lock().expect("connection table").insert(peer, c.0.clone());
+            c
+        }
+    };
     let writer = tokio::spawn(async move {
         while let Some(data) = rx.recv().await {
             // TLS buffers records: flush sends them now (a no-op for TCP).
@@ -373,7 +449,7 @@ async fn stream_connection<S>(
     'conn: loop {
         // A half message must complete in time, and so must a new
         // connection's first message; between messages, the idle timeout.
-        let wait = if buf.is_empty() && messages > 0 {
+        let wait = if buf.is_empty() && (messages > 0 || ours) {
             limits.idle_timeout
         } else {
             limits.partial_message_timeout
@@ -421,7 +497,13 @@ async fn stream_connection<S>(
             }
         }
     }
-    table.lock().expect("connection table").remove(&peer);
+    {
+        // Only our own entry: a newer connection to the peer may be there.
+        let mut t = table.lock().expect("connection table");
+        if t.get(&peer).is_some_and(|x| x.same_channel(&tx)) {
+            t.remove(&peer);
+        }
+    }
     drop(tx);
     let _ = writer.await;
 }

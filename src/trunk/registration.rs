@@ -106,9 +106,14 @@ impl Registrations {
                 let via_addr = local(peer_of(t));
                 Registration {
                     contact: format!(
-                        "<sip:{}@{}>;+sip.instance=\"<urn:uuid:{}>\"",
+                        "<sip:{}@{}{}>;+sip.instance=\"<urn:uuid:{}>\"",
                         t.from_user,
                         host_port(via_addr),
+                        match t.transport {
+                            TransportKind::Udp => "",
+                            TransportKind::Tcp => ";transport=tcp",
+                            TransportKind::Tls => ";transport=tls",
+                        },
                         instance_of(t)
                     ),
                     trunk: t.clone(),
@@ -278,7 +283,7 @@ impl Registrations {
         let mut headers = vec![
             header(
                 HeaderName::Via,
-                format!("SIP/2.0/UDP {};branch={};rport", host_port(r.via_addr), new_branch()),
+                crate::sip::dialog::via(peer_of(t), r.via_addr, &new_branch()),
             ),
             header(HeaderName::MaxForwards, "70".into()),
             header(HeaderName::From, format!("{aor};tag={}", r.from_tag)),
@@ -323,7 +328,7 @@ fn instance_of(t: &Trunk) -> String {
 /// Where a trunk's requests go.
 pub fn peer_of(t: &Trunk) -> Peer {
     Peer {
-        transport: TransportKind::Udp,
+        transport: t.transport,
         addr: t.address,
     }
 }

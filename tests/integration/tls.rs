@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// A self-signed certificate for 127.0.0.1 and ::1, written as PEM files
 /// `NAME.pem` and `NAME.key` in `dir`; returns their paths and the DER.
-fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
+pub fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
     let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "::1".into()]).unwrap();
     let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
     std::fs::write(&cert, c.cert.pem()).unwrap();

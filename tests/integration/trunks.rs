@@ -363,3 +363,98 @@ fn numbers_go_to_the_provider_in_the_format_it_wants() {
     let log = presented(&d, port, "1001", "0033123456789", "uac_call.xml", &[]);
     assert!(log.contains("request sip:+33123456789@127.0.0.1"), "{log}");
 }
+
+#[test]
+fn a_tcp_trunk_registers_over_a_connection_switchboard_opens() {
+    let port = free_port();
+    let provider = Sipp::new("provider_register.xml", port).args(&["-t", "t1"]).spawn();
+    let d = Daemon::start_with(
+        "",
+        &trunk("main", port, "register = true\ntransport = \"tcp\"\n"),
+        &default_dialplan(),
+    );
+    d.wait_for_log("trunk registered trunk=main expires_s=2");
+    d.wait_for_log("trunk registered trunk=main expires_s=3600");
+    let run = provider.wait();
+    assert_eq!(run.code, 0, "{}", run.errors);
+    assert!(run.messages.contains("Via: SIP/2.0/TCP "), "{}", run.messages);
+    assert!(run.messages.contains(";transport=tcp>"), "the Contact names TCP");
+}
+
+/// A provider's registrar over TLS (a rustls server with `cert`/`key`):
+/// answers each REGISTER on its one connection 200 for an hour; returns
+/// the requests it got.
+fn tls_registrar(
+    listener: std::net::TcpListener,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::thread::JoinHandle<Vec<String>> {
+    use std::io::{Read, Write};
+    use tokio_rustls::rustls;
+    let config = switchboard::sip::tls::server_config(cert, key).unwrap();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let (mut seen, mut buf) = (Vec::new(), Vec::new());
+        while seen.is_empty() {
+            let mut chunk = [0u8; 4096];
+            match tls.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            while let Ok((skip, Some(len))) = switchboard::sip::message::frame_len(&buf, 65536) {
+                let frame: Vec<u8> = buf.drain(..skip + len).skip(skip).collect();
+                let req = switchboard::sip::SipMessage::parse_framed(bytes::Bytes::from(frame)).unwrap();
+                let mut ok = switchboard::sip::response::response_to(&req, 200, None, "prov");
+                ok.push_header(switchboard::sip::HeaderName::Expires, "3600");
+                tls.write_all(&ok.to_bytes()).unwrap();
+                tls.flush().unwrap();
+                seen.push(String::from_utf8_lossy(&req.to_bytes()).into_owned());
+            }
+        }
+        seen
+    })
+}
+
+#[test]
+fn a_tls_trunk_checks_the_providers_certificate_and_registers() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, _) = crate::tls::certificate(certs.path(), "provider");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let registrar = tls_registrar(listener, &cert, &key);
+    let extra = format!(
+        "register = true\ntransport = \"tls\"\nca_file = \"{}\"\n",
+        cert.display()
+    );
+    let d = Daemon::start_with("", &trunk("main", port, &extra), &default_dialplan());
+    d.wait_for_log("trunk registered trunk=main expires_s=3600");
+    let seen = registrar.join().unwrap();
+    assert!(seen[0].starts_with("REGISTER sip:127.0.0.1 SIP/2.0"), "{seen:?}");
+    assert!(
+        seen[0].contains("Via: SIP/2.0/TLS ") && seen[0].contains(";transport=tls>"),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn a_tls_trunk_whose_certificate_is_not_trusted_is_not_connected() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, _) = crate::tls::certificate(certs.path(), "provider");
+    let (other, _, _) = crate::tls::certificate(certs.path(), "other");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let registrar = tls_registrar(listener, &cert, &key);
+    let extra = format!(
+        "register = true\ntransport = \"tls\"\nca_file = \"{}\"\n",
+        other.display()
+    );
+    let d = Daemon::start_with("", &trunk("main", port, &extra), &default_dialplan());
+    d.wait_for_log("cannot connect peer=127.0.0.1:");
+    assert!(
+        registrar.join().unwrap().is_empty(),
+        "no REGISTER reached a provider we do not trust"
+    );
+}

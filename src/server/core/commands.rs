@@ -133,6 +133,7 @@ impl Core {
                 if config.trunks != self.config.trunks {
                     // New or changed trunks register afresh.
                     self.engines.trunks = crate::server::trunk_registrations(&config);
+                    self.transports.set_dialable(crate::server::trunk_dialables(&config));
                 }
                 self.dialplans.invalidate();
                 self.config = config;
