@@ -96,6 +96,7 @@ impl CallEngine {
             peer: reply_peer,
             local_cseq: 0,
             via_addr,
+            route_set: dialog::route_set_of_request(&invite),
         };
         let info = CallInfo {
             id: call_id.clone(),
@@ -175,6 +176,10 @@ impl CallEngine {
     pub(super) fn response_on_leg(&self, leg: &Leg, status: u16, reason: Option<&str>) -> SipMessage {
         let mut r = response_to(&leg.invite, status, reason, &leg.local_tag);
         if (101..300).contains(&status) {
+            // The proxies that record-routed stay on the path (§12.1.1).
+            for rr in &leg.dialog.route_set {
+                r.push_header(HeaderName::RecordRoute, rr.clone());
+            }
             r.push_header(
                 HeaderName::Contact,
                 dialog::contact(leg.dialog.peer, leg.dialog.via_addr),

@@ -365,6 +365,7 @@ impl CallEngine {
         if let Some(target) = dialog::contact_uri(&resp) {
             leg.dialog.remote_target = target;
         }
+        leg.dialog.route_set = dialog::route_set_of_response(&resp);
         let ack = leg.dialog.ack(super::cseq_num(&resp));
         let peer = leg.dialog.peer;
         self.out.push_back(Output::Stateless { msg: ack, to: peer });

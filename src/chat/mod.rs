@@ -326,6 +326,7 @@ impl ChatService {
                 peer,
                 local_cseq: 0,
                 via_addr,
+                route_set: Vec::new(),
             };
             let body = bytes::Bytes::from(m.body.clone());
             let mut req = dialog.request(crate::sip::Method::Message, Some(("text/plain;charset=UTF-8", body)));

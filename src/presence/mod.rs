@@ -147,8 +147,12 @@ impl PresenceService {
             peer: from,
             local_cseq: 0,
             via_addr,
+            route_set: crate::sip::dialog::route_set_of_request(req),
         };
         let mut resp = response_to(req, 200, None, &tag);
+        for rr in &dialog.route_set {
+            resp.push_header(HeaderName::RecordRoute, rr.clone());
+        }
         resp.push_header(HeaderName::Expires, expires.to_string());
         resp.push_header(HeaderName::Contact, crate::sip::dialog::contact(from, via_addr));
         let sub = Subscription {

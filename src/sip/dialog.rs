@@ -57,6 +57,10 @@ pub struct Dialog {
     pub local_cseq: u32,
     /// Our address for Via and Contact on this leg.
     pub via_addr: SocketAddr,
+    /// Route headers of in-dialog requests: the Record-Route of the
+    /// dialog-creating request or response (§12.1.1, §12.1.2), so proxies
+    /// that asked to stay on the path (loose routing) see our requests.
+    pub route_set: Vec<String>,
 }
 
 pub fn host_port(a: SocketAddr) -> String {
@@ -118,6 +122,23 @@ pub fn contact(peer: Peer, via_addr: SocketAddr) -> String {
     format!("<sip:switchboard@{}{t}>", host_port(via_addr))
 }
 
+/// The route set a UAC learns from a 2xx: its Record-Route, reversed (§12.1.2).
+pub fn route_set_of_response(resp: &SipMessage) -> Vec<String> {
+    let mut r: Vec<String> = resp
+        .header_values(&HeaderName::RecordRoute)
+        .map(str::to_string)
+        .collect();
+    r.reverse();
+    r
+}
+
+/// The route set a UAS learns from the request: its Record-Route, in order (§12.1.1).
+pub fn route_set_of_request(req: &SipMessage) -> Vec<String> {
+    req.header_values(&HeaderName::RecordRoute)
+        .map(str::to_string)
+        .collect()
+}
+
 /// The Contact URI of a message (for the remote target).
 pub fn contact_uri(msg: &SipMessage) -> Option<String> {
     let c = msg.header_values(&HeaderName::Contact).next()?;
@@ -166,6 +187,7 @@ impl Dialog {
             header(HeaderName::CallId, self.call_id.clone()),
             header(HeaderName::CSeq, format!("{} {}", self.local_cseq, method)),
         ];
+        h.extend(self.routes());
         if matches!(method, Method::Invite | Method::Update) {
             h.push(header(HeaderName::Contact, contact(self.peer, self.via_addr)));
         }
@@ -194,7 +216,12 @@ impl Dialog {
             header(HeaderName::CallId, self.call_id.clone()),
             header(HeaderName::CSeq, format!("{cseq} ACK")),
         ];
+        let h = h.into_iter().chain(self.routes()).collect();
         request(Method::Ack, &self.remote_target, h, Bytes::new())
+    }
+
+    fn routes(&self) -> impl Iterator<Item = Header> + '_ {
+        self.route_set.iter().map(|r| header(HeaderName::Route, r.clone()))
     }
 }
 
@@ -251,6 +278,7 @@ impl CalleeInvite<'_> {
             peer: self.peer,
             local_cseq: 0,
             via_addr: self.via_addr,
+            route_set: Vec::new(),
         };
         let mut req = dialog.request(Method::Invite, Some(("application/sdp", self.sdp.clone())));
         for h in req.headers.iter_mut() {
@@ -261,5 +289,53 @@ impl CalleeInvite<'_> {
         req.push_header(HeaderName::Allow, crate::sip::method::ALLOWED_IN_CALL);
         req.push_header(HeaderName::UserAgent, self.user_agent.to_string());
         (req, dialog)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::transaction::TransportKind;
+
+    #[test]
+    fn requests_in_a_dialog_carry_its_route_set() {
+        let resp = SipMessage::parse_datagram(Bytes::from_static(
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nRecord-Route: <sip:p2;lr>, <sip:p1;lr>\r\n\
+              Record-Route: <sip:p0;lr>\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
+        ))
+        .unwrap();
+        // A UAC reverses the 2xx's Record-Route; a UAS keeps the request's order.
+        assert_eq!(
+            route_set_of_response(&resp),
+            ["<sip:p0;lr>", "<sip:p1;lr>", "<sip:p2;lr>"]
+        );
+        assert_eq!(
+            route_set_of_request(&resp),
+            ["<sip:p2;lr>", "<sip:p1;lr>", "<sip:p0;lr>"]
+        );
+        let mut d = Dialog {
+            call_id: "c".into(),
+            local: "<sip:a@x>;tag=1".into(),
+            remote: "<sip:b@x>;tag=2".into(),
+            remote_target: "sip:b@192.0.2.9".into(),
+            peer: Peer {
+                transport: TransportKind::Udp,
+                addr: "127.0.0.1:5060".parse().unwrap(),
+            },
+            local_cseq: 1,
+            via_addr: "127.0.0.1:5070".parse().unwrap(),
+            route_set: route_set_of_response(&resp),
+        };
+        let bye = d.request(Method::Bye, None);
+        let ack = d.ack(1);
+        for req in [bye, ack] {
+            assert_eq!(
+                req.request_uri(),
+                Some("sip:b@192.0.2.9"),
+                "loose routing: the target stays"
+            );
+            let routes: Vec<&str> = req.header_values(&HeaderName::Route).collect();
+            assert_eq!(routes, ["<sip:p0;lr>", "<sip:p1;lr>", "<sip:p2;lr>"]);
+        }
     }
 }

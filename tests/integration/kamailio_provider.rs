@@ -1,6 +1,8 @@
 //! Kamailio as a real SIP provider: it registers switchboard's trunk with
 //! digest auth, proxy-authenticates its outbound INVITEs and relays them
 //! to a SIPp "customer", and routes a DID call to the registered contact.
+//! It record-routes and relays in-dialog requests only by their Route
+//! headers (loose routing), as providers' proxies do.
 
 use crate::harness::{free_port, Daemon, Sipp};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +27,7 @@ mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "pv.so"
+loadmodule "rr.so"
 loadmodule "maxfwd.so"
 loadmodule "textops.so"
 loadmodule "siputils.so"
@@ -40,9 +43,13 @@ request_route {{
     if (!save("location")) {{ sl_reply_error(); }}
     exit;
   }}
-  # In-dialog requests (switchboard sends them to the provider) go on to
-  # the Request-URI, the far end's contact.
-  if (has_totag()) {{ t_relay(); exit; }}
+  if (has_totag()) {{
+    if (loose_route()) {{ t_relay(); exit; }}
+    if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+    sl_send_reply("404", "Not here");
+    exit;
+  }}
+  if (is_method("INVITE")) {{ record_route(); }}
   if (is_method("INVITE")) {{
     if ($si == "127.0.0.1" && $sp == {switchboard}) {{
       if (!pv_proxy_authenticate("prov.test", "s3cret", "0")) {{ proxy_challenge("prov.test", "0"); exit; }}
@@ -101,7 +108,7 @@ fn kamailio_registers_the_trunk_takes_an_outbound_call_and_delivers_a_did() {
     d.wait_for_log("trunk registered trunk=prov");
     // Out: 1001 → Kamailio (407, answered) → the customer, who echoes audio.
     let mp = free_port().to_string();
-    let customer_phone = Sipp::new("uas_answer.xml", customer)
+    let customer_phone = Sipp::new("uas_answer_rr.xml", customer)
         .args(&["-mp", &mp, "-rtp_echo"])
         .spawn();
     let uac = crate::calls::caller(&d, "1001", "0611223344", 1000, "uac_call.xml");
