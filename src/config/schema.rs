@@ -65,6 +65,10 @@ pub struct TrunkSection {
     /// Registration lifetime asked for, seconds. Default 600.
     #[serde(default = "default_trunk_expires")]
     pub expires_s: u32,
+    /// While registered, an OPTIONS to the provider this often, seconds
+    /// (0: never). Default 30.
+    #[serde(default = "default_trunk_keepalive")]
+    pub keepalive_s: u32,
     /// User part of From (and of the registration). Default `username`.
     #[serde(default)]
     pub from_user: Option<String>,
@@ -106,6 +110,9 @@ fn default_trunk_transport() -> Spanned<String> {
 }
 fn default_trunk_expires() -> u32 {
     600
+}
+fn default_trunk_keepalive() -> u32 {
+    30
 }
 
 /// A remote extension (the seed's "extensión remota"): a number of the

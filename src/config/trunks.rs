@@ -23,6 +23,8 @@ pub struct Trunk {
     pub password: String,
     pub register: bool,
     pub expires_s: u32,
+    /// OPTIONS to the provider this often while registered (0: never).
+    pub keepalive_s: u32,
     pub from_user: String,
     pub from_domain: String,
     /// Sources whose INVITEs are this provider's.
@@ -157,6 +159,7 @@ impl Validator<'_> {
                 password: t.password,
                 register: t.register,
                 expires_s: t.expires_s.clamp(60, 86_400),
+                keepalive_s: t.keepalive_s,
                 inbound,
                 max_channels: t.max_channels,
                 caller_id_in,

@@ -1,7 +1,10 @@
 //! Registering with providers (RFC 3261 §10.2 as a client), sans-IO: a
 //! REGISTER per trunk, answered challenges (401/407, once per attempt),
 //! refreshed before the granted expiry, retried with backoff on failure
-//! (the provider's Retry-After, else doubling from 30 s to 30 min).
+//! (the provider's Retry-After, else doubling from 30 s to 30 min). A
+//! registered trunk is pinged with OPTIONS every `keepalive_s`: no answer
+//! marks it failing, and the first answer after that registers again at
+//! once (the provider restarted, or the path to it came back).
 
 use crate::config::Trunk;
 use crate::sip::addr::NameAddr;
@@ -66,8 +69,17 @@ pub struct StatusChange {
 pub enum TrunkOutput {
     /// Send this REGISTER as a client transaction.
     Register(Outgoing),
+    /// Send this OPTIONS (a keep-alive) and report whether it was answered
+    /// with [`Registrations::on_ping_result`].
+    Ping(Outgoing),
     /// A trunk's status changed.
     Status(StatusChange),
+}
+
+impl Registration {
+    fn keepalive(&self) -> Option<Duration> {
+        (self.trunk.keepalive_s > 0).then(|| Duration::from_secs(self.trunk.keepalive_s.into()))
+    }
 }
 
 struct Registration {
@@ -83,6 +95,11 @@ struct Registration {
     answered: bool,
     /// When to send the next REGISTER; None while one is on its way.
     next_at: Option<Instant>,
+    /// When to send the next OPTIONS; None while one is on its way or
+    /// while not registered.
+    ping_at: Option<Instant>,
+    /// The last OPTIONS got no answer.
+    unreachable: bool,
     failures: u32,
     /// Contact we register (our address toward the provider).
     contact: String,
@@ -129,6 +146,8 @@ impl Registrations {
                     nc: 0,
                     answered: false,
                     next_at: t.register.then_some(now),
+                    ping_at: None,
+                    unreachable: false,
                     failures: 0,
                     via_addr,
                 }
@@ -146,7 +165,7 @@ impl Registrations {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.regs.iter().filter_map(|r| r.next_at).min()
+        self.regs.iter().flat_map(|r| [r.next_at, r.ping_at]).flatten().min()
     }
 
     /// Sends the REGISTERs that are due.
@@ -155,6 +174,10 @@ impl Registrations {
             if self.regs[i].next_at.is_some_and(|at| at <= now) {
                 self.regs[i].next_at = None;
                 self.send(i, None);
+            }
+            if self.regs[i].ping_at.is_some_and(|at| at <= now) {
+                self.regs[i].ping_at = None;
+                self.ping(i);
             }
         }
     }
@@ -182,6 +205,8 @@ impl Registrations {
                 r.answered = false;
                 // Refresh before it lapses: at 80 % of what was granted.
                 r.next_at = Some(now + Duration::from_millis(u64::from(granted) * 800));
+                r.unreachable = false;
+                r.ping_at = r.keepalive().map(|k| now + k);
                 self.set_status(i, RegStatus::Registered { expires_s: granted });
             }
             401 | 407 if !r.answered => {
@@ -241,6 +266,38 @@ impl Registrations {
         }
     }
 
+    /// Trunk `name`'s OPTIONS was answered (any response: the provider is
+    /// there) or not.
+    pub fn on_ping_result(&mut self, name: &str, answered: bool, now: Instant) {
+        let Some(i) = self.regs.iter().position(|r| r.trunk.name == name) else {
+            return;
+        };
+        let r = &mut self.regs[i];
+        let Some(keepalive) = r.keepalive() else { return };
+        if answered && r.unreachable {
+            // Back: its registration may be gone (a restart), so renew it now.
+            tracing::info!(trunk = %r.trunk.name, "provider answers again; registering");
+            r.unreachable = false;
+            r.ping_at = None;
+            if r.next_at.is_some() {
+                r.next_at = Some(now);
+            }
+            return;
+        }
+        r.ping_at = Some(now + keepalive);
+        if !answered && !r.unreachable {
+            r.unreachable = true;
+            tracing::warn!(trunk = %r.trunk.name, "provider does not answer OPTIONS");
+            self.set_status(
+                i,
+                RegStatus::Failing {
+                    code: 408,
+                    reason: "No answer to OPTIONS".into(),
+                },
+            );
+        }
+    }
+
     /// Trunk `name`'s REGISTER got no answer (or could not be sent).
     pub fn on_timeout(&mut self, name: &str, now: Instant) {
         if let Some(i) = self.regs.iter().position(|r| r.trunk.name == name) {
@@ -271,6 +328,41 @@ impl Registrations {
                 status,
             }));
         }
+    }
+
+    /// Queues an OPTIONS to trunk `i`'s provider (out of dialog, §11).
+    fn ping(&mut self, i: usize) {
+        let r = &self.regs[i];
+        let t = &r.trunk;
+        let headers = vec![
+            header(
+                HeaderName::Via,
+                crate::sip::dialog::via(peer_of(t), r.via_addr, &new_branch()),
+            ),
+            header(HeaderName::MaxForwards, "70".into()),
+            header(
+                HeaderName::From,
+                format!("<sip:{}@{}>;tag={}", t.from_user, t.from_domain, random_token()),
+            ),
+            header(HeaderName::To, format!("<sip:{}>", t.host)),
+            header(HeaderName::CallId, format!("{}@switchboard", random_token())),
+            header(HeaderName::CSeq, "1 OPTIONS".into()),
+            header(HeaderName::UserAgent, self.user_agent.clone()),
+            header(HeaderName::ContentLength, "0".into()),
+        ];
+        let req = SipMessage {
+            start: StartLine::Request {
+                method: Method::Options,
+                uri: format!("sip:{}", t.host).into(),
+            },
+            headers,
+            body: bytes::Bytes::new(),
+        };
+        self.out.push_back(TrunkOutput::Ping(Outgoing {
+            trunk: t.name.clone(),
+            req,
+            to: peer_of(t),
+        }));
     }
 
     /// Builds and queues trunk `i`'s REGISTER, with `credentials` when

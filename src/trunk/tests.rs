@@ -24,7 +24,7 @@ fn next_register(regs: &mut Registrations) -> Option<Outgoing> {
     loop {
         match regs.poll_output()? {
             TrunkOutput::Register(r) => return Some(r),
-            TrunkOutput::Status(_) => continue,
+            TrunkOutput::Status(_) | TrunkOutput::Ping(_) => continue,
         }
     }
 }
@@ -86,7 +86,6 @@ fn registers_answering_the_challenge_and_refreshes_before_expiry() {
         regs.poll_output(),
         Some(TrunkOutput::Status(c)) if c.status.name() == "registered"
     ));
-    assert_eq!(regs.poll_timeout(), Some(t0 + Duration::from_secs(80)));
     regs.handle_timeout(t0 + Duration::from_secs(79));
     assert!(next_register(&mut regs).is_none());
     regs.handle_timeout(t0 + Duration::from_secs(80));
@@ -122,4 +121,47 @@ fn failures_back_off_doubling_or_as_the_provider_says() {
     regs.on_response("main", &answer(&r.req, 503, "Retry-After: 7\r\n"), t2);
     assert_eq!(regs.poll_timeout(), Some(t2 + Duration::from_secs(7)));
     assert_eq!(regs.statuses()[0].2, 3, "three failures in a row");
+}
+
+/// The next keep-alive the registrations send.
+fn next_ping(regs: &mut Registrations) -> Option<Outgoing> {
+    std::iter::from_fn(|| regs.poll_output()).find_map(|o| match o {
+        TrunkOutput::Ping(p) => Some(p),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_silent_provider_is_failing_and_its_return_registers_again_at_once() {
+    let t0 = Instant::now();
+    let mut regs = start(t0);
+    regs.handle_timeout(t0);
+    let r = next_register(&mut regs).unwrap();
+    regs.on_response("main", &answer(&r.req, 200, "Expires: 600\r\n"), t0);
+    // Pinged every 30 s (the default) while registered.
+    let t1 = t0 + Duration::from_secs(30);
+    assert_eq!(regs.poll_timeout(), Some(t1));
+    regs.handle_timeout(t1);
+    let ping = next_ping(&mut regs).expect("OPTIONS");
+    assert_eq!(ping.req.method(), Some(&crate::sip::Method::Options));
+    assert_eq!(ping.to.addr, "127.0.0.1:5099".parse().unwrap());
+    regs.on_ping_result("main", true, t1);
+    assert_eq!(regs.statuses()[0].1, RegStatus::Registered { expires_s: 600 });
+    // No answer: failing, and still pinged.
+    let t2 = t1 + Duration::from_secs(30);
+    regs.handle_timeout(t2);
+    assert!(next_ping(&mut regs).is_some());
+    regs.on_ping_result("main", false, t2);
+    assert!(matches!(&regs.statuses()[0].1, RegStatus::Failing { code: 408, .. }));
+    let t3 = t2 + Duration::from_secs(30);
+    assert_eq!(regs.poll_timeout(), Some(t3));
+    // It answers again: a REGISTER goes at once, not at the 480 s refresh.
+    regs.handle_timeout(t3);
+    assert!(next_ping(&mut regs).is_some());
+    regs.on_ping_result("main", true, t3);
+    assert_eq!(regs.poll_timeout(), Some(t3));
+    regs.handle_timeout(t3);
+    let again = next_register(&mut regs).expect("REGISTER after the provider came back");
+    regs.on_response("main", &answer(&again.req, 200, "Expires: 600\r\n"), t3);
+    assert_eq!(regs.statuses()[0].1, RegStatus::Registered { expires_s: 600 });
 }

@@ -458,3 +458,49 @@ fn a_tls_trunk_whose_certificate_is_not_trusted_is_not_connected() {
         "no REGISTER reached a provider we do not trust"
     );
 }
+
+#[test]
+fn a_provider_that_stops_answering_is_failing_and_is_registered_again_when_it_is_back() {
+    use switchboard::sip::{response::response_to, HeaderName, Method, SipMessage};
+    let provider = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    provider
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    let port = provider.local_addr().unwrap().port();
+    let sections = format!(
+        "[sip]\nt1_ms = 50\n{}",
+        trunk("main", port, "register = true\nkeepalive_s = 1\n")
+    );
+    let d = Daemon::start_with("", &sections, &default_dialplan());
+    let (mut registers, mut silent_until) = (0, None::<std::time::Instant>);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // The provider: answers REGISTERs; from the first OPTIONS on it
+    // "restarts" and answers nothing for 4 s (longer than 64·T1), then
+    // answers again. Bounded: 20 s at most.
+    while registers < 2 && std::time::Instant::now() < deadline {
+        let (n, from) = provider
+            .recv_from(&mut buf)
+            .expect("the daemon keeps talking to the provider");
+        let req = SipMessage::parse_datagram(bytes::Bytes::copy_from_slice(&buf[..n])).unwrap();
+        let method = req.method().cloned();
+        seen.push(format!("{:?}", method));
+        if method == Some(Method::Options) && silent_until.is_none() {
+            silent_until = Some(std::time::Instant::now() + std::time::Duration::from_secs(4));
+        }
+        if silent_until.is_some_and(|t| std::time::Instant::now() < t) {
+            continue;
+        }
+        let mut ok = response_to(&req, 200, None, "prov");
+        if method == Some(Method::Register) {
+            registers += 1;
+            ok.push_header(HeaderName::Expires, "3600");
+        }
+        provider.send_to(&ok.to_bytes(), from).unwrap();
+    }
+    assert_eq!(registers, 2, "registered again after the silence: {seen:?}");
+    d.wait_for_log("provider does not answer OPTIONS trunk=main");
+    d.wait_for_log("provider answers again; registering trunk=main");
+    d.wait_for_log("trunk registered trunk=main expires_s=3600");
+}

@@ -37,8 +37,9 @@ pub struct Core {
     chat_tx: HashMap<TxKey, (String, u64)>,
     /// NOTIFYs in flight: client transaction → subscription.
     notify_tx: HashMap<TxKey, crate::presence::SubscriptionId>,
-    /// REGISTERs to providers on their way: transaction → trunk name.
-    trunk_tx: HashMap<TxKey, String>,
+    /// REGISTERs and keep-alive OPTIONS to providers on their way:
+    /// transaction → (trunk name, is a keep-alive).
+    trunk_tx: HashMap<TxKey, (String, bool)>,
     /// Dialplans waiting for the answer to an action, by conversation.
     dialplan_replies: HashMap<CallRef, oneshot::Sender<Reply>>,
     /// Where dialplans run: threads of their own, never the signalling
@@ -184,12 +185,18 @@ impl Core {
         match output {
             TrunkOutput::Register(r) => match self.txl.send_request(r.req, r.to, Instant::now()) {
                 Ok(key) => {
-                    self.trunk_tx.insert(key, r.trunk);
+                    self.trunk_tx.insert(key, (r.trunk, false));
                 }
                 Err(e) => {
                     tracing::warn!(trunk = %r.trunk, error = %e, "REGISTER to the provider not sent");
                     self.engines.trunks.on_timeout(&r.trunk, Instant::now());
                 }
+            },
+            TrunkOutput::Ping(r) => match self.txl.send_request(r.req, r.to, Instant::now()) {
+                Ok(key) => {
+                    self.trunk_tx.insert(key, (r.trunk, true));
+                }
+                Err(_) => self.engines.trunks.on_ping_result(&r.trunk, false, Instant::now()),
             },
             TrunkOutput::Status(change) => {
                 let code = match &change.status {
@@ -211,8 +218,12 @@ impl Core {
             TxEvent::Request { key, request, from } => self.dispatch(key, request, from),
             TxEvent::Timeout { key } => {
                 tracing::debug!(branch = %key.branch, method = %key.method, "transaction timed out");
-                if let Some(trunk) = self.trunk_tx.get(&key) {
-                    self.engines.trunks.on_timeout(trunk, now.mono);
+                if let Some((trunk, ping)) = self.trunk_tx.get(&key) {
+                    if *ping {
+                        self.engines.trunks.on_ping_result(trunk, false, now.mono);
+                    } else {
+                        self.engines.trunks.on_timeout(trunk, now.mono);
+                    }
                 } else if let Some((aor, id)) = self.chat_tx.get(&key).cloned() {
                     self.on_chat_result(&aor, id, 408);
                 } else if let Some(sub) = self.notify_tx.get(&key) {
@@ -222,8 +233,15 @@ impl Core {
                 }
             }
             TxEvent::Response { key, response } => {
-                if let Some(trunk) = self.trunk_tx.get(&key) {
-                    self.engines.trunks.on_response(trunk, &response, now.mono);
+                if let Some((trunk, ping)) = self.trunk_tx.get(&key) {
+                    if *ping {
+                        let answered = response.status().is_some_and(|s| s >= 200);
+                        if answered {
+                            self.engines.trunks.on_ping_result(trunk, true, now.mono);
+                        }
+                    } else {
+                        self.engines.trunks.on_response(trunk, &response, now.mono);
+                    }
                 } else if let Some((aor, id)) = self.chat_tx.get(&key).cloned() {
                     self.on_chat_result(&aor, id, response.status().unwrap_or(500));
                 } else if let Some(sub) = self.notify_tx.get(&key) {
