@@ -20,6 +20,34 @@ pub enum NumberFormat {
 }
 
 impl NumberFormat {
+    /// A caller's number from the provider, in E.164 when the trunk has a
+    /// country (so history and the CRM see one form); anything that is
+    /// not a number (`anonymous`) is left as it is.
+    pub fn caller_e164(&self, number: &str) -> String {
+        let digits = number.strip_prefix('+').unwrap_or(number);
+        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+            return number.to_string();
+        }
+        match self {
+            NumberFormat::AsDialled => number.to_string(),
+            NumberFormat::E164 {
+                country_code,
+                national_prefix,
+                international_prefix,
+            }
+            | NumberFormat::National {
+                country_code,
+                national_prefix,
+                international_prefix,
+            } => NumberFormat::E164 {
+                country_code: country_code.clone(),
+                national_prefix: national_prefix.clone(),
+                international_prefix: international_prefix.clone(),
+            }
+            .apply(number),
+        }
+    }
+
     /// `dialled` in this format.
     pub fn apply(&self, dialled: &str) -> String {
         let (cc, np, ip, national) = match self {
@@ -94,5 +122,10 @@ mod tests {
         assert_eq!(uk(true).apply("+33123456789"), "0033123456789");
         assert_eq!(spain(true).apply("+34611223344"), "611223344");
         assert_eq!(NumberFormat::AsDialled.apply("*123"), "*123");
+        // Callers from the provider: to E.164, names left alone.
+        assert_eq!(uk(true).caller_e164("02071234567"), "+442071234567");
+        assert_eq!(spain(false).caller_e164("611223344"), "+34611223344");
+        assert_eq!(spain(false).caller_e164("anonymous"), "anonymous");
+        assert_eq!(NumberFormat::AsDialled.caller_e164("611223344"), "611223344");
     }
 }

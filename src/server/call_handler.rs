@@ -104,6 +104,7 @@ fn from_trunk(req: &SipMessage, cx: &mut RequestContext<'_>, trunk: &crate::conf
         .header(&HeaderName::Other("P-Asserted-Identity".into()))
         .or_else(|| req.header(&HeaderName::From))
         .and_then(user_of)
+        .map(|n| trunk.number_format.caller_e164(&n))
         .unwrap_or_else(|| "anonymous".into());
     let display = req
         .header(&HeaderName::From)
