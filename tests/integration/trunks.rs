@@ -418,18 +418,24 @@ fn tls_registrar(
     })
 }
 
-#[test]
-fn a_tls_trunk_checks_the_providers_certificate_and_registers() {
+/// A daemon with a TLS trunk to a rustls registrar; the trunk's `ca_file`
+/// is the registrar's certificate, or another one when `trusted` is false.
+fn tls_trunk(trusted: bool) -> (Daemon, std::thread::JoinHandle<Vec<String>>, tempfile::TempDir) {
     let certs = tempfile::tempdir().unwrap();
     let (cert, key, _) = crate::tls::certificate(certs.path(), "provider");
+    let (other, _, _) = crate::tls::certificate(certs.path(), "other");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let registrar = tls_registrar(listener, &cert, &key);
-    let extra = format!(
-        "register = true\ntransport = \"tls\"\nca_file = \"{}\"\n",
-        cert.display()
-    );
+    let ca = if trusted { &cert } else { &other };
+    let extra = format!("register = true\ntransport = \"tls\"\nca_file = \"{}\"\n", ca.display());
     let d = Daemon::start_with("", &trunk("main", port, &extra), &default_dialplan());
+    (d, registrar, certs)
+}
+
+#[test]
+fn a_tls_trunk_checks_the_providers_certificate_and_registers() {
+    let (d, registrar, _certs) = tls_trunk(true);
     d.wait_for_log("trunk registered trunk=main expires_s=3600");
     let seen = registrar.join().unwrap();
     assert!(seen[0].starts_with("REGISTER sip:127.0.0.1 SIP/2.0"), "{seen:?}");
@@ -441,17 +447,7 @@ fn a_tls_trunk_checks_the_providers_certificate_and_registers() {
 
 #[test]
 fn a_tls_trunk_whose_certificate_is_not_trusted_is_not_connected() {
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key, _) = crate::tls::certificate(certs.path(), "provider");
-    let (other, _, _) = crate::tls::certificate(certs.path(), "other");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let registrar = tls_registrar(listener, &cert, &key);
-    let extra = format!(
-        "register = true\ntransport = \"tls\"\nca_file = \"{}\"\n",
-        other.display()
-    );
-    let d = Daemon::start_with("", &trunk("main", port, &extra), &default_dialplan());
+    let (d, registrar, _certs) = tls_trunk(false);
     d.wait_for_log("cannot connect peer=127.0.0.1:");
     assert!(
         registrar.join().unwrap().is_empty(),
