@@ -74,6 +74,11 @@ pub enum Command {
     /// Banned sources with the seconds left (`ctl bans`).
     Bans(oneshot::Sender<Vec<String>>),
     Trunks(oneshot::Sender<Vec<TrunkView>>),
+    /// DNS found trunk `trunk`'s provider at `address`.
+    TrunkAddress {
+        trunk: String,
+        address: std::net::SocketAddr,
+    },
     /// Lifts the ban of an address (`ctl unban IP`): false if it had none.
     Unban {
         ip: std::net::IpAddr,

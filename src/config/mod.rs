@@ -220,6 +220,8 @@ pub struct Config {
     pub chat: ChatSettings,
     pub tls: Option<TlsSettings>,
     pub trunks: Vec<Trunk>,
+    /// Name servers for trunk lookups (empty: the system's).
+    pub dns_servers: Vec<SocketAddr>,
     pub accounts: Vec<Account>,
 }
 
@@ -420,6 +422,13 @@ impl Validator<'_> {
             }
         };
         let trunks = self.trunks(raw.trunks);
+        let mut dns_servers = Vec::new();
+        for d in &raw.dns.servers {
+            match d.get_ref().parse::<SocketAddr>() {
+                Ok(a) => dns_servers.push(a),
+                Err(_) => self.error(d.span(), format!("dns server {:?}: expected IP:PORT", d.get_ref())),
+            }
+        }
         let accounts = self.accounts(raw.accounts, &trunks);
         let media = self.media(&raw.media, &listen);
         let tls = raw.tls.map(|t| self.tls(t));
@@ -477,6 +486,7 @@ impl Validator<'_> {
             media,
             tls,
             trunks,
+            dns_servers,
             chat: ChatSettings {
                 max_message_bytes: raw.chat.max_message_bytes,
                 messages_per_minute: raw.chat.messages_per_minute,

@@ -32,7 +32,18 @@ pub struct RawConfig {
     #[serde(default)]
     pub trunks: Vec<TrunkSection>,
     #[serde(default)]
+    pub dns: DnsSection,
+    #[serde(default)]
     pub accounts: Vec<AccountSection>,
+}
+
+/// Where trunk host names are looked up.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// Name servers, `IP:PORT`. Default: those of /etc/resolv.conf.
+    #[serde(default)]
+    pub servers: Vec<Spanned<String>>,
 }
 
 /// A SIP provider: where calls to external numbers go out and DIDs come in.
@@ -41,8 +52,10 @@ pub struct RawConfig {
 pub struct TrunkSection {
     /// Unique name, used by `accounts.trunks` and `dial(n, {trunk = …})`.
     pub name: Spanned<String>,
-    /// The provider, `host[:port]` (port 5060 by default); a name is
-    /// resolved (A/AAAA) when the config is loaded.
+    /// The provider, `host[:port]`: an IP, or a name with a port (resolved
+    /// with A/AAAA when the config is loaded), or a name alone (looked up
+    /// with DNS SRV, then A/AAAA, by the running daemon and again as the
+    /// records' TTL runs out).
     pub address: Spanned<String>,
     /// `udp`, `tcp` or `tls`. Default `udp`.
     #[serde(default = "default_trunk_transport")]

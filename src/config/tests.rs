@@ -161,3 +161,24 @@ fn a_number_format_needs_its_country_code() {
         "{e:?}"
     );
 }
+
+#[test]
+fn a_trunk_host_without_a_port_is_looked_up_with_srv_by_the_daemon() {
+    let text = "[dns]\nservers = [\"127.0.0.1:5353\"]\n\
+                [[trunks]]\nname = \"a\"\naddress = \"sip.provider.example\"\n\
+                [[trunks]]\nname = \"b\"\naddress = \"localhost:5099\"\n\
+                [[accounts]]\ndomain = \"pbx.test\"\n";
+    let cfg = Config::parse(Path::new("t.toml"), text).unwrap();
+    assert_eq!(cfg.trunks[0].srv_name.as_deref(), Some("sip.provider.example"));
+    assert!(cfg.trunks[0].address.ip().is_unspecified(), "found later, not at load");
+    assert_eq!(
+        (cfg.trunks[1].srv_name.as_deref(), cfg.trunks[1].address.port()),
+        (None, 5099)
+    );
+    assert_eq!(cfg.dns_servers, vec!["127.0.0.1:5353".parse().unwrap()]);
+    let e = errors("[dns]\nservers = [\"nope\"]\n[[accounts]]\ndomain = \"a.test\"\n");
+    assert!(
+        e.len() == 1 && e[0].starts_with("t.toml:2:12: dns server \"nope\""),
+        "{e:?}"
+    );
+}

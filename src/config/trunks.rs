@@ -11,8 +11,13 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trunk {
     pub name: String,
-    /// Where requests to the provider go (resolved at load).
+    /// Where requests to the provider go: resolved at load, or (for a
+    /// host name given without a port) found by DNS SRV at run time and
+    /// unspecified (0.0.0.0) until then.
     pub address: SocketAddr,
+    /// The host name to look up with SRV (RFC 3263 §4.2), when the address
+    /// is a name without a port.
+    pub srv_name: Option<String>,
     pub transport: crate::sip::transaction::TransportKind,
     /// For TLS: the CA file the provider's certificate is checked against.
     pub ca_file: Option<std::path::PathBuf>,
@@ -113,12 +118,16 @@ impl Validator<'_> {
                 }
             }
             let written = t.address.get_ref().trim();
-            let (host, address) = match resolve(written) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.error(t.address.span(), format!("trunk {name:?} address {written:?}: {e}"));
-                    continue;
-                }
+            let (host, address, srv_name) = match srv_candidate(written) {
+                // Looked up by the daemon, with SRV then A/AAAA.
+                Some(host) => (host.clone(), SocketAddr::from(([0, 0, 0, 0], 0)), Some(host)),
+                None => match resolve(written) {
+                    Ok((host, address)) => (host, address, None),
+                    Err(e) => {
+                        self.error(t.address.span(), format!("trunk {name:?} address {written:?}: {e}"));
+                        continue;
+                    }
+                },
             };
             if t.register && (t.username.is_empty() || t.password.is_empty()) {
                 self.error(
@@ -152,6 +161,7 @@ impl Validator<'_> {
                 from_domain: t.from_domain.unwrap_or_else(|| host.clone()),
                 name,
                 address,
+                srv_name,
                 transport,
                 ca_file,
                 host,
@@ -315,6 +325,17 @@ impl Validator<'_> {
         }
         out
     }
+}
+
+/// A host name without a port: found with DNS SRV (RFC 3263 §4.2).
+fn srv_candidate(written: &str) -> Option<String> {
+    let is_name = written.parse::<IpAddr>().is_err()
+        && written
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .is_err()
+        && written.parse::<SocketAddr>().is_err();
+    (is_name && !written.contains(':') && !written.is_empty()).then(|| written.to_string())
 }
 
 /// `host[:port]` (IPv6 in brackets) → the host as written and its first

@@ -4,6 +4,7 @@
 mod call_handler;
 mod chat_handler;
 mod core;
+mod dns;
 mod handler;
 mod method_handlers;
 mod presence_handler;
@@ -182,6 +183,7 @@ where
         .await
         .map_err(RunError::Listen)?;
     transports.set_dialable(trunk_dialables(&config));
+    dns::spawn(&config, cmd_tx.clone());
     crate::ctl::serve(&config.control_socket, cmd_tx.clone()).map_err(|source| RunError::Control {
         path: config.control_socket.display().to_string(),
         source,

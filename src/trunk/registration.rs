@@ -145,7 +145,8 @@ impl Registrations {
                     cseq: 0,
                     nc: 0,
                     answered: false,
-                    next_at: t.register.then_some(now),
+                    // A provider still being looked up (DNS SRV) waits for its address.
+                    next_at: (t.register && !t.address.ip().is_unspecified()).then_some(now),
                     ping_at: None,
                     unreachable: false,
                     failures: 0,
@@ -263,6 +264,24 @@ impl Registrations {
                 let reason = resp.reason().to_string();
                 self.fail(i, status, reason, retry_after, now);
             }
+        }
+    }
+
+    /// Trunk `name`'s provider was found at `address` (a new DNS answer):
+    /// requests go there from now on, and a registering trunk registers
+    /// there at once.
+    pub fn set_address(&mut self, name: &str, address: SocketAddr, now: Instant) {
+        let Some(r) = self.regs.iter_mut().find(|r| r.trunk.name == name) else {
+            return;
+        };
+        if r.trunk.address == address {
+            return;
+        }
+        r.trunk.address = address;
+        if r.trunk.register {
+            r.ping_at = None;
+            r.unreachable = false;
+            r.next_at = Some(now);
         }
     }
 

@@ -6,6 +6,7 @@ mod baresip_peer;
 mod calls;
 mod chat;
 mod dialplans;
+mod dns;
 mod harness;
 mod kamailio_provider;
 mod operations;

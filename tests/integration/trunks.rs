@@ -500,3 +500,46 @@ fn a_provider_that_stops_answering_is_failing_and_is_registered_again_when_it_is
     d.wait_for_log("provider answers again; registering trunk=main");
     d.wait_for_log("trunk registered trunk=main expires_s=3600");
 }
+
+#[test]
+fn a_trunk_given_by_name_is_found_with_dns_srv() {
+    use crate::dns::{serve, Record};
+    let (best, worse) = (free_port(), free_port());
+    let dns = serve(vec![
+        (
+            "_sip._udp.prov.test.",
+            Record::Srv {
+                priority: 20,
+                weight: 0,
+                port: worse,
+                target: "backup.prov.test",
+            },
+        ),
+        (
+            "_sip._udp.prov.test.",
+            Record::Srv {
+                priority: 10,
+                weight: 5,
+                port: best,
+                target: "sip1.prov.test",
+            },
+        ),
+        ("sip1.prov.test.", Record::A("127.0.0.1".parse().unwrap())),
+        ("backup.prov.test.", Record::A("127.0.0.1".parse().unwrap())),
+    ]);
+    let provider = Sipp::new("provider_register.xml", best).spawn();
+    let sections = format!(
+        "[dns]\nservers = [\"127.0.0.1:{}\"]\n{}",
+        dns.port,
+        trunk("main", 0, "register = true\n").replace("127.0.0.1:0", "prov.test")
+    );
+    let d = Daemon::start_with("", &sections, &default_dialplan());
+    // The lowest priority's target, at the port its SRV record gives.
+    d.wait_for_log(&format!(
+        "trunk address found trunk=main name=prov.test address=127.0.0.1:{best}"
+    ));
+    d.wait_for_log("trunk registered trunk=main expires_s=3600");
+    assert_eq!(provider.wait().code, 0);
+    let t = trunk_status(&d, "main");
+    assert_eq!(t["address"], format!("127.0.0.1:{best}"), "{t}");
+}

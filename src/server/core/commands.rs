@@ -124,7 +124,20 @@ impl Core {
                     banned: self.banned_list(),
                 });
             }
-            Command::Reload(config) => {
+            Command::Reload(mut config) => {
+                // Addresses DNS found stay (the lookups go on as started).
+                let found: Vec<_> = self
+                    .config
+                    .trunks
+                    .iter()
+                    .filter(|t| t.srv_name.is_some())
+                    .cloned()
+                    .collect();
+                for t in std::sync::Arc::make_mut(&mut config).trunks.iter_mut() {
+                    if let Some(old) = found.iter().find(|o| o.name == t.name && o.srv_name == t.srv_name) {
+                        t.address = old.address;
+                    }
+                }
                 self.txl.set_timers(config.sip.timers);
                 self.engines
                     .auth
@@ -152,6 +165,18 @@ impl Core {
             }
             Command::Trunks(reply) => {
                 let _ = reply.send(self.trunk_views());
+            }
+            Command::TrunkAddress { trunk, address } => {
+                // Everything reads trunks from the configuration: a copy
+                // with the new address replaces it.
+                let mut config = (*self.config).clone();
+                if let Some(t) = config.trunks.iter_mut().find(|t| t.name == trunk) {
+                    t.address = address;
+                }
+                self.config = std::sync::Arc::new(config);
+                self.engines.trunks.set_address(&trunk, address, Instant::now());
+                self.transports
+                    .set_dialable(crate::server::trunk_dialables(&self.config));
             }
             Command::Unban { ip, reply } => {
                 let lifted = self.engines.auth.unban(ip);
