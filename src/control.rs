@@ -38,6 +38,20 @@ pub struct TrunkView {
     pub failures: u32,
 }
 
+/// One entry of an account's directory (the seed's contact list): a user,
+/// a group or a remote extension.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    pub number: String,
+    pub name: String,
+    /// "user", "group" or "remote".
+    pub kind: String,
+    /// A user's role, a group's members, a remote extension's target.
+    pub detail: String,
+    /// Users: a device is registered.
+    pub registered: Option<bool>,
+}
+
 /// Counters for `ctl status`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct StatusView {
@@ -74,6 +88,11 @@ pub enum Command {
     /// Banned sources with the seconds left (`ctl bans`).
     Bans(oneshot::Sender<Vec<String>>),
     Trunks(oneshot::Sender<Vec<TrunkView>>),
+    /// The directory of the account `domain` (None: the default account).
+    Directory {
+        domain: Option<String>,
+        reply: oneshot::Sender<Result<Vec<DirectoryEntry>, String>>,
+    },
     /// DNS found trunk `trunk`'s provider at `address`.
     TrunkAddress {
         trunk: String,

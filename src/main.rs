@@ -94,6 +94,11 @@ enum CtlCmd {
     Bans,
     /// Trunks and their registration status.
     Trunks,
+    /// An account's users, groups and remote extensions (JSON).
+    Directory {
+        /// The account's domain (default: the default account).
+        domain: Option<String>,
+    },
     /// Lifts the ban of a source address (and its users' lock-outs).
     Unban { ip: std::net::IpAddr },
     /// Chat: `history USER PEER [LIMIT [BEFORE]]`, `unread USER`, `read USER PEER`, `mute USER on|off` (JSON).
@@ -337,6 +342,9 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
         CtlCmd::Calls => "calls".to_string(),
         CtlCmd::Bans => "bans".to_string(),
         CtlCmd::Trunks => "trunks".to_string(),
+        CtlCmd::Directory { domain } => format!("directory {}", domain.as_deref().unwrap_or(""))
+            .trim_end()
+            .to_string(),
         CtlCmd::Unban { ip } => format!("unban {ip}"),
         CtlCmd::Chat { args } => format!("chat {}", args.join(" ")),
         CtlCmd::Cdr { user, limit } => match user {
@@ -348,7 +356,7 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
     let data = rt
         .block_on(switchboard::ctl::request(&socket, &command))
         .map_err(|e| anyhow::anyhow!(e))?;
-    if json || matches!(what, CtlCmd::Chat { .. }) {
+    if json || matches!(what, CtlCmd::Chat { .. } | CtlCmd::Directory { .. }) {
         println!("{}", serde_json::to_string_pretty(&data)?);
         return Ok(());
     }
@@ -362,7 +370,7 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
             "{}",
             switchboard::ctl::format_calls(&serde_json::from_value::<Vec<_>>(data)?)
         ),
-        CtlCmd::Chat { .. } => {}
+        CtlCmd::Chat { .. } | CtlCmd::Directory { .. } => {}
         CtlCmd::Bans => {
             let list: Vec<String> = serde_json::from_value(data)?;
             if list.is_empty() {

@@ -76,6 +76,10 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
         "calls" => ask(commands, Command::Calls).await,
         "bans" => ask(commands, Command::Bans).await,
         "trunks" => ask(commands, Command::Trunks).await,
+        dir if dir == "directory" || dir.starts_with("directory ") => {
+            let domain = dir.split_whitespace().nth(1).map(str::to_string);
+            ask_fallible(commands, |reply| Command::Directory { domain, reply }).await
+        }
         unban if unban.starts_with("unban ") => match unban[6..].trim().parse() {
             Ok(ip) => ask(commands, |reply| Command::Unban { ip, reply }).await,
             Err(_) => Err(format!("not an IP address: {}", &unban[6..])),
@@ -102,14 +106,7 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
                     }
                 }
             };
-            match ask(commands, |reply| Command::Chat { query, reply }).await {
-                Ok(v) => match serde_json::from_value::<Result<serde_json::Value, String>>(v) {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => Err(e),
-                    Err(e) => Err(e.to_string()),
-                },
-                Err(e) => Err(e),
-            }
+            ask_fallible(commands, |reply| Command::Chat { query, reply }).await
         }
         cdr if cdr.starts_with("cdr") => {
             // "cdr LIMIT [USER]"
@@ -151,6 +148,20 @@ async fn ask<T: Serialize>(
         .await
         .map_err(|_| "daemon is stopping".to_string())?;
     let v = rx.await.map_err(|_| "daemon is stopping".to_string())?;
+    serde_json::to_value(v).map_err(|e| e.to_string())
+}
+
+/// Like [`ask`], for commands whose answer may be a refusal.
+async fn ask_fallible<T: Serialize>(
+    commands: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+) -> Result<serde_json::Value, String> {
+    let (tx, rx) = oneshot::channel();
+    commands
+        .send(make(tx))
+        .await
+        .map_err(|_| "daemon is stopping".to_string())?;
+    let v = rx.await.map_err(|_| "daemon is stopping".to_string())??;
     serde_json::to_value(v).map_err(|e| e.to_string())
 }
 

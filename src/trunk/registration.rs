@@ -100,6 +100,9 @@ struct Registration {
     ping_at: Option<Instant>,
     /// The last OPTIONS got no answer.
     unreachable: bool,
+    /// Our address as the provider saw it (Via received and rport of its
+    /// last answer): a change means our NAT mapping moved.
+    seen_as: Option<String>,
     failures: u32,
     /// Contact we register (our address toward the provider).
     contact: String,
@@ -149,6 +152,7 @@ impl Registrations {
                     next_at: (t.register && !t.address.ip().is_unspecified()).then_some(now),
                     ping_at: None,
                     unreachable: false,
+                    seen_as: None,
                     failures: 0,
                     via_addr,
                 }
@@ -208,6 +212,7 @@ impl Registrations {
                 r.next_at = Some(now + Duration::from_millis(u64::from(granted) * 800));
                 r.unreachable = false;
                 r.ping_at = r.keepalive().map(|k| now + k);
+                r.seen_as = seen_as(resp);
                 self.set_status(i, RegStatus::Registered { expires_s: granted });
             }
             401 | 407 if !r.answered => {
@@ -285,14 +290,29 @@ impl Registrations {
         }
     }
 
-    /// Trunk `name`'s OPTIONS was answered (any response: the provider is
-    /// there) or not.
-    pub fn on_ping_result(&mut self, name: &str, answered: bool, now: Instant) {
+    /// Trunk `name`'s OPTIONS was answered with `answer` (any response: the
+    /// provider is there) or not (None). An answer that sees us at another
+    /// address than the last one (our NAT mapping changed) registers again
+    /// at once, so calls to us reach the new address.
+    pub fn on_ping_result(&mut self, name: &str, answer: Option<&SipMessage>, now: Instant) {
+        let answered = answer.is_some();
         let Some(i) = self.regs.iter().position(|r| r.trunk.name == name) else {
             return;
         };
         let r = &mut self.regs[i];
         let Some(keepalive) = r.keepalive() else { return };
+        let seen = answer.and_then(seen_as);
+        if let (Some(new), Some(old)) = (&seen, &r.seen_as) {
+            if new != old && !r.unreachable {
+                tracing::warn!(trunk = %r.trunk.name, was = %old, now = %new, "the provider sees us at another address; registering");
+                r.seen_as = seen;
+                r.ping_at = None;
+                if r.next_at.is_some() {
+                    r.next_at = Some(now);
+                }
+                return;
+            }
+        }
         if answered && r.unreachable {
             // Back: its registration may be gone (a restart), so renew it now.
             tracing::info!(trunk = %r.trunk.name, "provider answers again; registering");
@@ -449,6 +469,14 @@ fn header(name: HeaderName, value: String) -> Header {
         name,
         value: value.into(),
     }
+}
+
+/// Our address as the far end saw it: the top Via's `received` and
+/// `rport` (RFC 3581) of its response.
+fn seen_as(resp: &SipMessage) -> Option<String> {
+    let via = crate::sip::addr::Via::parse(resp.header(&HeaderName::Via)?).ok()?;
+    let received = via.param("received")?;
+    Some(format!("{received}:{}", via.param("rport").unwrap_or("")))
 }
 
 /// The expiry the registrar granted our contact (its `expires` parameter

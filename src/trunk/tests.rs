@@ -145,23 +145,65 @@ fn a_silent_provider_is_failing_and_its_return_registers_again_at_once() {
     let ping = next_ping(&mut regs).expect("OPTIONS");
     assert_eq!(ping.req.method(), Some(&crate::sip::Method::Options));
     assert_eq!(ping.to.addr, "127.0.0.1:5099".parse().unwrap());
-    regs.on_ping_result("main", true, t1);
+    regs.on_ping_result("main", Some(&answer(&ping.req, 200, "")), t1);
     assert_eq!(regs.statuses()[0].1, RegStatus::Registered { expires_s: 600 });
     // No answer: failing, and still pinged.
     let t2 = t1 + Duration::from_secs(30);
     regs.handle_timeout(t2);
     assert!(next_ping(&mut regs).is_some());
-    regs.on_ping_result("main", false, t2);
+    regs.on_ping_result("main", None, t2);
     assert!(matches!(&regs.statuses()[0].1, RegStatus::Failing { code: 408, .. }));
     let t3 = t2 + Duration::from_secs(30);
     assert_eq!(regs.poll_timeout(), Some(t3));
     // It answers again: a REGISTER goes at once, not at the 480 s refresh.
     regs.handle_timeout(t3);
-    assert!(next_ping(&mut regs).is_some());
-    regs.on_ping_result("main", true, t3);
+    let ping = next_ping(&mut regs).expect("still pinged");
+    regs.on_ping_result("main", Some(&answer(&ping.req, 200, "")), t3);
     assert_eq!(regs.poll_timeout(), Some(t3));
     regs.handle_timeout(t3);
     let again = next_register(&mut regs).expect("REGISTER after the provider came back");
     regs.on_response("main", &answer(&again.req, 200, "Expires: 600\r\n"), t3);
     assert_eq!(regs.statuses()[0].1, RegStatus::Registered { expires_s: 600 });
+}
+
+/// `req`'s answer with its top Via seen from `received:rport`.
+fn answer_seen_from(req: &SipMessage, status: u16, received: &str, rport: u16) -> SipMessage {
+    let via = req
+        .header(&HeaderName::Via)
+        .unwrap()
+        .replace(";rport", &format!(";received={received};rport={rport}"));
+    let text = String::from_utf8(answer(req, status, "").to_bytes().to_vec())
+        .unwrap()
+        .replacen(req.header(&HeaderName::Via).unwrap(), &via, 1);
+    SipMessage::parse_datagram(Bytes::from(text)).unwrap()
+}
+
+#[test]
+fn when_the_provider_sees_us_at_another_address_we_register_again_at_once() {
+    let t0 = Instant::now();
+    let mut regs = start(t0);
+    regs.handle_timeout(t0);
+    let r = next_register(&mut regs).unwrap();
+    regs.on_response("main", &answer_seen_from(&r.req, 200, "198.51.100.7", 40000), t0);
+    let t1 = t0 + Duration::from_secs(30);
+    regs.handle_timeout(t1);
+    let ping = next_ping(&mut regs).unwrap();
+    // Same mapping: nothing to do but ping again later.
+    regs.on_ping_result(
+        "main",
+        Some(&answer_seen_from(&ping.req, 200, "198.51.100.7", 40000)),
+        t1,
+    );
+    assert_eq!(regs.poll_timeout(), Some(t1 + Duration::from_secs(30)));
+    let t2 = t1 + Duration::from_secs(30);
+    regs.handle_timeout(t2);
+    let ping = next_ping(&mut regs).unwrap();
+    // The NAT moved us: register from the new mapping now.
+    regs.on_ping_result(
+        "main",
+        Some(&answer_seen_from(&ping.req, 200, "198.51.100.7", 41234)),
+        t2,
+    );
+    regs.handle_timeout(t2);
+    assert!(next_register(&mut regs).is_some(), "registered again at once");
 }

@@ -226,6 +226,20 @@ fn a_remote_extension_rings_its_sip_uri_or_goes_out_through_a_trunk() {
          [[accounts.remote_extensions]]\nnumber = \"2200\"\ntarget = \"0611223344\"\n"
     );
     let d = Daemon::start_with_account(&trunk("main", provider_port, ""), &keys);
+    // Listed in the directory with the users and groups.
+    let out = d.ctl(&["directory"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let find = |n: &str| dir.iter().find(|e| e["number"] == n).cloned().unwrap_or_default();
+    assert_eq!(
+        (find("2100")["kind"].as_str(), find("2100")["name"].as_str()),
+        (Some("remote"), Some("Home office"))
+    );
+    assert_eq!(find("2200")["detail"], "0611223344");
+    assert_eq!(
+        (find("1004")["kind"].as_str(), find("2001")["kind"].as_str()),
+        (Some("user"), Some("group"))
+    );
     // 1004 may not call out, yet reaches both: the admin chose the numbers.
     let first = crate::calls::caller(&d, "1004", "2100", 300, "uac_call.xml");
     assert_eq!(first.code, 0, "{}\n{}", first.errors, first.messages);
@@ -542,4 +556,53 @@ fn a_trunk_given_by_name_is_found_with_dns_srv() {
     assert_eq!(provider.wait().code, 0);
     let t = trunk_status(&d, "main");
     assert_eq!(t["address"], format!("127.0.0.1:{best}"), "{t}");
+}
+
+#[test]
+fn when_the_provider_sees_us_from_another_port_the_trunk_registers_again() {
+    use switchboard::sip::{response::response_to, HeaderName, Method, SipMessage};
+    let provider = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    provider
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    let port = provider.local_addr().unwrap().port();
+    let sections = trunk("main", port, "register = true\nkeepalive_s = 1\n");
+    let d = Daemon::start_with("", &sections, &default_dialplan());
+    let (mut registers, mut pings) = (0, 0);
+    let mut buf = [0u8; 65536];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // A NAT in front of the daemon: the provider sees it at port 1111,
+    // until the second OPTIONS, which comes "from" 2222.
+    while registers < 2 && std::time::Instant::now() < deadline {
+        let (n, from) = provider
+            .recv_from(&mut buf)
+            .expect("the daemon keeps talking to the provider");
+        let req = SipMessage::parse_datagram(bytes::Bytes::copy_from_slice(&buf[..n])).unwrap();
+        let method = req.method().cloned();
+        if method == Some(Method::Options) {
+            pings += 1;
+        }
+        let mapped = if pings >= 2 { 2222 } else { 1111 };
+        let via = req
+            .header(&HeaderName::Via)
+            .unwrap()
+            .replace(";rport", &format!(";received=198.51.100.7;rport={mapped}"));
+        let text = String::from_utf8(response_to(&req, 200, None, "prov").to_bytes().to_vec())
+            .unwrap()
+            .replacen(req.header(&HeaderName::Via).unwrap(), &via, 1);
+        let mut ok = SipMessage::parse_datagram(bytes::Bytes::from(text)).unwrap();
+        if method == Some(Method::Register) {
+            registers += 1;
+            ok.push_header(HeaderName::Expires, "3600");
+        }
+        provider.send_to(&ok.to_bytes(), from).unwrap();
+    }
+    assert_eq!(
+        (registers, pings),
+        (2, 2),
+        "registered again right after the mapping moved"
+    );
+    d.wait_for_log(
+        "the provider sees us at another address; registering trunk=main was=198.51.100.7:1111 now=198.51.100.7:2222",
+    );
 }

@@ -42,6 +42,54 @@ impl Core {
     }
 
     /// Banned sources as `ctl` shows them.
+    /// Users, groups and remote extensions of an account, by number.
+    fn directory(&self, domain: Option<&str>) -> Result<Vec<crate::control::DirectoryEntry>, String> {
+        use crate::config::RemoteTarget;
+        use crate::control::DirectoryEntry;
+        let account = match domain {
+            Some(d) => self.config.account(d),
+            None => self.config.accounts.iter().find(|a| a.is_default),
+        }
+        .ok_or_else(|| format!("no account {}", domain.unwrap_or("(default)")))?;
+        let entry = |number: &str, name: &str, kind: &str, detail: String, registered| DirectoryEntry {
+            number: number.to_string(),
+            name: name.to_string(),
+            kind: kind.to_string(),
+            detail,
+            registered,
+        };
+        let mut out: Vec<DirectoryEntry> = account
+            .users
+            .iter()
+            .map(|u| {
+                let aor = format!("{}@{}", u.extension, account.domain);
+                let registered = !self.engines.registrar.lookup(&aor).is_empty();
+                entry(
+                    &u.extension,
+                    &u.display_name,
+                    "user",
+                    format!("{:?}", u.role).to_lowercase(),
+                    Some(registered),
+                )
+            })
+            .collect();
+        out.extend(
+            account
+                .groups
+                .iter()
+                .map(|g| entry(&g.number, &g.name, "group", g.members.join(","), None)),
+        );
+        out.extend(account.remote_extensions.iter().map(|r| {
+            let target = match &r.target {
+                RemoteTarget::Uri { uri, .. } => uri.clone(),
+                RemoteTarget::Number(n) => n.clone(),
+            };
+            entry(&r.number, &r.name, "remote", target, None)
+        }));
+        out.sort_by(|a, b| a.number.cmp(&b.number));
+        Ok(out)
+    }
+
     fn trunk_views(&self) -> Vec<crate::control::TrunkView> {
         use crate::trunk::RegStatus;
         self.engines
@@ -165,6 +213,9 @@ impl Core {
             }
             Command::Trunks(reply) => {
                 let _ = reply.send(self.trunk_views());
+            }
+            Command::Directory { domain, reply } => {
+                let _ = reply.send(self.directory(domain.as_deref()));
             }
             Command::TrunkAddress { trunk, address } => {
                 // Everything reads trunks from the configuration: a copy

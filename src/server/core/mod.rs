@@ -196,7 +196,7 @@ impl Core {
                 Ok(key) => {
                     self.trunk_tx.insert(key, (r.trunk, true));
                 }
-                Err(_) => self.engines.trunks.on_ping_result(&r.trunk, false, Instant::now()),
+                Err(_) => self.engines.trunks.on_ping_result(&r.trunk, None, Instant::now()),
             },
             TrunkOutput::Status(change) => {
                 let code = match &change.status {
@@ -220,7 +220,7 @@ impl Core {
                 tracing::debug!(branch = %key.branch, method = %key.method, "transaction timed out");
                 if let Some((trunk, ping)) = self.trunk_tx.get(&key) {
                     if *ping {
-                        self.engines.trunks.on_ping_result(trunk, false, now.mono);
+                        self.engines.trunks.on_ping_result(trunk, None, now.mono);
                     } else {
                         self.engines.trunks.on_timeout(trunk, now.mono);
                     }
@@ -235,9 +235,8 @@ impl Core {
             TxEvent::Response { key, response } => {
                 if let Some((trunk, ping)) = self.trunk_tx.get(&key) {
                     if *ping {
-                        let answered = response.status().is_some_and(|s| s >= 200);
-                        if answered {
-                            self.engines.trunks.on_ping_result(trunk, true, now.mono);
+                        if response.status().is_some_and(|s| s >= 200) {
+                            self.engines.trunks.on_ping_result(trunk, Some(&response), now.mono);
                         }
                     } else {
                         self.engines.trunks.on_response(trunk, &response, now.mono);
