@@ -87,6 +87,8 @@ pub struct Unacked {
 #[derive(Debug, Clone)]
 pub struct TrunkLeg {
     pub name: String,
+    /// Only challenges of this realm are answered.
+    pub realm: Option<String>,
     pub auth_username: String,
     pub password: String,
     pub answered: bool,

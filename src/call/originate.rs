@@ -239,6 +239,9 @@ impl CallEngine {
         for (name, value) in shown.into_iter().flat_map(|s| s.headers) {
             invite.push_header(name, value);
         }
+        if let Some(route) = contact.trunk.as_ref().and_then(|t| t.proxy_route()) {
+            invite.push_header(HeaderName::Route, route);
+        }
         let leg = Leg {
             id: leg_id,
             local_tag: dialog::tag_of(&dlg.local).unwrap_or_default(),
@@ -257,6 +260,7 @@ impl CallEngine {
             answer_ms: None,
             trunk: contact.trunk.as_ref().map(|t| super::leg::TrunkLeg {
                 name: t.name.clone(),
+                realm: t.realm.clone(),
                 auth_username: t.auth_username.clone(),
                 password: t.password.clone(),
                 answered: false,

@@ -9,7 +9,7 @@ use super::originate::Contact;
 use super::{CallEngine, CallRef, ClientPurpose};
 use crate::clock::Now;
 use crate::dialplan::{DialOutcome, Reply};
-use crate::sip::dialog::{host_port, new_branch, via};
+use crate::sip::dialog::{new_branch, via};
 use crate::sip::digest::answer_challenge;
 use crate::sip::response::random_token;
 use crate::sip::{HeaderName, Method};
@@ -28,7 +28,7 @@ impl CallEngine {
             // As the provider wants it written (E.164, national, as dialled).
             let number = trunk.number_format.apply(number);
             return Some(Contact {
-                uri: format!("sip:{number}@{}", host_port(trunk.address)),
+                uri: format!("sip:{number}@{}", trunk.uri_host()),
                 target: number,
                 peer: crate::trunk::registration::peer_of(&trunk),
                 trunk: Some(trunk),
@@ -79,7 +79,9 @@ impl CallEngine {
             (HeaderName::ProxyAuthenticate, HeaderName::ProxyAuthorization)
         };
         let uri = leg.invite.request_uri().unwrap_or("").to_string();
-        let Some(answer) = resp.header(&asked).and_then(|c| {
+        let realm = trunk.realm.as_deref();
+        let answerable = |c: &&str| crate::trunk::registration::realm_allowed(c, realm);
+        let Some(answer) = resp.header(&asked).filter(answerable).and_then(|c| {
             answer_challenge(
                 c,
                 &trunk.auth_username,

@@ -72,6 +72,13 @@ pub struct TrunkSection {
     /// Digest user name when it differs from `username`.
     #[serde(default)]
     pub auth_username: Option<String>,
+    /// Answer only challenges of this realm. Default: any.
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// Send every request through this proxy (`ip:port` or `host:port`),
+    /// with a Route header naming it (RFC 3261 §8.1.2). Default none.
+    #[serde(default)]
+    pub outbound_proxy: Option<Spanned<String>>,
     /// Register with the provider. Default false.
     #[serde(default)]
     pub register: bool,

@@ -18,6 +18,11 @@ pub struct Trunk {
     /// The host name to look up with SRV (RFC 3263 §4.2), when the address
     /// is a name without a port.
     pub srv_name: Option<String>,
+    /// Requests go through an outbound proxy (then at `address`) with a
+    /// Route header naming it.
+    pub via_proxy: bool,
+    /// Only challenges of this realm are answered.
+    pub realm: Option<String>,
     pub transport: crate::sip::transaction::TransportKind,
     /// For TLS: the CA file the provider's certificate is checked against.
     pub ca_file: Option<std::path::PathBuf>,
@@ -52,6 +57,22 @@ pub enum CallerIdIn {
 }
 
 impl Trunk {
+    /// The provider as Request-URIs name it: its address, or through an
+    /// outbound proxy the name written in the config.
+    pub fn uri_host(&self) -> String {
+        if self.via_proxy {
+            self.host.clone()
+        } else {
+            crate::sip::dialog::host_port(self.address)
+        }
+    }
+
+    /// The Route header naming the outbound proxy, if there is one.
+    pub fn proxy_route(&self) -> Option<String> {
+        self.via_proxy
+            .then(|| format!("<sip:{};lr>", crate::sip::dialog::host_port(self.address)))
+    }
+
     /// Whether a request from `source` comes from this provider: its
     /// address (IP and port), or a network of `inbound_ips`.
     pub fn sends_from(&self, source: SocketAddr) -> bool {
@@ -118,15 +139,28 @@ impl Validator<'_> {
                 }
             }
             let written = t.address.get_ref().trim();
-            let (host, address, srv_name) = match srv_candidate(written) {
-                // Looked up by the daemon, with SRV then A/AAAA.
-                Some(host) => (host.clone(), SocketAddr::from(([0, 0, 0, 0], 0)), Some(host)),
-                None => match resolve(written) {
-                    Ok((host, address)) => (host, address, None),
-                    Err(e) => {
-                        self.error(t.address.span(), format!("trunk {name:?} address {written:?}: {e}"));
-                        continue;
-                    }
+            let proxy = t
+                .outbound_proxy
+                .as_ref()
+                .map(|p| (p.span(), resolve(p.get_ref().trim())));
+            let (host, address, srv_name) = match (proxy, srv_candidate(written)) {
+                // Through the proxy: the provider's name is only written in
+                // Request-URIs and From/To.
+                (Some((_, Ok((_, proxy)))), _) => (written.to_string(), proxy, None),
+                (Some((span, Err(e))), _) => {
+                    self.error(span, format!("trunk {name:?} outbound_proxy: {e}"));
+                    continue;
+                }
+                (None, candidate) => match candidate {
+                    // Looked up by the daemon, with SRV then A/AAAA.
+                    Some(host) => (host.clone(), SocketAddr::from(([0, 0, 0, 0], 0)), Some(host)),
+                    None => match resolve(written) {
+                        Ok((host, address)) => (host, address, None),
+                        Err(e) => {
+                            self.error(t.address.span(), format!("trunk {name:?} address {written:?}: {e}"));
+                            continue;
+                        }
+                    },
                 },
             };
             if t.register && (t.username.is_empty() || t.password.is_empty()) {
@@ -159,6 +193,8 @@ impl Validator<'_> {
                 auth_username: t.auth_username.unwrap_or_else(|| t.username.clone()),
                 from_user: t.from_user.unwrap_or_else(|| t.username.clone()),
                 from_domain: t.from_domain.unwrap_or_else(|| host.clone()),
+                via_proxy: t.outbound_proxy.is_some(),
+                realm: t.realm,
                 name,
                 address,
                 srv_name,

@@ -407,6 +407,18 @@ pub fn answer_challenge(
     Some(v)
 }
 
+/// The realm a `WWW-Authenticate`/`Proxy-Authenticate` value names.
+pub fn challenge_realm(challenge: &str) -> Option<String> {
+    let (_, rest) = challenge.trim().split_once(char::is_whitespace)?;
+    let mut realm = None;
+    auth_params(rest, |k, v| {
+        if k.eq_ignore_ascii_case("realm") {
+            realm = Some(v.into_owned());
+        }
+    });
+    realm
+}
+
 /// A `WWW-Authenticate`/`Proxy-Authenticate` value.
 pub fn challenge(realm: &str, nonce: &str, alg: Algorithm, stale: bool) -> String {
     let mut v = format!(

@@ -223,6 +223,9 @@ impl Registrations {
                 };
                 let challenge = resp.header(&asked).unwrap_or("");
                 let r = &mut self.regs[i];
+                if !realm_allowed(challenge, r.trunk.realm.as_deref()) {
+                    return self.fail(i, status, "challenge for another realm".into(), None, now);
+                }
                 r.nc += 1;
                 let uri = format!("sip:{}", r.trunk.host);
                 let answer = answer_challenge(
@@ -428,6 +431,7 @@ impl Registrations {
         if let Some((name, value)) = credentials {
             headers.push(header(name, value));
         }
+        headers.extend(t.proxy_route().map(|r| header(HeaderName::Route, r)));
         headers.push(header(HeaderName::ContentLength, "0".into()));
         let req = SipMessage {
             start: StartLine::Request {
@@ -469,6 +473,11 @@ fn header(name: HeaderName, value: String) -> Header {
         name,
         value: value.into(),
     }
+}
+
+/// Whether a challenge names the realm a trunk is limited to (if any).
+pub fn realm_allowed(challenge: &str, realm: Option<&str>) -> bool {
+    realm.is_none_or(|r| crate::sip::digest::challenge_realm(challenge).as_deref() == Some(r))
 }
 
 /// Our address as the far end saw it: the top Via's `received` and

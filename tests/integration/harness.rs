@@ -189,6 +189,16 @@ impl Daemon {
         self.wait_for_log("switchboard ready");
     }
 
+    /// A log line containing `needle` logged at any time since the start
+    /// (even before "switchboard ready": a trunk registers at once), or
+    /// the next one, waited for as [`Daemon::wait_for_log`] does.
+    pub fn saw_log(&self, needle: &str) -> String {
+        if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        self.wait_for_log(needle)
+    }
+
     /// Waits (up to 20 s) for a log line containing `needle`, consuming
     /// lines up to it; returns the line.
     pub fn wait_for_log(&self, needle: &str) -> String {

@@ -23,9 +23,9 @@ fn registers_with_the_provider_answering_its_challenge_and_refreshes() {
     let port = free_port();
     let provider = Sipp::new("provider_register.xml", port).spawn();
     let d = Daemon::start_with("", &trunk("main", port, "register = true\n"), &default_dialplan());
-    d.wait_for_log("trunk registered trunk=main expires_s=2");
+    d.saw_log("trunk registered trunk=main expires_s=2");
     // Refreshed at 80 % of the 2 s granted, answering a new challenge.
-    d.wait_for_log("trunk registered trunk=main expires_s=3600");
+    d.saw_log("trunk registered trunk=main expires_s=3600");
     let run = provider.wait();
     assert_eq!(
         run.code, 0,
@@ -50,7 +50,7 @@ fn a_wrong_password_shows_the_trunk_failing_with_the_providers_code() {
         &trunk("main", port, "register = true\n").replace("s3cret", "wrong"),
         &default_dialplan(),
     );
-    d.wait_for_log("trunk registration failed trunk=main code=403");
+    d.saw_log("trunk registration failed trunk=main code=403");
     let t = trunk_status(&d, "main");
     assert_eq!(
         (t["status"].as_str(), t["last_code"].as_u64()),
@@ -346,9 +346,9 @@ fn a_provider_that_is_down_shows_the_trunk_failing_then_it_recovers_when_told_to
     let port = free_port();
     let provider = Sipp::new("provider_outage.xml", port).spawn();
     let d = Daemon::start_with("", &trunk("main", port, "register = true\n"), &default_dialplan());
-    d.wait_for_log("trunk registration failed trunk=main code=503 reason=Service Unavailable retry_in_s=1");
+    d.saw_log("trunk registration failed trunk=main code=503 reason=Service Unavailable retry_in_s=1");
     // The provider's Retry-After (1 s), not the 30 s default backoff.
-    d.wait_for_log("trunk registered trunk=main expires_s=3600");
+    d.saw_log("trunk registered trunk=main expires_s=3600");
     assert_eq!(provider.wait().code, 0);
     let t = trunk_status(&d, "main");
     assert_eq!(
@@ -387,8 +387,8 @@ fn a_tcp_trunk_registers_over_a_connection_switchboard_opens() {
         &trunk("main", port, "register = true\ntransport = \"tcp\"\n"),
         &default_dialplan(),
     );
-    d.wait_for_log("trunk registered trunk=main expires_s=2");
-    d.wait_for_log("trunk registered trunk=main expires_s=3600");
+    d.saw_log("trunk registered trunk=main expires_s=2");
+    d.saw_log("trunk registered trunk=main expires_s=3600");
     let run = provider.wait();
     assert_eq!(run.code, 0, "{}", run.errors);
     assert!(run.messages.contains("Via: SIP/2.0/TCP "), "{}", run.messages);
@@ -450,7 +450,7 @@ fn tls_trunk(trusted: bool) -> (Daemon, std::thread::JoinHandle<Vec<String>>, te
 #[test]
 fn a_tls_trunk_checks_the_providers_certificate_and_registers() {
     let (d, registrar, _certs) = tls_trunk(true);
-    d.wait_for_log("trunk registered trunk=main expires_s=3600");
+    d.saw_log("trunk registered trunk=main expires_s=3600");
     let seen = registrar.join().unwrap();
     assert!(seen[0].starts_with("REGISTER sip:127.0.0.1 SIP/2.0"), "{seen:?}");
     assert!(
@@ -462,7 +462,7 @@ fn a_tls_trunk_checks_the_providers_certificate_and_registers() {
 #[test]
 fn a_tls_trunk_whose_certificate_is_not_trusted_is_not_connected() {
     let (d, registrar, _certs) = tls_trunk(false);
-    d.wait_for_log("cannot connect peer=127.0.0.1:");
+    d.saw_log("cannot connect peer=127.0.0.1:");
     assert!(
         registrar.join().unwrap().is_empty(),
         "no REGISTER reached a provider we do not trust"
@@ -512,7 +512,7 @@ fn a_provider_that_stops_answering_is_failing_and_is_registered_again_when_it_is
     assert_eq!(registers, 2, "registered again after the silence: {seen:?}");
     d.wait_for_log("provider does not answer OPTIONS trunk=main");
     d.wait_for_log("provider answers again; registering trunk=main");
-    d.wait_for_log("trunk registered trunk=main expires_s=3600");
+    d.saw_log("trunk registered trunk=main expires_s=3600");
 }
 
 #[test]
@@ -552,7 +552,7 @@ fn a_trunk_given_by_name_is_found_with_dns_srv() {
     d.wait_for_log(&format!(
         "trunk address found trunk=main name=prov.test address=127.0.0.1:{best}"
     ));
-    d.wait_for_log("trunk registered trunk=main expires_s=3600");
+    d.saw_log("trunk registered trunk=main expires_s=3600");
     assert_eq!(provider.wait().code, 0);
     let t = trunk_status(&d, "main");
     assert_eq!(t["address"], format!("127.0.0.1:{best}"), "{t}");
@@ -605,4 +605,36 @@ fn when_the_provider_sees_us_from_another_port_the_trunk_registers_again() {
     d.wait_for_log(
         "the provider sees us at another address; registering trunk=main was=198.51.100.7:1111 now=198.51.100.7:2222",
     );
+}
+
+#[test]
+fn an_outbound_proxy_takes_every_request_with_a_route_to_itself() {
+    let port = free_port();
+    let provider = Sipp::new("provider_register.xml", port).spawn();
+    let extra = format!("register = true\noutbound_proxy = \"127.0.0.1:{port}\"\n");
+    // The provider's own name is never looked up: only the proxy is reached.
+    let sections = trunk("main", 0, &extra).replace("127.0.0.1:0", "sip.provider.invalid");
+    let d = Daemon::start_with("", &sections, &default_dialplan());
+    d.saw_log("trunk registered trunk=main expires_s=3600");
+    let run = provider.wait();
+    assert_eq!(run.code, 0, "{}", run.errors);
+    assert!(
+        run.messages.contains("REGISTER sip:sip.provider.invalid SIP/2.0"),
+        "{}",
+        run.messages
+    );
+    assert!(
+        run.messages.contains(&format!("Route: <sip:127.0.0.1:{port};lr>")),
+        "{}",
+        run.messages
+    );
+}
+
+#[test]
+fn a_challenge_for_another_realm_is_not_answered() {
+    let port = free_port();
+    let _provider = Sipp::new("provider_register.xml", port).spawn();
+    let extra = "register = true\nrealm = \"other.test\"\n";
+    let d = Daemon::start_with("", &trunk("main", port, extra), &default_dialplan());
+    d.saw_log("trunk registration failed trunk=main code=401 reason=challenge for another realm");
 }
