@@ -49,7 +49,8 @@ impl RegStatus {
     }
 }
 
-/// A REGISTER to send as a client transaction.
+/// A request to a provider (REGISTER or OPTIONS), to send as a client
+/// transaction.
 #[derive(Debug)]
 pub struct Outgoing {
     pub trunk: String,
@@ -76,12 +77,6 @@ pub enum TrunkOutput {
     Status(StatusChange),
 }
 
-impl Registration {
-    fn keepalive(&self) -> Option<Duration> {
-        (self.trunk.keepalive_s > 0).then(|| Duration::from_secs(self.trunk.keepalive_s.into()))
-    }
-}
-
 struct Registration {
     trunk: Trunk,
     status: RegStatus,
@@ -90,8 +85,8 @@ struct Registration {
     cseq: u32,
     /// Digest nonce count of the current challenge.
     nc: u32,
-    /// The credentials line of the current attempt (sent again on refresh
-    /// until the provider challenges anew).
+    /// This attempt already answered a challenge: another one means the
+    /// credentials are wrong.
     answered: bool,
     /// When to send the next REGISTER; None while one is on its way.
     next_at: Option<Instant>,
@@ -107,6 +102,12 @@ struct Registration {
     /// Contact we register (our address toward the provider).
     contact: String,
     via_addr: SocketAddr,
+}
+
+impl Registration {
+    fn keepalive(&self) -> Option<Duration> {
+        (self.trunk.keepalive_s > 0).then(|| Duration::from_secs(self.trunk.keepalive_s.into()))
+    }
 }
 
 /// Every trunk's registration.
@@ -173,7 +174,7 @@ impl Registrations {
         self.regs.iter().flat_map(|r| [r.next_at, r.ping_at]).flatten().min()
     }
 
-    /// Sends the REGISTERs that are due.
+    /// Sends the REGISTERs and keep-alives that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         for i in 0..self.regs.len() {
             if self.regs[i].next_at.is_some_and(|at| at <= now) {
