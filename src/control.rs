@@ -52,6 +52,15 @@ pub struct DirectoryEntry {
     pub registered: Option<bool>,
 }
 
+/// An agent and its state (`ctl agents`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct AgentView {
+    pub aor: String,
+    pub state: String,
+    /// The reason given with not_ready.
+    pub reason: Option<String>,
+}
+
 /// Counters for `ctl status`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct StatusView {
@@ -88,6 +97,13 @@ pub enum Command {
     /// Banned sources with the seconds left (`ctl bans`).
     Bans(oneshot::Sender<Vec<String>>),
     Trunks(oneshot::Sender<Vec<TrunkView>>),
+    Agents(oneshot::Sender<Vec<AgentView>>),
+    /// An agent's own choice: ready (None) or not ready with a reason.
+    SetAgent {
+        user: String,
+        not_ready: Option<String>,
+        reply: oneshot::Sender<Result<AgentView, String>>,
+    },
     /// The directory of the account `domain` (None: the default account).
     Directory {
         domain: Option<String>,

@@ -18,6 +18,29 @@ pub enum LegPhase {
     Terminated,
 }
 
+/// Where an agent stands (the ACD engine follows it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AgentState {
+    Offline,
+    Ready,
+    Ringing,
+    InCall,
+    NotReady { reason: String },
+}
+
+impl AgentState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AgentState::Offline => "offline",
+            AgentState::Ready => "ready",
+            AgentState::Ringing => "ringing",
+            AgentState::InCall => "in_call",
+            AgentState::NotReady { .. } => "not_ready",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum DomainEvent {
@@ -33,6 +56,8 @@ pub enum DomainEvent {
     },
     /// Every leg of a conversation has ended; its record is written.
     ConversationEnded { account: String, conversation: u64 },
+    /// An agent's state changed (`aor` is `ext@domain`).
+    AgentState { aor: String, state: AgentState },
     /// A trunk's registration changed: "registering", "registered",
     /// "failing" (with the provider's `code`) or "disabled".
     TrunkStatus {
@@ -48,6 +73,7 @@ impl DomainEvent {
         match self {
             DomainEvent::Registration { aor, .. } => Some(aor.clone()),
             DomainEvent::LegState { account, party, .. } => Some(format!("{party}@{account}")),
+            DomainEvent::AgentState { aor, .. } => Some(aor.clone()),
             DomainEvent::ConversationEnded { .. } | DomainEvent::TrunkStatus { .. } => None,
         }
     }

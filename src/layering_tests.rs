@@ -12,7 +12,16 @@ const FLOORS: &[(u8, &[&str])] = &[
     (2, &["config", "auth", "cdr", "events"]),
     (
         3,
-        &["registrar", "call", "chat", "presence", "dialplan", "control", "trunk"],
+        &[
+            "registrar",
+            "call",
+            "chat",
+            "presence",
+            "dialplan",
+            "control",
+            "trunk",
+            "acd",
+        ],
     ),
     (4, &["server", "ctl"]),
 ];

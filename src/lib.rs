@@ -1,6 +1,7 @@
 //! switchboard: a programmable SIP PBX for call centres. This file only
 //! wires the modules together; see DESIGN.md for the architecture.
 
+pub mod acd;
 pub mod auth;
 pub mod call;
 pub mod cdr;

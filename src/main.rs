@@ -94,6 +94,16 @@ enum CtlCmd {
     Bans,
     /// Trunks and their registration status.
     Trunks,
+    /// Agents and their states (JSON).
+    Agents,
+    /// Sets an agent ready, or not ready with a reason (JSON).
+    Agent {
+        /// The extension (default account) or ext@domain.
+        user: String,
+        /// `ready` or `not_ready`, then the reason.
+        #[arg(num_args = 1..)]
+        choice: Vec<String>,
+    },
     /// An account's users, groups and remote extensions (JSON).
     Directory {
         /// The account's domain (default: the default account).
@@ -342,6 +352,8 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
         CtlCmd::Calls => "calls".to_string(),
         CtlCmd::Bans => "bans".to_string(),
         CtlCmd::Trunks => "trunks".to_string(),
+        CtlCmd::Agents => "agents".to_string(),
+        CtlCmd::Agent { user, choice } => format!("agent {user} {}", choice.join(" ")),
         CtlCmd::Directory { domain } => format!("directory {}", domain.as_deref().unwrap_or(""))
             .trim_end()
             .to_string(),
@@ -356,7 +368,12 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
     let data = rt
         .block_on(switchboard::ctl::request(&socket, &command))
         .map_err(|e| anyhow::anyhow!(e))?;
-    if json || matches!(what, CtlCmd::Chat { .. } | CtlCmd::Directory { .. }) {
+    if json
+        || matches!(
+            what,
+            CtlCmd::Chat { .. } | CtlCmd::Directory { .. } | CtlCmd::Agents | CtlCmd::Agent { .. }
+        )
+    {
         println!("{}", serde_json::to_string_pretty(&data)?);
         return Ok(());
     }
@@ -370,7 +387,7 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
             "{}",
             switchboard::ctl::format_calls(&serde_json::from_value::<Vec<_>>(data)?)
         ),
-        CtlCmd::Chat { .. } | CtlCmd::Directory { .. } => {}
+        CtlCmd::Chat { .. } | CtlCmd::Directory { .. } | CtlCmd::Agents | CtlCmd::Agent { .. } => {}
         CtlCmd::Bans => {
             let list: Vec<String> = serde_json::from_value(data)?;
             if list.is_empty() {

@@ -76,6 +76,26 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
         "calls" => ask(commands, Command::Calls).await,
         "bans" => ask(commands, Command::Bans).await,
         "trunks" => ask(commands, Command::Trunks).await,
+        "agents" => ask(commands, Command::Agents).await,
+        agent if agent.starts_with("agent ") => {
+            // "agent USER ready" | "agent USER not_ready [REASON...]"
+            let mut words = agent.split_whitespace().skip(1);
+            let (user, choice) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or(""));
+            let rest: Vec<&str> = words.collect();
+            let not_ready = match choice {
+                "ready" => Ok(None),
+                "not_ready" => Ok(Some(if rest.is_empty() {
+                    "not ready".to_string()
+                } else {
+                    rest.join(" ")
+                })),
+                other => Err(format!("agent {user}: {other:?} is neither ready nor not_ready")),
+            };
+            match not_ready {
+                Ok(not_ready) => ask_fallible(commands, |reply| Command::SetAgent { user, not_ready, reply }).await,
+                Err(e) => Err(e),
+            }
+        }
         dir if dir == "directory" || dir.starts_with("directory ") => {
             let domain = dir.split_whitespace().nth(1).map(str::to_string);
             ask_fallible(commands, |reply| Command::Directory { domain, reply }).await

@@ -22,6 +22,7 @@ pub struct Engines {
     pub chat: crate::chat::ChatService,
     pub presence: crate::presence::PresenceService,
     pub trunks: crate::trunk::Registrations,
+    pub agents: crate::acd::Agents,
 }
 
 impl Engines {

@@ -153,14 +153,22 @@ where
     chat.restore(chat_state.last_id, chat_state.pending, chat_state.muted);
     tracing::info!(bindings = registrar.binding_count(), chat_waiting = waiting, data_dir = %config.data_dir.display(), "store opened");
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-    let engines = Engines {
+    let mut engines = Engines {
         auth: Authenticator::new(&config.security, guard_policy(&config)),
         registrar,
         chat,
         presence: crate::presence::PresenceService::new(config.local_addrs()),
         calls: crate::call::CallEngine::new(call_config(&config), Box::new(relay(&config, cmd_tx.clone()))),
         trunks: trunk_registrations(&config),
+        agents: crate::acd::Agents::new(),
     };
+    // Devices registered before the restart make their users agents again.
+    let registered: Vec<(String, usize)> = engines.registrar.all().map(|(aor, b)| (aor.clone(), b.len())).collect();
+    for (aor, contacts) in registered {
+        engines
+            .agents
+            .on_event(&crate::events::DomainEvent::Registration { aor, contacts });
+    }
     let (in_tx, in_rx) = mpsc::channel(8192);
     let limits = TransportLimits {
         max_message_size: config.sip.max_message_size,

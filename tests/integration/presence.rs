@@ -182,3 +182,43 @@ fn a_notify_answered_481_ends_the_subscription() {
     watcher.set_timeout(Duration::from_millis(500));
     assert!(watcher.recv().is_none(), "no NOTIFY after the 481");
 }
+
+/// Agent states follow the agent's devices and calls, and the agent's own
+/// choice set with `ctl agent`.
+#[test]
+fn agent_states_follow_registrations_calls_and_ctl() {
+    let d = crate::harness::Daemon::start("");
+    let agents = |d: &crate::harness::Daemon| -> Vec<serde_json::Value> {
+        let out = d.ctl(&["agents"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let callee = crate::calls::callee(&d, "1002", "uas_answer.xml", &[]);
+    d.saw_log("agent state aor=1002@pbx.test state=ready");
+    let out = d.ctl(&["agent", "1002", "not_ready", "lunch", "break"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["state"].as_str(), v["reason"].as_str()),
+        (Some("not_ready"), Some("lunch break"))
+    );
+    assert_eq!(agents(&d)[0]["state"], "not_ready");
+    let out = d.ctl(&["agent", "1002", "ready"]);
+    assert!(out.status.success());
+    // A call: ringing, in_call, then ready again when it ends.
+    let uac = crate::calls::caller(&d, "1001", "1002", 300, "uac_call.xml");
+    assert_eq!(uac.code, 0, "{}", uac.errors);
+    assert_eq!(callee.wait().code, 0);
+    d.saw_log("agent state aor=1002@pbx.test state=ringing");
+    d.saw_log("agent state aor=1002@pbx.test state=in_call");
+    let states: Vec<String> = d
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("agent state aor=1002@pbx.test"))
+        .map(|l| l.rsplit("state=").next().unwrap().to_string())
+        .collect();
+    assert_eq!(states, ["ready", "not_ready", "ready", "ringing", "in_call", "ready"]);
+    let bad = d.ctl(&["agent", "9999", "ready"]);
+    assert!(!bad.status.success(), "an unknown user is refused");
+}

@@ -90,6 +90,19 @@ impl Core {
         Ok(out)
     }
 
+    /// `ext@domain` of a user named as `ext` (the default account) or
+    /// `ext@domain`, if such a user exists.
+    fn user_aor(&self, user: &str) -> Result<String, String> {
+        let (ext, account) = match user.split_once('@') {
+            Some((ext, domain)) => (ext, self.config.account(domain)),
+            None => (user, self.config.accounts.iter().find(|a| a.is_default)),
+        };
+        match account {
+            Some(a) if a.user(ext).is_some() => Ok(format!("{ext}@{}", a.domain)),
+            _ => Err(format!("no user {user}")),
+        }
+    }
+
     fn trunk_views(&self) -> Vec<crate::control::TrunkView> {
         use crate::trunk::RegStatus;
         self.engines
@@ -214,6 +227,18 @@ impl Core {
             Command::Trunks(reply) => {
                 let _ = reply.send(self.trunk_views());
             }
+            Command::Agents(reply) => {
+                let list = self.engines.agents.list();
+                let _ = reply.send(list.into_iter().map(|(aor, s)| agent_view(aor, &s)).collect());
+            }
+            Command::SetAgent { user, not_ready, reply } => {
+                let r = self.user_aor(&user).map(|aor| {
+                    self.engines.agents.set_not_ready(&aor, not_ready);
+                    let state = self.engines.agents.state(&aor);
+                    agent_view(aor, &state)
+                });
+                let _ = reply.send(r);
+            }
             Command::Directory { domain, reply } => {
                 let _ = reply.send(self.directory(domain.as_deref()));
             }
@@ -331,5 +356,16 @@ impl Core {
             running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             let _ = commands.send(Command::DialplanDone { call, result }).await;
         });
+    }
+}
+
+fn agent_view(aor: String, state: &crate::acd::AgentState) -> crate::control::AgentView {
+    crate::control::AgentView {
+        aor,
+        state: state.name().to_string(),
+        reason: match state {
+            crate::acd::AgentState::NotReady { reason } => Some(reason.clone()),
+            _ => None,
+        },
     }
 }

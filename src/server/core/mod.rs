@@ -148,6 +148,10 @@ impl Core {
                 progressed = true;
                 self.on_domain_event(event);
             }
+            while let Some(event) = self.engines.agents.poll_output() {
+                progressed = true;
+                self.on_domain_event(event);
+            }
             while let Some((sub, req, to)) = self.engines.presence.poll_output() {
                 progressed = true;
                 match self.txl.send_request(req, to, Instant::now()) {
@@ -376,6 +380,7 @@ impl Core {
     /// re-reads the state of the user it concerns.
     fn on_domain_event(&mut self, event: DomainEvent) {
         tracing::debug!(?event, "domain event");
+        self.engines.agents.on_event(&event);
         if let Some(aor) = event.user() {
             self.engines.presence_changed(&aor, Instant::now());
         }
