@@ -158,16 +158,24 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
     }
 }
 
-async fn ask<T: Serialize>(
+/// Sends `make`'s command to the core and waits for its answer.
+async fn round_trip<T>(
     commands: &mpsc::Sender<Command>,
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
-) -> Result<serde_json::Value, String> {
+) -> Result<T, String> {
     let (tx, rx) = oneshot::channel();
     commands
         .send(make(tx))
         .await
         .map_err(|_| "daemon is stopping".to_string())?;
-    let v = rx.await.map_err(|_| "daemon is stopping".to_string())?;
+    rx.await.map_err(|_| "daemon is stopping".to_string())
+}
+
+async fn ask<T: Serialize>(
+    commands: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<serde_json::Value, String> {
+    let v = round_trip(commands, make).await?;
     serde_json::to_value(v).map_err(|e| e.to_string())
 }
 
@@ -176,12 +184,7 @@ async fn ask_fallible<T: Serialize>(
     commands: &mpsc::Sender<Command>,
     make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
 ) -> Result<serde_json::Value, String> {
-    let (tx, rx) = oneshot::channel();
-    commands
-        .send(make(tx))
-        .await
-        .map_err(|_| "daemon is stopping".to_string())?;
-    let v = rx.await.map_err(|_| "daemon is stopping".to_string())??;
+    let v = round_trip(commands, make).await??;
     serde_json::to_value(v).map_err(|e| e.to_string())
 }
 
