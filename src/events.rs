@@ -73,8 +73,11 @@ impl DomainEvent {
         match self {
             DomainEvent::Registration { aor, .. } => Some(aor.clone()),
             DomainEvent::LegState { account, party, .. } => Some(format!("{party}@{account}")),
-            DomainEvent::AgentState { aor, .. } => Some(aor.clone()),
-            DomainEvent::ConversationEnded { .. } | DomainEvent::TrunkStatus { .. } => None,
+            // Presence documents do not show agent states yet: an agent's
+            // change follows a registration or leg event already counted.
+            DomainEvent::AgentState { .. }
+            | DomainEvent::ConversationEnded { .. }
+            | DomainEvent::TrunkStatus { .. } => None,
         }
     }
 }
