@@ -3,6 +3,7 @@
 //! and shows the status in `ctl trunks`.
 
 use crate::harness::{default_dialplan, free_port, Daemon, Sipp};
+use switchboard::sip::{response::response_to, HeaderName, Method, SipMessage};
 
 /// A `[[trunks]]` entry for a provider at 127.0.0.1:`port`.
 fn trunk(name: &str, port: u16, extra: &str) -> String {
@@ -469,46 +470,55 @@ fn a_tls_trunk_whose_certificate_is_not_trusted_is_not_connected() {
     );
 }
 
-#[test]
-fn a_provider_that_stops_answering_is_failing_and_is_registered_again_when_it_is_back() {
-    use switchboard::sip::{response::response_to, HeaderName, Method, SipMessage};
-    let provider = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+/// A provider on a UDP socket of its own: gives every request the daemon
+/// sends to `answer` (whose 200, if any, goes back; a REGISTER's says 3600
+/// s) until the daemon has registered twice or 20 s have passed; returns
+/// the number of REGISTERs and the methods seen, in order.
+fn udp_provider(
+    provider: &std::net::UdpSocket,
+    mut answer: impl FnMut(&SipMessage) -> Option<SipMessage>,
+) -> (usize, Vec<String>) {
     provider
         .set_read_timeout(Some(std::time::Duration::from_secs(15)))
         .unwrap();
+    let (mut registers, mut seen) = (0, Vec::new());
+    let mut buf = [0u8; 65536];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while registers < 2 && std::time::Instant::now() < deadline {
+        let (n, from) = provider
+            .recv_from(&mut buf)
+            .expect("the daemon keeps talking to the provider");
+        let req = SipMessage::parse_datagram(bytes::Bytes::copy_from_slice(&buf[..n])).unwrap();
+        seen.push(format!("{:?}", req.method()));
+        let Some(mut ok) = answer(&req) else { continue };
+        if req.method() == Some(&Method::Register) {
+            registers += 1;
+            ok.push_header(HeaderName::Expires, "3600");
+        }
+        provider.send_to(&ok.to_bytes(), from).unwrap();
+    }
+    (registers, seen)
+}
+
+#[test]
+fn a_provider_that_stops_answering_is_failing_and_is_registered_again_when_it_is_back() {
+    let provider = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = provider.local_addr().unwrap().port();
     let sections = format!(
         "[sip]\nt1_ms = 50\n{}",
         trunk("main", port, "register = true\nkeepalive_s = 1\n")
     );
     let d = Daemon::start_with("", &sections, &default_dialplan());
-    let (mut registers, mut silent_until) = (0, None::<std::time::Instant>);
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 65536];
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    // The provider: answers REGISTERs; from the first OPTIONS on it
-    // "restarts" and answers nothing for 4 s (longer than 64·T1), then
-    // answers again. Bounded: 20 s at most.
-    while registers < 2 && std::time::Instant::now() < deadline {
-        let (n, from) = provider
-            .recv_from(&mut buf)
-            .expect("the daemon keeps talking to the provider");
-        let req = SipMessage::parse_datagram(bytes::Bytes::copy_from_slice(&buf[..n])).unwrap();
-        let method = req.method().cloned();
-        seen.push(format!("{:?}", method));
-        if method == Some(Method::Options) && silent_until.is_none() {
+    // From the first OPTIONS on, the provider "restarts" and answers
+    // nothing for 4 s (longer than 64·T1), then answers again.
+    let mut silent_until = None::<std::time::Instant>;
+    let (registers, seen) = udp_provider(&provider, |req| {
+        if req.method() == Some(&Method::Options) && silent_until.is_none() {
             silent_until = Some(std::time::Instant::now() + std::time::Duration::from_secs(4));
         }
-        if silent_until.is_some_and(|t| std::time::Instant::now() < t) {
-            continue;
-        }
-        let mut ok = response_to(&req, 200, None, "prov");
-        if method == Some(Method::Register) {
-            registers += 1;
-            ok.push_header(HeaderName::Expires, "3600");
-        }
-        provider.send_to(&ok.to_bytes(), from).unwrap();
-    }
+        let silent = silent_until.is_some_and(|t| std::time::Instant::now() < t);
+        (!silent).then(|| response_to(req, 200, None, "prov"))
+    });
     assert_eq!(registers, 2, "registered again after the silence: {seen:?}");
     d.wait_for_log("provider does not answer OPTIONS trunk=main");
     d.wait_for_log("provider answers again; registering trunk=main");
@@ -560,43 +570,25 @@ fn a_trunk_given_by_name_is_found_with_dns_srv() {
 
 #[test]
 fn when_the_provider_sees_us_from_another_port_the_trunk_registers_again() {
-    use switchboard::sip::{response::response_to, HeaderName, Method, SipMessage};
     let provider = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    provider
-        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
-        .unwrap();
     let port = provider.local_addr().unwrap().port();
     let sections = trunk("main", port, "register = true\nkeepalive_s = 1\n");
     let d = Daemon::start_with("", &sections, &default_dialplan());
-    let (mut registers, mut pings) = (0, 0);
-    let mut buf = [0u8; 65536];
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     // A NAT in front of the daemon: the provider sees it at port 1111,
     // until the second OPTIONS, which comes "from" 2222.
-    while registers < 2 && std::time::Instant::now() < deadline {
-        let (n, from) = provider
-            .recv_from(&mut buf)
-            .expect("the daemon keeps talking to the provider");
-        let req = SipMessage::parse_datagram(bytes::Bytes::copy_from_slice(&buf[..n])).unwrap();
-        let method = req.method().cloned();
-        if method == Some(Method::Options) {
+    let mut pings = 0;
+    let (registers, _) = udp_provider(&provider, |req| {
+        if req.method() == Some(&Method::Options) {
             pings += 1;
         }
         let mapped = if pings >= 2 { 2222 } else { 1111 };
-        let via = req
-            .header(&HeaderName::Via)
+        let via = req.header(&HeaderName::Via).unwrap();
+        let seen_via = via.replace(";rport", &format!(";received=198.51.100.7;rport={mapped}"));
+        let text = String::from_utf8(response_to(req, 200, None, "prov").to_bytes().to_vec())
             .unwrap()
-            .replace(";rport", &format!(";received=198.51.100.7;rport={mapped}"));
-        let text = String::from_utf8(response_to(&req, 200, None, "prov").to_bytes().to_vec())
-            .unwrap()
-            .replacen(req.header(&HeaderName::Via).unwrap(), &via, 1);
-        let mut ok = SipMessage::parse_datagram(bytes::Bytes::from(text)).unwrap();
-        if method == Some(Method::Register) {
-            registers += 1;
-            ok.push_header(HeaderName::Expires, "3600");
-        }
-        provider.send_to(&ok.to_bytes(), from).unwrap();
-    }
+            .replacen(via, &seen_via, 1);
+        Some(SipMessage::parse_datagram(bytes::Bytes::from(text)).unwrap())
+    });
     assert_eq!(
         (registers, pings),
         (2, 2),
