@@ -10,8 +10,6 @@ use super::{CallEngine, CallRef, ClientPurpose};
 use crate::clock::Now;
 use crate::dialplan::{DialOutcome, Reply};
 use crate::sip::dialog::{new_branch, via};
-use crate::sip::digest::answer_challenge;
-use crate::sip::response::random_token;
 use crate::sip::{HeaderName, Method};
 
 impl CallEngine {
@@ -73,25 +71,13 @@ impl CallEngine {
         let Some(trunk) = leg.trunk.as_mut().filter(|t| !t.answered) else {
             return false;
         };
-        let (asked, credentials) = if resp.status() == Some(401) {
-            (HeaderName::WwwAuthenticate, HeaderName::Authorization)
-        } else {
-            (HeaderName::ProxyAuthenticate, HeaderName::ProxyAuthorization)
-        };
         let uri = leg.invite.request_uri().unwrap_or("").to_string();
-        let realm = trunk.realm.as_deref();
-        let answerable = |c: &&str| crate::trunk::registration::realm_allowed(c, realm);
-        let Some(answer) = resp.header(&asked).filter(answerable).and_then(|c| {
-            answer_challenge(
-                c,
-                &trunk.auth_username,
-                &trunk.password,
-                "INVITE",
-                &uri,
-                &random_token(),
-                1,
-            )
-        }) else {
+        let credentials = crate::sip::digest::ClientCredentials {
+            username: &trunk.auth_username,
+            password: &trunk.password,
+            realm: trunk.realm.as_deref(),
+        };
+        let Ok((name, answer)) = credentials.answer(resp, "INVITE", &uri, 1) else {
             return false;
         };
         trunk.answered = true;
@@ -111,7 +97,7 @@ impl CallEngine {
                 value: format!("{} {}", leg.dialog.local_cseq, Method::Invite).into(),
             },
             crate::sip::message::Header {
-                name: credentials,
+                name,
                 value: answer.into(),
             },
         ];

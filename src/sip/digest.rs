@@ -407,6 +407,54 @@ pub fn answer_challenge(
     Some(v)
 }
 
+/// What a client (a trunk) answers challenges with.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCredentials<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    /// Only challenges of this realm are answered.
+    pub realm: Option<&'a str>,
+}
+
+/// Why a challenge goes unanswered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    OtherRealm,
+    /// Not Digest, an algorithm we lack, or no challenge at all.
+    Unusable,
+}
+
+impl ClientCredentials<'_> {
+    /// The header answering a 401 (`Authorization`) or 407
+    /// (`Proxy-Authorization`) `resp` for `method` on `uri` (RFC 3261
+    /// §22.2, §22.3), with nonce count `nc`.
+    pub fn answer(
+        &self,
+        resp: &crate::sip::SipMessage,
+        method: &str,
+        uri: &str,
+        nc: u32,
+    ) -> Result<(crate::sip::HeaderName, String), Unanswered> {
+        use crate::sip::HeaderName;
+        let (asked, credentials) = if resp.status() == Some(401) {
+            (HeaderName::WwwAuthenticate, HeaderName::Authorization)
+        } else {
+            (HeaderName::ProxyAuthenticate, HeaderName::ProxyAuthorization)
+        };
+        let challenge = resp.header(&asked).ok_or(Unanswered::Unusable)?;
+        if self
+            .realm
+            .is_some_and(|r| challenge_realm(challenge).as_deref() != Some(r))
+        {
+            return Err(Unanswered::OtherRealm);
+        }
+        let cnonce = crate::sip::response::random_token();
+        answer_challenge(challenge, self.username, self.password, method, uri, &cnonce, nc)
+            .map(|v| (credentials, v))
+            .ok_or(Unanswered::Unusable)
+    }
+}
+
 /// The realm a `WWW-Authenticate`/`Proxy-Authenticate` value names.
 pub fn challenge_realm(challenge: &str) -> Option<String> {
     let (_, rest) = challenge.trim().split_once(char::is_whitespace)?;

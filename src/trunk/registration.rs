@@ -9,7 +9,7 @@
 use crate::config::Trunk;
 use crate::sip::addr::NameAddr;
 use crate::sip::dialog::{host_port, new_branch};
-use crate::sip::digest::answer_challenge;
+use crate::sip::digest::{ClientCredentials, Unanswered};
 use crate::sip::message::{Header, StartLine};
 use crate::sip::response::random_token;
 use crate::sip::transaction::{Peer, TransportKind};
@@ -217,38 +217,17 @@ impl Registrations {
                 self.set_status(i, RegStatus::Registered { expires_s: granted });
             }
             401 | 407 if !r.answered => {
-                let asked = if status == 401 {
-                    HeaderName::WwwAuthenticate
-                } else {
-                    HeaderName::ProxyAuthenticate
-                };
-                let challenge = resp.header(&asked).unwrap_or("");
-                let r = &mut self.regs[i];
-                if !realm_allowed(challenge, r.trunk.realm.as_deref()) {
-                    return self.fail(i, status, "challenge for another realm".into(), None, now);
-                }
                 r.nc += 1;
                 let uri = format!("sip:{}", r.trunk.host);
-                let answer = answer_challenge(
-                    challenge,
-                    &r.trunk.auth_username,
-                    &r.trunk.password,
-                    "REGISTER",
-                    &uri,
-                    &random_token(),
-                    r.nc,
-                );
-                match answer {
-                    Some(v) => {
+                match credentials_of(&r.trunk).answer(resp, "REGISTER", &uri, r.nc) {
+                    Ok(header) => {
                         r.answered = true;
-                        let credentials = if status == 401 {
-                            HeaderName::Authorization
-                        } else {
-                            HeaderName::ProxyAuthorization
-                        };
-                        self.send(i, Some((credentials, v)));
+                        self.send(i, Some(header));
                     }
-                    None => self.fail(i, status, "challenge we cannot answer".into(), None, now),
+                    Err(Unanswered::OtherRealm) => {
+                        self.fail(i, status, "challenge for another realm".into(), None, now)
+                    }
+                    Err(Unanswered::Unusable) => self.fail(i, status, "challenge we cannot answer".into(), None, now),
                 }
             }
             423 => {
@@ -476,9 +455,13 @@ fn header(name: HeaderName, value: String) -> Header {
     }
 }
 
-/// Whether a challenge names the realm a trunk is limited to (if any).
-pub fn realm_allowed(challenge: &str, realm: Option<&str>) -> bool {
-    realm.is_none_or(|r| crate::sip::digest::challenge_realm(challenge).as_deref() == Some(r))
+/// The credentials a trunk answers its provider's challenges with.
+pub fn credentials_of(t: &Trunk) -> ClientCredentials<'_> {
+    ClientCredentials {
+        username: &t.auth_username,
+        password: &t.password,
+        realm: t.realm.as_deref(),
+    }
 }
 
 /// Our address as the far end saw it: the top Via's `received` and
