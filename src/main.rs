@@ -213,11 +213,8 @@ fn dialplan_test(
     repeat: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let acct = match &account {
-        Some(d) => cfg.accounts.iter().find(|a| &a.domain == d),
-        None => cfg.accounts.iter().find(|a| a.is_default),
-    }
-    .ok_or_else(|| anyhow::anyhow!("no such account"))?;
+    let acct = switchboard::config::account_or_default(&cfg.accounts, account.as_deref())
+        .ok_or_else(|| anyhow::anyhow!("no such account"))?;
     let path = dialplan.unwrap_or_else(|| acct.dialplan.clone());
     let plan = std::sync::Arc::new(switchboard::dialplan::library_load(&path).map_err(|e| anyhow::anyhow!("{e}"))?);
     let display = acct.user(&from).map(|u| u.display_name.clone()).unwrap_or_default();

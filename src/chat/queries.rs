@@ -116,16 +116,7 @@ impl ChatQuery {
 
     /// The account and user the query is about.
     pub fn resolve<'c>(&self, accounts: &'c [Account]) -> Result<(&'c Account, &'c User), String> {
-        let who = self.user();
-        let (ext, account) = match who.split_once('@') {
-            Some((e, d)) => (e, accounts.iter().find(|a| a.domain == d)),
-            None => (who, accounts.iter().find(|a| a.is_default)),
-        };
-        let account = account.ok_or("no such account")?;
-        let user = account
-            .user(ext)
-            .ok_or_else(|| format!("no user {ext} in {}", account.domain))?;
-        Ok((account, user))
+        crate::config::user_named(accounts, self.user())
     }
 }
 

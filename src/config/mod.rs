@@ -660,6 +660,28 @@ impl Validator<'_> {
     }
 }
 
+/// The account `domain` names, or the default account when none is named.
+pub fn account_or_default<'a>(accounts: &'a [Account], domain: Option<&str>) -> Option<&'a Account> {
+    match domain {
+        Some(d) => accounts.iter().find(|a| a.domain == d),
+        None => accounts.iter().find(|a| a.is_default),
+    }
+}
+
+/// The user `who` names, as admins write it: `ext` (of the default
+/// account) or `ext@domain`.
+pub fn user_named<'a>(accounts: &'a [Account], who: &str) -> Result<(&'a Account, &'a User), String> {
+    let (ext, domain) = match who.split_once('@') {
+        Some((e, d)) => (e, Some(d)),
+        None => (who, None),
+    };
+    let account = account_or_default(accounts, domain).ok_or("no such account")?;
+    let user = account
+        .user(ext)
+        .ok_or_else(|| format!("no user {ext} in {}", account.domain))?;
+    Ok((account, user))
+}
+
 /// 1-based line and column of a byte offset.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());

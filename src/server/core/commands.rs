@@ -46,11 +46,8 @@ impl Core {
     fn directory(&self, domain: Option<&str>) -> Result<Vec<crate::control::DirectoryEntry>, String> {
         use crate::config::RemoteTarget;
         use crate::control::DirectoryEntry;
-        let account = match domain {
-            Some(d) => self.config.account(d),
-            None => self.config.accounts.iter().find(|a| a.is_default),
-        }
-        .ok_or_else(|| format!("no account {}", domain.unwrap_or("(default)")))?;
+        let account = crate::config::account_or_default(&self.config.accounts, domain)
+            .ok_or_else(|| format!("no account {}", domain.unwrap_or("(default)")))?;
         let entry = |number: &str, name: &str, kind: &str, detail: String, registered| DirectoryEntry {
             number: number.to_string(),
             name: name.to_string(),
@@ -88,19 +85,6 @@ impl Core {
         }));
         out.sort_by(|a, b| a.number.cmp(&b.number));
         Ok(out)
-    }
-
-    /// `ext@domain` of a user named as `ext` (the default account) or
-    /// `ext@domain`, if such a user exists.
-    fn user_aor(&self, user: &str) -> Result<String, String> {
-        let (ext, account) = match user.split_once('@') {
-            Some((ext, domain)) => (ext, self.config.account(domain)),
-            None => (user, self.config.accounts.iter().find(|a| a.is_default)),
-        };
-        match account {
-            Some(a) if a.user(ext).is_some() => Ok(format!("{ext}@{}", a.domain)),
-            _ => Err(format!("no user {user}")),
-        }
     }
 
     fn trunk_views(&self) -> Vec<crate::control::TrunkView> {
@@ -232,7 +216,8 @@ impl Core {
                 let _ = reply.send(list.into_iter().map(|(aor, s)| agent_view(aor, &s)).collect());
             }
             Command::SetAgent { user, not_ready, reply } => {
-                let r = self.user_aor(&user).map(|aor| {
+                let r = crate::config::user_named(&self.config.accounts, &user).map(|(account, user)| {
+                    let aor = format!("{}@{}", user.extension, account.domain);
                     self.engines.agents.set_not_ready(&aor, not_ready);
                     let state = self.engines.agents.state(&aor);
                     agent_view(aor, &state)
