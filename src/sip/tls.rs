@@ -43,10 +43,7 @@ pub fn server_config(certificate: &Path, private_key: &Path) -> Result<Arc<rustl
     }
     let key = PrivateKeyDer::from_pem_file(private_key)
         .map_err(|e| fault(PemFile::PrivateKey, private_key, pem_reason(e)))?;
-    // ring, not aws-lc-rs: no C/CMake build step. rustls marks it deprecated
-    // for lacking post-quantum key exchange, which SIP phones do not offer.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = ring();
     rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
@@ -86,8 +83,7 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
-    #[allow(deprecated)] // ring: see server_config
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = ring();
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsFileError {
@@ -98,6 +94,14 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// The crypto both sides use: ring, not aws-lc-rs (no C/CMake build step).
+/// rustls marks it deprecated for lacking post-quantum key exchange, which
+/// SIP phones and providers do not offer.
+#[allow(deprecated)]
+fn ring() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 fn pem_reason(e: rustls_pki_types::pem::Error) -> String {
