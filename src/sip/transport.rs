@@ -170,6 +170,14 @@ impl TransportHandle {
         self.udp.iter().map(|(a, _)| *a).collect()
     }
 
+    /// A peer connections may be opened to has moved to `to`.
+    pub fn readdress_dialable(&self, from: Peer, to: Peer) {
+        let mut dialable = self.dialable.lock().expect("dialable");
+        if let Some(d) = dialable.remove(&from) {
+            dialable.insert(to, d);
+        }
+    }
+
     /// The peers connections may be opened to (replacing the last list).
     pub fn set_dialable(&self, peers: Vec<(Peer, Dialable)>) {
         *self.dialable.lock().expect("dialable") = peers.into_iter().collect();

@@ -559,7 +559,7 @@ fn a_trunk_given_by_name_is_found_with_dns_srv() {
     );
     let d = Daemon::start_with("", &sections, &default_dialplan());
     // The lowest priority's target, at the port its SRV record gives.
-    d.wait_for_log(&format!(
+    d.saw_log(&format!(
         "trunk address found trunk=main name=prov.test address=127.0.0.1:{best}"
     ));
     d.saw_log("trunk registered trunk=main expires_s=3600");
@@ -629,4 +629,37 @@ fn a_challenge_for_another_realm_is_not_answered() {
     let extra = "register = true\nrealm = \"other.test\"\n";
     let d = Daemon::start_with("", &trunk("main", port, extra), &default_dialplan());
     d.saw_log("trunk registration failed trunk=main code=401 reason=challenge for another realm");
+}
+
+#[test]
+fn a_tcp_trunk_given_by_name_connects_where_dns_srv_points() {
+    use crate::dns::{serve, Record};
+    let port = free_port();
+    let dns = serve(vec![
+        (
+            "_sip._tcp.prov.test.",
+            Record::Srv {
+                priority: 10,
+                weight: 5,
+                port,
+                target: "sip1.prov.test",
+            },
+        ),
+        ("sip1.prov.test.", Record::A("127.0.0.1".parse().unwrap())),
+    ]);
+    let provider = Sipp::new("provider_register.xml", port).args(&["-t", "t1"]).spawn();
+    let sections = format!(
+        "[dns]\nservers = [\"127.0.0.1:{}\"]\n{}",
+        dns.port,
+        trunk("main", 0, "register = true\ntransport = \"tcp\"\n").replace("127.0.0.1:0", "prov.test")
+    );
+    let d = Daemon::start_with("", &sections, &default_dialplan());
+    // The connection is opened to the address the SRV record gave.
+    d.saw_log(&format!(
+        "trunk address found trunk=main name=prov.test address=127.0.0.1:{port}"
+    ));
+    d.saw_log("trunk registered trunk=main expires_s=3600");
+    let run = provider.wait();
+    assert_eq!(run.code, 0, "{}", run.errors);
+    assert!(run.messages.contains("Via: SIP/2.0/TCP "), "{}", run.messages);
 }

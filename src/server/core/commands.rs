@@ -232,12 +232,15 @@ impl Core {
                 // with the new address replaces it.
                 let mut config = (*self.config).clone();
                 if let Some(t) = config.trunks.iter_mut().find(|t| t.name == trunk) {
+                    // A TCP/TLS provider's connection settings move with it
+                    // (not read again from the CA file).
+                    let old = crate::trunk::registration::peer_of(t);
                     t.address = address;
+                    self.transports
+                        .readdress_dialable(old, crate::trunk::registration::peer_of(t));
                 }
                 self.config = std::sync::Arc::new(config);
                 self.engines.trunks.set_address(&trunk, address, Instant::now());
-                self.transports
-                    .set_dialable(crate::server::trunk_dialables(&self.config));
             }
             Command::Unban { ip, reply } => {
                 let lifted = self.engines.auth.unban(ip);
