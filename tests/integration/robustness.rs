@@ -215,7 +215,7 @@ fn an_oversize_datagram_is_dropped_and_a_burst_is_answered_whole() {
 
 /// Reads from a raw TCP connection until the daemon closes it (true) or
 /// `wait` passes with the connection still open (false).
-fn closed_within(s: &mut std::net::TcpStream, wait: Duration) -> bool {
+pub fn closed_within(s: &mut std::net::TcpStream, wait: Duration) -> bool {
     use std::io::Read;
     s.set_read_timeout(Some(wait)).unwrap();
     let mut buf = [0u8; 4096];

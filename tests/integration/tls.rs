@@ -22,9 +22,19 @@ pub fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
 /// A daemon with TLS on a port of its own, the demo account, and
 /// `secure.test` (user 3001, password s3001) that accepts only TLS.
 fn tls_daemon(cert: &Path, key: &Path) -> (Daemon, SocketAddr) {
+    tls_daemon_with(cert, key, "")
+}
+
+/// `tls_daemon` with `sip` settings (the body of a `[sip]` table).
+fn tls_daemon_with(cert: &Path, key: &Path, sip: &str) -> (Daemon, SocketAddr) {
     let port = free_port();
+    let sip = if sip.is_empty() {
+        String::new()
+    } else {
+        format!("[sip]\n{sip}")
+    };
     let sections = format!(
-        "[tls]\nport = {port}\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
+        "{sip}[tls]\nport = {port}\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
          [[accounts]]\ndomain = \"secure.test\"\nrequire_tls = true\n\
          [[accounts.users]]\nextension = \"3001\"\npassword = \"s3001\"\n",
         cert.display(),
@@ -168,4 +178,37 @@ fn baresip_phones_register_and_call_each_other_over_tls() {
     assert!(heard > 0.2, "the callee heard the tone (RMS {heard}), not silence");
     let r = crate::calls::records(&d);
     assert_eq!(r[0]["disposition"], "answered");
+}
+
+/// TLS connections count in the same per-IP budget as TCP ones, and one
+/// that never starts its handshake is closed after the partial-message
+/// timeout.
+#[test]
+fn tls_and_tcp_share_the_connection_caps_and_a_silent_handshake_is_closed() {
+    use crate::robustness::closed_within;
+    use std::time::Duration;
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, der) = certificate(certs.path(), "server");
+    let (d, tls) = tls_daemon_with(
+        &cert,
+        &key,
+        "tcp_partial_timeout_s = 1\ntcp_max_connections_per_ip = 2\n",
+    );
+    let mut over_tcp = RawClient::tcp(d.addr());
+    let r = over_tcp.send_request("OPTIONS", "sip:pbx.test", "1001", "").unwrap();
+    assert_eq!(r.status(), Some(200));
+    // The second place goes to a TLS connection that never says hello.
+    let mut silent = std::net::TcpStream::connect(tls).unwrap();
+    // A third, TLS again, is over the shared cap: closed at once.
+    let mut third = std::net::TcpStream::connect(tls).unwrap();
+    assert!(closed_within(&mut third, Duration::from_secs(5)), "over the cap");
+    d.wait_for_log("connection refused: too many connections");
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5)),
+        "no handshake: closed"
+    );
+    // With the silent one gone, a TLS client gets in and is served.
+    let mut c = RawClient::tls(tls, &der);
+    let r = c.send_request("OPTIONS", "sip:pbx.test", "1001", "").unwrap();
+    assert_eq!(r.status(), Some(200));
 }
