@@ -5,8 +5,10 @@ use bytes::Bytes;
 use std::sync::LazyLock;
 
 /// A header name. Well-known headers are an enum so lookups do not compare
-/// strings; everything else keeps its original spelling.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// strings; everything else keeps its original spelling, and compares
+/// equal to any spelling of the same name (RFC 3261 §7.3.1: header names
+/// are case-insensitive).
+#[derive(Debug, Clone, Eq)]
 pub enum HeaderName {
     Via,
     From,
@@ -40,6 +42,15 @@ pub enum HeaderName {
     ReferredBy,
     SessionExpires,
     Other(Bytes),
+}
+
+impl PartialEq for HeaderName {
+    fn eq(&self, other: &HeaderName) -> bool {
+        match (self, other) {
+            (HeaderName::Other(a), HeaderName::Other(b)) => a.eq_ignore_ascii_case(b),
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
 }
 
 impl HeaderName {
@@ -243,6 +254,14 @@ impl<'a> Iterator for ListItems<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn other_names_match_in_any_case() {
+        let parsed = HeaderName::parse(b"p-asserted-IDENTITY");
+        assert_eq!(parsed, HeaderName::Other("P-Asserted-Identity".into()));
+        assert_ne!(parsed, HeaderName::Other("Privacy".into()));
+        assert_ne!(HeaderName::parse(b"Via"), HeaderName::From);
+    }
+
     use super::*;
 
     #[test]
