@@ -188,3 +188,35 @@ mod tests {
         assert!(!for_user(&a, u, &invite("Privacy: none\r\n"), "0611").0.anonymous);
     }
 }
+
+#[cfg(test)]
+mod toward_trunk_tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn trunk(caller_id_in: &str) -> crate::config::Trunk {
+        let text = format!(
+            "[[trunks]]\nname = \"t\"\naddress = \"127.0.0.1:5099\"\nusername = \"acme\"\nfrom_domain = \"prov.test\"\ncaller_id_in = \"{caller_id_in}\"\n\
+             [[accounts]]\ndomain = \"pbx.test\"\n"
+        );
+        Config::parse(Path::new("t.toml"), &text).unwrap().trunks.remove(0)
+    }
+
+    #[test]
+    fn the_caller_id_goes_where_the_trunk_says() {
+        let p = Presentation {
+            number: Some("+34910000000".into()),
+            ..Presentation::default()
+        };
+        let from = toward_trunk(&p, &trunk("from"));
+        assert_eq!((from.from_user.as_str(), from.headers.len()), ("+34910000000", 0));
+        let pai = toward_trunk(&p, &trunk("pai"));
+        assert_eq!(pai.from_user, "acme", "From keeps the trunk's user");
+        assert_eq!(pai.headers[0].1, "<sip:+34910000000@prov.test>");
+        let both = toward_trunk(&p, &trunk("both"));
+        assert_eq!((both.from_user.as_str(), both.headers.len()), ("+34910000000", 1));
+        // No caller ID: the trunk's user everywhere.
+        assert_eq!(toward_trunk(&Presentation::default(), &trunk("both")).from_user, "acme");
+    }
+}

@@ -102,3 +102,18 @@ fn a_full_trunk_is_skipped_a_challenge_answered_and_a_failure_ends_the_dial() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_provider_that_never_answers_the_invite_passes_the_call_to_the_next_trunk() {
+    let cfg = config();
+    let (mut m, _media) = engine(&cfg);
+    let now = Now::read();
+    let (_a, out) = dial_out(&mut m, &cfg, "call-a", now);
+    let (first, port) = invite_in(&out);
+    assert_eq!(port, 5091);
+    // Timer B fired: no answer at all from the first provider.
+    m.on_tx_timeout(&super::client_key(&first).unwrap(), now);
+    let out: Vec<Output> = std::iter::from_fn(|| m.poll_output()).collect();
+    let (_, port) = invite_in(&out);
+    assert_eq!(port, 5092, "the next trunk");
+}

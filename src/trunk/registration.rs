@@ -233,7 +233,7 @@ impl Registrations {
             423 => {
                 // Interval Too Brief (§10.3 step 7): ask again with its minimum.
                 let min = resp
-                    .header(&HeaderName::Other("Min-Expires".into()))
+                    .header(&HeaderName::MinExpires)
                     .and_then(|v| v.trim().parse::<u32>().ok());
                 match min {
                     Some(m) if m > r.trunk.expires_s => {

@@ -207,3 +207,20 @@ fn when_the_provider_sees_us_at_another_address_we_register_again_at_once() {
     regs.handle_timeout(t2);
     assert!(next_register(&mut regs).is_some(), "registered again at once");
 }
+
+#[test]
+fn interval_too_brief_asks_again_with_the_minimum_and_the_instance_is_stable() {
+    let t0 = Instant::now();
+    let mut regs = start(t0);
+    regs.handle_timeout(t0);
+    let r = next_register(&mut regs).unwrap();
+    assert_eq!(r.req.header(&HeaderName::Expires), Some("300"));
+    regs.on_response("main", &answer(&r.req, 423, "Min-Expires: 900\r\n"), t0);
+    let again = next_register(&mut regs).expect("asked again at once");
+    assert_eq!(again.req.header(&HeaderName::Expires), Some("900"));
+    // The same trunk gets the same +sip.instance in another run.
+    let mut other = start(t0);
+    other.handle_timeout(t0);
+    let o = next_register(&mut other).unwrap();
+    assert_eq!(o.req.header(&HeaderName::Contact), r.req.header(&HeaderName::Contact));
+}
