@@ -222,3 +222,21 @@ fn agent_states_follow_registrations_calls_and_ctl() {
     let bad = d.ctl(&["agent", "9999", "ready"]);
     assert!(!bad.status.success(), "an unknown user is refused");
 }
+
+/// A user whose device registered before a restart is an agent again
+/// after it, ready, without registering anew.
+#[test]
+fn agents_registered_before_a_restart_are_ready_after_it() {
+    let mut d = crate::harness::Daemon::start("");
+    let reg = crate::harness::sipp_register(&d, "1002", "demo1002", 600, crate::harness::free_port(), &[]);
+    assert_eq!(reg.code, 0, "{}", reg.errors);
+    d.kill9();
+    d.restart();
+    let out = d.ctl(&["agents"]);
+    let agents: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (agents[0]["aor"].as_str(), agents[0]["state"].as_str()),
+        (Some("1002@pbx.test"), Some("ready")),
+        "{agents:?}"
+    );
+}
