@@ -26,6 +26,8 @@ pub enum AgentState {
     Ready,
     Ringing,
     InCall,
+    /// After-call work: a queue call ended, the agent writes it up.
+    Acw,
     NotReady { reason: String },
 }
 
@@ -36,6 +38,7 @@ impl AgentState {
             AgentState::Ready => "ready",
             AgentState::Ringing => "ringing",
             AgentState::InCall => "in_call",
+            AgentState::Acw => "acw",
             AgentState::NotReady { .. } => "not_ready",
         }
     }
@@ -73,10 +76,9 @@ impl DomainEvent {
         match self {
             DomainEvent::Registration { aor, .. } => Some(aor.clone()),
             DomainEvent::LegState { account, party, .. } => Some(format!("{party}@{account}")),
-            // Presence documents do not show agent states yet: an agent's
-            // change follows a registration or leg event already counted.
-            DomainEvent::AgentState { .. }
-            | DomainEvent::ConversationEnded { .. }
+            // Presence documents show the agent's state (note).
+            DomainEvent::AgentState { aor, .. } => Some(aor.clone()),
+            DomainEvent::ConversationEnded { .. }
             | DomainEvent::TrunkStatus { .. } => None,
         }
     }

@@ -45,6 +45,8 @@ pub enum Source {
     Silence,
     /// An 8 kHz mono WAV file, played once.
     Prompt(String),
+    /// An 8 kHz mono WAV file, looped (music on hold).
+    Music(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,11 +111,18 @@ impl CallEngine {
     /// Takes `leg` out of its bridge and lets it hear `source` alone.
     pub fn park(&mut self, leg: LegId, source: Source) -> Result<(), BridgeError> {
         self.leave(leg)?;
-        if let Source::Prompt(file) = source {
-            let pt = self.legs[&leg].prompt_payload_type();
-            self.media.play(leg.endpoint(), &file, pt).map_err(BridgeError::Media)?;
-        }
-        Ok(())
+        let (file, looped) = match source {
+            Source::Silence => {
+                self.media.stop_sound(leg.endpoint());
+                return Ok(());
+            }
+            Source::Prompt(file) => (file, false),
+            Source::Music(file) => (file, true),
+        };
+        let pt = self.legs[&leg].prompt_payload_type();
+        self.media
+            .play(leg.endpoint(), &file, pt, looped)
+            .map_err(BridgeError::Media)
     }
 
     /// Takes `leg` out of its bridge and stops relaying its packets; a

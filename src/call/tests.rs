@@ -23,6 +23,8 @@ pub(super) struct MediaLog {
     /// from → to
     pub links: HashMap<EndpointId, EndpointId>,
     pub played: Vec<(EndpointId, String)>,
+    /// Endpoints hearing a looped sound.
+    pub looping: HashSet<EndpointId>,
     pub next_port: u16,
     /// What idle_for answers for every endpoint.
     pub idle: std::time::Duration,
@@ -41,18 +43,31 @@ impl MediaControl for FakeMedia {
     }
     fn set_remote(&mut self, _id: EndpointId, _rtp: Option<SocketAddr>) {}
     fn link(&mut self, from: EndpointId, to: EndpointId) {
-        self.0.lock().unwrap().links.insert(from, to);
+        let mut log = self.0.lock().unwrap();
+        log.links.insert(from, to);
+        log.looping.remove(&to);
     }
     fn unlink(&mut self, from: EndpointId) {
         self.0.lock().unwrap().links.remove(&from);
     }
-    fn play(&mut self, id: EndpointId, file: &str, _pt: u8) -> Result<(), String> {
-        self.0.lock().unwrap().played.push((id, file.to_string()));
+    fn play(&mut self, id: EndpointId, file: &str, _pt: u8, looped: bool) -> Result<(), String> {
+        let mut log = self.0.lock().unwrap();
+        log.played.push((id, file.to_string()));
+        if looped {
+            log.looping.insert(id);
+        }
         Ok(())
+    }
+    fn stop_sound(&mut self, id: EndpointId) {
+        self.0.lock().unwrap().looping.remove(&id);
+    }
+    fn sounds_playing(&self) -> usize {
+        self.0.lock().unwrap().looping.len()
     }
     fn close(&mut self, id: EndpointId, _now: Instant) {
         let mut log = self.0.lock().unwrap();
         log.open.remove(&id);
+        log.looping.remove(&id);
         log.links.retain(|f, t| *f != id && *t != id);
     }
     fn stats(&self, _id: EndpointId) -> DirectionStats {

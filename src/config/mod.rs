@@ -3,6 +3,7 @@
 
 mod network;
 mod numbers;
+mod queues;
 pub mod schema;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use queues::{Destination, FeatureCodes, GroupRing, Queue, QueueMember, QueueStrategy, RingStrategy, DEFAULT_MOH};
 pub use trunks::{CallerIdIn, Did, DidTarget, RemoteExtension, RemoteTarget, Trunk};
 
 /// One configuration error at a place in a file.
@@ -88,6 +90,8 @@ pub struct Account {
     pub caller_ids: CallerIdSettings,
     pub users: Vec<User>,
     pub groups: Vec<Group>,
+    pub queues: Vec<Queue>,
+    pub feature_codes: FeatureCodes,
     by_extension: HashMap<String, usize>,
 }
 
@@ -113,6 +117,8 @@ pub struct Group {
     pub supervisors: Vec<String>,
     /// Caller ID for external calls of its members.
     pub caller_id: Option<String>,
+    /// How a call to the group rings.
+    pub ring: GroupRing,
 }
 
 impl Account {
@@ -122,6 +128,10 @@ impl Account {
 
     pub fn group(&self, number: &str) -> Option<&Group> {
         self.groups.iter().find(|g| g.number == number)
+    }
+
+    pub fn queue(&self, number: &str) -> Option<&Queue> {
+        self.queues.iter().find(|q| q.number == number)
     }
 
     pub fn remote_extension(&self, number: &str) -> Option<&RemoteExtension> {
@@ -606,6 +616,12 @@ impl Validator<'_> {
                 });
             }
             let mut groups: Vec<Group> = Vec::new();
+            let destinations = queues::destination_numbers(
+                a.groups
+                    .iter()
+                    .filter_map(|g| g.no_answer.as_ref())
+                    .chain(a.queues.iter().filter_map(|q| q.overflow.as_ref())),
+            );
             for g in a.groups {
                 let number = g.number.get_ref().trim().to_string();
                 if by_extension.contains_key(&number) || groups.iter().any(|x| x.number == number) {
@@ -622,7 +638,9 @@ impl Validator<'_> {
                         );
                     }
                 }
+                let ring = self.group_ring(&g);
                 groups.push(Group {
+                    ring,
                     name: if g.name.is_empty() { number.clone() } else { g.name },
                     number,
                     members: g.members.into_iter().map(|m| m.into_inner()).collect(),
@@ -643,6 +661,8 @@ impl Validator<'_> {
                     anonymous_prefix: a.anonymous_prefix,
                 },
                 groups,
+                queues: Vec::new(),
+                feature_codes: self.feature_codes(a.feature_codes),
                 dialplan: PathBuf::from(&a.dialplan),
                 outbound_calls: a.outbound_calls,
                 name: a.name.unwrap_or_else(|| domain.clone()),
@@ -653,7 +673,9 @@ impl Validator<'_> {
                 by_extension,
             };
             (account.trunks, account.dids) = self.account_trunks(a.trunks, a.dids, trunks, &account);
+            account.queues = self.queues(a.queues, &account);
             account.remote_extensions = self.remote_extensions(a.remote_extensions, &account);
+            self.check_destinations(&account, &destinations);
             out.push(account);
         }
         out

@@ -477,6 +477,150 @@ pub struct AccountSection {
     pub users: Vec<UserSection>,
     #[serde(default)]
     pub groups: Vec<GroupSection>,
+    #[serde(default)]
+    pub queues: Vec<QueueSection>,
+    #[serde(default)]
+    pub feature_codes: FeatureCodesSection,
+}
+
+/// Codes dialled from any phone to change the caller's agent state: the
+/// phone hears a short confirmation and the call ends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureCodesSection {
+    /// Default "*50".
+    #[serde(default = "default_code_ready")]
+    pub ready: String,
+    /// Default "*51" (reason "break"; `*51<digits>` gives the digits as reason).
+    #[serde(default = "default_code_not_ready")]
+    pub not_ready: String,
+    /// Ends after-call work. Default "*52".
+    #[serde(default = "default_code_end_acw")]
+    pub end_acw: String,
+}
+
+impl Default for FeatureCodesSection {
+    fn default() -> Self {
+        FeatureCodesSection {
+            ready: default_code_ready(),
+            not_ready: default_code_not_ready(),
+            end_acw: default_code_end_acw(),
+        }
+    }
+}
+
+fn default_code_ready() -> String {
+    "*50".into()
+}
+fn default_code_not_ready() -> String {
+    "*51".into()
+}
+fn default_code_end_acw() -> String {
+    "*52".into()
+}
+
+/// A call queue: callers wait hearing music and are offered to its
+/// members, who must be ready agents.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    pub number: Spanned<String>,
+    #[serde(default)]
+    pub name: String,
+    /// Extensions, each `"1004"` or `{ extension = "1004", tier = 2 }`
+    /// (lower tiers are offered first; default tier 1).
+    #[serde(default)]
+    pub members: Vec<Spanned<MemberSection>>,
+    /// ring_all | longest_idle | round_robin | fewest_calls |
+    /// least_talk_time | random | linear. Default longest_idle.
+    #[serde(default)]
+    pub strategy: Option<Spanned<String>>,
+    /// How long one offer rings. Default 15.
+    #[serde(default = "default_agent_timeout")]
+    pub agent_timeout_s: u64,
+    /// Pause before the next offer to a caller. Default 2.
+    #[serde(default = "default_retry")]
+    pub retry_s: u64,
+    /// Longest wait before the overflow (or the `timeout` result). Default none.
+    #[serde(default)]
+    pub max_wait_s: Option<u64>,
+    /// Where a caller goes on max_wait, full queue or no agents: a number
+    /// of the account (user, group, queue, remote extension) or a SIP
+    /// status code (an integer) to hang up with.
+    #[serde(default)]
+    pub overflow: Option<Spanned<DestinationSection>>,
+    /// Most callers waiting; more are refused (486) or overflow. Default none.
+    #[serde(default)]
+    pub max_callers: Option<usize>,
+    /// "wait" (default) or "refuse" (480, or the overflow) when no member
+    /// is logged in (registered and not not_ready).
+    #[serde(default)]
+    pub when_no_agents: Option<Spanned<String>>,
+    /// Music on hold: 8 kHz mono 16-bit WAV. Default "sounds/moh.wav".
+    #[serde(default)]
+    pub moh: Option<Spanned<String>>,
+    /// After a queue call the agent is in after-call work; with the limit
+    /// on, the PBX makes them ready after `acw_limit_s`. Default off.
+    #[serde(default)]
+    pub acw_limit_enabled: bool,
+    /// Default 30.
+    #[serde(default = "default_acw_limit")]
+    pub acw_limit_s: u64,
+    /// Offers rung out in a row that make an agent not_ready ("no answer");
+    /// 0 = never. Default 3.
+    #[serde(default = "default_max_no_answer")]
+    pub max_no_answer: u32,
+    /// Service level: answered within this many seconds. Default 20.
+    #[serde(default = "default_service_level")]
+    pub service_level_s: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MemberSection {
+    Extension(String),
+    Tiered(TieredMember),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TieredMember {
+    pub extension: String,
+    #[serde(default = "default_tier")]
+    pub tier: u32,
+}
+
+/// A destination written as a number of the account or a status code.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum DestinationSection {
+    Code(i64),
+    Number(String),
+}
+
+fn default_tier() -> u32 {
+    1
+}
+fn default_agent_timeout() -> u64 {
+    15
+}
+fn default_retry() -> u64 {
+    2
+}
+fn default_acw_limit() -> u64 {
+    30
+}
+fn default_max_no_answer() -> u32 {
+    3
+}
+fn default_service_level() -> u64 {
+    20
+}
+fn default_member_timeout() -> u64 {
+    15
+}
+fn default_group_ring_timeout() -> u64 {
+    60
 }
 
 #[derive(Debug, Deserialize)]
@@ -496,6 +640,21 @@ pub struct GroupSection {
     /// The number external calls of its members present (over the account's).
     #[serde(default)]
     pub caller_id: Option<String>,
+    /// How a call to the group rings its ready members: "simultaneous"
+    /// (default), "sequential" (member order) or "random" (one at a time,
+    /// in random order).
+    #[serde(default)]
+    pub strategy: Option<Spanned<String>>,
+    /// Sequential and random: how long each member rings. Default 15.
+    #[serde(default = "default_member_timeout")]
+    pub member_timeout_s: u64,
+    /// How long the group rings in all. Default 60.
+    #[serde(default = "default_group_ring_timeout")]
+    pub ring_timeout_s: u64,
+    /// Where the call goes when nobody answers: a number of the account or
+    /// a status code. Default: the caller hears the failure.
+    #[serde(default)]
+    pub no_answer: Option<Spanned<DestinationSection>>,
 }
 
 fn default_caller_id_prefix() -> String {

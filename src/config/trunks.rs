@@ -322,6 +322,7 @@ impl Validator<'_> {
             let number = r.number.get_ref().trim().to_string();
             let taken = account.user(&number).is_some()
                 || account.group(&number).is_some()
+                || account.queue(&number).is_some()
                 || out.iter().any(|o| o.number == number);
             if number.is_empty() || taken {
                 self.error(

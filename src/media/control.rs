@@ -36,9 +36,14 @@ pub trait MediaControl: Send {
     fn link(&mut self, from: EndpointId, to: EndpointId);
     /// Packets from `from`'s party are no longer forwarded.
     fn unlink(&mut self, from: EndpointId);
-    /// Plays an 8 kHz mono WAV to the party as PCMU (0) or PCMA (8);
-    /// the driver hears when it has been sent.
-    fn play(&mut self, id: EndpointId, file: &str, payload_type: u8) -> Result<(), String>;
+    /// Plays an 8 kHz mono WAV to the party as PCMU (0) or PCMA (8),
+    /// instead of what it heard; once (the driver hears when it has been
+    /// sent) or `looped` until stopped, linked or closed.
+    fn play(&mut self, id: EndpointId, file: &str, payload_type: u8, looped: bool) -> Result<(), String>;
+    /// Stops the sound the party hears, if any.
+    fn stop_sound(&mut self, id: EndpointId);
+    /// Endpoints hearing a sound now.
+    fn sounds_playing(&self) -> usize;
     /// Closes the endpoint; its ports return to the pool.
     fn close(&mut self, id: EndpointId, now: Instant);
     fn stats(&self, id: EndpointId) -> DirectionStats;

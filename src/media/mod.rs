@@ -4,6 +4,7 @@
 pub mod control;
 pub mod g711;
 pub mod playback;
+mod player;
 pub mod relay;
 mod relay_io;
 pub mod sdp;

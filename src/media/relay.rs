@@ -13,6 +13,7 @@
 //! (`recv_batch`), takes no lock and never waits on signalling.
 
 use super::control::{DirectionStats, EndpointId, MediaControl};
+use super::player::{Player, SoundCache};
 use super::relay_io::{RelayIo, Watched};
 use crate::recv_batch;
 use arc_swap::ArcSwapOption;
@@ -76,6 +77,13 @@ struct Endpoint {
     io: Arc<RelayIo>,
     /// The sockets' entries in the I/O thread (RTP, RTCP).
     watched: [u64; 2],
+}
+
+impl EndpointShared {
+    /// Where RTP to the party goes now (latched or from its SDP).
+    pub(super) fn rtp_destination(&self) -> Option<SocketAddr> {
+        self.remote.rtp.load().as_deref().copied()
+    }
 }
 
 impl Endpoint {
@@ -307,8 +315,7 @@ impl RelayPool {
     }
 }
 
-/// Called with an endpoint whose prompt has been sent.
-pub type PlaybackDone = Arc<dyn Fn(EndpointId) + Send + Sync>;
+pub use super::player::PlaybackDone;
 
 /// The relay as the call engine drives it: endpoints by leg, in a pool.
 pub struct Relay {
@@ -320,7 +327,8 @@ pub struct Relay {
     /// the links to it without a walk over every endpoint.
     links: HashMap<EndpointId, EndpointId>,
     linked_by: HashMap<EndpointId, Vec<EndpointId>>,
-    playback_done: PlaybackDone,
+    player: Player,
+    sounds: SoundCache,
 }
 
 impl Relay {
@@ -331,7 +339,8 @@ impl Relay {
             endpoints: HashMap::new(),
             links: HashMap::new(),
             linked_by: HashMap::new(),
-            playback_done,
+            player: Player::new(playback_done),
+            sounds: SoundCache::default(),
         }
     }
 }
@@ -377,6 +386,8 @@ impl MediaControl for Relay {
             return;
         };
         f.shared.link.store(Some(t.link_to_me()));
+        // A party hears either what it is linked to or a sound.
+        self.player.stop(to);
         self.forget_link(from);
         self.links.insert(from, to);
         self.linked_by.entry(to).or_default().push(from);
@@ -389,26 +400,23 @@ impl MediaControl for Relay {
         self.forget_link(from);
     }
 
-    fn play(&mut self, id: EndpointId, file: &str, payload_type: u8) -> Result<(), String> {
+    fn play(&mut self, id: EndpointId, file: &str, payload_type: u8, looped: bool) -> Result<(), String> {
         let ep = self.endpoints.get(&id).ok_or("no media endpoint")?;
-        let samples = super::playback::load_wav(std::path::Path::new(file)).map_err(|e| e.to_string())?;
-        let to = ep
-            .shared
-            .remote
-            .rtp
-            .load_full()
-            .map(|a| *a)
-            .ok_or("the party gave no media address")?;
-        let socket = ep.rtp.clone();
-        let done = self.playback_done.clone();
-        tokio::spawn(async move {
-            super::playback::play(&samples, payload_type, socket, to).await;
-            done(id);
-        });
+        let sound = self.sounds.get(std::path::Path::new(file), payload_type)?;
+        self.player.start(id, sound, looped, ep.rtp.clone(), ep.shared.clone());
         Ok(())
     }
 
+    fn stop_sound(&mut self, id: EndpointId) {
+        self.player.stop(id);
+    }
+
+    fn sounds_playing(&self) -> usize {
+        self.player.playing()
+    }
+
     fn close(&mut self, id: EndpointId, now: Instant) {
+        self.player.stop(id);
         self.unlink(id);
         // Whoever was linked to this endpoint now sends nowhere.
         for from in self.linked_by.remove(&id).unwrap_or_default() {

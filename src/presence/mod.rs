@@ -48,6 +48,9 @@ pub struct UserState {
     pub registered: bool,
     /// None, or "early" (ringing) / "confirmed" (talking), RFC 4235 §3.7.1.
     pub call: Option<&'static str>,
+    /// The user's agent state when it is one the call state does not
+    /// show: "acw" or "not_ready".
+    pub agent: Option<&'static str>,
 }
 
 struct Subscription {
@@ -276,11 +279,13 @@ impl PresenceService {
 /// PIDF document (RFC 3863): basic open when a device is registered.
 pub fn pidf(entity: &str, state: UserState) -> String {
     let basic = if state.registered { "open" } else { "closed" };
-    let note = match (state.registered, state.call) {
-        (false, _) => "Offline",
-        (true, Some("confirmed")) => "On the phone",
-        (true, Some(_)) => "Ringing",
-        (true, None) => "Available",
+    let note = match (state.registered, state.call, state.agent) {
+        (false, _, _) => "Offline",
+        (true, Some("confirmed"), _) => "On the phone",
+        (true, Some(_), _) => "Ringing",
+        (true, None, Some("acw")) => "After-call work",
+        (true, None, Some(_)) => "Not ready",
+        (true, None, None) => "Available",
     };
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{entity}\">\r\n\
@@ -323,14 +328,17 @@ mod tests {
     const OFF: UserState = UserState {
         registered: false,
         call: None,
+        agent: None,
     };
     const ON: UserState = UserState {
         registered: true,
         call: None,
+        agent: None,
     };
     const TALKING: UserState = UserState {
         registered: true,
         call: Some("confirmed"),
+        agent: None,
     };
 
     fn notifies(p: &mut PresenceService) -> Vec<SipMessage> {

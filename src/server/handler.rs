@@ -32,6 +32,11 @@ impl Engines {
         crate::presence::UserState {
             registered: !self.registrar.lookup(aor).is_empty(),
             call: self.calls.activity(domain, ext),
+            agent: match self.agents.state(aor) {
+                crate::acd::AgentState::Acw => Some("acw"),
+                crate::acd::AgentState::NotReady { .. } => Some("not_ready"),
+                _ => None,
+            },
         }
     }
 

@@ -167,7 +167,7 @@ where
     for (aor, contacts) in registered {
         engines
             .agents
-            .on_event(&crate::events::DomainEvent::Registration { aor, contacts });
+            .on_event(&crate::events::DomainEvent::Registration { aor, contacts }, std::time::Instant::now());
     }
     let (in_tx, in_rx) = mpsc::channel(8192);
     let limits = TransportLimits {

@@ -15,6 +15,7 @@ const PENDING: TableDefinition<&str, u64> = TableDefinition::new("chat_pending")
 const READ: TableDefinition<&str, u64> = TableDefinition::new("chat_read");
 const MUTED: TableDefinition<&str, u8> = TableDefinition::new("chat_muted");
 const LIVE: TableDefinition<u64, &[u8]> = TableDefinition::new("live_calls");
+const AGENT: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_states");
 
 pub struct RedbStore {
     db: Database,
@@ -43,6 +44,7 @@ impl RedbStore {
         txn.open_table(READ).map_err(backend)?;
         txn.open_table(MUTED).map_err(backend)?;
         txn.open_table(LIVE).map_err(backend)?;
+        txn.open_table(AGENT).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(RedbStore { db })
     }
@@ -64,14 +66,15 @@ impl RedbStore {
             let mut read = txn.open_table(READ).map_err(backend)?;
             let mut muted = txn.open_table(MUTED).map_err(backend)?;
             let mut live = txn.open_table(LIVE).map_err(backend)?;
+            let mut agent = txn.open_table(AGENT).map_err(backend)?;
             for row in rows {
                 let bad = || StoreError::Backend(format!("row of the wrong shape for {:?}", row.table));
                 match (row.table, &row.key, &row.value) {
-                    (Table::Location | Table::Cdr, Key::Text(k), value) => {
-                        let table = if row.table == Table::Location {
-                            &mut location
-                        } else {
-                            &mut cdr
+                    (Table::Location | Table::Cdr | Table::Agent, Key::Text(k), value) => {
+                        let table = match row.table {
+                            Table::Location => &mut location,
+                            Table::Cdr => &mut cdr,
+                            _ => &mut agent,
                         };
                         match value {
                             Some(Value::Bytes(v)) => table.insert(k.as_str(), v.as_slice()).map(drop),
@@ -154,6 +157,7 @@ impl StoreBackend for RedbStore {
         match table {
             Table::Location => scan_text(&txn.open_table(LOCATION).map_err(backend)?, &scan, bytes, visit),
             Table::Cdr => scan_text(&txn.open_table(CDR).map_err(backend)?, &scan, bytes, visit),
+            Table::Agent => scan_text(&txn.open_table(AGENT).map_err(backend)?, &scan, bytes, visit),
             Table::Pending => scan_text(&txn.open_table(PENDING).map_err(backend)?, &scan, number, visit),
             Table::Read => scan_text(&txn.open_table(READ).map_err(backend)?, &scan, number, visit),
             Table::Muted => scan_text(

@@ -25,10 +25,12 @@ pub enum Table {
     Muted,
     /// Conversations in progress (so a crash leaves a trace).
     Live,
+    /// Agents' own choice of state (`ext@domain` → JSON).
+    Agent,
 }
 
 // Their index is the table byte of the binary form: append, never reorder.
-const TABLES: [Table; 7] = [
+const TABLES: [Table; 8] = [
     Table::Location,
     Table::Cdr,
     Table::Chat,
@@ -36,6 +38,7 @@ const TABLES: [Table; 7] = [
     Table::Read,
     Table::Muted,
     Table::Live,
+    Table::Agent,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

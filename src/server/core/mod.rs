@@ -380,7 +380,7 @@ impl Core {
     /// re-reads the state of the user it concerns.
     fn on_domain_event(&mut self, event: DomainEvent) {
         tracing::debug!(?event, "domain event");
-        self.engines.agents.on_event(&event);
+        self.engines.agents.on_event(&event, Instant::now());
         if let Some(aor) = event.user() {
             self.engines.presence_changed(&aor, Instant::now());
         }
