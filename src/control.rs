@@ -81,6 +81,14 @@ pub struct StatusView {
     pub banned: Vec<String>,
 }
 
+/// What an agent (or `ctl agent`) may choose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentChoice {
+    Ready,
+    NotReady(String),
+    EndAcw,
+}
+
 /// Requests to the core from other tasks.
 pub enum Command {
     Registrations(oneshot::Sender<Vec<RegistrationView>>),
@@ -98,10 +106,13 @@ pub enum Command {
     Bans(oneshot::Sender<Vec<String>>),
     Trunks(oneshot::Sender<Vec<TrunkView>>),
     Agents(oneshot::Sender<Vec<AgentView>>),
-    /// An agent's own choice: ready (None) or not ready with a reason.
+    /// Queues and their figures (`ctl queues`).
+    Queues(oneshot::Sender<Vec<crate::acd::QueueView>>),
+    /// An agent's own choice: ready, not ready with a reason, or the end
+    /// of after-call work.
     SetAgent {
         user: String,
-        not_ready: Option<String>,
+        choice: AgentChoice,
         reply: oneshot::Sender<Result<AgentView, String>>,
     },
     /// The directory of the account `domain` (None: the default account).

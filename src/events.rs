@@ -44,6 +44,18 @@ impl AgentState {
     }
 }
 
+/// How one agent's offer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferOutcome {
+    /// Answered on this leg.
+    Answered { leg: u64 },
+    /// Rang out, or declined.
+    NoAnswer,
+    /// Busy, unreachable, or cancelled because another agent answered or
+    /// the caller left.
+    Failed,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum DomainEvent {

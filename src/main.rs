@@ -96,11 +96,14 @@ enum CtlCmd {
     Trunks,
     /// Agents and their states (JSON).
     Agents,
+    /// Queues: callers waiting, longest wait, agents by state, today's
+    /// answered / abandoned / timed out, service level (JSON).
+    Queues,
     /// Sets an agent ready, or not ready with a reason (JSON).
     Agent {
         /// The extension (default account) or ext@domain.
         user: String,
-        /// `ready` or `not_ready`, then the reason.
+        /// `ready`, `not_ready` then the reason, or `end_acw`.
         #[arg(num_args = 1..)]
         choice: Vec<String>,
     },
@@ -350,6 +353,7 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
         CtlCmd::Bans => "bans".to_string(),
         CtlCmd::Trunks => "trunks".to_string(),
         CtlCmd::Agents => "agents".to_string(),
+        CtlCmd::Queues => "queues".to_string(),
         CtlCmd::Agent { user, choice } => format!("agent {user} {}", choice.join(" ")),
         CtlCmd::Directory { domain } => format!("directory {}", domain.as_deref().unwrap_or(""))
             .trim_end()
@@ -368,7 +372,7 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
     if json
         || matches!(
             what,
-            CtlCmd::Chat { .. } | CtlCmd::Directory { .. } | CtlCmd::Agents | CtlCmd::Agent { .. }
+            CtlCmd::Chat { .. } | CtlCmd::Directory { .. } | CtlCmd::Agents | CtlCmd::Agent { .. } | CtlCmd::Queues
         )
     {
         println!("{}", serde_json::to_string_pretty(&data)?);
@@ -384,7 +388,7 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
             "{}",
             switchboard::ctl::format_calls(&serde_json::from_value::<Vec<_>>(data)?)
         ),
-        CtlCmd::Chat { .. } | CtlCmd::Directory { .. } | CtlCmd::Agents | CtlCmd::Agent { .. } => {}
+        CtlCmd::Chat { .. } | CtlCmd::Directory { .. } | CtlCmd::Agents | CtlCmd::Agent { .. } | CtlCmd::Queues => {}
         CtlCmd::Bans => {
             let list: Vec<String> = serde_json::from_value(data)?;
             if list.is_empty() {

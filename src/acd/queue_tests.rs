@@ -57,7 +57,7 @@ fn nine_calls(strategy: &str) -> Vec<String> {
     let mut now = Now::at(Instant::now());
     let mut took = Vec::new();
     for call in 1..=9u64 {
-        assert_eq!(q.enqueue(D, "3001", call, &agents, now), Ok(1));
+        assert_eq!(q.enqueue(D, "3001", call, None, &agents, now), Ok(1));
         q.dispatch(&agents, now);
         let o = offers(&mut q);
         assert_eq!(o.len(), 1, "{o:?}");
@@ -95,15 +95,15 @@ fn ring_all_offers_every_free_member_and_tiers_come_first() {
     let mut q = Queues::new(&c.accounts);
     let agents = ready(&["1001", "1002", "1003"]);
     let now = Now::at(Instant::now());
-    q.enqueue(D, "3001", 1, &agents, now).unwrap();
+    q.enqueue(D, "3001", 1, None, &agents, now).unwrap();
     q.dispatch(&agents, now);
     assert_eq!(offers(&mut q), vec![(1, vec!["1001".to_string(), "1003".to_string()])]);
     // A second caller: tier 1 is ringing for the first, so tier 2 rings.
-    q.enqueue(D, "3001", 2, &agents, now).unwrap();
+    q.enqueue(D, "3001", 2, None, &agents, now).unwrap();
     q.dispatch(&agents, now);
     assert_eq!(offers(&mut q), vec![(2, vec!["1002".to_string()])]);
     // Nobody is offered twice at once.
-    q.enqueue(D, "3001", 3, &agents, now).unwrap();
+    q.enqueue(D, "3001", 3, None, &agents, now).unwrap();
     q.dispatch(&agents, now);
     assert!(offers(&mut q).is_empty());
 }
@@ -115,7 +115,7 @@ fn only_ready_agents_are_offered_calls() {
     let mut agents = ready(&["1001", "1002"]);
     agents.set_not_ready(&format!("1001@{D}"), Some("lunch".into()));
     let now = Now::at(Instant::now());
-    q.enqueue(D, "3001", 1, &agents, now).unwrap();
+    q.enqueue(D, "3001", 1, None, &agents, now).unwrap();
     q.dispatch(&agents, now);
     assert_eq!(offers(&mut q), vec![(1, vec!["1002".to_string()])], "1001 not ready, 1003 offline");
 }
@@ -127,7 +127,7 @@ fn rung_out_offers_retry_after_the_pause_and_too_many_make_the_agent_not_ready()
     let agents = ready(&["1001", "1002"]);
     let mut now = Now::at(Instant::now());
     let a1 = format!("1001@{D}");
-    q.enqueue(D, "3001", 1, &agents, now).unwrap();
+    q.enqueue(D, "3001", 1, None, &agents, now).unwrap();
     q.dispatch(&agents, now);
     assert_eq!(offers(&mut q), vec![(1, vec!["1001".to_string()])]);
     q.offer_ended(1, &a1, OfferOutcome::NoAnswer, now);
@@ -151,13 +151,13 @@ fn full_queues_and_queues_without_agents_refuse_and_max_wait_ends_the_wait() {
     let c = config("members = [\"1001\"]\nmax_callers = 1\nwhen_no_agents = \"refuse\"\nmax_wait_s = 30");
     let mut q = Queues::new(&c.accounts);
     let now = Now::at(Instant::now());
-    assert_eq!(q.enqueue(D, "3001", 1, &Agents::new(), now), Err(Refusal::NoAgents));
+    assert_eq!(q.enqueue(D, "3001", 1, None, &Agents::new(), now), Err(Refusal::NoAgents));
     let mut agents = ready(&["1001"]);
     agents.set_not_ready(&format!("1001@{D}"), Some("x".into()));
-    assert_eq!(q.enqueue(D, "3001", 1, &agents, now), Err(Refusal::NoAgents));
+    assert_eq!(q.enqueue(D, "3001", 1, None, &agents, now), Err(Refusal::NoAgents));
     agents.set_not_ready(&format!("1001@{D}"), None);
-    assert_eq!(q.enqueue(D, "3001", 1, &agents, now), Ok(1));
-    assert_eq!(q.enqueue(D, "3001", 2, &agents, now), Err(Refusal::Full));
+    assert_eq!(q.enqueue(D, "3001", 1, None, &agents, now), Ok(1));
+    assert_eq!(q.enqueue(D, "3001", 2, None, &agents, now), Err(Refusal::Full));
     let later = Now {
         mono: now.mono + Duration::from_secs(30),
         ..now
@@ -184,7 +184,7 @@ fn views_count_answered_abandoned_and_the_service_level() {
     let now = Now::at(Instant::now());
     let a1 = format!("1001@{D}");
     for call in 1..=3 {
-        q.enqueue(D, "3001", call, &agents, now).unwrap();
+        q.enqueue(D, "3001", call, None, &agents, now).unwrap();
     }
     let v = &q.views(&agents, now)[0];
     assert_eq!((v.waiting, v.service_level_pct), (3, 100));

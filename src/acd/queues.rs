@@ -5,10 +5,13 @@
 //! module only decides.
 
 use super::agents::{AgentState, Agents};
-use crate::call::CallRef;
 use crate::clock::Now;
 use crate::config::{Account, Queue, QueueStrategy};
+pub use crate::events::OfferOutcome;
 use crate::events::{DomainEvent, LegPhase};
+
+/// A conversation's id (the call engine's `CallRef`).
+pub type CallRef = u64;
 use foldhash::{HashMap, HashSet};
 use serde::Serialize;
 use std::cmp::Reverse;
@@ -78,18 +81,6 @@ pub enum Refusal {
     Full,
     /// No member is logged in and the queue refuses then.
     NoAgents,
-}
-
-/// How one agent's offer ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OfferOutcome {
-    /// Answered on this leg.
-    Answered { leg: u64 },
-    /// Rang out, or declined.
-    NoAnswer,
-    /// Busy, unreachable, or cancelled because another agent answered or
-    /// the caller left.
-    Failed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +192,11 @@ impl Queues {
         }
     }
 
+    /// Whether any caller waits in any queue.
+    pub fn has_waiting(&self) -> bool {
+        !self.where_waits.is_empty()
+    }
+
     pub fn poll_output(&mut self) -> Option<AcdOutput> {
         self.out.pop_front()
     }
@@ -215,6 +211,7 @@ impl Queues {
         domain: &str,
         number: &str,
         call: CallRef,
+        max_wait: Option<Duration>,
         agents: &Agents,
         now: Now,
     ) -> Result<usize, Refusal> {
@@ -241,7 +238,7 @@ impl Queues {
             next_try: now.mono,
         });
         let position = q.waiting.len();
-        if let Some(max) = q.config.max_wait {
+        if let Some(max) = max_wait.or(q.config.max_wait) {
             self.timers.push(Reverse((now.mono + max, AcdTimer::MaxWait(call))));
         }
         self.where_waits.insert(call, k);

@@ -17,7 +17,7 @@ impl CallEngine {
         self.reply(id, r);
     }
 
-    fn answer_with_relay(&mut self, id: CallRef, now: Now) -> Result<LegId, Reply> {
+    pub(super) fn answer_with_relay(&mut self, id: CallRef, now: Now) -> Result<LegId, Reply> {
         let call = self.calls.get(&id).ok_or(Reply::CallEnded)?;
         let leg = self.legs.get(&call.origin).ok_or(Reply::CallEnded)?;
         if !leg.state.is_pending() {
@@ -46,15 +46,35 @@ impl CallEngine {
         }
     }
 
+    /// Answers the call, plays `file`, then hangs up (no dialplan runs):
+    /// the confirmation of a feature code.
+    pub fn announce_and_end(&mut self, id: CallRef, file: &str, now: Now) {
+        let played = self
+            .answer_with_relay(id, now)
+            .ok()
+            .and_then(|leg| self.park(leg, super::bridge::Source::Prompt(file.to_string())).ok());
+        match (played, self.calls.get_mut(&id)) {
+            (Some(()), Some(c)) => c.owed = Some(Owed::Announcement),
+            _ => self.end_conversation(id, Ending::system(500, "Announcement Failed"), now),
+        }
+    }
+
     /// The media side finished playing to `endpoint`.
-    pub fn playback_done(&mut self, endpoint: EndpointId) {
+    pub fn playback_done(&mut self, endpoint: EndpointId, now: Now) {
         let Some(call) = self.legs.get(&LegId(endpoint.0)).map(|l| l.conversation) else {
             return;
         };
         let Some(c) = self.calls.get_mut(&call) else { return };
-        if c.owed == Some(Owed::Playback) {
-            c.owed = None;
-            self.reply(call, Reply::Done);
+        match c.owed {
+            Some(Owed::Playback) => {
+                c.owed = None;
+                self.reply(call, Reply::Done);
+            }
+            Some(Owed::Announcement) => {
+                c.owed = None;
+                self.end_conversation(call, Ending::system(200, "Announcement Played"), now);
+            }
+            _ => {}
         }
     }
 

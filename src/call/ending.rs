@@ -62,6 +62,9 @@ impl CallEngine {
             rtp_seq_gaps: stats.seq_gaps,
         };
         let call_id = leg.conversation;
+        if self.is_offer(id) {
+            self.offer_failed(id, code);
+        }
         self.announce(id, LegPhase::Terminated);
         let _ = self.leave(id);
         self.media.close(id.endpoint(), now.mono);
@@ -161,7 +164,15 @@ impl CallEngine {
             }
             return;
         }
-        let call = self.calls.remove(&id).expect("exists");
+        let mut call = self.calls.remove(&id).expect("exists");
+        if let Some(q) = call.queue.take() {
+            let mut r = q.record;
+            if r.agent.is_none() {
+                // Still waiting when the caller hung up.
+                r.wait_s = now.unix_ms.saturating_sub(q.since_ms) / 1000;
+            }
+            call.queue_records.push(r);
+        }
         let record = record_of(id, &call, call.ended_legs.clone(), now.unix_ms);
         let disposition = record.disposition.clone();
         let sip_code = record.sip_code;
@@ -169,6 +180,7 @@ impl CallEngine {
         if let Some(owed) = call.owed {
             let reply = match (owed, call.connected) {
                 (Owed::Dial, Some(_)) => Reply::Dialed(DialOutcome::new("answered", 200)),
+                (Owed::Queue, Some(_)) => Reply::Result("answered".into()),
                 _ => Reply::CallEnded,
             };
             self.reply(id, reply);
@@ -243,6 +255,7 @@ impl CallEngine {
                         self.dial_failed_by_timeout(call, now);
                     }
                 }
+                Timer::Offer(leg) => self.offer_timed_out(leg, now),
                 Timer::Retransmit2xx(id, cseq) => {
                     let t2 = self.config.timers.t2;
                     let unacked = self.legs.get_mut(&id).and_then(|l| l.unacked.as_mut());
@@ -371,5 +384,6 @@ fn record_of(id: CallRef, call: &super::Conversation, legs: Vec<LegRecord>, end_
         rtp_from_callee: callee.map_or(0, |c| c.rtp_packets),
         rtp_seq_gaps: origin.map_or(0, |o| o.rtp_seq_gaps) + callee.map_or(0, |c| c.rtp_seq_gaps),
         legs,
+        queues: call.queue_records.clone(),
     }
 }

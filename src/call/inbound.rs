@@ -126,6 +126,7 @@ impl CallEngine {
                 uas: Some(Uas { key, reply_peer }),
                 unacked: None,
                 remote_media: Some(offer),
+                local_sdp: None,
                 local_media,
                 bridge: None,
                 start_ms: now.unix_ms,
@@ -158,6 +159,11 @@ impl CallEngine {
                 trunks_left: Default::default(),
                 trunk_number: String::new(),
                 after_write: Vec::new(),
+                queue: None,
+                queue_records: Vec::new(),
+                hunt: Default::default(),
+                hunt_step: std::time::Duration::ZERO,
+                hunt_until: None,
                 hangup_side: "system",
                 final_code: 480,
             },
@@ -218,6 +224,7 @@ impl CallEngine {
         resp.push_header(HeaderName::Allow, crate::sip::method::ALLOWED_IN_CALL);
         resp.body = sdp_body.into();
         let leg = self.legs.get_mut(&id).expect("exists");
+        leg.local_sdp = Some(resp.body.clone());
         let uas = leg.uas.as_ref().expect("checked");
         let key = uas.key.clone();
         leg.unacked = Some(Unacked {

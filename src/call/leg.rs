@@ -115,6 +115,8 @@ pub struct Leg {
     pub remote_media: Option<MediaInfo>,
     /// Our relay endpoint's address, which the party sends to.
     pub local_media: SocketAddr,
+    /// The SDP we answered the party's INVITE with (inbound legs).
+    pub local_sdp: Option<bytes::Bytes>,
     pub bridge: Option<BridgeId>,
     pub start_ms: u64,
     pub answer_ms: Option<u64>,

@@ -20,12 +20,16 @@ mod actions;
 pub mod bridge;
 pub mod caller_id;
 mod ending;
+mod hunt;
 mod in_dialog;
 mod inbound;
 pub mod leg;
 #[cfg(test)]
 mod model_tests;
 mod originate;
+mod queue_legs;
+#[cfg(test)]
+mod queue_tests;
 #[cfg(test)]
 mod tests;
 mod trunk_legs;
@@ -33,7 +37,7 @@ mod trunk_legs;
 mod trunk_tests;
 
 pub use inbound::Caller;
-pub use originate::DialRequest;
+pub use originate::{user_contacts, Contact, DialRequest};
 
 use crate::cdr::CallRecord;
 use crate::config::CallSettings;
@@ -93,6 +97,13 @@ pub enum Output {
         reply: Reply,
     },
     Event(DomainEvent),
+    /// A queue offer to `agent` (an extension of `account`) is over.
+    OfferEnded {
+        call: CallRef,
+        account: String,
+        agent: String,
+        outcome: crate::events::OfferOutcome,
+    },
 }
 
 /// Fixed settings the engine needs.
@@ -111,6 +122,12 @@ enum Owed {
     Dial,
     /// `playback`: returns when the prompt has been sent.
     Playback,
+    /// `queue`: returns when the caller leaves the queue, or when the call
+    /// an agent answered ends.
+    Queue,
+    /// Not the dialplan: a short announcement, then the call ends (feature
+    /// codes).
+    Announcement,
 }
 
 /// One customer interaction and the dialplan run that routes it.
@@ -150,6 +167,15 @@ struct Conversation {
     ended_legs: Vec<crate::cdr::LegRecord>,
     /// Answers to send once the record is stored.
     after_write: Vec<(TxKey, SipMessage)>,
+    /// The queue the caller waits in (or was answered from).
+    queue: Option<queue_legs::QueueWait>,
+    /// Queues the caller has left, for the record.
+    queue_records: Vec<crate::cdr::QueueRecord>,
+    /// A ring group ringing its members in turn: the members not rung
+    /// yet, how long each rings, and when the group gives up.
+    hunt: VecDeque<Vec<Contact>>,
+    hunt_step: std::time::Duration,
+    hunt_until: Option<Instant>,
     /// Who ended it, and the caller's final status when unanswered.
     hangup_side: &'static str,
     final_code: u16,
@@ -186,6 +212,8 @@ enum Timer {
     Retransmit2xx(LegId, u32),
     /// No ACK for the 2xx answering the INVITE with this CSeq.
     AckTimeout(LegId, u32),
+    /// A queue offer rang for the agent timeout.
+    Offer(LegId),
 }
 
 /// A live conversation as shown by `ctl calls`.

@@ -48,7 +48,7 @@ fn a_parked_leg_hears_its_source_and_is_later_bridged_to_a_new_leg() {
         vec![(parked.endpoint(), "prompts/welcome.wav".to_string())]
     );
     assert_eq!(m.bridge_of(parked), None);
-    m.playback_done(parked.endpoint());
+    m.playback_done(parked.endpoint(), Now::at(now));
     assert_eq!(replies(&effects(&mut m)), vec![Reply::Done]);
 
     // A new call comes in and is answered; its callee leg is new.

@@ -50,7 +50,8 @@ fn pick(best: Option<u16>, code: u16) -> u16 {
 }
 
 /// One contact to ring.
-pub(super) struct Contact {
+#[derive(Debug, Clone)]
+pub struct Contact {
     pub target: String,
     pub uri: String,
     pub peer: Peer,
@@ -59,16 +60,36 @@ pub(super) struct Contact {
     pub trunk: Option<crate::config::Trunk>,
 }
 
+/// The registered devices of user `ext` of `account`, as contacts to ring.
+pub fn user_contacts(registrar: &Registrar, account: &Account, ext: &str) -> Vec<Contact> {
+    registrar
+        .lookup(&format!("{ext}@{}", account.domain))
+        .iter()
+        .filter_map(|b| {
+            Some(Contact {
+                target: ext.to_string(),
+                uri: b.contact.clone(),
+                peer: Peer {
+                    transport: TransportKind::from_via_name(&b.transport),
+                    addr: b.source.parse().ok()?,
+                },
+                trunk: None,
+            })
+        })
+        .collect()
+}
+
 impl CallEngine {
     /// `dial(targets)`: originates a leg to every registered contact of
     /// every target; the reply comes when all fail, or when the answered
     /// call ends.
     pub fn dial(&mut self, id: CallRef, req: DialRequest<'_>, now: Now) {
+        let parked = self.origin_parked(id);
         let Some(call) = self.calls.get_mut(&id) else {
             return self.reply(id, Reply::CallEnded);
         };
         let origin_pending = self.legs.get(&call.origin).is_some_and(|l| l.state.is_pending());
-        if !origin_pending || call.owed.is_some() {
+        if !(origin_pending || parked) || call.owed.is_some() {
             return self.reply(
                 id,
                 Reply::Failed("dial: the call is already answered or dialling".into()),
@@ -124,21 +145,12 @@ impl CallEngine {
                 best = Some(pick(best, 404));
                 continue;
             }
-            let bindings = req.registrar.lookup(&format!("{target}@{}", req.account.domain));
-            if bindings.is_empty() {
+            let found = user_contacts(req.registrar, req.account, target);
+            if found.is_empty() {
                 best = Some(pick(best, 480));
                 continue;
             }
-            for b in bindings {
-                let Ok(addr) = b.source.parse() else { continue };
-                let transport = TransportKind::from_via_name(&b.transport);
-                contacts.push(Contact {
-                    target: target.clone(),
-                    uri: b.contact.clone(),
-                    peer: Peer { transport, addr },
-                    trunk: None,
-                });
-            }
+            contacts.extend(found);
         }
         if contacts.is_empty() {
             let code = best.unwrap_or(480);
@@ -150,7 +162,7 @@ impl CallEngine {
 
     /// Originates a leg to each of `contacts` and waits for the first
     /// answer (or all failures, or the ring timeout).
-    fn ring(
+    pub(super) fn ring(
         &mut self,
         id: CallRef,
         contacts: Vec<Contact>,
@@ -194,7 +206,13 @@ impl CallEngine {
         let leg_id = LegId(self.next_id);
         let local_media = self.media.open(leg_id.endpoint(), contact.peer.addr.ip(), now.mono)?;
         self.next_id += 1;
-        let offer = match sdp::rewrite(&origin.invite.body, local_media) {
+        // A caller we answered ourselves (in a queue) is offered on as we
+        // answered it: the codec it already sends.
+        let caller_sdp = match &origin.local_sdp {
+            Some(ours) if origin.state.is_answered() && origin.bridge.is_none() => ours,
+            _ => &origin.invite.body,
+        };
+        let offer = match sdp::rewrite(caller_sdp, local_media) {
             Ok(b) => bytes::Bytes::from(b),
             Err(e) => {
                 self.media.close(leg_id.endpoint(), now.mono);
@@ -222,6 +240,9 @@ impl CallEngine {
             ),
             _ => (call.caller_number.as_str(), call.caller_name.as_deref(), domain, domain),
         };
+        // A queue offer shows the queue and the caller: "Support: Ana".
+        let offered = self.offer_display(id);
+        let from_name = offered.as_ref().map(|(d, _)| d.as_str()).or(from_name);
         let (mut invite, dlg) = CalleeInvite {
             target_uri: &contact.uri,
             peer: contact.peer,
@@ -239,6 +260,9 @@ impl CallEngine {
         for (name, value) in shown.into_iter().flat_map(|s| s.headers) {
             invite.push_header(name, value);
         }
+        if let Some((_, queue)) = offered {
+            invite.push_header(HeaderName::Other("X-Queue".into()), queue);
+        }
         if let Some(route) = contact.trunk.as_ref().and_then(|t| t.proxy_route()) {
             invite.push_header(HeaderName::Route, route);
         }
@@ -254,6 +278,7 @@ impl CallEngine {
             uas: None,
             unacked: None,
             remote_media: None,
+            local_sdp: None,
             local_media,
             bridge: None,
             start_ms: now.unix_ms,
@@ -315,7 +340,8 @@ impl CallEngine {
                 }
                 self.set_state(id, LegState::Early);
                 let Some(call) = self.calls.get(&call_id) else { return };
-                if call.connected.is_some() {
+                // A parked caller keeps hearing its music.
+                if call.connected.is_some() || self.origin_parked(call_id) {
                     return;
                 }
                 let origin = call.origin;
@@ -354,7 +380,7 @@ impl CallEngine {
                 if through_trunk && (status == 408 || status >= 500) && self.fail_over(call_id, now) {
                     return;
                 }
-                self.maybe_finish_dial(call_id);
+                self.maybe_finish_dial(call_id, now);
             }
         }
     }
@@ -379,7 +405,8 @@ impl CallEngine {
         let origin_pending = origin
             .and_then(|o| self.legs.get(&o))
             .is_some_and(|o| o.state.is_pending());
-        if state == LegState::Cancelling || connected != Some(None) || !origin_pending {
+        let parked = self.origin_parked(call_id);
+        if state == LegState::Cancelling || connected != Some(None) || !(origin_pending || parked) {
             // Late answer on another leg: ACKed, now hang it up.
             let leg = self.legs.get_mut(&id).expect("exists");
             let bye = leg.dialog.request(Method::Bye, None);
@@ -403,14 +430,21 @@ impl CallEngine {
         call.callee = self.legs[&id].party.clone();
         call.ringing.retain(|l| *l != id);
         self.set_state(id, LegState::Answered { acked: true });
+        if self.is_offer(id) {
+            return self.offer_answered(id, now);
+        }
         // Cancel the other legs (§16.7 step 10 behaviour for a forking B2BUA).
-        let others = std::mem::take(&mut self.calls.get_mut(&call_id).expect("exists").ringing);
+        let c = self.calls.get_mut(&call_id).expect("exists");
+        let others = std::mem::take(&mut c.ringing);
+        c.hunt.clear();
         for other in others {
             self.cancel_leg(other, now);
         }
         let _ = self.bridge_legs(origin, id);
         tracing::info!(call = %self.legs[&origin].dialog.call_id, callee = %self.calls[&call_id].callee, "call answered");
-        self.answer_inbound(origin, answer, now);
+        if !parked {
+            self.answer_inbound(origin, answer, now);
+        }
     }
 
     /// Sends CANCEL for a ringing outbound leg (§9.1) and closes its media;
@@ -441,11 +475,15 @@ impl CallEngine {
     }
 
     /// When every leg of the dial has failed, the dial returns its best failure.
-    fn maybe_finish_dial(&mut self, id: CallRef) {
+    fn maybe_finish_dial(&mut self, id: CallRef, now: Now) {
         let Some(call) = self.calls.get_mut(&id) else { return };
         if !call.ringing.is_empty() || call.connected.is_some() || call.owed != Some(Owed::Dial) {
             return;
         }
+        if self.next_hunt_step(id, now) {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(&id) else { return };
         call.owed = None;
         let code = call.last_failure.as_ref().map_or(480, |f| f.0);
         self.reply(id, Reply::Dialed(DialOutcome::from_status(code)));
@@ -453,6 +491,17 @@ impl CallEngine {
 
     /// The ring timeout fired: cancel what still rings, report no-answer.
     pub(super) fn dial_failed_by_timeout(&mut self, id: CallRef, now: Now) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if !call.hunt.is_empty() {
+            // This member rang out: the next one rings.
+            let ringing = std::mem::take(&mut call.ringing);
+            for leg in ringing {
+                self.cancel_leg(leg, now);
+            }
+            if self.next_hunt_step(id, now) {
+                return;
+            }
+        }
         let Some(call) = self.calls.get_mut(&id) else { return };
         let ringing = std::mem::take(&mut call.ringing);
         call.last_failure = Some((480, Some("No Answer".into())));

@@ -82,6 +82,7 @@ impl MediaControl for FakeMedia {
     fn housekeeping(&mut self, _now: Instant) {}
 }
 
+pub(super) const SDP_TEXT: &str = SDP;
 const SDP: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
 
 pub(super) fn config() -> Config {

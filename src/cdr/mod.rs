@@ -46,6 +46,22 @@ pub struct CallRecord {
     /// Every leg of the conversation, in the order they ended.
     #[serde(default)]
     pub legs: Vec<LegRecord>,
+    /// The queues the caller went through: queue, wait, the agent who
+    /// answered, outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<QueueRecord>,
+}
+
+/// A conversation's stay in one queue, as its call record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRecord {
+    pub queue: String,
+    /// Seconds from entering the queue to an agent's answer (or to leaving).
+    pub wait_s: u64,
+    /// The agent who answered.
+    pub agent: Option<String>,
+    /// "answered", "abandoned", "overflow", "timeout" or "refused".
+    pub outcome: String,
 }
 
 /// One leg of a conversation: one dialog with one party.

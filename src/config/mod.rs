@@ -672,8 +672,8 @@ impl Validator<'_> {
                 users,
                 by_extension,
             };
-            (account.trunks, account.dids) = self.account_trunks(a.trunks, a.dids, trunks, &account);
             account.queues = self.queues(a.queues, &account);
+            (account.trunks, account.dids) = self.account_trunks(a.trunks, a.dids, trunks, &account);
             account.remote_extensions = self.remote_extensions(a.remote_extensions, &account);
             self.check_destinations(&account, &destinations);
             out.push(account);

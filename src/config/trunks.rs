@@ -83,8 +83,9 @@ impl Trunk {
 /// Where calls to an inbound number go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DidTarget {
-    /// An extension of the account.
-    User(String),
+    /// A user, group or queue of the account (the dialplan runs with it
+    /// as the called number).
+    Number(String),
     /// The account's dialplan, with the DID as the called number.
     Dialplan,
 }
@@ -294,11 +295,13 @@ impl Validator<'_> {
             }
             let to = match d.to.get_ref().trim() {
                 "dialplan" => DidTarget::Dialplan,
-                ext if account.user(ext).is_some() => DidTarget::User(ext.to_string()),
+                n if account.user(n).is_some() || account.group(n).is_some() || account.queue(n).is_some() => {
+                    DidTarget::Number(n.to_string())
+                }
                 other => {
                     self.error(
                         d.to.span(),
-                        format!("DID {number:?} goes to {other:?}: not an extension of the account nor \"dialplan\""),
+                        format!("DID {number:?} goes to {other:?}: not a user, group or queue of the account nor \"dialplan\""),
                     );
                     continue;
                 }

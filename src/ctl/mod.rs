@@ -5,7 +5,7 @@
 //! Request: `{"command":"registrations"}` or `{"command":"status"}`.
 //! Reply: `{"ok":true,"data":…}` or `{"ok":false,"error":"…"}`.
 
-use crate::control::{Command, RegistrationView, StatusView};
+use crate::control::{AgentChoice, Command, RegistrationView, StatusView};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -77,22 +77,24 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
         "bans" => ask(commands, Command::Bans).await,
         "trunks" => ask(commands, Command::Trunks).await,
         "agents" => ask(commands, Command::Agents).await,
+        "queues" => ask(commands, Command::Queues).await,
         agent if agent.starts_with("agent ") => {
             // "agent USER ready" | "agent USER not_ready [REASON...]"
             let mut words = agent.split_whitespace().skip(1);
             let (user, choice) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or(""));
             let rest: Vec<&str> = words.collect();
-            let not_ready = match choice {
-                "ready" => Ok(None),
-                "not_ready" => Ok(Some(if rest.is_empty() {
+            let choice = match choice {
+                "ready" => Ok(AgentChoice::Ready),
+                "not_ready" => Ok(AgentChoice::NotReady(if rest.is_empty() {
                     "not ready".to_string()
                 } else {
                     rest.join(" ")
                 })),
-                other => Err(format!("agent {user}: {other:?} is neither ready nor not_ready")),
+                "end_acw" => Ok(AgentChoice::EndAcw),
+                other => Err(format!("agent {user}: {other:?} is not ready, not_ready or end_acw")),
             };
-            match not_ready {
-                Ok(not_ready) => ask_fallible(commands, |reply| Command::SetAgent { user, not_ready, reply }).await,
+            match choice {
+                Ok(choice) => ask_fallible(commands, |reply| Command::SetAgent { user, choice, reply }).await,
                 Err(e) => Err(e),
             }
         }

@@ -133,6 +133,7 @@ pub(super) async fn drive(
         }
         request = engine.resume(thread, budget, |lua| match reply {
             Reply::Dialed(o) => (true, o.result, o.code).into_lua_multi(lua),
+            Reply::Result(result) => (true, result).into_lua_multi(lua),
             Reply::Failed(message) => (false, message).into_lua_multi(lua),
             _ => (true,).into_lua_multi(lua),
         })?;
@@ -220,6 +221,40 @@ fn parse_request(request: MultiValue) -> Result<Request, String> {
                 v => Some(text(v, "name")?),
             };
             Ok(Request::Call(Action::SetCallerId { number, name }))
+        }
+        "queue" => {
+            let number = text(arg(), "number")?;
+            let max_wait_s = match arg() {
+                Value::Table(o) => match o.raw_get::<Value>("max_wait").unwrap_or(Value::Nil) {
+                    Value::Nil => None,
+                    Value::Integer(n) if n > 0 => Some(n as u64),
+                    _ => return Err("queue: max_wait must be a positive number of seconds".to_string()),
+                },
+                Value::Nil => None,
+                _ => return Err("queue: options must be a table".to_string()),
+            };
+            Ok(Request::Call(Action::Queue { number, max_wait_s }))
+        }
+        "group" => Ok(Request::Call(Action::Group(text(arg(), "number")?))),
+        "agent_state" => {
+            let ext = text(arg(), "extension")?;
+            let set = match arg() {
+                Value::Nil => None,
+                v => {
+                    let state = text(v, "state")?;
+                    if !matches!(state.as_str(), "ready" | "not_ready" | "end_acw") {
+                        return Err(format!(
+                            "agent_state: {state:?} is not a state an agent can be put in (ready, not_ready, end_acw)"
+                        ));
+                    }
+                    let reason = match arg() {
+                        Value::Nil => None,
+                        v => Some(text(v, "reason")?),
+                    };
+                    Some((state, reason))
+                }
+            };
+            Ok(Request::Call(Action::AgentState { ext, set }))
         }
         "log" => Ok(Request::Log {
             level: text(arg(), "level")?,

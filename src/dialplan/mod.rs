@@ -84,6 +84,16 @@ pub enum Action {
         number: String,
         name: Option<String>,
     },
+    /// Wait in queue `number`; returns how it ended.
+    Queue { number: String, max_wait_s: Option<u64> },
+    /// Ring group `number` by its strategy; returns like `Dial`.
+    Group(String),
+    /// Read (and with `set`, first change) the state of agent `ext`:
+    /// "ready", "not_ready" (with a reason) or "end_acw".
+    AgentState {
+        ext: String,
+        set: Option<(String, Option<String>)>,
+    },
 }
 
 /// The call's reply to an action.
@@ -91,6 +101,9 @@ pub enum Action {
 pub enum Reply {
     Done,
     Dialed(DialOutcome),
+    /// A word: how `queue()` ended ("answered", "timeout", "no_agents",
+    /// "full"), or an agent's state.
+    Result(String),
     /// The call is over (caller hung up, or hangup() was called): the
     /// script stops quietly.
     CallEnded,

@@ -107,6 +107,17 @@ base.dial = function(target, opts)
   local result, code = request("dial", target, opts)
   return { result = result, code = code }
 end
+base.queue = function(number, opts)
+  local result = request("queue", number, opts)
+  return { result = result }
+end
+base.group = function(number)
+  local result, code = request("group", number)
+  return { result = result, code = code }
+end
+base.agent_state = function(ext, state, reason)
+  return (request("agent_state", ext, state, reason))
+end
 base.answer = function() request("answer") end
 base.playback = function(file) request("playback", file) end
 base.hangup = function(code) request("hangup", code) end

@@ -53,6 +53,21 @@ pub async fn simulate(
                     ),
                     Reply::Done,
                 ),
+                Action::Queue { number, .. } => (
+                    format!("queue {number} -> {}", outcome.result),
+                    Reply::Result(outcome.result.clone()),
+                ),
+                Action::Group(number) => (
+                    format!("group {number} -> {} ({})", outcome.result, outcome.code),
+                    Reply::Dialed(outcome.clone()),
+                ),
+                Action::AgentState { ext, set } => (
+                    format!(
+                        "agent_state {ext}{}",
+                        set.map(|(s, _)| format!(" {s}")).unwrap_or_default()
+                    ),
+                    Reply::Result("ready".into()),
+                ),
             };
             lines.push(line);
             let _ = reply.send(answer);

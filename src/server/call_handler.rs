@@ -115,7 +115,7 @@ fn from_trunk(req: &SipMessage, cx: &mut RequestContext<'_>, trunk: &crate::conf
         })
         .unwrap_or_default();
     let to = match &did.to {
-        crate::config::DidTarget::User(ext) => ext.as_str(),
+        crate::config::DidTarget::Number(n) => n.as_str(),
         crate::config::DidTarget::Dialplan => called.as_str(),
     };
     tracing::info!(trunk = %trunk.name, did = %called, caller = %caller_id, to = %to, "call from a trunk");

@@ -23,6 +23,7 @@ pub struct Engines {
     pub presence: crate::presence::PresenceService,
     pub trunks: crate::trunk::Registrations,
     pub agents: crate::acd::Agents,
+    pub queues: crate::acd::Queues,
 }
 
 impl Engines {

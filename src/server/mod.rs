@@ -161,7 +161,12 @@ where
         calls: crate::call::CallEngine::new(call_config(&config), Box::new(relay(&config, cmd_tx.clone()))),
         trunks: trunk_registrations(&config),
         agents: crate::acd::Agents::new(),
+        queues: crate::acd::Queues::new(&config.accounts),
     };
+    // Agents' own choices (not ready, with a reason) survive a restart.
+    for (aor, reason) in crate::acd::agents::load_choices(backend.as_ref())? {
+        engines.agents.set_not_ready(&aor, Some(reason));
+    }
     // Devices registered before the restart make their users agents again.
     let registered: Vec<(String, usize)> = engines.registrar.all().map(|(aor, b)| (aor.clone(), b.len())).collect();
     for (aor, contacts) in registered {

@@ -7,7 +7,7 @@ use crate::call::CallRef;
 use crate::chat::queries::ChatQuery;
 use crate::clock::Now;
 use crate::dialplan::{Action, Reply};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 impl Core {
@@ -188,6 +188,7 @@ impl Core {
                     .auth
                     .reconfigure(&config.security, crate::server::guard_policy(&config));
                 self.engines.calls.reconfigure(crate::server::call_config(&config));
+                self.engines.queues.reconfigure(&config.accounts);
                 if config.trunks != self.config.trunks {
                     // New or changed trunks register afresh.
                     self.engines.trunks = crate::server::trunk_registrations(&config);
@@ -215,14 +216,26 @@ impl Core {
                 let list = self.engines.agents.list();
                 let _ = reply.send(list.into_iter().map(|(aor, s)| agent_view(aor, &s)).collect());
             }
-            Command::SetAgent { user, not_ready, reply } => {
+            Command::SetAgent { user, choice, reply } => {
                 let r = crate::config::user_named(&self.config.accounts, &user).map(|(account, user)| {
                     let aor = format!("{}@{}", user.extension, account.domain);
-                    self.engines.agents.set_not_ready(&aor, not_ready);
+                    aor
+                });
+                let r = r.map(|aor| {
+                    match choice {
+                        crate::control::AgentChoice::Ready => self.set_agent_choice(&aor, None),
+                        crate::control::AgentChoice::NotReady(reason) => self.set_agent_choice(&aor, Some(reason)),
+                        crate::control::AgentChoice::EndAcw => {
+                            self.engines.agents.end_acw(&aor);
+                        }
+                    }
                     let state = self.engines.agents.state(&aor);
                     agent_view(aor, &state)
                 });
                 let _ = reply.send(r);
+            }
+            Command::Queues(reply) => {
+                let _ = reply.send(self.engines.queues.views(&self.engines.agents, Now::read()));
             }
             Command::Directory { domain, reply } => {
                 let _ = reply.send(self.directory(domain.as_deref()));
@@ -250,7 +263,7 @@ impl Core {
                 let _ = reply.send(lifted);
             }
             Command::InjectPanic => panic!("fault injection: panic in the core task"),
-            Command::PlaybackDone(endpoint) => self.engines.calls.playback_done(endpoint),
+            Command::PlaybackDone(endpoint) => self.engines.calls.playback_done(endpoint, Now::read()),
             Command::Calls(reply) => {
                 let _ = reply.send(self.engines.calls.views(Now::read()));
             }
@@ -277,35 +290,16 @@ impl Core {
                 timeout_s,
                 external,
                 trunk,
-            } => {
-                let account = calls.account_of(call).and_then(|domain| self.config.account(&domain));
-                let Some(account) = account else {
-                    if let Some(reply) = self.dialplan_replies.remove(&call) {
-                        let _ = reply.send(Reply::CallEnded);
-                    }
-                    return;
-                };
-                // The trunk the script names, else the account's, in order.
-                let trunk_named = trunk.is_some();
-                let names = match trunk {
-                    Some(t) => vec![t],
-                    None => account.trunks.clone(),
-                };
-                let trunks = names
-                    .iter()
-                    .filter_map(|n| self.config.trunks.iter().find(|t| &t.name == n).cloned())
-                    .collect();
-                let req = crate::call::DialRequest {
-                    targets,
-                    timeout: timeout_s.map(Duration::from_secs),
-                    external,
-                    trunks,
-                    trunk_named,
-                    account,
-                    registrar: &self.engines.registrar,
-                };
-                calls.dial(call, req, now);
-            }
+            } => self.route_dial(call, targets, timeout_s, external, trunk, now),
+            Action::Queue { number, max_wait_s } => match calls.account_of(call).and_then(|d| self.config.account(&d).cloned()) {
+                Some(account) => self.route_queue(call, &account, &number, max_wait_s, now),
+                None => self.reply_now(call, Reply::CallEnded),
+            },
+            Action::Group(number) => match calls.account_of(call).and_then(|d| self.config.account(&d).cloned()) {
+                Some(account) => self.route_group(call, &account, &number, now),
+                None => self.reply_now(call, Reply::CallEnded),
+            },
+            Action::AgentState { ext, set } => self.dialplan_agent_state(call, &ext, set),
             Action::Answer => calls.answer(call, now),
             Action::Playback(file) => calls.playback(call, &file, now),
             Action::Hangup(code) => calls.hangup(call, code, now),
@@ -314,9 +308,14 @@ impl Core {
     }
 
     pub(super) fn start_dialplan(&mut self, call: CallRef, account: &str, info: crate::dialplan::CallInfo) {
-        let Some(path) = self.config.account(account).map(|a| a.dialplan.clone()) else {
+        let Some(acct) = self.config.account(account).cloned() else {
             return;
         };
+        // Feature codes of users are handled here, before any dialplan.
+        if info.trunk.is_none() && self.feature_code(call, &acct, &info.from, &info.to) {
+            return;
+        }
+        let path = acct.dialplan.clone();
         let plan = match self.dialplans.get(&path) {
             Ok(p) => p,
             Err(e) => {

@@ -4,6 +4,7 @@
 //! the signalling path: everything here is owned by this one task.
 
 mod commands;
+mod routing;
 
 use super::handler::{Engines, Outcome, RequestContext, RequestHandler};
 use crate::call::{CallRef, Output as CallOutput};
@@ -46,6 +47,8 @@ pub struct Core {
     /// task's, so a script that spins until its limit stalls no signalling.
     dialplan_runtime: tokio::runtime::Handle,
     heap_trim: HeapTrim,
+    /// Ring groups' no-answer destinations, by the conversation ringing them.
+    fallbacks: HashMap<CallRef, crate::config::Destination>,
 }
 
 impl Core {
@@ -74,6 +77,7 @@ impl Core {
             dialplan_replies: HashMap::new(),
             dialplan_runtime,
             heap_trim: HeapTrim::default(),
+            fallbacks: HashMap::new(),
         }
     }
 
@@ -84,6 +88,8 @@ impl Core {
                 self.txl.poll_timeout(),
                 self.engines.calls.poll_timeout(),
                 self.engines.trunks.poll_timeout(),
+                self.engines.queues.poll_timeout(),
+                self.engines.agents.poll_timeout(),
             ]
             .into_iter()
             .flatten()
@@ -109,6 +115,8 @@ impl Core {
                     self.txl.handle_timeout(now.mono);
                     self.engines.calls.handle_timeout(now);
                     self.engines.trunks.handle_timeout(now.mono);
+                    self.engines.queues.handle_timeout(now);
+                    self.engines.agents.handle_timeout(now.mono);
                 }
                 _ = housekeeping.tick() => self.housekeeping(),
             }
@@ -151,6 +159,13 @@ impl Core {
             while let Some(event) = self.engines.agents.poll_output() {
                 progressed = true;
                 self.on_domain_event(event);
+            }
+            if self.engines.queues.has_waiting() {
+                self.engines.queues.dispatch(&self.engines.agents, Now::read());
+            }
+            while let Some(output) = self.engines.queues.poll_output() {
+                progressed = true;
+                self.on_acd_output(output);
             }
             while let Some((sub, req, to)) = self.engines.presence.poll_output() {
                 progressed = true;
@@ -368,11 +383,17 @@ impl Core {
             }
             CallOutput::StartDialplan { call, account, info } => self.start_dialplan(call, &account, info),
             CallOutput::DialplanReply { call, reply } => {
-                if let Some(waiting) = self.dialplan_replies.remove(&call) {
-                    let _ = waiting.send(reply);
+                if !self.take_group_failure(call, &reply) {
+                    self.reply_now(call, reply);
                 }
             }
             CallOutput::Event(event) => self.on_domain_event(event),
+            CallOutput::OfferEnded {
+                call,
+                account,
+                agent,
+                outcome,
+            } => self.on_offer_ended(call, &account, &agent, outcome),
         }
     }
 
@@ -380,7 +401,16 @@ impl Core {
     /// re-reads the state of the user it concerns.
     fn on_domain_event(&mut self, event: DomainEvent) {
         tracing::debug!(?event, "domain event");
-        self.engines.agents.on_event(&event, Instant::now());
+        let now = Instant::now();
+        self.engines.agents.on_event(&event, now);
+        self.engines.queues.on_event(&event, now);
+        if let DomainEvent::ConversationEnded { conversation, .. } = &event {
+            self.fallbacks.remove(conversation);
+            // Still waiting when its last leg ended: the caller hung up.
+            if self.engines.queues.is_waiting(*conversation) {
+                self.engines.queues.abandoned(*conversation, Now::read());
+            }
+        }
         if let Some(aor) = event.user() {
             self.engines.presence_changed(&aor, Instant::now());
         }
