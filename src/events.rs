@@ -28,7 +28,9 @@ pub enum AgentState {
     InCall,
     /// After-call work: a queue call ended, the agent writes it up.
     Acw,
-    NotReady { reason: String },
+    NotReady {
+        reason: String,
+    },
 }
 
 impl AgentState {
@@ -90,8 +92,7 @@ impl DomainEvent {
             DomainEvent::LegState { account, party, .. } => Some(format!("{party}@{account}")),
             // Presence documents show the agent's state (note).
             DomainEvent::AgentState { aor, .. } => Some(aor.clone()),
-            DomainEvent::ConversationEnded { .. }
-            | DomainEvent::TrunkStatus { .. } => None,
+            DomainEvent::ConversationEnded { .. } | DomainEvent::TrunkStatus { .. } => None,
         }
     }
 }

@@ -78,7 +78,9 @@ pub fn stored_choice(aor: &str, not_ready: &Option<String>) -> StoreOp {
 }
 
 /// The choices kept in the store: (aor, not-ready reason).
-pub fn load_choices(backend: &dyn crate::store::StoreBackend) -> Result<Vec<(String, String)>, crate::store::StoreError> {
+pub fn load_choices(
+    backend: &dyn crate::store::StoreBackend,
+) -> Result<Vec<(String, String)>, crate::store::StoreError> {
     Ok(crate::store::all_rows(backend, Table::Agent)?
         .into_iter()
         .filter_map(|(k, v)| {
@@ -138,7 +140,8 @@ impl Agents {
                     LegPhase::Terminated => {
                         a.ringing.remove(leg);
                         a.talking.remove(leg);
-                        if let Some(limit) = a.acw_after.remove(leg) {
+                        // A limit of zero is no after-call work at all.
+                        if let Some(limit) = a.acw_after.remove(leg).filter(|l| *l != Some(Duration::ZERO)) {
                             let until = limit.map(|l| now + l);
                             a.acw = Some(until);
                             limit_at = until;

@@ -51,7 +51,9 @@ fn ended(leg: u64) -> DomainEvent {
 /// Nine callers one after the other, each answered by the agent offered
 /// and hung up a second later: who took each call.
 fn nine_calls(strategy: &str) -> Vec<String> {
-    let c = config(&format!("members = [\"1001\", \"1002\", \"1003\"]\nstrategy = \"{strategy}\""));
+    let c = config(&format!(
+        "members = [\"1001\", \"1002\", \"1003\"]\nstrategy = \"{strategy}\""
+    ));
     let mut q = Queues::new(&c.accounts);
     let agents = ready(&["1001", "1002", "1003"]);
     let mut now = Now::at(Instant::now());
@@ -117,7 +119,11 @@ fn only_ready_agents_are_offered_calls() {
     let now = Now::at(Instant::now());
     q.enqueue(D, "3001", 1, None, &agents, now).unwrap();
     q.dispatch(&agents, now);
-    assert_eq!(offers(&mut q), vec![(1, vec!["1002".to_string()])], "1001 not ready, 1003 offline");
+    assert_eq!(
+        offers(&mut q),
+        vec![(1, vec!["1002".to_string()])],
+        "1001 not ready, 1003 offline"
+    );
 }
 
 #[test]
@@ -151,7 +157,10 @@ fn full_queues_and_queues_without_agents_refuse_and_max_wait_ends_the_wait() {
     let c = config("members = [\"1001\"]\nmax_callers = 1\nwhen_no_agents = \"refuse\"\nmax_wait_s = 30");
     let mut q = Queues::new(&c.accounts);
     let now = Now::at(Instant::now());
-    assert_eq!(q.enqueue(D, "3001", 1, None, &Agents::new(), now), Err(Refusal::NoAgents));
+    assert_eq!(
+        q.enqueue(D, "3001", 1, None, &Agents::new(), now),
+        Err(Refusal::NoAgents)
+    );
     let mut agents = ready(&["1001"]);
     agents.set_not_ready(&format!("1001@{D}"), Some("x".into()));
     assert_eq!(q.enqueue(D, "3001", 1, None, &agents, now), Err(Refusal::NoAgents));

@@ -95,7 +95,11 @@ pub enum AcdOutput {
     },
     /// The caller waited `max_wait`: it leaves the queue (to the overflow,
     /// or back to the dialplan with `timeout`).
-    WaitedTooLong { call: CallRef, domain: String, queue: String },
+    WaitedTooLong {
+        call: CallRef,
+        domain: String,
+        queue: String,
+    },
     /// The agent let `max_no_answer` offers in a row ring out.
     TooManyMissed { aor: String },
 }
@@ -311,9 +315,7 @@ impl Queues {
                     .map_or(0, |(_, q)| q.config.max_no_answer);
                 if limit > 0 && streak >= limit {
                     self.agents.get_mut(agent).expect("inserted").no_answer_streak = 0;
-                    self.out.push_back(AcdOutput::TooManyMissed {
-                        aor: agent.to_string(),
-                    });
+                    self.out.push_back(AcdOutput::TooManyMissed { aor: agent.to_string() });
                 }
             }
             OfferOutcome::Failed => {}
@@ -492,8 +494,14 @@ fn pick(
         }
         // Never had a queue call ranks first (as idle since forever);
         // ties go to member order.
-        QueueStrategy::LongestIdle => candidates.iter().copied().min_by_key(|&i| stat(i).and_then(|s| s.last_end)),
-        QueueStrategy::FewestCalls => candidates.iter().copied().min_by_key(|&i| stat(i).map_or(0, |s| s.calls)),
+        QueueStrategy::LongestIdle => candidates
+            .iter()
+            .copied()
+            .min_by_key(|&i| stat(i).and_then(|s| s.last_end)),
+        QueueStrategy::FewestCalls => candidates
+            .iter()
+            .copied()
+            .min_by_key(|&i| stat(i).map_or(0, |s| s.calls)),
         QueueStrategy::LeastTalkTime => candidates
             .iter()
             .copied()

@@ -180,7 +180,7 @@ impl CallEngine {
         if let Some(owed) = call.owed {
             let reply = match (owed, call.connected) {
                 (Owed::Dial, Some(_)) => Reply::Dialed(DialOutcome::new("answered", 200)),
-                (Owed::Queue, Some(_)) => Reply::Result("answered".into()),
+                (Owed::Queue, Some(_)) => Reply::Dialed(DialOutcome::new("answered", 200)),
                 _ => Reply::CallEnded,
             };
             self.reply(id, reply);

@@ -12,14 +12,25 @@ use std::time::Duration;
 
 impl CallEngine {
     /// `steps` rung one after the other; `simultaneous` groups are one step.
-    pub fn dial_steps(&mut self, id: CallRef, callee: &str, steps: Vec<Vec<Contact>>, step: Duration, total: Duration, now: Now) {
+    pub fn dial_steps(
+        &mut self,
+        id: CallRef,
+        callee: &str,
+        steps: Vec<Vec<Contact>>,
+        step: Duration,
+        total: Duration,
+        now: Now,
+    ) {
         let parked = self.origin_parked(id);
         let Some(call) = self.calls.get_mut(&id) else {
             return self.reply(id, Reply::CallEnded);
         };
         let origin_pending = self.legs.get(&call.origin).is_some_and(|l| l.state.is_pending());
         if !(origin_pending || parked) || call.owed.is_some() {
-            return self.reply(id, Reply::Failed("dial: the call is already answered or dialling".into()));
+            return self.reply(
+                id,
+                Reply::Failed("dial: the call is already answered or dialling".into()),
+            );
         }
         call.callee = callee.to_string();
         let mut steps: VecDeque<Vec<Contact>> = steps.into_iter().filter(|s| !s.is_empty()).collect();
@@ -39,21 +50,23 @@ impl CallEngine {
     /// The current step failed or rang out: rings the next one, if any is
     /// left and time remains (true).
     pub(super) fn next_hunt_step(&mut self, id: CallRef, now: Now) -> bool {
-        {
-            let Some(call) = self.calls.get_mut(&id) else { return false };
-            let Some(until) = call.hunt_until else { return false };
-            if now.mono >= until {
-                call.hunt.clear();
-                return false;
-            }
-            let Some(step) = call.hunt.pop_front() else { return false };
-            let timeout = call.hunt_step.min(until - now.mono);
-            let domain = call.account.clone();
-            // The dial is owed already: ring() owes it again.
-            call.owed = None;
-            // (If no leg could be originated, ring() has answered the dial.)
-            self.ring(id, step, None, &domain, Some(timeout), now);
-            return true;
+        let Some(call) = self.calls.get_mut(&id) else {
+            return false;
+        };
+        let Some(until) = call.hunt_until else { return false };
+        if now.mono >= until {
+            call.hunt.clear();
+            return false;
         }
+        let Some(step) = call.hunt.pop_front() else {
+            return false;
+        };
+        let timeout = call.hunt_step.min(until - now.mono);
+        let domain = call.account.clone();
+        // The dial is owed already: ring() owes it again.
+        call.owed = None;
+        // (If no leg could be originated, ring() has answered the dial.)
+        self.ring(id, step, None, &domain, Some(timeout), now);
+        true
     }
 }

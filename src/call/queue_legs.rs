@@ -10,10 +10,10 @@ use super::bridge::Source;
 use super::leg::{LegId, LegState};
 use super::originate::Contact;
 use super::{CallEngine, CallRef, Output, Owed, Timer};
-use crate::events::OfferOutcome;
-use crate::clock::Now;
-use crate::dialplan::Reply;
 use crate::cdr::QueueRecord;
+use crate::clock::Now;
+use crate::dialplan::{DialOutcome, Reply};
+use crate::events::OfferOutcome;
 use std::time::Duration;
 
 /// A conversation waiting in (or answered from) a queue.
@@ -84,7 +84,7 @@ impl CallEngine {
         });
         if let Some((result, code)) = reply {
             c.last_failure = Some((code, None));
-            self.reply(id, Reply::Result(result.to_string()));
+            self.reply(id, Reply::Dialed(DialOutcome::new(result, code)));
         }
     }
 
@@ -211,7 +211,7 @@ impl CallEngine {
         }
         let _ = self.park(origin, Source::Silence);
         if let (Some(r), true) = (reply, owed) {
-            self.reply(id, Reply::Result(r.to_string()));
+            self.reply(id, Reply::Dialed(DialOutcome::new(r, 408)));
         }
     }
 
@@ -240,7 +240,11 @@ impl CallEngine {
     pub(super) fn offer_display(&self, id: CallRef) -> Option<(String, String)> {
         let c = self.calls.get(&id)?;
         let q = c.queue.as_ref()?;
-        let who = c.caller_name.as_deref().filter(|n| !n.is_empty()).unwrap_or(&c.caller_number);
+        let who = c
+            .caller_name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&c.caller_number);
         Some((format!("{}: {who}", q.name), q.number.clone()))
     }
 

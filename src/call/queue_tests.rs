@@ -39,7 +39,12 @@ fn waiting_with_offer(m: &mut CallEngine, cfg: &crate::config::Config, now: Now)
         "the caller is answered at once: {out:?}"
     );
     let reg = registrar_with_1002(now.unix_s());
-    m.offer(id, user_contacts(&reg, &cfg.accounts[0], "1002"), Duration::from_secs(15), now);
+    m.offer(
+        id,
+        user_contacts(&reg, &cfg.accounts[0], "1002"),
+        Duration::from_secs(15),
+        now,
+    );
     (id, offer_invite(&effects(m)))
 }
 
@@ -50,11 +55,17 @@ fn a_queued_caller_hears_music_until_the_agent_answers_and_is_bridged_to_them() 
     let now = Now::at(Instant::now());
     let (id, agent_invite) = waiting_with_offer(&mut m, &cfg, now);
     let origin = m.calls[&id].origin;
-    assert!(media.0.lock().unwrap().looping.contains(&origin.endpoint()), "music plays");
+    assert!(
+        media.0.lock().unwrap().looping.contains(&origin.endpoint()),
+        "music plays"
+    );
     // The agent sees the queue and the caller (the user's name, else the number).
     assert_eq!(agent_invite.header(&HeaderName::Other("X-Queue".into())), Some("3001"));
     assert!(
-        agent_invite.header(&HeaderName::From).unwrap().starts_with("\"Support: 1001\""),
+        agent_invite
+            .header(&HeaderName::From)
+            .unwrap()
+            .starts_with("\"Support: 1001\""),
         "{:?}",
         agent_invite.header(&HeaderName::From)
     );
@@ -93,10 +104,17 @@ fn an_offer_rings_out_and_a_caller_who_hangs_up_cancels_the_next() {
     m.handle_timeout(later);
     let out = effects(&mut m);
     assert_eq!(offers_ended(&out), vec![("1002".to_string(), OfferOutcome::NoAnswer)]);
-    assert!(out.iter().any(|o| matches!(o, Output::Request { req, .. } if req.method() == Some(&crate::sip::Method::Cancel))));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Request { req, .. } if req.method() == Some(&crate::sip::Method::Cancel))));
     // Offered again; the caller hangs up while it rings.
     let reg = registrar_with_1002(now.unix_s());
-    m.offer(id, user_contacts(&reg, &cfg.accounts[0], "1002"), Duration::from_secs(15), later);
+    m.offer(
+        id,
+        user_contacts(&reg, &cfg.accounts[0], "1002"),
+        Duration::from_secs(15),
+        later,
+    );
     effects(&mut m);
     let tag = m.legs[&m.calls[&id].origin].local_tag.clone();
     let (key, bye) = from_caller("BYE", "call-q", &tag, "a");
@@ -112,7 +130,11 @@ fn an_offer_rings_out_and_a_caller_who_hangs_up_cancels_the_next() {
         .expect("a record");
     assert_eq!(record.queues.len(), 1);
     assert_eq!(
-        (record.queues[0].queue.as_str(), record.queues[0].outcome.as_str(), record.queues[0].wait_s),
+        (
+            record.queues[0].queue.as_str(),
+            record.queues[0].outcome.as_str(),
+            record.queues[0].wait_s
+        ),
         ("3001", "abandoned", 15)
     );
     assert!(m.calls.is_empty());

@@ -13,6 +13,7 @@ use crate::sip::digest::Algorithm;
 use crate::sip::transaction::TimerConfig;
 pub use network::IpNetwork;
 pub use numbers::NumberFormat;
+pub use queues::{Destination, FeatureCodes, GroupRing, Queue, QueueMember, QueueStrategy, RingStrategy, DEFAULT_MOH};
 pub use schema::Role;
 use schema::{AccountSection, RawConfig};
 use std::collections::HashMap;
@@ -21,7 +22,6 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-pub use queues::{Destination, FeatureCodes, GroupRing, Queue, QueueMember, QueueStrategy, RingStrategy, DEFAULT_MOH};
 pub use trunks::{CallerIdIn, Did, DidTarget, RemoteExtension, RemoteTarget, Trunk};
 
 /// One configuration error at a place in a file.

@@ -115,7 +115,9 @@ impl Validator<'_> {
             Some((other, span)) => {
                 self.error(
                     span,
-                    format!("unknown group strategy {other:?}: expected \"simultaneous\", \"sequential\" or \"random\""),
+                    format!(
+                        "unknown group strategy {other:?}: expected \"simultaneous\", \"sequential\" or \"random\""
+                    ),
                 );
                 RingStrategy::Simultaneous
             }
@@ -154,12 +156,16 @@ impl Validator<'_> {
         let mut out: Vec<Queue> = Vec::new();
         for q in raw {
             let number = q.number.get_ref().trim().to_string();
-            let taken =
-                account.user(&number).is_some() || account.group(&number).is_some() || out.iter().any(|o| o.number == number);
+            let taken = account.user(&number).is_some()
+                || account.group(&number).is_some()
+                || out.iter().any(|o| o.number == number);
             if number.is_empty() || taken {
                 self.error(
                     q.number.span(),
-                    format!("queue number {number:?} is empty or already used in account {:?}", account.domain),
+                    format!(
+                        "queue number {number:?} is empty or already used in account {:?}",
+                        account.domain
+                    ),
                 );
                 continue;
             }
@@ -170,7 +176,10 @@ impl Validator<'_> {
                     MemberSection::Tiered(t) => (t.extension.trim().to_string(), t.tier),
                 };
                 if account.user(&extension).is_none() {
-                    self.error(m.span(), format!("queue {number:?} names unknown extension {extension:?}"));
+                    self.error(
+                        m.span(),
+                        format!("queue {number:?} names unknown extension {extension:?}"),
+                    );
                 } else if members.iter().any(|x| x.extension == extension) {
                     self.error(m.span(), format!("queue {number:?} lists {extension:?} twice"));
                 } else {
@@ -194,7 +203,10 @@ impl Validator<'_> {
                 None | Some(("wait", _)) => false,
                 Some(("refuse", _)) => true,
                 Some((other, span)) => {
-                    self.error(span, format!("when_no_agents {other:?}: expected \"wait\" or \"refuse\""));
+                    self.error(
+                        span,
+                        format!("when_no_agents {other:?}: expected \"wait\" or \"refuse\""),
+                    );
                     false
                 }
             };

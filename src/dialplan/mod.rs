@@ -84,8 +84,12 @@ pub enum Action {
         number: String,
         name: Option<String>,
     },
-    /// Wait in queue `number`; returns how it ended.
-    Queue { number: String, max_wait_s: Option<u64> },
+    /// Wait in queue `number`; returns like `Dial`, with the results
+    /// "answered" (200), "timeout" (408), "no_agents" (480), "full" (486).
+    Queue {
+        number: String,
+        max_wait_s: Option<u64>,
+    },
     /// Ring group `number` by its strategy; returns like `Dial`.
     Group(String),
     /// Read (and with `set`, first change) the state of agent `ext`:
@@ -101,8 +105,7 @@ pub enum Action {
 pub enum Reply {
     Done,
     Dialed(DialOutcome),
-    /// A word: how `queue()` ended ("answered", "timeout", "no_agents",
-    /// "full"), or an agent's state.
+    /// A word: an agent's state.
     Result(String),
     /// The call is over (caller hung up, or hangup() was called): the
     /// script stops quietly.

@@ -108,8 +108,8 @@ base.dial = function(target, opts)
   return { result = result, code = code }
 end
 base.queue = function(number, opts)
-  local result = request("queue", number, opts)
-  return { result = result }
+  local result, code = request("queue", number, opts)
+  return { result = result, code = code }
 end
 base.group = function(number)
   local result, code = request("group", number)

@@ -54,8 +54,8 @@ pub async fn simulate(
                     Reply::Done,
                 ),
                 Action::Queue { number, .. } => (
-                    format!("queue {number} -> {}", outcome.result),
-                    Reply::Result(outcome.result.clone()),
+                    format!("queue {number} -> {} ({})", outcome.result, outcome.code),
+                    Reply::Dialed(outcome.clone()),
                 ),
                 Action::Group(number) => (
                     format!("group {number} -> {} ({})", outcome.result, outcome.code),

@@ -103,9 +103,11 @@ pub fn trunk_dialables(config: &Config) -> Vec<(crate::sip::transaction::Peer, t
 /// The RTP relay; a prompt that has been played is reported to the core.
 fn relay(config: &Config, commands: mpsc::Sender<Command>) -> crate::media::Relay {
     let pool = crate::media::RelayPool::new(config.media.rtp_ip, config.media.port_min, config.media.port_max);
+    // Called from the player's thread, which is not a runtime thread.
+    let runtime = tokio::runtime::Handle::current();
     let done: crate::media::relay::PlaybackDone = Arc::new(move |endpoint| {
         let commands = commands.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let _ = commands.send(Command::PlaybackDone(endpoint)).await;
         });
     });
@@ -170,9 +172,10 @@ where
     // Devices registered before the restart make their users agents again.
     let registered: Vec<(String, usize)> = engines.registrar.all().map(|(aor, b)| (aor.clone(), b.len())).collect();
     for (aor, contacts) in registered {
-        engines
-            .agents
-            .on_event(&crate::events::DomainEvent::Registration { aor, contacts }, std::time::Instant::now());
+        engines.agents.on_event(
+            &crate::events::DomainEvent::Registration { aor, contacts },
+            std::time::Instant::now(),
+        );
     }
     let (in_tx, in_rx) = mpsc::channel(8192);
     let limits = TransportLimits {

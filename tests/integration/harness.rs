@@ -71,6 +71,10 @@ name = "Support"
 members = ["1001"]
 "#;
 
+/// Marks `sections` that are the demo account's tail (see
+/// `start_with_demo_tail`).
+const DEMO_TAIL_MARK: &str = "#demo-tail\n";
+
 /// The shipped default dialplan.
 pub fn default_dialplan() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("dialplans/default.lua")
@@ -116,6 +120,18 @@ impl Daemon {
         Daemon::start_full("", sections, account_keys, &default_dialplan(), Vec::new())
     }
 
+    /// Starts a daemon whose demo account also has `demo_tail` (users,
+    /// queues, groups: `[[accounts.queues]]` … tables) after its own.
+    pub fn start_with_demo_tail(demo_tail: &str) -> Daemon {
+        Daemon::start_full(
+            "",
+            &format!("{DEMO_TAIL_MARK}{demo_tail}"),
+            "",
+            &default_dialplan(),
+            Vec::new(),
+        )
+    }
+
     fn start_full(
         security: &str,
         sections: &str,
@@ -128,12 +144,16 @@ impl Daemon {
         let config_path = dir.path().join("switchboard.toml");
         // Accounts in `sections` come after the demo account, which stays
         // the default one.
+        let (sections, demo_tail) = match sections.strip_prefix(DEMO_TAIL_MARK) {
+            Some(tail) => ("", tail),
+            None => (sections, ""),
+        };
         let (sections, accounts) = sections.split_at(sections.find("[[accounts]]").unwrap_or(sections.len()));
         let config =
             format!(
             "[server]\nlisten = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ndata_dir = \"{}\"\nstore_cache_kb = 1024\n\
              {}[log]\nlevel = \"info,switchboard=debug\"\n\
-             [security]\n{security}\n{sections}\n{}\n{accounts}",
+             [security]\n{security}\n{sections}\n{}\n{demo_tail}\n{accounts}",
             dir.path().join("data").display(),
             if sections.contains("[sip]") { "" } else { "[sip]\ntcp_partial_timeout_s = 30\n" },
             USERS

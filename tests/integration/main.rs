@@ -11,6 +11,7 @@ mod harness;
 mod kamailio_provider;
 mod operations;
 mod presence;
+mod queues;
 mod raw_client;
 mod registration;
 mod robustness;

@@ -291,10 +291,12 @@ impl Core {
                 external,
                 trunk,
             } => self.route_dial(call, targets, timeout_s, external, trunk, now),
-            Action::Queue { number, max_wait_s } => match calls.account_of(call).and_then(|d| self.config.account(&d).cloned()) {
-                Some(account) => self.route_queue(call, &account, &number, max_wait_s, now),
-                None => self.reply_now(call, Reply::CallEnded),
-            },
+            Action::Queue { number, max_wait_s } => {
+                match calls.account_of(call).and_then(|d| self.config.account(&d).cloned()) {
+                    Some(account) => self.route_queue(call, &account, &number, max_wait_s, now),
+                    None => self.reply_now(call, Reply::CallEnded),
+                }
+            }
             Action::Group(number) => match calls.account_of(call).and_then(|d| self.config.account(&d).cloned()) {
                 Some(account) => self.route_group(call, &account, &number, now),
                 None => self.reply_now(call, Reply::CallEnded),

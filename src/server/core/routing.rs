@@ -74,7 +74,14 @@ impl Core {
 
     /// The caller enters queue `number` (or is refused: full, no agents),
     /// or goes to the queue's overflow when refused.
-    pub(super) fn route_queue(&mut self, call: CallRef, account: &Account, number: &str, max_wait: Option<u64>, now: Now) {
+    pub(super) fn route_queue(
+        &mut self,
+        call: CallRef,
+        account: &Account,
+        number: &str,
+        max_wait: Option<u64>,
+        now: Now,
+    ) {
         let Some(queue) = account.queue(number) else {
             return self.reply_now(call, Reply::Failed(format!("queue: {number} is not a queue")));
         };
