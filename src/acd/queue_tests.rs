@@ -178,7 +178,8 @@ fn full_queues_and_queues_without_agents_refuse_and_max_wait_ends_the_wait() {
         vec![AcdOutput::WaitedTooLong {
             call: 1,
             domain: D.into(),
-            queue: "3001".into()
+            queue: "3001".into(),
+            overflow: None,
         }]
     );
     assert!(!q.is_waiting(1));
@@ -207,4 +208,33 @@ fn views_count_answered_abandoned_and_the_service_level() {
     let v = &q.views(&agents, late)[0];
     assert_eq!((v.waiting, v.answered, v.abandoned, v.service_level_pct), (0, 2, 1, 50));
     assert_eq!(v.agents.get("ready"), Some(&1));
+}
+
+#[test]
+fn callers_of_a_removed_queue_leave_it_for_its_overflow_and_others_stay() {
+    let c = config("members = [\"1001\"]\noverflow = \"1002\"");
+    let mut q = Queues::new(&c.accounts);
+    let agents = Agents::new();
+    let now = Now::at(Instant::now());
+    q.enqueue(D, "3001", 1, None, &agents, now).unwrap();
+    // Reloaded with the same queue: the caller still waits.
+    q.reconfigure(&c.accounts);
+    assert!(q.is_waiting(1) && q.poll_output().is_none());
+    // Reloaded without it: the caller leaves for the overflow.
+    let without = Config::parse(
+        Path::new("t.toml"),
+        &format!("[server]\nlisten = [\"127.0.0.1:5060\"]\n[[accounts]]\ndomain = \"{D}\"\n"),
+    )
+    .unwrap();
+    q.reconfigure(&without.accounts);
+    assert!(!q.is_waiting(1));
+    assert_eq!(
+        q.poll_output(),
+        Some(AcdOutput::WaitedTooLong {
+            call: 1,
+            domain: D.into(),
+            queue: "3001".into(),
+            overflow: Some(crate::config::Destination::Number("1002".into())),
+        })
+    );
 }

@@ -6,7 +6,7 @@
 
 use super::agents::{AgentState, Agents};
 use crate::clock::Now;
-use crate::config::{Account, Queue, QueueStrategy};
+use crate::config::{Account, Destination, Queue, QueueStrategy};
 pub use crate::events::OfferOutcome;
 use crate::events::{DomainEvent, LegPhase};
 
@@ -93,12 +93,14 @@ pub enum AcdOutput {
         agents: Vec<String>,
         timeout: Duration,
     },
-    /// The caller waited `max_wait`: it leaves the queue (to the overflow,
-    /// or back to the dialplan with `timeout`).
+    /// The caller waited `max_wait` (or its queue was removed): it leaves
+    /// the queue, to the queue's overflow or back to the dialplan with
+    /// `timeout`.
     WaitedTooLong {
         call: CallRef,
         domain: String,
         queue: String,
+        overflow: Option<Destination>,
     },
     /// The agent let `max_no_answer` offers in a row ring out.
     TooManyMissed { aor: String },
@@ -190,6 +192,7 @@ impl Queues {
                     call: w.call,
                     domain: gone.domain.clone(),
                     queue: gone.config.number.clone(),
+                    overflow: gone.config.overflow.clone(),
                 });
             }
             tracing::info!(queue = %k, "queue removed; its callers leave it");
@@ -372,7 +375,13 @@ impl Queues {
                     let q = self.queue_mut(&k).expect("removed from it");
                     q.stats_today(now).timed_out += 1;
                     let (domain, queue) = (q.domain.clone(), q.config.number.clone());
-                    self.out.push_back(AcdOutput::WaitedTooLong { call, domain, queue });
+                    let overflow = q.config.overflow.clone();
+                    self.out.push_back(AcdOutput::WaitedTooLong {
+                        call,
+                        domain,
+                        queue,
+                        overflow,
+                    });
                 }
             }
             // Retry: the next dispatch looks again.

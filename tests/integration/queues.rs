@@ -117,12 +117,20 @@ fn ring_all_rings_every_ready_member_and_the_first_answer_wins() {
     let d = Daemon::start_with_demo_tail(&with_queue(
         "members = [\"1004\", \"1005\", \"1006\"]\nstrategy = \"ring_all\"",
     ));
-    let _agents: Vec<_> = ["1004", "1005", "1006"]
+    let agents: Vec<_> = ["1004", "1005", "1006"]
         .iter()
-        .map(|a| callee(&d, a, "uas_answer.xml", &["-m", "5"]))
+        .map(|a| callee(&d, a, "uas_answer.xml", &["-m", "1"]))
         .collect();
     let run = calls_to(&d, "3001", 1, 300, "uac_call.xml");
     assert_eq!(run.code, 0, "{}", run.errors);
+    // Every phone was offered the call and showed the queue and the
+    // caller (those that had not answered yet got a CANCEL, which this
+    // scenario does not expect: its exit code says nothing here).
+    for agent in agents {
+        let a = agent.wait();
+        assert!(a.messages.contains("X-Queue: 3001"), "{}", a.messages);
+        assert!(a.messages.contains("From: \"Support: Olivia Owner\""), "{}", a.messages);
+    }
     let r = records(&d);
     let parties: Vec<&str> = r[0]["legs"]
         .as_array()
@@ -391,5 +399,31 @@ fn feature_codes_change_the_agent_state_and_it_survives_a_kill() {
     assert_eq!(
         agent_state(&d, "1004@pbx.test"),
         ("not_ready".to_string(), Some("lunch".to_string()))
+    );
+}
+
+#[test]
+fn a_supervisor_watching_an_agent_sees_the_state_in_presence() {
+    let d = Daemon::start_with_demo_tail(&with_queue("members = [\"1004\"]"));
+    let _phone = callee(&d, "1004", "uas_answer.xml", &["-m", "1"]);
+    let watcher = Sipp::new("subscribe_agent.xml", free_port())
+        .target(&d.target())
+        .args(&[
+            "-s", "1004", "-au", "1003", "-ap", "demo1003", "-key", "watcher", "1003",
+        ])
+        .spawn();
+    d.wait_for_log("subscription created");
+    assert!(d.ctl(&["agent", "1004", "not_ready", "training"]).status.success());
+    assert!(d.ctl(&["agent", "1004", "ready"]).status.success());
+    let run = watcher.wait();
+    assert_eq!(run.code, 0, "{}\n{}", run.errors, run.messages);
+    let notes: Vec<&str> = run.logs.lines().filter_map(|l| l.strip_prefix("notify ")).collect();
+    assert_eq!(
+        notes,
+        [
+            "<note>Available</note>",
+            "<note>Not ready</note>",
+            "<note>Available</note>"
+        ]
     );
 }

@@ -197,12 +197,13 @@ impl Core {
                 tracing::debug!(call, queue = %queue, legs = contacts.len(), "queue offer");
                 self.engines.calls.offer(call, contacts, timeout, now);
             }
-            AcdOutput::WaitedTooLong { call, domain, queue } => {
-                let overflow = self
-                    .config
-                    .account(&domain)
-                    .and_then(|a| a.queue(&queue)?.overflow.clone());
-                tracing::info!(call, queue = %queue, "caller waited too long");
+            AcdOutput::WaitedTooLong {
+                call,
+                domain,
+                queue,
+                overflow,
+            } => {
+                tracing::info!(call, queue = %queue, account = %domain, "caller leaves the queue: waited too long, or the queue was removed");
                 match overflow {
                     Some(dest) => {
                         self.engines.calls.leave_queue(call, "overflow", None, now);
