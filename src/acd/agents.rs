@@ -77,18 +77,15 @@ pub fn stored_choice(aor: &str, not_ready: &Option<String>) -> StoreOp {
     }
 }
 
-/// The choices kept in the store: (aor, not-ready reason).
-pub fn load_choices(
-    backend: &dyn crate::store::StoreBackend,
-) -> Result<Vec<(String, String)>, crate::store::StoreError> {
-    Ok(crate::store::all_rows(backend, Table::Agent)?
-        .into_iter()
+/// The choices kept in the store, from its rows: (aor, not-ready reason).
+pub fn choices_from_rows(rows: Vec<(Key, crate::store::Value)>) -> Vec<(String, String)> {
+    rows.into_iter()
         .filter_map(|(k, v)| {
             let Key::Text(aor) = k else { return None };
             let reason = v.json::<Choice>()?.not_ready?;
             Some((aor, reason))
         })
-        .collect())
+        .collect()
 }
 
 impl Agents {

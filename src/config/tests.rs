@@ -27,6 +27,41 @@ fn shipped_example_parses() {
         .collect();
     assert_eq!(roles, vec![Role::Owner, Role::Admin, Role::Supervisor, Role::Agent]);
     assert_eq!(cfg.data_dir, PathBuf::from("./data"));
+    let q = acct.queue("3001").unwrap();
+    assert_eq!(
+        (q.members.len(), q.strategy),
+        (3, crate::config::QueueStrategy::LongestIdle)
+    );
+    assert_eq!(q.acw_limit, Some(std::time::Duration::from_secs(10)));
+    assert_eq!(
+        acct.group("2001").unwrap().ring.strategy,
+        crate::config::RingStrategy::Simultaneous
+    );
+}
+
+#[test]
+fn queues_and_ring_groups_are_checked_with_their_lines() {
+    let users = "[[accounts.users]]\nextension = \"1001\"\npassword = \"x\"\n";
+    let e = errors(&format!(
+        "[server]\nlisten = [\"127.0.0.1:5060\"]\n{ACCOUNT}{users}\
+         [[accounts.queues]]\nnumber = \"3001\"\nmembers = [\"1001\", {{ extension = \"1009\", tier = 2 }}]\n\
+         strategy = \"fastest\"\noverflow = \"4444\"\nmoh = \"/nonexistent/moh.wav\"\nwhen_no_agents = \"cry\"\n\
+         [[accounts.queues]]\nnumber = \"1001\"\n\
+         [[accounts.groups]]\nnumber = \"2001\"\nstrategy = \"loud\"\nno_answer = 200\n"
+    ));
+    let expect = [
+        "t.toml:10:20: queue \"3001\" names unknown extension \"1009\"",
+        "t.toml:11:12: unknown queue strategy \"fastest\"",
+        "t.toml:13:7: queue \"3001\" music: /nonexistent/moh.wav",
+        "t.toml:14:18: when_no_agents \"cry\"",
+        "t.toml:16:10: queue number \"1001\" is empty or already used",
+        "t.toml:19:12: unknown group strategy \"loud\"",
+        "t.toml:20:13: 200 is not a SIP error status",
+        "t.toml:12:12: destination \"4444\" is no user, group, queue or remote extension",
+    ];
+    for x in expect {
+        assert!(e.iter().any(|m| m.starts_with(x)), "{x} not in {e:#?}");
+    }
 }
 
 #[test]

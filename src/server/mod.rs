@@ -166,7 +166,8 @@ where
         queues: crate::acd::Queues::new(&config.accounts),
     };
     // Agents' own choices (not ready, with a reason) survive a restart.
-    for (aor, reason) in crate::acd::agents::load_choices(backend.as_ref())? {
+    let stored = crate::store::all_rows(backend.as_ref(), crate::store::Table::Agent)?;
+    for (aor, reason) in crate::acd::agents::choices_from_rows(stored) {
         engines.agents.set_not_ready(&aor, Some(reason));
     }
     // Devices registered before the restart make their users agents again.
