@@ -61,6 +61,7 @@ impl CallEngine {
                 wait_s: 0,
                 agent: None,
                 outcome: "abandoned".into(),
+                acw_s: None,
             },
         });
         if let Err(e) = self.park(origin, Source::Music(music.to_string())) {
@@ -81,6 +82,7 @@ impl CallEngine {
             wait_s: 0,
             agent: None,
             outcome: "refused".into(),
+            acw_s: None,
         });
         if let Some((result, code)) = reply {
             c.last_failure = Some((code, None));

@@ -62,6 +62,10 @@ pub struct QueueRecord {
     pub agent: Option<String>,
     /// "answered", "abandoned", "overflow", "timeout" or "refused".
     pub outcome: String,
+    /// The answering agent's after-call work, seconds (added to the
+    /// stored record when it ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acw_s: Option<u64>,
 }
 
 /// One leg of a conversation: one dialog with one party.

@@ -226,6 +226,7 @@ fn a_caller_hears_the_music_then_talks_to_the_agent_who_goes_through_after_call_
     let r = records(&d);
     assert_eq!(agent_of(&r[0]), "1004");
     assert!(r[0]["queues"][0]["wait_s"].as_u64().unwrap() >= 2, "{}", r[0]);
+    assert_eq!(r[0]["queues"][0]["acw_s"], 1, "the after-call work's length: {}", r[0]);
 }
 
 #[test]

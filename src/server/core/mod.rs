@@ -49,6 +49,9 @@ pub struct Core {
     heap_trim: HeapTrim,
     /// Ring groups' no-answer destinations, by the conversation ringing them.
     fallbacks: HashMap<CallRef, crate::config::Destination>,
+    /// Records of queue calls whose agent is in after-call work, by agent:
+    /// stored again with its length when it ends.
+    acw_records: HashMap<String, (crate::cdr::CallRecord, Instant)>,
 }
 
 impl Core {
@@ -78,6 +81,7 @@ impl Core {
             dialplan_runtime,
             heap_trim: HeapTrim::default(),
             fallbacks: HashMap::new(),
+            acw_records: HashMap::new(),
         }
     }
 
@@ -366,6 +370,7 @@ impl Core {
                     crate::cdr::live_done(record.conversation),
                 ];
                 let stored = self.store.write(&ops).is_ok();
+                self.await_acw(&record, now);
                 for (key, resp) in then {
                     let resp = if stored { resp } else { storage_failure(resp) };
                     self.respond(&key, resp, now);
@@ -404,6 +409,11 @@ impl Core {
         let now = Instant::now();
         self.engines.agents.on_event(&event, now);
         self.engines.queues.on_event(&event, now);
+        if let DomainEvent::AgentState { aor, state } = &event {
+            if *state != crate::acd::AgentState::Acw {
+                self.acw_over(aor, now);
+            }
+        }
         if let DomainEvent::ConversationEnded { conversation, .. } = &event {
             self.fallbacks.remove(conversation);
             // Still waiting when its last leg ended: the caller hung up.

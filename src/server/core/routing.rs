@@ -285,4 +285,30 @@ impl Core {
         let state = self.engines.agents.state(&aor).name().to_string();
         self.reply_now(call, Reply::Result(state));
     }
+
+    /// A queue call's record was stored: if its agent is now in after-call
+    /// work, the record waits for its end.
+    pub(super) fn await_acw(&mut self, record: &crate::cdr::CallRecord, now: std::time::Instant) {
+        for q in &record.queues {
+            let Some(agent) = &q.agent else { continue };
+            let aor = format!("{agent}@{}", record.account);
+            if self.engines.agents.state(&aor) == AgentState::Acw {
+                self.acw_records.insert(aor, (record.clone(), now));
+            }
+        }
+    }
+
+    /// `aor`'s after-call work ended: its length goes into the record of
+    /// the call it followed, stored again under the same key.
+    pub(super) fn acw_over(&mut self, aor: &str, now: std::time::Instant) {
+        let Some((mut record, since)) = self.acw_records.remove(aor) else {
+            return;
+        };
+        let agent = aor.split('@').next().unwrap_or("");
+        let secs = now.saturating_duration_since(since).as_secs_f64().round() as u64;
+        for q in record.queues.iter_mut().filter(|q| q.agent.as_deref() == Some(agent)) {
+            q.acw_s = Some(secs);
+        }
+        let _ = self.store.write(&[crate::cdr::record_op(&record)]);
+    }
 }
