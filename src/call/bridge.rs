@@ -153,7 +153,7 @@ impl CallEngine {
     }
 
     /// Sets the relay links of a bridge's members from its roles.
-    fn relink(&mut self, id: BridgeId) {
+    pub(super) fn relink(&mut self, id: BridgeId) {
         let Some(b) = self.bridges.get(&id) else { return };
         let talkers: Vec<LegId> = b.talkers().collect();
         for (leg, _) in &b.members {

@@ -1,8 +1,9 @@
 //! Requests inside a leg's dialog, matched by the full dialog id (Call-ID,
-//! our tag and the party's tag; anything else gets 481): BYE ends the leg,
-//! re-INVITE and UPDATE are relayed to the leg it is bridged with, their
-//! SDP rewritten (hold and unhold work because direction attributes pass
-//! unchanged), INFO, OPTIONS and NOTIFY are answered locally.
+//! our tag and the party's tag; anything else gets 481): BYE ends the leg;
+//! a re-INVITE that puts the call on hold or takes it off is answered here
+//! (the other party is not told, and hears music meanwhile); other
+//! re-INVITEs and UPDATEs are relayed to the leg it is bridged with, their
+//! SDP rewritten; INFO, OPTIONS and NOTIFY are answered locally.
 
 use super::leg::{Direction, LegId};
 use super::{CallEngine, ClientPurpose, Output};
@@ -28,6 +29,7 @@ impl CallEngine {
                 self.hung_up_by_party(id, (key, ok), now);
                 Ok(())
             }
+            Method::Invite if self.is_hold_change(id, &req) => self.hold_here(id, key, req, now),
             Method::Invite | Method::Update => self.relay(id, key, req, method),
             Method::Info | Method::Options | Method::Notify => {
                 let ok = response_to(&req, 200, None, &random_token());
@@ -46,6 +48,81 @@ impl CallEngine {
             [one] => Some(one),
             _ => None,
         }
+    }
+
+    /// Whether a re-INVITE from leg `id` puts its talking call on hold
+    /// (sendonly, inactive, or no address) or takes it off hold.
+    fn is_hold_change(&self, id: LegId, req: &SipMessage) -> bool {
+        let Ok(info) = sdp::media_info(&req.body) else {
+            return false;
+        };
+        let talking = self.partner(id).is_some_and(|p| self.legs[&p].state.is_answered());
+        talking && (is_hold(&info) || self.legs[&id].holding)
+    }
+
+    /// Hold and resume, answered here (RFC 3264 §8.4, RFC 6337 §5): the
+    /// holder gets our SDP in kind (recvonly to its sendonly); the other
+    /// party gets no re-INVITE: its media is unlinked and it hears the
+    /// hold music until the holder resumes, when the bridge's links return.
+    fn hold_here(&mut self, id: LegId, key: TxKey, req: SipMessage, now: Now) -> Result<(), SipError> {
+        let info =
+            sdp::media_info(&req.body).map_err(|e| SipError::with_reason(488, format!("Not Acceptable Here ({e})")))?;
+        let partner = self
+            .partner(id)
+            .ok_or_else(|| SipError::with_reason(491, "Request Pending"))?;
+        let leg = &self.legs[&id];
+        let previous = leg.local_sdp.as_deref().and_then(sdp::origin);
+        let answer = sdp::answer_in_kind(&req.body, leg.local_media, previous)
+            .map_err(|e| SipError::with_reason(488, e.to_string()))?;
+        let hold = is_hold(&info);
+        if info.rtp.is_some() {
+            self.media.set_remote(id.endpoint(), info.rtp);
+        }
+        let leg = self.legs.get_mut(&id).expect("located");
+        leg.remote_media = Some(info);
+        leg.holding = hold;
+        leg.local_sdp = Some(answer.clone().into());
+        let mut ok = response_to(&req, 200, None, "");
+        ok.push_header(
+            HeaderName::Contact,
+            crate::sip::dialog::contact(leg.dialog.peer, leg.dialog.via_addr),
+        );
+        ok.push_header(HeaderName::ContentType, "application/sdp");
+        ok.body = answer.into();
+        self.send_2xx_in_dialog(id, key, &req, ok, now);
+        if hold {
+            self.media.unlink(id.endpoint());
+            self.media.unlink(partner.endpoint());
+            let music = self.config.calls.hold_music.display().to_string();
+            let pt = self.legs[&partner].prompt_payload_type();
+            if let Err(e) = self.media.play(partner.endpoint(), &music, pt, true) {
+                tracing::warn!(error = %e, "hold music not played");
+            }
+            tracing::info!(call = %self.legs[&id].dialog.call_id, "call put on hold");
+        } else if let Some(bridge) = self.legs[&id].bridge {
+            // The links return; linking stops the music.
+            self.relink(bridge);
+            tracing::info!(call = %self.legs[&id].dialog.call_id, "call taken off hold");
+        }
+        Ok(())
+    }
+
+    /// Answers a re-INVITE of leg `id` with a 2xx, retransmitted until its
+    /// ACK (§13.3.1.4).
+    fn send_2xx_in_dialog(&mut self, id: LegId, key: TxKey, request: &SipMessage, resp: SipMessage, now: Now) {
+        let t1 = self.config.timers.t1;
+        let cseq = super::cseq_num(request);
+        if let Some(l) = self.legs.get_mut(&id) {
+            l.unacked = Some(super::leg::Unacked {
+                resp: resp.clone(),
+                to: super::from_peer(request, l.dialog.peer),
+                interval: t1,
+                cseq,
+            });
+        }
+        self.timer(now.mono + t1, super::Timer::Retransmit2xx(id, cseq));
+        self.timer(now.mono + t1 * 64, super::Timer::AckTimeout(id, cseq));
+        self.out.push_back(Output::Respond { key, resp });
     }
 
     /// Relays a re-INVITE/UPDATE to the leg `from` is bridged with, our
@@ -67,6 +144,7 @@ impl CallEngine {
             let b = sdp::rewrite(&req.body, self.legs[&to].local_media)
                 .map_err(|e| SipError::with_reason(488, e.to_string()))?;
             self.legs.get_mut(&from).expect("exists").remote_media = Some(info);
+            self.legs.get_mut(&to).expect("exists").local_sdp = Some(b.clone().into());
             Some(("application/sdp", bytes::Bytes::from(b)))
         };
         let dialog = &mut self.legs.get_mut(&to).expect("exists").dialog;
@@ -116,7 +194,7 @@ impl CallEngine {
             });
         }
         let contact = crate::sip::dialog::contact(from_leg.dialog.peer, from_leg.dialog.via_addr);
-        let (from_media, from_peer) = (from_leg.local_media, from_leg.dialog.peer);
+        let from_media = from_leg.local_media;
         // The response goes back on the originating transaction; its To tag
         // is already in the request.
         let mut answer = response_to(request, status, Some(resp.reason()), "");
@@ -135,25 +213,23 @@ impl CallEngine {
             if let Ok(b) = sdp::rewrite(&resp.body, from_media) {
                 answer.push_header(HeaderName::ContentType, "application/sdp");
                 answer.body = b.into();
+                if let Some(l) = self.legs.get_mut(&from) {
+                    l.local_sdp = Some(answer.body.clone());
+                }
             }
         }
         if (200..300).contains(&status) && is_invite {
-            let t1 = self.config.timers.t1;
-            let cseq = super::cseq_num(request);
-            if let Some(l) = self.legs.get_mut(&from) {
-                l.unacked = Some(super::leg::Unacked {
-                    resp: answer.clone(),
-                    to: super::from_peer(request, from_peer),
-                    interval: t1,
-                    cseq,
-                });
-            }
-            self.timer(now.mono + t1, super::Timer::Retransmit2xx(from, cseq));
-            self.timer(now.mono + t1 * 64, super::Timer::AckTimeout(from, cseq));
+            return self.send_2xx_in_dialog(from, origin, request, answer, now);
         }
         self.out.push_back(Output::Respond {
             key: origin,
             resp: answer,
         });
     }
+}
+
+/// An SDP that puts the call on hold: the party will not send (sendonly
+/// or inactive, RFC 3264 §8.4) or gives no address (RFC 2543's 0.0.0.0).
+fn is_hold(info: &sdp::MediaInfo) -> bool {
+    info.rtp.is_none() || matches!(info.direction, sdp::Direction::SendOnly | sdp::Direction::Inactive)
 }

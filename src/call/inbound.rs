@@ -127,6 +127,7 @@ impl CallEngine {
                 unacked: None,
                 remote_media: Some(offer),
                 local_sdp: None,
+                holding: false,
                 local_media,
                 bridge: None,
                 start_ms: now.unix_ms,

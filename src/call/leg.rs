@@ -115,8 +115,12 @@ pub struct Leg {
     pub remote_media: Option<MediaInfo>,
     /// Our relay endpoint's address, which the party sends to.
     pub local_media: SocketAddr,
-    /// The SDP we answered the party's INVITE with (inbound legs).
+    /// The last SDP we sent the party (our answer to its INVITE, our
+    /// offer, or a relayed one).
     pub local_sdp: Option<bytes::Bytes>,
+    /// The party put the call on hold (a re-INVITE we answered ourselves):
+    /// the other party hears music meanwhile.
+    pub holding: bool,
     pub bridge: Option<BridgeId>,
     pub start_ms: u64,
     pub answer_ms: Option<u64>,

@@ -429,3 +429,46 @@ fn requests_for_unknown_dialogs_get_481_and_scripts_errors_500() {
     let e = effects(&mut m);
     assert!(matches!(&e[..], [Output::WriteRecord { then, .. }] if then[0].1.status() == Some(500)));
 }
+
+#[test]
+fn hold_is_answered_here_the_other_party_hears_music_and_resume_relinks() {
+    let cfg = config();
+    let (mut m, media) = engine(&cfg);
+    let now = Instant::now();
+    let (id, tag, _) = connected(&mut m, &cfg, now, invite());
+    let (a, b) = (m.calls[&id].origin, m.calls[&id].connected.unwrap());
+    let reinvite = |direction: &str| {
+        let (key, mut req) = from_caller("INVITE", "call-a", &tag, "a");
+        req.push_header(HeaderName::ContentType, "application/sdp");
+        req.body = Bytes::from(format!("{SDP}a={direction}\r\n"));
+        (key, req)
+    };
+    let (key, req) = reinvite("sendonly");
+    m.on_in_dialog(key, req, Now::at(now)).unwrap();
+    let out = effects(&mut m);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Request { .. })),
+        "the callee is not re-INVITEd: {out:?}"
+    );
+    let ok = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Respond { resp, .. } => Some(resp.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(ok.status(), Some(200));
+    assert!(String::from_utf8_lossy(&ok.body).contains("a=recvonly"));
+    {
+        let log = media.0.lock().unwrap();
+        assert!(log.links.is_empty(), "unlinked: {:?}", log.links);
+        assert!(log.looping.contains(&b.endpoint()), "the callee hears music");
+    }
+    let (key, req) = reinvite("sendrecv");
+    m.on_in_dialog(key, req, Now::at(now)).unwrap();
+    effects(&mut m);
+    let log = media.0.lock().unwrap();
+    assert!(log.looping.is_empty(), "music stopped");
+    assert_eq!(log.links.get(&a.endpoint()), Some(&b.endpoint()));
+    assert_eq!(log.links.get(&b.endpoint()), Some(&a.endpoint()));
+}

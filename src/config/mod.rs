@@ -184,6 +184,8 @@ pub struct CallSettings {
     pub ring_timeout: Duration,
     pub max_duration: Duration,
     pub media_timeout: Duration,
+    /// Music a party put on hold hears.
+    pub hold_music: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -492,6 +494,7 @@ impl Validator<'_> {
                 ring_timeout: Duration::from_secs(raw.calls.ring_timeout_s),
                 max_duration: Duration::from_secs(raw.calls.max_duration_s),
                 media_timeout: Duration::from_secs(raw.calls.media_timeout_s),
+                hold_music: PathBuf::from(&raw.calls.hold_music),
             },
             media,
             tls,

@@ -184,6 +184,9 @@ pub struct CallsSection {
     pub max_duration_s: u64,
     /// An answered call with no RTP from either side this long is hung up. Default 60.
     pub media_timeout_s: u64,
+    /// What a party put on hold hears: 8 kHz mono 16-bit WAV, looped.
+    /// Default "sounds/moh.wav".
+    pub hold_music: String,
 }
 
 impl Default for CallsSection {
@@ -192,6 +195,7 @@ impl Default for CallsSection {
             ring_timeout_s: 30,
             max_duration_s: 14400,
             media_timeout_s: 60,
+            hold_music: super::DEFAULT_MOH.to_string(),
         }
     }
 }

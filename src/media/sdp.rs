@@ -152,6 +152,41 @@ pub fn rewrite(body: &[u8], relay: SocketAddr) -> Result<Vec<u8>, SdpError> {
     Ok(out.into_bytes())
 }
 
+/// The session id and version of an SDP's origin line (RFC 4566 §5.2).
+pub fn origin(body: &[u8]) -> Option<(String, u64)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let o = text.lines().find_map(|l| l.trim_end().strip_prefix("o="))?;
+    let f: Vec<&str> = o.split_whitespace().collect();
+    Some((f.get(1)?.to_string(), f.get(2)?.parse().ok()?))
+}
+
+/// Our answer to a party's re-INVITE that we take ourselves (hold and
+/// resume, RFC 3264 §8.4): its own offer pointed at `relay`, with the
+/// direction complemented (sendonly → recvonly, recvonly → sendonly,
+/// inactive and sendrecv kept) and our origin line `previous` (the last
+/// SDP we sent this party) with the version incremented.
+pub fn answer_in_kind(offer: &[u8], relay: SocketAddr, previous: Option<(String, u64)>) -> Result<Vec<u8>, SdpError> {
+    let rewritten = String::from_utf8(rewrite(offer, relay)?).map_err(|_| SdpError::NotText)?;
+    let mut out = String::with_capacity(rewritten.len());
+    for line in rewritten.lines() {
+        let line = match line {
+            "a=sendonly" => "a=recvonly".to_string(),
+            "a=recvonly" => "a=sendonly".to_string(),
+            l if l.starts_with("o=") => match &previous {
+                Some((id, version)) => {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    format!("o=switchboard {id} {} {}", version + 1, f[3..].join(" "))
+                }
+                None => l.to_string(),
+            },
+            l => l.to_string(),
+        };
+        out.push_str(&line);
+        out.push_str("\r\n");
+    }
+    Ok(out.into_bytes())
+}
+
 /// Our own SDP answer (RFC 3264 §6) for when the PBX answers a call:
 /// PCMU if offered, else PCMA, plus telephone-event with the offer's
 /// payload type. None when the offer has neither codec.
@@ -209,6 +244,18 @@ m=video 51372 RTP/AVP 31\r\nc=IN IP4 192.0.2.11\r\n";
             "m=audio 49170 RTP/AVP 0 8 101\r\na=sendonly\r\n",
         );
         assert_eq!(media_info(hold.as_bytes()).unwrap().direction, Direction::SendOnly);
+        let relay: SocketAddr = "192.0.2.9:30000".parse().unwrap();
+        let ours = String::from_utf8(answer_in_kind(hold.as_bytes(), relay, Some(("77".into(), 3))).unwrap()).unwrap();
+        assert!(
+            ours.contains("a=recvonly\r\n") && !ours.contains("a=sendonly"),
+            "{ours}"
+        );
+        assert!(ours.contains("o=switchboard 77 4 IN IP4 192.0.2.9\r\n"), "{ours}");
+        assert!(
+            ours.contains("m=audio 30000 ") && ours.contains("c=IN IP4 192.0.2.9"),
+            "{ours}"
+        );
+        assert_eq!(origin(ours.as_bytes()), Some(("77".into(), 4)));
         let old_hold = OFFER.replace("c=IN IP4 192.0.2.10\r\nt=0", "c=IN IP4 0.0.0.0\r\nt=0");
         assert_eq!(media_info(old_hold.as_bytes()).unwrap().rtp, None);
         assert_eq!(media_info(b"v=0\r\nm=video 1 RTP/AVP 31\r\n"), Err(SdpError::NoAudio));

@@ -211,3 +211,44 @@ fn baresip_sends_a_chat_message_to_baresip() {
     drop(sender);
     drop(receiver);
 }
+
+#[test]
+fn a_party_put_on_hold_hears_music_then_the_caller_again() {
+    let d = Daemon::start("");
+    let wav = tempfile::tempdir().unwrap();
+    let silence = silence_wav(wav.path(), 20);
+    let (callee, _) = start_baresip(&d, "1004", &silence, true, &[]);
+    d.wait_for_log("registered aor=1004@pbx.test");
+    // The caller streams a 440 Hz tone, holds for 2 s, resumes, hangs up.
+    let mp = free_port().to_string();
+    let run = crate::harness::Sipp::new("uac_hold_music.xml", free_port())
+        .target(&d.target())
+        .args(&[
+            "-s", "1004", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-mp", &mp,
+        ])
+        .file("audio.al", &crate::calls::tone_alaw(10))
+        .run();
+    assert_eq!(run.code, 0, "{}", run.errors);
+    d.wait_for_log("call ended");
+    let dir = callee.stop();
+    let recorded = received_audio(dir.path());
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let file = recorded[0].to_str().unwrap();
+    let band = |start: &str| rms(&sox(&[file, "-n", "trim", start, "0.8", "sinc", "420-460", "stat"]));
+    let (before, held, after) = (band("0.4"), band("2.3"), band("4.0"));
+    assert!(
+        before > 0.05 && after > 0.05,
+        "the tone before ({before}) and after ({after}) the hold"
+    );
+    assert!(held < before * 0.3, "no tone while held ({held} vs {before})");
+    let music = rms(&sox(&[file, "-n", "trim", "2.0", "1.2", "stat"]));
+    let original = rms(&sox(&[
+        concat!(env!("CARGO_MANIFEST_DIR"), "/sounds/moh.wav"),
+        "-n",
+        "stat",
+    ]));
+    assert!(
+        music > original * 0.5 && music < original * 2.0,
+        "the held party heard the music (RMS {music}, the file's {original})"
+    );
+}

@@ -162,9 +162,9 @@ fn callee_hangs_up_with_bye() {
 }
 
 #[test]
-fn hold_and_resume_reinvites_cross_the_b2bua() {
+fn hold_and_resume_are_answered_by_the_pbx_and_not_passed_on() {
     let d = Daemon::start("");
-    let uas = callee(&d, "1002", "uas_hold.xml", &[]);
+    let uas = callee(&d, "1002", "uas_answer.xml", &[]);
     let uac = caller(&d, "1001", "1002", 0, "uac_hold.xml");
     let uas = uas.wait();
     assert_eq!(uac.code, 0, "{}\n{}", uac.errors, uac.messages);
@@ -174,6 +174,10 @@ fn hold_and_resume_reinvites_cross_the_b2bua() {
         "{}",
         uac.logs
     );
+    // The callee saw one INVITE: the hold and the resume stayed with us.
+    assert_eq!(uas.messages.matches("INVITE sip:").count(), 1, "{}", uas.messages);
+    d.saw_log("call put on hold");
+    d.saw_log("call taken off hold");
 }
 
 #[test]
