@@ -133,6 +133,9 @@ impl CallEngine {
                 if let Err(e) = &result {
                     tracing::error!(call = %call_id, "dialplan error: {e}");
                 }
+                if call.transfer.is_some() && call.owed.is_none() {
+                    return self.transfer_failed(id, now);
+                }
                 Ending::system(200, "Dialplan finished")
             }
         };

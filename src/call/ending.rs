@@ -78,7 +78,7 @@ impl CallEngine {
     /// Ends one live leg from our side: a final response to a pending
     /// inbound INVITE (sent once the record is stored), CANCEL for a
     /// pending outbound one, BYE for an answered one.
-    fn end_leg(&mut self, id: LegId, ending: &Ending, now: Now) {
+    pub(super) fn end_leg(&mut self, id: LegId, ending: &Ending, now: Now) {
         let Some(leg) = self.legs.get(&id) else { return };
         let call_id = leg.conversation;
         match (leg.direction, leg.state) {
@@ -109,10 +109,24 @@ impl CallEngine {
         call.hangup_side = ending.side;
         call.final_code = ending.code;
         let (legs, ringing) = (call.legs.clone(), std::mem::take(&mut call.ringing));
+        // Legs of other conversations talking with ours (joined by a
+        // transfer) end with it.
+        let joined: Vec<LegId> = legs
+            .iter()
+            .filter_map(|l| self.partner(*l))
+            .filter(|p| self.legs.get(p).is_some_and(|pl| pl.conversation != id))
+            .collect();
         for leg in ringing.into_iter().chain(legs) {
             self.end_leg(leg, &ending, now);
         }
         self.settle(id, now);
+        for leg in joined {
+            let Some(other) = self.legs.get(&leg).map(|l| l.conversation) else {
+                continue;
+            };
+            self.end_leg(leg, &ending, now);
+            self.settle(other, now);
+        }
     }
 
     /// The party of `id` hung up (BYE, answered with `ok`): the leg ends,
@@ -143,7 +157,12 @@ impl CallEngine {
         self.forget_leg(id);
         let ending = Ending::by(side, 487);
         if let Some(p) = partner {
+            let other = self.legs.get(&p).map(|l| l.conversation);
             self.end_leg(p, &ending, now);
+            // Joined by a transfer, it may belong to another conversation.
+            if let Some(other) = other.filter(|o| *o != call_id) {
+                self.settle(other, now);
+            }
         }
         if is_origin {
             let ringing = std::mem::take(&mut self.calls.get_mut(&call_id).expect("exists").ringing);
@@ -156,7 +175,7 @@ impl CallEngine {
 
     /// A conversation with no live legs left writes its record, then sends
     /// the answers that wait for it; one with legs left sends them now.
-    fn settle(&mut self, id: CallRef, now: Now) {
+    pub(super) fn settle(&mut self, id: CallRef, now: Now) {
         let Some(call) = self.calls.get_mut(&id) else { return };
         if !call.legs.is_empty() {
             for (key, resp) in std::mem::take(&mut call.after_write) {
@@ -350,7 +369,7 @@ impl CallEngine {
     }
 }
 
-fn direction_name(d: Direction) -> &'static str {
+pub(super) fn direction_name(d: Direction) -> &'static str {
     match d {
         Direction::Inbound => "inbound",
         Direction::Outbound => "outbound",
@@ -385,5 +404,7 @@ fn record_of(id: CallRef, call: &super::Conversation, legs: Vec<LegRecord>, end_
         rtp_seq_gaps: origin.map_or(0, |o| o.rtp_seq_gaps) + callee.map_or(0, |c| c.rtp_seq_gaps),
         legs,
         queues: call.queue_records.clone(),
+        transfer: call.transfer.clone(),
+        transferred_to: call.transferred_to.clone(),
     }
 }

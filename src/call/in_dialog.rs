@@ -31,6 +31,7 @@ impl CallEngine {
             }
             Method::Invite if self.is_hold_change(id, &req) => self.hold_here(id, key, req, now),
             Method::Invite | Method::Update => self.relay(id, key, req, method),
+            Method::Refer => self.on_refer(id, key, req, now),
             Method::Info | Method::Options | Method::Notify => {
                 let ok = response_to(&req, 200, None, &random_token());
                 self.out.push_back(Output::Respond { key, resp: ok });

@@ -135,40 +135,13 @@ impl CallEngine {
                 trunk: None,
             },
         );
-        self.calls.insert(
-            id,
-            Conversation {
-                account: account.domain.clone(),
-                origin: leg_id,
-                legs: vec![leg_id],
-                ringing: Vec::new(),
-                connected: None,
-                dial_seq: 0,
-                owed: None,
-                caller: caller.id.to_string(),
-                caller_number: caller.id.to_string(),
-                caller_name: Some(caller.name.to_string()),
-                caller_may_call_out: caller.may_call_out,
-                from_trunk: caller.trunk.is_some(),
-                presentation: caller.presentation,
-                callee: to_user,
-                external: false,
-                start_ms: now.unix_ms,
-                answer_ms: None,
-                last_failure: None,
-                ended_legs: Vec::new(),
-                trunks_left: Default::default(),
-                trunk_number: String::new(),
-                after_write: Vec::new(),
-                queue: None,
-                queue_records: Vec::new(),
-                hunt: Default::default(),
-                hunt_step: std::time::Duration::ZERO,
-                hunt_until: None,
-                hangup_side: "system",
-                final_code: 480,
-            },
-        );
+        let mut conversation = Conversation::new(account.domain.clone(), leg_id, caller.id, now);
+        conversation.caller_name = Some(caller.name.to_string());
+        conversation.caller_may_call_out = caller.may_call_out;
+        conversation.from_trunk = caller.trunk.is_some();
+        conversation.presentation = caller.presentation;
+        conversation.callee = to_user;
+        self.calls.insert(id, conversation);
         self.announce(leg_id, crate::events::LegPhase::Trying);
         self.mark_live(id);
         self.out.push_back(Output::StartDialplan {

@@ -32,6 +32,7 @@ mod queue_legs;
 mod queue_tests;
 #[cfg(test)]
 mod tests;
+mod transfer;
 mod trunk_legs;
 #[cfg(test)]
 mod trunk_tests;
@@ -176,9 +177,55 @@ struct Conversation {
     hunt: VecDeque<Vec<Contact>>,
     hunt_step: std::time::Duration,
     hunt_until: Option<Instant>,
+    /// Started by a blind transfer: by whom, for the record.
+    transfer: Option<crate::cdr::TransferRecord>,
+    /// Passed on to the transfer's target (RFC 3892).
+    referred_by: Option<String>,
+    /// Where a transfer sent this conversation's call.
+    transferred_to: Option<String>,
     /// Who ended it, and the caller's final status when unanswered.
     hangup_side: &'static str,
     final_code: u16,
+}
+
+impl Conversation {
+    /// A conversation of `account` started by leg `origin` of `caller`.
+    fn new(account: String, origin: LegId, caller: &str, now: crate::clock::Now) -> Conversation {
+        Conversation {
+            account,
+            origin,
+            legs: vec![origin],
+            ringing: Vec::new(),
+            connected: None,
+            dial_seq: 0,
+            owed: None,
+            caller: caller.to_string(),
+            caller_number: caller.to_string(),
+            caller_name: None,
+            caller_may_call_out: false,
+            from_trunk: false,
+            presentation: Default::default(),
+            callee: String::new(),
+            external: false,
+            start_ms: now.unix_ms,
+            answer_ms: None,
+            last_failure: None,
+            ended_legs: Vec::new(),
+            trunks_left: Default::default(),
+            trunk_number: String::new(),
+            after_write: Vec::new(),
+            queue: None,
+            queue_records: Vec::new(),
+            hunt: Default::default(),
+            hunt_step: std::time::Duration::ZERO,
+            hunt_until: None,
+            transfer: None,
+            referred_by: None,
+            transferred_to: None,
+            hangup_side: "system",
+            final_code: 480,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

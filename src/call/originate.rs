@@ -263,6 +263,9 @@ impl CallEngine {
         if let Some((_, queue)) = offered {
             invite.push_header(HeaderName::Other("X-Queue".into()), queue);
         }
+        if let Some(by) = &call.referred_by {
+            invite.push_header(HeaderName::ReferredBy, by.clone());
+        }
         if let Some(route) = contact.trunk.as_ref().and_then(|t| t.proxy_route()) {
             invite.push_header(HeaderName::Route, route);
         }
@@ -442,6 +445,7 @@ impl CallEngine {
             self.cancel_leg(other, now);
         }
         let _ = self.bridge_legs(origin, id);
+        self.transfer_outcome(call_id, "connected");
         tracing::info!(call = %self.legs[&origin].dialog.call_id, callee = %self.calls[&call_id].callee, "call answered");
         if !parked {
             self.answer_inbound(origin, answer, now);

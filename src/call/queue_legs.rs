@@ -183,6 +183,7 @@ impl CallEngine {
             self.cancel_leg(other, now);
         }
         let _ = self.bridge_legs(origin, leg);
+        self.transfer_outcome(call, "connected");
         tracing::info!(call = %self.legs[&origin].dialog.call_id, agent = %agent, "queue call answered");
     }
 

@@ -50,6 +50,28 @@ pub struct CallRecord {
     /// answered, outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<QueueRecord>,
+    /// This conversation began as a transfer of another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferRecord>,
+    /// A transfer sent this conversation's call there (a number, or the
+    /// party joined by an attended transfer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transferred_to: Option<String>,
+}
+
+/// How a conversation began as a transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    /// Who transferred the call (the REFER's sender).
+    pub by: String,
+    /// "blind" or "attended".
+    pub kind: String,
+    /// The conversation the call was transferred from.
+    pub from_conversation: u64,
+    /// "connected" (someone answered), "failed" (nobody did: the
+    /// transferee heard the failure announcement) or "abandoned" (the
+    /// transferee hung up first).
+    pub outcome: String,
 }
 
 /// A conversation's stay in one queue, as its call record keeps it.

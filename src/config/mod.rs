@@ -494,7 +494,7 @@ impl Validator<'_> {
                 ring_timeout: Duration::from_secs(raw.calls.ring_timeout_s),
                 max_duration: Duration::from_secs(raw.calls.max_duration_s),
                 media_timeout: Duration::from_secs(raw.calls.media_timeout_s),
-                hold_music: PathBuf::from(&raw.calls.hold_music),
+                hold_music: self.hold_music(raw.calls.hold_music.as_ref()),
             },
             media,
             tls,

@@ -130,6 +130,18 @@ impl Validator<'_> {
         }
     }
 
+    /// `calls.hold_music`, checked like a queue's music.
+    pub(super) fn hold_music(&mut self, raw: Option<&Spanned<String>>) -> PathBuf {
+        let Some(m) = raw else {
+            return PathBuf::from(DEFAULT_MOH);
+        };
+        let path = PathBuf::from(m.get_ref());
+        if let Err(e) = crate::media::playback::load_wav(&path) {
+            self.error(m.span(), format!("hold music: {e}"));
+        }
+        path
+    }
+
     pub(super) fn feature_codes(&mut self, raw: FeatureCodesSection) -> FeatureCodes {
         FeatureCodes {
             ready: raw.ready,

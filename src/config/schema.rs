@@ -186,7 +186,7 @@ pub struct CallsSection {
     pub media_timeout_s: u64,
     /// What a party put on hold hears: 8 kHz mono 16-bit WAV, looped.
     /// Default "sounds/moh.wav".
-    pub hold_music: String,
+    pub hold_music: Option<Spanned<String>>,
 }
 
 impl Default for CallsSection {
@@ -195,7 +195,7 @@ impl Default for CallsSection {
             ring_timeout_s: 30,
             max_duration_s: 14400,
             media_timeout_s: 60,
-            hold_music: super::DEFAULT_MOH.to_string(),
+            hold_music: None,
         }
     }
 }

@@ -23,7 +23,11 @@ impl RequestHandler for CallHandler {
                 cx.engines.calls.on_cancel(&invite, cx.now);
                 Ok(Outcome::Respond(response_to(req, 200, None, &random_token())))
             }
-            Method::Invite | Method::Bye | Method::Update | Method::Info | Method::Notify => in_dialog(req, cx),
+            Method::Invite | Method::Bye | Method::Update | Method::Info | Method::Notify | Method::Refer
+                if req.has_to_tag() || *method != Method::Refer =>
+            {
+                in_dialog(req, cx)
+            }
             _ => return None,
         };
         Some(outcome(req, result))

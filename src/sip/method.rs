@@ -77,4 +77,4 @@ pub const ALLOWED: &str = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, 
 
 /// The subset served inside a call's dialog (Allow of our INVITEs and 2xx,
 /// RFC 3261 §20.5).
-pub const ALLOWED_IN_CALL: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
+pub const ALLOWED_IN_CALL: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER";

@@ -158,7 +158,8 @@ pub fn split_hostport(s: &str) -> Result<(&str, Option<u16>), UriError> {
     Ok((host, port))
 }
 
-fn unescape(s: &str) -> Result<Cow<'_, str>, UriError> {
+/// Decodes %XX escapes (§19.1.2).
+pub fn unescape(s: &str) -> Result<Cow<'_, str>, UriError> {
     if !s.contains('%') {
         return Ok(Cow::Borrowed(s));
     }

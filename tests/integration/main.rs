@@ -16,4 +16,5 @@ mod raw_client;
 mod registration;
 mod robustness;
 mod tls;
+mod transfers;
 mod trunks;

@@ -1,0 +1,302 @@
+//! Transfers by REFER (RFC 3515) from a party of a two-party call.
+//!
+//! - Blind: the transferee's leg (the referrer's partner) is kept and moved
+//!   into a conversation of its own, which runs the dialplan for the
+//!   Refer-To number like a new call from the transferee (so users, groups,
+//!   queues, remote extensions and external numbers are all reached the
+//!   same way); it hears ringback meanwhile and is bridged to whoever
+//!   answers. The referrer gets 202, NOTIFYs `message/sipfrag` 100 and 200
+//!   (RFC 3515 §2.4.5: the PBX has taken the call) and is hung up. A failed
+//!   blind transfer does not come back to the referrer: the transferee
+//!   hears a short announcement and the call ends.
+//! - Attended: a Refer-To with `Replaces` (RFC 3891) naming the referrer's
+//!   other dialog with us: the two partners are bridged together and both
+//!   of the referrer's legs end. Matched on the Replaces dialog (Call-ID and
+//!   tags), never on the Refer-To host. A consult call to a queue is
+//!   refused: queues take blind transfers only.
+//!
+//! `Referred-By` (RFC 3892) is passed on to the transfer target.
+
+use super::bridge::Source;
+use super::ending::Ending;
+use super::leg::LegId;
+use super::{CallEngine, CallRef, ClientPurpose, Conversation, Output};
+use crate::cdr::{LegRecord, TransferRecord};
+use crate::clock::Now;
+use crate::dialplan::CallInfo;
+use crate::sip::addr::NameAddr;
+use crate::sip::dialog::tag_in;
+use crate::sip::response::response_to;
+use crate::sip::transaction::TxKey;
+use crate::sip::uri::SipUri;
+use crate::sip::{HeaderName, Method, SipError, SipMessage};
+
+/// What the transferee hears while the target rings.
+const RINGBACK: &str = "sounds/ringback.wav";
+/// What the transferee hears when a blind transfer fails.
+pub(super) const TRANSFER_FAILED: &str = "sounds/transfer_failed.wav";
+
+/// The dialog a `Replaces` names: Call-ID and the two tags.
+#[derive(Debug, PartialEq, Eq)]
+struct Replaces {
+    call_id: String,
+    to_tag: String,
+    from_tag: String,
+}
+
+/// `Replaces` from the `?headers` of a Refer-To URI (escaped, RFC 3891 §6).
+fn replaces_in(uri_headers: &str) -> Option<Replaces> {
+    let raw = uri_headers
+        .split('&')
+        .find_map(|h| h.split_once('=').filter(|(n, _)| n.eq_ignore_ascii_case("replaces")))?
+        .1;
+    let value = crate::sip::uri::unescape(raw).ok()?;
+    let mut parts = value.split(';');
+    let call_id = parts.next()?.trim().to_string();
+    let (mut to_tag, mut from_tag) = (None, None);
+    for p in parts {
+        match p.split_once('=') {
+            Some((n, v)) if n.trim().eq_ignore_ascii_case("to-tag") => to_tag = Some(v.trim().to_string()),
+            Some((n, v)) if n.trim().eq_ignore_ascii_case("from-tag") => from_tag = Some(v.trim().to_string()),
+            _ => {}
+        }
+    }
+    Some(Replaces {
+        call_id,
+        to_tag: to_tag?,
+        from_tag: from_tag?,
+    })
+}
+
+impl CallEngine {
+    /// A REFER on leg `x` (its party is the referrer, matched by dialog).
+    pub(super) fn on_refer(&mut self, x: LegId, key: TxKey, req: SipMessage, now: Now) -> Result<(), SipError> {
+        let refer_to = req
+            .header(&HeaderName::ReferTo)
+            .ok_or_else(|| SipError::with_reason(400, "Missing Refer-To"))?;
+        let addr = NameAddr::parse(refer_to).map_err(|_| SipError::with_reason(400, "Bad Refer-To"))?;
+        let uri = SipUri::parse(addr.uri_text).map_err(|_| SipError::with_reason(400, "Bad Refer-To"))?;
+        let y = self
+            .partner(x)
+            .filter(|y| self.legs[y].state.is_answered())
+            .ok_or_else(|| SipError::with_reason(403, "No call to transfer"))?;
+        if let Some(replaces) = replaces_in(uri.headers) {
+            return self.attended(x, y, &replaces, key, &req, now);
+        }
+        let target = uri
+            .user_unescaped()
+            .map(|u| u.into_owned())
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| SipError::with_reason(400, "Refer-To names no number"))?;
+        self.blind(x, y, target, key, &req, now);
+        Ok(())
+    }
+
+    /// 202, then the referrer's NOTIFYs (100, then 200 with the
+    /// subscription terminated), then its leg ends.
+    fn accept_and_release(&mut self, x: LegId, key: TxKey, req: &SipMessage, now: Now) {
+        self.out.push_back(Output::Respond {
+            key,
+            resp: response_to(req, 202, None, ""),
+        });
+        self.notify_refer(x, "SIP/2.0 100 Trying", "active;expires=60");
+        self.notify_refer(x, "SIP/2.0 200 OK", "terminated;reason=noresource");
+        let Some(call) = self.legs.get(&x).map(|l| l.conversation) else {
+            return;
+        };
+        self.end_leg(x, &Ending::system(200, "Transferred"), now);
+        self.settle(call, now);
+    }
+
+    /// A NOTIFY of the implicit refer subscription (RFC 3515 §2.4.4).
+    fn notify_refer(&mut self, x: LegId, status_line: &str, state: &str) {
+        let Some(leg) = self.legs.get_mut(&x) else { return };
+        let body = bytes::Bytes::from(format!("{status_line}\r\n"));
+        let mut notify = leg
+            .dialog
+            .request(Method::Notify, Some(("message/sipfrag;version=2.0", body)));
+        notify.push_header(HeaderName::Event, "refer");
+        notify.push_header(HeaderName::Other("Subscription-State".into()), state.to_string());
+        let peer = leg.dialog.peer;
+        self.send_request(notify, peer, ClientPurpose::Other);
+    }
+
+    fn blind(&mut self, x: LegId, y: LegId, target: String, key: TxKey, req: &SipMessage, now: Now) {
+        let old = self.legs[&x].conversation;
+        let referrer = self.legs[&x].party.clone();
+        let referred_by = req
+            .header(&HeaderName::ReferredBy)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("<sip:{referrer}@{}>", self.calls[&old].account));
+        tracing::info!(call = %self.legs[&y].dialog.call_id, by = %referrer, to = %target, "blind transfer");
+        let id = self.move_to_new_conversation(
+            y,
+            &target,
+            TransferRecord {
+                by: referrer,
+                kind: "blind".into(),
+                from_conversation: old,
+                outcome: "abandoned".into(),
+            },
+            Some(referred_by),
+            now,
+        );
+        if let Some(c) = self.calls.get_mut(&old) {
+            c.transferred_to = Some(target.clone());
+        }
+        if let Err(e) = self.park(y, Source::Music(RINGBACK.into())) {
+            tracing::warn!(error = %e, "ringback not played");
+        }
+        self.accept_and_release(x, key, req, now);
+        let leg = &self.legs[&y];
+        let info = CallInfo {
+            id: leg.dialog.call_id.clone(),
+            from: leg.party.clone(),
+            to: target,
+            display: self.calls[&id].caller_name.clone().unwrap_or_default(),
+            domain: self.calls[&id].account.clone(),
+            trunk: None,
+        };
+        let account = self.calls[&id].account.clone();
+        self.mark_live(id);
+        self.out.push_back(Output::StartDialplan {
+            call: id,
+            account,
+            info,
+        });
+    }
+
+    /// Takes leg `y` out of its conversation (which keeps a record of it up
+    /// to now) into a new one of its own, answered and parked.
+    fn move_to_new_conversation(
+        &mut self,
+        y: LegId,
+        callee: &str,
+        transfer: TransferRecord,
+        referred_by: Option<String>,
+        now: Now,
+    ) -> CallRef {
+        let _ = self.leave(y);
+        let old = self.legs[&y].conversation;
+        let id = self.next_id();
+        let leg = &self.legs[&y];
+        let stats = self.media.stats(y.endpoint());
+        let record = LegRecord {
+            leg: y.0,
+            call_id: leg.dialog.call_id.clone(),
+            party: leg.party.clone(),
+            direction: super::ending::direction_name(leg.direction).into(),
+            start_ms: leg.start_ms,
+            answer_ms: leg.answer_ms,
+            end_ms: now.unix_ms,
+            sip_code: 200,
+            rtp_packets: stats.packets,
+            rtp_seq_gaps: stats.seq_gaps,
+        };
+        let party = leg.party.clone();
+        let o = self.calls.get_mut(&old).expect("the leg's conversation");
+        o.legs.retain(|l| *l != y);
+        o.ended_legs.push(record);
+        let mut c = Conversation::new(o.account.clone(), y, &party, now);
+        c.caller_may_call_out = o.caller_may_call_out;
+        c.presentation = o.presentation.clone();
+        c.caller_name = if o.origin == y { o.caller_name.clone() } else { None };
+        c.callee = callee.to_string();
+        c.answer_ms = Some(now.unix_ms);
+        c.transfer = Some(transfer);
+        c.referred_by = referred_by;
+        self.calls.insert(id, c);
+        self.legs.get_mut(&y).expect("exists").conversation = id;
+        id
+    }
+
+    fn attended(
+        &mut self,
+        x: LegId,
+        y: LegId,
+        r: &Replaces,
+        key: TxKey,
+        req: &SipMessage,
+        now: Now,
+    ) -> Result<(), SipError> {
+        // The referrer's other leg: the Replaces dialog, tags either way round.
+        let z = self
+            .legs
+            .values()
+            .find(|l| {
+                l.id != x
+                    && l.party == self.legs[&x].party
+                    && l.dialog.call_id == r.call_id
+                    && ((l.local_tag == r.to_tag && tag_in(&l.dialog.remote) == Some(r.from_tag.as_str()))
+                        || (l.local_tag == r.from_tag && tag_in(&l.dialog.remote) == Some(r.to_tag.as_str())))
+            })
+            .map(|l| l.id)
+            .ok_or_else(|| SipError::with_reason(481, "Replaced dialog not found"))?;
+        // Queues take blind transfers only (the seed's rule): a call the
+        // referrer made to a queue cannot be joined.
+        let to_queue = |leg: LegId| {
+            self.calls
+                .get(&self.legs[&leg].conversation)
+                .is_some_and(|c| c.queue.is_some() && self.legs[&leg].direction == super::leg::Direction::Inbound)
+        };
+        if to_queue(x) || to_queue(z) {
+            return Err(SipError::with_reason(403, "Queues accept blind transfers only"));
+        }
+        let w = self
+            .partner(z)
+            .filter(|w| self.legs[w].state.is_answered())
+            .ok_or_else(|| SipError::with_reason(403, "The other call is not connected"))?;
+        let referrer = self.legs[&x].party.clone();
+        tracing::info!(by = %referrer, transferee = %self.legs[&y].party, target = %self.legs[&w].party, "attended transfer");
+        let _ = self.leave(y);
+        let _ = self.leave(w);
+        let _ = self.bridge_legs(y, w);
+        for (leg, other) in [(y, w), (w, y)] {
+            let conv = self.legs[&leg].conversation;
+            let other_party = self.legs[&other].party.clone();
+            if let Some(c) = self.calls.get_mut(&conv) {
+                c.transferred_to = Some(other_party);
+            }
+        }
+        // The second call's leg ends quietly; the first answers the REFER.
+        let second = self.legs[&z].conversation;
+        self.end_leg(z, &Ending::system(200, "Transferred"), now);
+        self.settle(second, now);
+        self.accept_and_release(x, key, req, now);
+        Ok(())
+    }
+
+    /// The script of a transferred call ended without connecting it: the
+    /// transferee hears why, then the call ends.
+    pub(super) fn transfer_failed(&mut self, id: CallRef, now: Now) {
+        tracing::info!(call = id, "blind transfer failed: the transferee is told and hung up");
+        self.transfer_outcome(id, "failed");
+        self.announce_and_end(id, TRANSFER_FAILED, now);
+    }
+
+    /// Sets how conversation `id`'s transfer ended, if it is one.
+    pub(super) fn transfer_outcome(&mut self, id: CallRef, outcome: &str) {
+        if let Some(t) = self.calls.get_mut(&id).and_then(|c| c.transfer.as_mut()) {
+            t.outcome = outcome.to_string();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_is_read_from_escaped_uri_headers() {
+        assert_eq!(
+            replaces_in("Replaces=abc%40host%3Bto-tag%3D12%3Bfrom-tag%3D34"),
+            Some(Replaces {
+                call_id: "abc@host".into(),
+                to_tag: "12".into(),
+                from_tag: "34".into()
+            })
+        );
+        assert_eq!(replaces_in("Subject=hi"), None);
+        assert_eq!(replaces_in("replaces=x%3Bto-tag%3D1"), None, "both tags are needed");
+    }
+}
