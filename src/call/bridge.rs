@@ -5,10 +5,11 @@
 //!
 //! Media follows the bridge: two talking legs are two one-way relay links
 //! (packets forwarded untouched, the fast path); a bridge of one leg does
-//! not exist (the leg is parked); listen/whisper members, or a third
-//! talker, hear nothing until mixing arrives with monitoring. Only relay
-//! links change, never the addresses the parties were given, so no
-//! re-INVITE is needed.
+//! not exist (the leg is parked); any other bridge (listen or whisper
+//! members, a third talker) is mixed: each member hears the talkers but
+//! itself, and a whisperer is heard by its target only. Only relay links
+//! change, never the addresses the parties were given, so no re-INVITE is
+//! needed.
 
 use super::leg::LegId;
 use super::CallEngine;
@@ -140,6 +141,7 @@ impl CallEngine {
                 return Ok(());
             }
             // A bridge left with one leg is gone: that leg is parked.
+            self.media.unmix(old.0);
             if let Some(b) = self.bridges.remove(&old) {
                 for (alone, _) in b.members {
                     self.media.unlink(alone.endpoint());
@@ -159,9 +161,43 @@ impl CallEngine {
         for (leg, _) in &b.members {
             self.media.unlink(leg.endpoint());
         }
-        if talkers.len() == 2 {
+        if talkers.len() == 2 && b.members.len() == 2 {
+            self.media.unmix(id.0);
             self.media.link(talkers[0].endpoint(), talkers[1].endpoint());
             self.media.link(talkers[1].endpoint(), talkers[0].endpoint());
+            return;
         }
+        let members: Vec<(crate::media::EndpointId, Vec<crate::media::EndpointId>, u8)> = b
+            .members
+            .iter()
+            .map(|(leg, _)| {
+                let hears = b
+                    .members
+                    .iter()
+                    .filter(|(other, role)| other != leg && (*role == Role::Talk || *role == Role::Whisper(*leg)))
+                    .map(|(other, _)| other.endpoint())
+                    .collect();
+                let pt = self.legs.get(leg).map_or(0, |l| l.prompt_payload_type());
+                (leg.endpoint(), hears, pt)
+            })
+            .collect();
+        self.media.mix(id.0, &members);
+    }
+
+    /// The monitors of `leg`'s bridge: members that listen or whisper.
+    pub(super) fn monitors_of(&self, leg: LegId) -> Vec<LegId> {
+        let Some(b) = self
+            .legs
+            .get(&leg)
+            .and_then(|l| l.bridge)
+            .and_then(|b| self.bridges.get(&b))
+        else {
+            return Vec::new();
+        };
+        b.members
+            .iter()
+            .filter(|(_, r)| *r != Role::Talk)
+            .map(|(l, _)| *l)
+            .collect()
     }
 }

@@ -109,13 +109,9 @@ impl CallEngine {
         call.hangup_side = ending.side;
         call.final_code = ending.code;
         let (legs, ringing) = (call.legs.clone(), std::mem::take(&mut call.ringing));
-        // Legs of other conversations talking with ours (joined by a
-        // transfer) end with it.
-        let joined: Vec<LegId> = legs
-            .iter()
-            .filter_map(|l| self.partner(*l))
-            .filter(|p| self.legs.get(p).is_some_and(|pl| pl.conversation != id))
-            .collect();
+        // Legs of other conversations with ours (joined by a transfer,
+        // monitoring) end with it.
+        let joined = self.companions_elsewhere(id, &legs);
         for leg in ringing.into_iter().chain(legs) {
             self.end_leg(leg, &ending, now);
         }
@@ -151,17 +147,21 @@ impl CallEngine {
             call.hangup_side = side;
             call.final_code = 487;
         }
-        // Its only fellow talker, if it was one of two.
+        // Its only fellow talker, if it was one of two, and then the
+        // call's monitors.
         let partner = self.partner(id);
+        let monitors: Vec<LegId> = self.monitors_of(id).into_iter().filter(|m| *m != id).collect();
         self.finish_leg(id, 487, now);
         self.forget_leg(id);
         let ending = Ending::by(side, 487);
         if let Some(p) = partner {
-            let other = self.legs.get(&p).map(|l| l.conversation);
-            self.end_leg(p, &ending, now);
-            // Joined by a transfer, it may belong to another conversation.
-            if let Some(other) = other.filter(|o| *o != call_id) {
-                self.settle(other, now);
+            for leg in std::iter::once(p).chain(monitors) {
+                let other = self.legs.get(&leg).map(|l| l.conversation);
+                self.end_leg(leg, &ending, now);
+                // Joined by a transfer or monitoring: another conversation.
+                if let Some(other) = other.filter(|o| *o != call_id) {
+                    self.settle(other, now);
+                }
             }
         }
         if is_origin {
@@ -406,5 +406,6 @@ fn record_of(id: CallRef, call: &super::Conversation, legs: Vec<LegRecord>, end_
         queues: call.queue_records.clone(),
         transfer: call.transfer.clone(),
         transferred_to: call.transferred_to.clone(),
+        monitor: call.monitor.clone(),
     }
 }

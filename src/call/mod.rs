@@ -26,6 +26,7 @@ mod inbound;
 pub mod leg;
 #[cfg(test)]
 mod model_tests;
+mod monitor;
 mod originate;
 mod queue_legs;
 #[cfg(test)]
@@ -38,6 +39,7 @@ mod trunk_legs;
 mod trunk_tests;
 
 pub use inbound::Caller;
+pub use monitor::MonitorMode;
 pub use originate::{user_contacts, Contact, DialRequest};
 
 use crate::cdr::CallRecord;
@@ -183,6 +185,8 @@ struct Conversation {
     referred_by: Option<String>,
     /// Where a transfer sent this conversation's call.
     transferred_to: Option<String>,
+    /// A supervisor's call monitoring an agent.
+    monitor: Option<crate::cdr::MonitorRecord>,
     /// Who ended it, and the caller's final status when unanswered.
     hangup_side: &'static str,
     final_code: u16,
@@ -222,6 +226,7 @@ impl Conversation {
             transfer: None,
             referred_by: None,
             transferred_to: None,
+            monitor: None,
             hangup_side: "system",
             final_code: 480,
         }

@@ -25,6 +25,8 @@ pub(super) struct MediaLog {
     pub played: Vec<(EndpointId, String)>,
     /// Endpoints hearing a looped sound.
     pub looping: HashSet<EndpointId>,
+    /// Mixed bridges: members and whom each hears.
+    pub mixes: HashMap<u64, Vec<(EndpointId, Vec<EndpointId>)>>,
     pub next_port: u16,
     /// What idle_for answers for every endpoint.
     pub idle: std::time::Duration,
@@ -63,6 +65,13 @@ impl MediaControl for FakeMedia {
     }
     fn sounds_playing(&self) -> usize {
         self.0.lock().unwrap().looping.len()
+    }
+    fn mix(&mut self, group: u64, members: &[(EndpointId, Vec<EndpointId>, u8)]) {
+        let list = members.iter().map(|(m, h, _)| (*m, h.clone())).collect();
+        self.0.lock().unwrap().mixes.insert(group, list);
+    }
+    fn unmix(&mut self, group: u64) {
+        self.0.lock().unwrap().mixes.remove(&group);
     }
     fn close(&mut self, id: EndpointId, _now: Instant) {
         let mut log = self.0.lock().unwrap();
@@ -471,4 +480,55 @@ fn hold_is_answered_here_the_other_party_hears_music_and_resume_relinks() {
     assert!(log.looping.is_empty(), "music stopped");
     assert_eq!(log.links.get(&a.endpoint()), Some(&b.endpoint()));
     assert_eq!(log.links.get(&b.endpoint()), Some(&a.endpoint()));
+}
+
+#[test]
+fn a_monitor_is_mixed_in_by_role_and_hung_up_with_the_call() {
+    let cfg = config();
+    let (mut m, media) = engine(&cfg);
+    let now = Instant::now();
+    let (id, tag, _) = connected(&mut m, &cfg, now, invite());
+    let (customer, agent) = (m.calls[&id].origin, m.calls[&id].connected.unwrap());
+    let sup = started(
+        &mut m,
+        &cfg,
+        "1003",
+        invite_from("1003", "sup", "*821002"),
+        Now::at(now),
+    );
+    effects(&mut m);
+    m.monitor(sup, agent, MonitorMode::Whisper, Now::at(now)).unwrap();
+    let sup_leg = m.calls[&sup].origin;
+    {
+        let log = media.0.lock().unwrap();
+        assert!(log.links.is_empty(), "mixed, not linked: {:?}", log.links);
+        let mix = log.mixes.values().next().expect("a mix");
+        let hears = |leg: LegId| {
+            let mut h = mix.iter().find(|(e, _)| *e == leg.endpoint()).unwrap().1.clone();
+            h.sort();
+            h
+        };
+        assert_eq!(
+            hears(customer),
+            vec![agent.endpoint()],
+            "the customer never hears the whisper"
+        );
+        let mut both = vec![customer.endpoint(), sup_leg.endpoint()];
+        both.sort();
+        assert_eq!(hears(agent), both, "the agent hears the customer and the whisper");
+        let mut talkers = vec![customer.endpoint(), agent.endpoint()];
+        talkers.sort();
+        assert_eq!(hears(sup_leg), talkers);
+    }
+    // The customer hangs up: the agent and the monitor go with the call.
+    let (key, bye) = from_caller("BYE", "call-a", &tag, "a");
+    m.on_in_dialog(key, bye, Now::at(now)).unwrap();
+    let out = effects(&mut m);
+    let byes = out
+        .iter()
+        .filter(|o| matches!(o, Output::Request { req, .. } if req.method() == Some(&Method::Bye)))
+        .count();
+    assert_eq!(byes, 2, "to the agent and the supervisor: {out:?}");
+    assert!(m.calls.is_empty());
+    assert!(media.0.lock().unwrap().mixes.is_empty());
 }

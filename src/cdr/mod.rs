@@ -57,6 +57,18 @@ pub struct CallRecord {
     /// party joined by an attended transfer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transferred_to: Option<String>,
+    /// A supervisor's call that monitored an agent (its caller is the
+    /// supervisor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<MonitorRecord>,
+}
+
+/// A supervisor's call that monitored an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorRecord {
+    pub agent: String,
+    /// "listen", "whisper" or "barge".
+    pub mode: String,
 }
 
 /// How a conversation began as a transfer.

@@ -101,6 +101,9 @@ pub struct FeatureCodes {
     pub ready: String,
     pub not_ready: String,
     pub end_acw: String,
+    pub listen: String,
+    pub whisper: String,
+    pub barge: String,
 }
 
 /// The music file used when a queue names none.
@@ -147,6 +150,9 @@ impl Validator<'_> {
             ready: raw.ready,
             not_ready: raw.not_ready,
             end_acw: raw.end_acw,
+            listen: raw.listen,
+            whisper: raw.whisper,
+            barge: raw.barge,
         }
     }
 

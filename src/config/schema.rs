@@ -501,6 +501,15 @@ pub struct FeatureCodesSection {
     /// Ends after-call work. Default "*52".
     #[serde(default = "default_code_end_acw")]
     pub end_acw: String,
+    /// `*81<ext>`: listen to an agent's call. Default "*81".
+    #[serde(default = "default_code_listen")]
+    pub listen: String,
+    /// `*82<ext>`: speak to the agent only. Default "*82".
+    #[serde(default = "default_code_whisper")]
+    pub whisper: String,
+    /// `*83<ext>`: join the call, heard by both. Default "*83".
+    #[serde(default = "default_code_barge")]
+    pub barge: String,
 }
 
 impl Default for FeatureCodesSection {
@@ -509,6 +518,9 @@ impl Default for FeatureCodesSection {
             ready: default_code_ready(),
             not_ready: default_code_not_ready(),
             end_acw: default_code_end_acw(),
+            listen: default_code_listen(),
+            whisper: default_code_whisper(),
+            barge: default_code_barge(),
         }
     }
 }
@@ -521,6 +533,15 @@ fn default_code_not_ready() -> String {
 }
 fn default_code_end_acw() -> String {
     "*52".into()
+}
+fn default_code_listen() -> String {
+    "*81".into()
+}
+fn default_code_whisper() -> String {
+    "*82".into()
+}
+fn default_code_barge() -> String {
+    "*83".into()
 }
 
 /// A call queue: callers wait hearing music and are offered to its

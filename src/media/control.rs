@@ -42,6 +42,12 @@ pub trait MediaControl: Send {
     fn play(&mut self, id: EndpointId, file: &str, payload_type: u8, looped: bool) -> Result<(), String>;
     /// Stops the sound the party hears, if any.
     fn stop_sound(&mut self, id: EndpointId);
+    /// Mixes bridge `group`: each member (endpoint, the members it hears,
+    /// its payload type PCMU 0 / PCMA 8) hears the sum of those it hears,
+    /// every 20 ms, instead of links. Replaces the group's previous mix.
+    fn mix(&mut self, group: u64, members: &[(EndpointId, Vec<EndpointId>, u8)]);
+    /// Ends bridge `group`'s mix, if any.
+    fn unmix(&mut self, group: u64);
     /// Endpoints hearing a sound now.
     fn sounds_playing(&self) -> usize;
     /// Closes the endpoint; its ports return to the pool.

@@ -1,5 +1,6 @@
-//! G.711 encoders (ITU-T G.711): 16-bit linear PCM to µ-law (PCMU, RTP
-//! payload type 0) and A-law (PCMA, payload type 8), for prompts.
+//! G.711 (ITU-T G.711): 16-bit linear PCM to and from µ-law (PCMU, RTP
+//! payload type 0) and A-law (PCMA, payload type 8), for prompts, music
+//! and mixing.
 
 const SEG_UEND: [i32; 8] = [0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF];
 const SEG_AEND: [i32; 8] = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF];
@@ -42,9 +43,43 @@ pub fn linear_to_alaw(sample: i16) -> u8 {
     (a ^ mask) as u8
 }
 
+pub fn ulaw_to_linear(code: u8) -> i16 {
+    let u = !code;
+    let exponent = (u >> 4) & 0x07;
+    let mantissa = i32::from(u & 0x0F);
+    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    (if u & 0x80 != 0 { -magnitude } else { magnitude }) as i16
+}
+
+pub fn alaw_to_linear(code: u8) -> i16 {
+    let a = code ^ 0x55;
+    let exponent = (a >> 4) & 0x07;
+    let mantissa = i32::from(a & 0x0F);
+    let magnitude = match exponent {
+        0 => (mantissa << 4) + 8,
+        e => ((mantissa << 4) + 0x108) << (e - 1),
+    };
+    (if a & 0x80 != 0 { magnitude } else { -magnitude }) as i16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoding_inverts_encoding_within_a_step() {
+        for s in (-32000i32..32000).step_by(97) {
+            let s = s as i16;
+            let u = ulaw_to_linear(linear_to_ulaw(s));
+            let a = alaw_to_linear(linear_to_alaw(s));
+            // G.711 steps grow with the magnitude: 1/16 of it at most, plus the smallest step.
+            let tolerance = (i32::from(s).abs() / 16 + 16) as i16;
+            assert!((u - s).abs() <= tolerance, "ulaw {s} -> {u}");
+            assert!((a - s).abs() <= tolerance, "alaw {s} -> {a}");
+        }
+        assert_eq!(ulaw_to_linear(0xFF), 0);
+        assert!(alaw_to_linear(0xD5).abs() <= 8);
+    }
 
     #[test]
     fn known_codes() {

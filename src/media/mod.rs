@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod g711;
+mod mixer;
 pub mod playback;
 mod player;
 pub mod relay;

@@ -1,6 +1,8 @@
 //! Sounds played to parties: prompts (once) and music on hold (looped),
 //! as RTP (RFC 3550) every 20 ms from one thread for every party, out of
-//! the party's own relay socket (so symmetric-RTP phones accept it).
+//! the party's own relay socket (so symmetric-RTP phones accept it). The
+//! same thread, on the same tick, runs the mixes of bridges that are not
+//! two talkers (`mixer`).
 //!
 //! A sound is read and encoded once per file and payload type (G.711
 //! µ-law or A-law, 160 bytes a frame), so a packet costs a header and a
@@ -121,6 +123,8 @@ pub type PlaybackDone = Arc<dyn Fn(EndpointId) + Send + Sync>;
 
 struct Streams {
     by_endpoint: HashMap<EndpointId, Stream>,
+    /// Mixed bridges, by bridge.
+    mixes: HashMap<u64, super::mixer::Mix>,
 }
 
 /// The playing thread and its streams.
@@ -136,6 +140,7 @@ impl Player {
             shared: Arc::new((
                 Mutex::new(Streams {
                     by_endpoint: HashMap::new(),
+                    mixes: HashMap::new(),
                 }),
                 Condvar::new(),
             )),
@@ -154,14 +159,7 @@ impl Player {
         socket: Arc<UdpSocket>,
         to: Arc<EndpointShared>,
     ) {
-        if !self.started {
-            self.started = true;
-            let (shared, done) = (self.shared.clone(), self.done.clone());
-            std::thread::Builder::new()
-                .name("player".into())
-                .spawn(move || run(&shared, &done))
-                .expect("spawn the player thread");
-        }
+        self.start_thread();
         let stream = Stream {
             sound,
             looped,
@@ -176,6 +174,35 @@ impl Player {
         let (lock, wake) = &*self.shared;
         lock.lock().expect("player lock").by_endpoint.insert(id, stream);
         wake.notify_one();
+    }
+
+    fn start_thread(&mut self) {
+        if !self.started {
+            self.started = true;
+            let (shared, done) = (self.shared.clone(), self.done.clone());
+            std::thread::Builder::new()
+                .name("player".into())
+                .spawn(move || run(&shared, &done))
+                .expect("spawn the player thread");
+        }
+    }
+
+    /// Sets (or with None, ends) the mix of bridge `group`; returns the
+    /// mix it replaces.
+    pub(super) fn set_mix(&mut self, group: u64, mix: Option<super::mixer::Mix>) -> Option<super::mixer::Mix> {
+        if mix.is_some() {
+            self.start_thread();
+        } else if !self.started {
+            return None;
+        }
+        let (lock, wake) = &*self.shared;
+        let mut streams = lock.lock().expect("player lock");
+        let old = match mix {
+            Some(m) => streams.mixes.insert(group, m),
+            None => streams.mixes.remove(&group),
+        };
+        wake.notify_one();
+        old
     }
 
     /// Stops what endpoint `id`'s party hears (no completion is reported).
@@ -201,9 +228,12 @@ fn run(shared: &(Mutex<Streams>, Condvar), done: &PlaybackDone) {
     loop {
         {
             let mut streams = lock.lock().expect("player lock");
-            while streams.by_endpoint.is_empty() {
+            while streams.by_endpoint.is_empty() && streams.mixes.is_empty() {
                 streams = wake.wait(streams).expect("player lock");
                 next = Instant::now();
+            }
+            for mix in streams.mixes.values_mut() {
+                mix.tick(&mut packet);
             }
             streams.by_endpoint.retain(|id, s| {
                 let more = s.send(&mut packet);

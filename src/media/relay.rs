@@ -59,6 +59,8 @@ pub(super) struct EndpointShared {
     last_rtp_ms: AtomicU64,
     /// Where packets from this party go; none while parked.
     link: ArcSwapOption<Link>,
+    /// While its bridge is mixed: where its audio is decoded to.
+    mix: ArcSwapOption<super::mixer::MixSlot>,
 }
 
 /// The far end of a link: the endpoint whose sockets and party receive.
@@ -144,6 +146,9 @@ pub(super) fn relay_packet(packet: &[u8], src: SocketAddr, from: &EndpointShared
         }
         let ms = from.started.elapsed().as_millis() as u64;
         from.last_rtp_ms.store(ms, Ordering::Relaxed);
+        if let Some(slot) = from.mix.load().as_deref() {
+            slot.put(packet);
+        }
     }
     let link = from.link.load();
     let Some(link) = link.as_deref() else { return };
@@ -271,6 +276,7 @@ impl RelayPool {
             started: now,
             last_rtp_ms: AtomicU64::new(0),
             link: ArcSwapOption::empty(),
+            mix: ArcSwapOption::empty(),
         });
         let watched = io.add([
             Watched {
@@ -409,6 +415,39 @@ impl MediaControl for Relay {
 
     fn stop_sound(&mut self, id: EndpointId) {
         self.player.stop(id);
+    }
+
+    fn mix(&mut self, group: u64, members: &[(EndpointId, Vec<EndpointId>, u8)]) {
+        let mut mix = Vec::new();
+        for (id, hears, pt) in members {
+            let Some(ep) = self.endpoints.get(id) else { continue };
+            let slot = Arc::new(super::mixer::MixSlot::default());
+            ep.shared.mix.store(Some(slot.clone()));
+            self.player.stop(*id);
+            let hears = hears
+                .iter()
+                .filter_map(|h| members.iter().position(|(m, _, _)| m == h))
+                .collect();
+            mix.push(super::mixer::MixMember::new(
+                *id,
+                slot,
+                hears,
+                ep.rtp.clone(),
+                ep.shared.clone(),
+                *pt,
+            ));
+        }
+        self.player.set_mix(group, Some(super::mixer::Mix { members: mix }));
+    }
+
+    fn unmix(&mut self, group: u64) {
+        if let Some(mix) = self.player.set_mix(group, None) {
+            for m in mix.members {
+                if let Some(ep) = self.endpoints.get(&m.id) {
+                    ep.shared.mix.store(None);
+                }
+            }
+        }
     }
 
     fn sounds_playing(&self) -> usize {

@@ -9,6 +9,7 @@ mod dialplans;
 mod dns;
 mod harness;
 mod kamailio_provider;
+mod monitoring;
 mod operations;
 mod presence;
 mod queues;

@@ -248,6 +248,18 @@ impl Core {
             return false;
         }
         let aor = format!("{caller}@{}", account.domain);
+        let monitor = [
+            (&codes.listen, crate::call::MonitorMode::Listen),
+            (&codes.whisper, crate::call::MonitorMode::Whisper),
+            (&codes.barge, crate::call::MonitorMode::Barge),
+        ]
+        .into_iter()
+        .find_map(|(code, mode)| Some((to.strip_prefix(code.as_str())?, mode)))
+        .filter(|(ext, _)| !ext.is_empty());
+        if let Some((agent, mode)) = monitor {
+            self.start_monitoring(call, account, caller, agent, mode);
+            return true;
+        }
         if to == codes.ready {
             self.set_agent_choice(&aor, None);
         } else if let Some(rest) = to.strip_prefix(codes.not_ready.as_str()) {
@@ -261,6 +273,47 @@ impl Core {
         tracing::info!(aor = %aor, code = to, "agent feature code");
         self.engines.calls.announce_and_end(call, CONFIRMATION, Now::read());
         true
+    }
+
+    /// A supervisor's `*81<ext>` (listen), `*82` (whisper), `*83` (barge):
+    /// owners and admins may monitor anyone of the account, supervisors
+    /// the members of the groups that report to them, agents nobody.
+    fn start_monitoring(
+        &mut self,
+        call: CallRef,
+        account: &Account,
+        who: &str,
+        agent: &str,
+        mode: crate::call::MonitorMode,
+    ) {
+        use crate::config::Role;
+        let now = Now::read();
+        let allowed = match account.user(who).map(|u| u.role) {
+            Some(Role::Owner | Role::Admin) => true,
+            Some(Role::Supervisor) => account
+                .groups
+                .iter()
+                .any(|g| g.supervisors.iter().any(|s| s == who) && g.members.iter().any(|m| m == agent)),
+            _ => false,
+        };
+        if !allowed {
+            tracing::info!(
+                supervisor = who,
+                agent,
+                "monitoring refused: not a supervisor of the agent"
+            );
+            return self.engines.calls.hangup(call, 403, now);
+        }
+        let Some(leg) = self.engines.calls.talking_leg(&account.domain, agent) else {
+            return self.engines.calls.hangup(call, 480, now);
+        };
+        match self.engines.calls.monitor(call, leg, mode, now) {
+            Ok(()) => tracing::info!(supervisor = who, agent, mode = mode.name(), "monitoring"),
+            Err(e) => {
+                tracing::warn!(supervisor = who, agent, error = %e, "monitoring failed");
+                self.engines.calls.hangup(call, 480, now);
+            }
+        }
     }
 
     /// `agent_state(ext [, state, reason])` of the dialplan.
