@@ -274,3 +274,37 @@ fn an_attended_transfer_to_a_queue_is_refused_and_both_calls_stay() {
         "{calls}"
     );
 }
+
+#[test]
+fn a_blind_transfer_to_a_queue_follows_the_queue() {
+    let moh = concat!(env!("CARGO_MANIFEST_DIR"), "/sounds/moh.wav");
+    let d = Daemon::start_with_demo_tail(&format!(
+        "[[accounts.queues]]\nnumber = \"3001\"\nname = \"Support\"\nmembers = [\"1004\"]\nmoh = \"{moh}\"\n\
+         acw_limit_enabled = true\nacw_limit_s = 0\n"
+    ));
+    let transferor = callee(&d, "1002", "uas_refer.xml", &["-key", "target", "3001"]);
+    let agent = callee(&d, "1004", "uas_answer.xml", &[]);
+    let uac = caller(&d, "1001", "1002", 4000, "uac_call.xml");
+    assert_eq!(uac.code, 0, "{}", uac.errors);
+    assert_eq!(transferor.wait().code, 0);
+    let agent = agent.wait();
+    assert_eq!(agent.code, 0, "{}", agent.errors);
+    assert!(agent.messages.contains("X-Queue: 3001"), "{}", agent.messages);
+    let r = records(&d);
+    assert_eq!(r[1]["transfer"]["outcome"], "connected", "{}", r[1]);
+    assert_eq!(r[1]["queues"][0]["agent"], "1004", "{}", r[1]);
+}
+
+#[test]
+fn a_blind_transfer_to_a_group_rings_its_members() {
+    let d = Daemon::start("");
+    // Group 2001 (Sales): 1002 and 1004; 1002 is the transferor, on a call.
+    let transferor = callee(&d, "1003", "uas_refer.xml", &["-key", "target", "2001"]);
+    let member = callee(&d, "1004", "uas_answer.xml", &[]);
+    let uac = caller(&d, "1001", "1003", 4000, "uac_call.xml");
+    assert_eq!(uac.code, 0, "{}", uac.errors);
+    assert_eq!(transferor.wait().code, 0);
+    assert_eq!(member.wait().code, 0);
+    let r = records(&d);
+    assert_eq!((r[1]["callee"].as_str(), r[1]["transfer"]["outcome"].as_str()), (Some("1004"), Some("connected")));
+}
