@@ -61,6 +61,7 @@ impl CallEngine {
     ) -> Result<CallRef, SipError> {
         let offer = sdp::media_info(&invite.body)
             .map_err(|e| SipError::with_reason(488, format!("Not Acceptable Here ({e})")))?;
+        let replacing = self.replaced_by(&invite, caller.id)?;
         let leg_id = LegId(self.next_id());
         let local_media = self
             .media
@@ -144,6 +145,10 @@ impl CallEngine {
         self.calls.insert(id, conversation);
         self.announce(leg_id, crate::events::LegPhase::Trying);
         self.mark_live(id);
+        if let Some((z, w)) = replacing {
+            self.replace(id, leg_id, z, w, now);
+            return Ok(id);
+        }
         self.out.push_back(Output::StartDialplan {
             call: id,
             account: account.domain.clone(),

@@ -50,7 +50,11 @@ fn replaces_in(uri_headers: &str) -> Option<Replaces> {
         .split('&')
         .find_map(|h| h.split_once('=').filter(|(n, _)| n.eq_ignore_ascii_case("replaces")))?
         .1;
-    let value = crate::sip::uri::unescape(raw).ok()?;
+    parse_replaces(&crate::sip::uri::unescape(raw).ok()?)
+}
+
+/// A Replaces value: `call-id;to-tag=…;from-tag=…` (RFC 3891 §6.1).
+fn parse_replaces(value: &str) -> Option<Replaces> {
     let mut parts = value.split(';');
     let call_id = parts.next()?.trim().to_string();
     let (mut to_tag, mut from_tag) = (None, None);
@@ -221,16 +225,8 @@ impl CallEngine {
     ) -> Result<(), SipError> {
         // The referrer's other leg: the Replaces dialog, tags either way round.
         let z = self
-            .legs
-            .values()
-            .find(|l| {
-                l.id != x
-                    && l.party == self.legs[&x].party
-                    && l.dialog.call_id == r.call_id
-                    && ((l.local_tag == r.to_tag && tag_in(&l.dialog.remote) == Some(r.from_tag.as_str()))
-                        || (l.local_tag == r.from_tag && tag_in(&l.dialog.remote) == Some(r.to_tag.as_str())))
-            })
-            .map(|l| l.id)
+            .leg_of_dialog(r)
+            .filter(|z| *z != x && self.legs[z].party == self.legs[&x].party)
             .ok_or_else(|| SipError::with_reason(481, "Replaced dialog not found"))?;
         // Queues take blind transfers only (the seed's rule): a call the
         // referrer made to a queue cannot be joined.
@@ -264,6 +260,78 @@ impl CallEngine {
         self.settle(second, now);
         self.accept_and_release(x, key, req, now);
         Ok(())
+    }
+
+    /// Our leg in the dialog `r` names (its tags either way round).
+    fn leg_of_dialog(&self, r: &Replaces) -> Option<LegId> {
+        self.legs
+            .values()
+            .find(|l| {
+                l.dialog.call_id == r.call_id
+                    && ((l.local_tag == r.to_tag && tag_in(&l.dialog.remote) == Some(r.from_tag.as_str()))
+                        || (l.local_tag == r.from_tag && tag_in(&l.dialog.remote) == Some(r.to_tag.as_str())))
+            })
+            .map(|l| l.id)
+    }
+
+    /// A new INVITE with a `Replaces` header (RFC 3891) naming one of our
+    /// dialogs: the leg it replaces and that leg's partner, if `caller` may
+    /// take that call over (it is the replaced leg's party, or talks with
+    /// it now, as a transferee completing a transfer does). None without
+    /// the header.
+    pub(super) fn replaced_by(&self, invite: &SipMessage, caller: &str) -> Result<Option<(LegId, LegId)>, SipError> {
+        let Some(value) = invite.header(&HeaderName::Other("Replaces".into())) else {
+            return Ok(None);
+        };
+        let r = parse_replaces(value).ok_or_else(|| SipError::with_reason(400, "Bad Replaces"))?;
+        let z = self
+            .leg_of_dialog(&r)
+            .ok_or_else(|| SipError::with_reason(481, "Replaced dialog not found"))?;
+        let w = self
+            .partner(z)
+            .filter(|w| self.legs[w].state.is_answered())
+            .ok_or_else(|| SipError::with_reason(481, "Replaced dialog not connected"))?;
+        let party = &self.legs[&z].party;
+        let talks_with_party = self
+            .legs
+            .values()
+            .filter(|l| l.party == caller)
+            .any(|l| self.partner(l.id).is_some_and(|p| self.legs[&p].party == *party));
+        if party != caller && !talks_with_party {
+            return Err(SipError::with_reason(403, "Not a party of the replaced call"));
+        }
+        Ok(Some((z, w)))
+    }
+
+    /// Completes an INVITE with Replaces: the new leg `new` of conversation
+    /// `id` is answered (in the codec `w` uses) and joined to `w`; the
+    /// replaced leg `z` is hung up.
+    pub(super) fn replace(&mut self, id: CallRef, new: LegId, z: LegId, w: LegId, now: Now) {
+        let preferred = self.legs[&w]
+            .local_sdp
+            .as_deref()
+            .and_then(|b| crate::media::sdp::media_info(b).ok())
+            .and_then(|i| i.payload_types.into_iter().find(|p| *p == 0 || *p == 8));
+        let leg = &self.legs[&new];
+        let body = leg.remote_media.as_ref().and_then(|offer| {
+            crate::media::sdp::answer_preferring(offer, &leg.invite.body, leg.local_media, preferred)
+        });
+        let Some(body) = body else {
+            return self.end_conversation(id, Ending::system(488, "Not Acceptable Here"), now);
+        };
+        tracing::info!(replaced = %self.legs[&z].dialog.call_id, by = %self.legs[&new].party, "INVITE with Replaces");
+        let joined = self.legs[&w].party.clone();
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.callee = joined.clone();
+            c.connected = Some(w);
+            c.transferred_to = Some(joined);
+        }
+        self.answer_inbound(new, body, now);
+        let _ = self.leave(w);
+        let _ = self.bridge_legs(new, w);
+        let replaced = self.legs[&z].conversation;
+        self.end_leg(z, &Ending::system(200, "Replaced"), now);
+        self.settle(replaced, now);
     }
 
     /// The script of a transferred call ended without connecting it: the

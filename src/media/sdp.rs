@@ -191,7 +191,22 @@ pub fn answer_in_kind(offer: &[u8], relay: SocketAddr, previous: Option<(String,
 /// PCMU if offered, else PCMA, plus telephone-event with the offer's
 /// payload type. None when the offer has neither codec.
 pub fn answer(offer: &MediaInfo, offer_body: &[u8], relay: SocketAddr) -> Option<Vec<u8>> {
-    let pt = [0u8, 8].into_iter().find(|p| offer.payload_types.contains(p))?;
+    answer_preferring(offer, offer_body, relay, None)
+}
+
+/// [`answer`], choosing `preferred` (0 or 8) when the offer has it: the
+/// codec of a party this one will be joined to (the relay does not
+/// transcode).
+pub fn answer_preferring(
+    offer: &MediaInfo,
+    offer_body: &[u8],
+    relay: SocketAddr,
+    preferred: Option<u8>,
+) -> Option<Vec<u8>> {
+    let pt = preferred
+        .into_iter()
+        .chain([0u8, 8])
+        .find(|p| offer.payload_types.contains(p))?;
     let text = std::str::from_utf8(offer_body).ok()?;
     let dtmf = text.lines().find_map(|l| {
         let rest = l.strip_prefix("a=rtpmap:")?;

@@ -89,6 +89,11 @@ struct Dialog {
 
 impl Transferor {
     fn call(&mut self, d: &Daemon, to: &str, n: u32) -> Dialog {
+        self.call_with(d, to, n, "")
+    }
+
+    /// A call with `extra` header lines in its INVITE.
+    fn call_with(&mut self, d: &Daemon, to: &str, n: u32, extra: &str) -> Dialog {
         let ruri = format!("sip:{to}@127.0.0.1:{}", d.port);
         let call_id = format!("xfer-{n}-{}", free_port());
         let our_tag = format!("t{n}");
@@ -103,7 +108,7 @@ impl Transferor {
                 format!(
                     "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call_id}{};rport\r\nMax-Forwards: 70\r\n\
                      From: <sip:1001@pbx.test>;tag={our_tag}\r\nTo: <sip:{to}@pbx.test>\r\nCall-ID: {call_id}\r\n\
-                     CSeq: {} INVITE\r\nContact: <sip:1001@{local}>\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                     CSeq: {} INVITE\r\nContact: <sip:1001@{local}>\r\n{extra}{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
                     auth.len(),
                     if auth.is_empty() { 1 } else { 2 },
                     sdp.len()
@@ -306,5 +311,46 @@ fn a_blind_transfer_to_a_group_rings_its_members() {
     assert_eq!(transferor.wait().code, 0);
     assert_eq!(member.wait().code, 0);
     let r = records(&d);
-    assert_eq!((r[1]["callee"].as_str(), r[1]["transfer"]["outcome"].as_str()), (Some("1004"), Some("connected")));
+    assert_eq!(
+        (r[1]["callee"].as_str(), r[1]["transfer"]["outcome"].as_str()),
+        (Some("1004"), Some("connected"))
+    );
+}
+
+#[test]
+fn an_invite_with_replaces_takes_over_a_call() {
+    let d = Daemon::start("");
+    let other = callee(&d, "1002", "uas_answer.xml", &[]);
+    // 1001's desk phone calls 1002...
+    let mut desk = Transferor {
+        c: RawClient::udp(d.addr()),
+    };
+    let first = desk.call(&d, "1002", 1);
+    // ...and 1001's softphone takes the call over (RFC 3891).
+    let mut soft = Transferor {
+        c: RawClient::udp(d.addr()),
+    };
+    let replaces = format!(
+        "Replaces: {};to-tag={};from-tag={}\r\n",
+        first.call_id, first.their_tag, first.our_tag
+    );
+    let taken = soft.call_with(&d, "1002", 3, &replaces);
+    let got = summary(&desk.collect(Duration::from_millis(800)));
+    assert!(
+        got.iter().any(|g| g.starts_with(&format!("BYE {}", first.call_id))),
+        "{got:#?}"
+    );
+    // The softphone now talks with 1002: its BYE reaches 1002.
+    soft.send(&taken, "BYE", taken.cseq + 1, "");
+    let other = other.wait();
+    assert_eq!(
+        other.code, 0,
+        "1002 got the BYE of the phone that took the call: {}",
+        other.errors
+    );
+    assert_eq!(
+        other.messages.matches("INVITE sip:").count(),
+        1,
+        "no new INVITE to 1002"
+    );
 }
