@@ -134,6 +134,11 @@ pub enum Command {
     InjectPanic,
     /// The media side finished playing a prompt to an endpoint.
     PlaybackDone(crate::media::EndpointId),
+    /// The party of an endpoint sent a digit (RFC 4733).
+    Dtmf {
+        endpoint: crate::media::EndpointId,
+        digit: char,
+    },
     /// A dialplan script returned or failed.
     DialplanDone {
         call: CallRef,

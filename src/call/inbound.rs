@@ -129,6 +129,7 @@ impl CallEngine {
                 remote_media: Some(offer),
                 local_sdp: None,
                 holding: false,
+                dtmf: String::new(),
                 local_media,
                 bridge: None,
                 start_ms: now.unix_ms,

@@ -121,6 +121,8 @@ pub struct Leg {
     /// The party put the call on hold (a re-INVITE we answered ourselves):
     /// the other party hears music meanwhile.
     pub holding: bool,
+    /// The last DTMF digits the party sent (RFC 4733), for feature codes.
+    pub dtmf: String,
     pub bridge: Option<BridgeId>,
     pub start_ms: u64,
     pub answer_ms: Option<u64>,

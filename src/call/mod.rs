@@ -367,6 +367,13 @@ impl CallEngine {
         best
     }
 
+    /// The account domain of the conversation of the leg whose relay
+    /// endpoint is `endpoint`.
+    pub fn account_of_leg(&self, endpoint: crate::media::EndpointId) -> Option<String> {
+        let leg = self.legs.get(&leg::LegId(endpoint.0))?;
+        self.account_of(leg.conversation)
+    }
+
     /// The account domain of a live conversation.
     pub fn account_of(&self, id: CallRef) -> Option<String> {
         self.calls.get(&id).map(|c| c.account.clone())

@@ -283,6 +283,7 @@ impl CallEngine {
             remote_media: None,
             local_sdp: Some(invite.body.clone()),
             holding: false,
+            dtmf: String::new(),
             local_media,
             bridge: None,
             start_ms: now.unix_ms,

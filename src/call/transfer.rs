@@ -126,12 +126,19 @@ impl CallEngine {
     }
 
     fn blind(&mut self, x: LegId, y: LegId, target: String, key: TxKey, req: &SipMessage, now: Now) {
+        let referred_by = req.header(&HeaderName::ReferredBy).map(str::to_string);
+        self.blind_transfer(x, y, target, referred_by, now);
+        self.accept_and_release(x, key, req, now);
+    }
+
+    /// `x`'s party sends its partner `y` to `target` (REFER or the `##`
+    /// code): `y` moves to a conversation of its own that runs the
+    /// dialplan for `target`, hearing ringback meanwhile. Ending `x` is
+    /// the caller's business.
+    fn blind_transfer(&mut self, x: LegId, y: LegId, target: String, referred_by: Option<String>, now: Now) {
         let old = self.legs[&x].conversation;
         let referrer = self.legs[&x].party.clone();
-        let referred_by = req
-            .header(&HeaderName::ReferredBy)
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("<sip:{referrer}@{}>", self.calls[&old].account));
+        let referred_by = referred_by.unwrap_or_else(|| format!("<sip:{referrer}@{}>", self.calls[&old].account));
         tracing::info!(call = %self.legs[&y].dialog.call_id, by = %referrer, to = %target, "blind transfer");
         let id = self.move_to_new_conversation(
             y,
@@ -151,7 +158,6 @@ impl CallEngine {
         if let Err(e) = self.park(y, Source::Music(RINGBACK.into())) {
             tracing::warn!(error = %e, "ringback not played");
         }
-        self.accept_and_release(x, key, req, now);
         let leg = &self.legs[&y];
         let info = CallInfo {
             id: leg.dialog.call_id.clone(),
@@ -260,6 +266,37 @@ impl CallEngine {
         self.settle(second, now);
         self.accept_and_release(x, key, req, now);
         Ok(())
+    }
+
+    /// A digit the relay heard from the party of `endpoint` (RFC 4733).
+    /// `<blind_code><number>#` (e.g. `##2001#`) transfers the party's
+    /// partner there, blind, and hangs the party up.
+    pub fn on_dtmf(&mut self, endpoint: crate::media::EndpointId, digit: char, blind_code: &str, now: Now) {
+        let x = LegId(endpoint.0);
+        let Some(leg) = self.legs.get_mut(&x) else { return };
+        leg.dtmf.push(digit);
+        if leg.dtmf.len() > 32 {
+            leg.dtmf.remove(0);
+        }
+        if digit != '#' || blind_code.is_empty() {
+            return;
+        }
+        let typed = &leg.dtmf[..leg.dtmf.len() - 1];
+        let Some(number) = typed
+            .rfind(blind_code)
+            .map(|at| typed[at + blind_code.len()..].to_string())
+            .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        else {
+            return;
+        };
+        leg.dtmf.clear();
+        let Some(y) = self.partner(x).filter(|y| self.legs[y].state.is_answered()) else {
+            return;
+        };
+        self.blind_transfer(x, y, number, None, now);
+        let old = self.legs[&x].conversation;
+        self.end_leg(x, &Ending::system(200, "Transferred"), now);
+        self.settle(old, now);
     }
 
     /// Our leg in the dialog `r` names (its tags either way round).

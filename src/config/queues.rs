@@ -104,6 +104,7 @@ pub struct FeatureCodes {
     pub listen: String,
     pub whisper: String,
     pub barge: String,
+    pub blind_transfer: String,
 }
 
 /// The music file used when a queue names none.
@@ -153,6 +154,7 @@ impl Validator<'_> {
             listen: raw.listen,
             whisper: raw.whisper,
             barge: raw.barge,
+            blind_transfer: raw.blind_transfer,
         }
     }
 

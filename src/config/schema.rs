@@ -510,6 +510,10 @@ pub struct FeatureCodesSection {
     /// `*83<ext>`: join the call, heard by both. Default "*83".
     #[serde(default = "default_code_barge")]
     pub barge: String,
+    /// Dialled during a call (RFC 4733 DTMF): `##<number>#` transfers the
+    /// other party there, blind. Default "##"; "" switches it off.
+    #[serde(default = "default_code_blind_transfer")]
+    pub blind_transfer: String,
 }
 
 impl Default for FeatureCodesSection {
@@ -521,6 +525,7 @@ impl Default for FeatureCodesSection {
             listen: default_code_listen(),
             whisper: default_code_whisper(),
             barge: default_code_barge(),
+            blind_transfer: default_code_blind_transfer(),
         }
     }
 }
@@ -542,6 +547,9 @@ fn default_code_whisper() -> String {
 }
 fn default_code_barge() -> String {
     "*83".into()
+}
+fn default_code_blind_transfer() -> String {
+    "##".into()
 }
 
 /// A call queue: callers wait hearing music and are offered to its

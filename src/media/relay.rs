@@ -61,6 +61,47 @@ pub(super) struct EndpointShared {
     link: ArcSwapOption<Link>,
     /// While its bridge is mixed: where its audio is decoded to.
     mix: ArcSwapOption<super::mixer::MixSlot>,
+    /// Where the digits the party sends (RFC 4733) are reported.
+    dtmf: ArcSwapOption<DtmfTap>,
+}
+
+/// Called with an endpoint and a digit its party sent (`0`-`9`, `*`, `#`,
+/// `A`-`D`), once per key press.
+pub type DtmfHeard = Arc<dyn Fn(EndpointId, char) + Send + Sync>;
+
+/// Reports one endpoint's telephone-events (RFC 4733 §2.3): a key press
+/// is reported at the first packet of its event (every packet of one
+/// event, the three end packets included, carries the event's RTP
+/// timestamp).
+pub(super) struct DtmfTap {
+    id: EndpointId,
+    heard: DtmfHeard,
+    /// RTP timestamp of the last event reported (u64::MAX: none yet).
+    last: AtomicU64,
+}
+
+impl DtmfTap {
+    fn inspect(&self, packet: &[u8]) {
+        // Dynamic payload types only; an event is 4 bytes.
+        if packet.len() != 16 || packet[0] >> 6 != 2 || packet[0] & 0x1F != 0 || (packet[1] & 0x7F) < 96 {
+            return;
+        }
+        let event = packet[12];
+        if event > 15 {
+            return;
+        }
+        let ts = u64::from(u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]));
+        if self.last.swap(ts, Ordering::Relaxed) == ts {
+            return;
+        }
+        let digit = match event {
+            0..=9 => char::from(b'0' + event),
+            10 => '*',
+            11 => '#',
+            e => char::from(b'A' + e - 12),
+        };
+        (self.heard)(self.id, digit);
+    }
 }
 
 /// The far end of a link: the endpoint whose sockets and party receive.
@@ -148,6 +189,9 @@ pub(super) fn relay_packet(packet: &[u8], src: SocketAddr, from: &EndpointShared
         from.last_rtp_ms.store(ms, Ordering::Relaxed);
         if let Some(slot) = from.mix.load().as_deref() {
             slot.put(packet);
+        }
+        if let Some(tap) = from.dtmf.load().as_deref() {
+            tap.inspect(packet);
         }
     }
     let link = from.link.load();
@@ -277,6 +321,7 @@ impl RelayPool {
             last_rtp_ms: AtomicU64::new(0),
             link: ArcSwapOption::empty(),
             mix: ArcSwapOption::empty(),
+            dtmf: ArcSwapOption::empty(),
         });
         let watched = io.add([
             Watched {
@@ -335,6 +380,7 @@ pub struct Relay {
     linked_by: HashMap<EndpointId, Vec<EndpointId>>,
     player: Player,
     sounds: SoundCache,
+    dtmf: Option<DtmfHeard>,
 }
 
 impl Relay {
@@ -347,7 +393,14 @@ impl Relay {
             linked_by: HashMap::new(),
             player: Player::new(playback_done),
             sounds: SoundCache::default(),
+            dtmf: None,
         }
+    }
+
+    /// Reports the digits every party sends to `heard`.
+    pub fn with_dtmf(mut self, heard: DtmfHeard) -> Relay {
+        self.dtmf = Some(heard);
+        self
     }
 }
 
@@ -371,6 +424,13 @@ impl MediaControl for Relay {
             .open_endpoint(party_ip, self.strict_source, now)
             .map_err(|e| e.to_string())?;
         let addr = SocketAddr::new(self.pool.ip, ep.port);
+        if let Some(heard) = &self.dtmf {
+            ep.shared.dtmf.store(Some(Arc::new(DtmfTap {
+                id,
+                heard: heard.clone(),
+                last: AtomicU64::new(u64::MAX),
+            })));
+        }
         if let Some(old) = self.endpoints.insert(id, ep) {
             self.pool.release(old, now);
         }
@@ -658,6 +718,49 @@ mod tests {
                 assert_eq!(&buf[..n], &rtp(1)[..], "permissive: the first sender latches");
             }
         }
+    }
+
+    #[test]
+    fn telephone_events_are_reported_once_per_key_press() {
+        let heard = Arc::new(std::sync::Mutex::new(String::new()));
+        let tap = DtmfTap {
+            id: EndpointId(7),
+            heard: {
+                let heard = heard.clone();
+                Arc::new(move |id, d| {
+                    assert_eq!(id, EndpointId(7));
+                    heard.lock().unwrap().push(d);
+                })
+            },
+            last: AtomicU64::new(u64::MAX),
+        };
+        let event = |ts: u8, key: u8, end: bool| {
+            let mut p = [0x80, 101, 0, ts, 0, 0, 1, ts, 0, 0, 0, 9, key, 10, 0, 160];
+            if end {
+                p[13] |= 0x80;
+            }
+            p
+        };
+        // Key 1: start, continuation, three ends; then '#' and '*' and 'D'.
+        for (ts, key, end) in [
+            (1, 1, false),
+            (1, 1, false),
+            (1, 1, true),
+            (1, 1, true),
+            (1, 1, true),
+            (2, 11, true),
+            (3, 10, false),
+            (4, 15, false),
+        ] {
+            tap.inspect(&event(ts, key, end));
+        }
+        // Audio (PCMA) and events past 15 are not digits.
+        let mut audio = [0u8; 172];
+        audio[0] = 0x80;
+        audio[1] = 8;
+        tap.inspect(&audio);
+        tap.inspect(&event(5, 16, true));
+        assert_eq!(*heard.lock().unwrap(), "1#*D");
     }
 
     #[test]

@@ -105,13 +105,21 @@ fn relay(config: &Config, commands: mpsc::Sender<Command>) -> crate::media::Rela
     let pool = crate::media::RelayPool::new(config.media.rtp_ip, config.media.port_min, config.media.port_max);
     // Called from the player's thread, which is not a runtime thread.
     let runtime = tokio::runtime::Handle::current();
+    let dtmf_commands = commands.clone();
     let done: crate::media::relay::PlaybackDone = Arc::new(move |endpoint| {
         let commands = commands.clone();
         runtime.spawn(async move {
             let _ = commands.send(Command::PlaybackDone(endpoint)).await;
         });
     });
-    crate::media::Relay::new(pool, config.media.strict_source, done)
+    let dtmf_runtime = tokio::runtime::Handle::current();
+    let heard: crate::media::relay::DtmfHeard = Arc::new(move |endpoint, digit| {
+        let commands = dtmf_commands.clone();
+        dtmf_runtime.spawn(async move {
+            let _ = commands.send(Command::Dtmf { endpoint, digit }).await;
+        });
+    });
+    crate::media::Relay::new(pool, config.media.strict_source, done).with_dtmf(heard)
 }
 
 /// The handler chain, in order.

@@ -354,3 +354,65 @@ fn an_invite_with_replaces_takes_over_a_call() {
         "no new INVITE to 1002"
     );
 }
+
+/// Sends a command to a baresip's ctrl_tcp socket (netstring JSON).
+fn baresip_command(port: u16, command: &str, params: &str) -> String {
+    use std::io::{Read, Write};
+    let json = format!("{{\"command\":\"{command}\",\"params\":\"{params}\",\"token\":\"t\"}}");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("baresip ctrl_tcp");
+    s.write_all(format!("{}:{json},", json.len()).as_bytes()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 2000];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn an_agent_transfers_blind_by_dialling_hash_hash_number_hash() {
+    let d = Daemon::start("");
+    let wav = tempfile::tempdir().unwrap();
+    let silence = crate::baresip_peer::silence_wav(wav.path(), 20);
+    let ctrl = free_port();
+    let server = format!("127.0.0.1:{}", d.port);
+    let (agent, _) = crate::baresip_peer::start_baresip_via(
+        &server,
+        &format!("module ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
+        "1003",
+        &silence,
+        true,
+        &[],
+    );
+    d.wait_for_log("registered aor=1003@pbx.test");
+    let target = callee(&d, "1004", "uas_answer.xml", &[]);
+    let customer = std::thread::spawn({
+        let target = d.target();
+        move || {
+            let mp = free_port().to_string();
+            crate::harness::Sipp::new("uac_call.xml", free_port())
+                .target(&target)
+                .args(&[
+                    "-s", "1003", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-d", "5000", "-mp", &mp,
+                ])
+                .file("audio.al", &crate::calls::tone_alaw(10))
+                .run()
+        }
+    });
+    d.wait_for_log("call answered");
+    // RFC 4733 digits from the agent's phone, a key at a time.
+    for key in ["#", "#", "1", "0", "0", "4", "#"] {
+        let answer = baresip_command(ctrl, "sndcode", key);
+        assert!(answer.contains("\"ok\":true") || answer.contains("CALL_"), "{answer}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    d.wait_for_log("blind transfer");
+    let customer = customer.join().unwrap();
+    assert_eq!(customer.code, 0, "{}", customer.errors);
+    assert_eq!(target.wait().code, 0, "the customer's BYE reached 1004");
+    drop(agent);
+    let r = records(&d);
+    assert_eq!(r.len(), 2, "{r:#?}");
+    assert_eq!(
+        (r[1]["callee"].as_str(), r[1]["transfer"]["by"].as_str()),
+        (Some("1004"), Some("1003"))
+    );
+}

@@ -264,6 +264,17 @@ impl Core {
             }
             Command::InjectPanic => panic!("fault injection: panic in the core task"),
             Command::PlaybackDone(endpoint) => self.engines.calls.playback_done(endpoint, Now::read()),
+            Command::Dtmf { endpoint, digit } => {
+                tracing::debug!(endpoint = endpoint.0, %digit, "DTMF heard");
+                let code = self
+                    .engines
+                    .calls
+                    .account_of_leg(endpoint)
+                    .and_then(|d| self.config.account(&d))
+                    .map(|a| a.feature_codes.blind_transfer.clone())
+                    .unwrap_or_default();
+                self.engines.calls.on_dtmf(endpoint, digit, &code, Now::read());
+            }
             Command::Calls(reply) => {
                 let _ = reply.send(self.engines.calls.views(Now::read()));
             }
