@@ -428,3 +428,78 @@ fn a_supervisor_watching_an_agent_sees_the_state_in_presence() {
         ]
     );
 }
+
+#[test]
+fn an_agent_talking_on_a_direct_call_is_offered_no_queue_or_group_call() {
+    let d = Daemon::start_with_demo_tail(&with_queue(
+        "members = [\"1004\", \"1005\"]\nstrategy = \"linear\"\nacw_limit_enabled = true\nacw_limit_s = 0\n\
+         [[accounts.groups]]\nnumber = \"2003\"\nmembers = [\"1004\", \"1005\"]\n",
+    ));
+    let busy = callee(&d, "1004", "uas_answer.xml", &["-m", "1"]);
+    let _free = callee(&d, "1005", "uas_answer.xml", &["-m", "2"]);
+    // 1002 talks with 1004 directly for 4 s.
+    let direct = std::thread::spawn({
+        let target = d.target();
+        move || {
+            let mp = free_port().to_string();
+            Sipp::new("uac_call.xml", free_port())
+                .target(&target)
+                .args(&[
+                    "-s", "1004", "-au", "1002", "-ap", "demo1002", "-key", "caller", "1002", "-d", "4000", "-mp", &mp,
+                ])
+                .file("audio.al", &tone_alaw(1))
+                .run()
+        }
+    });
+    d.wait_for_log("call answered");
+    assert_eq!(agent_state(&d, "1004@pbx.test").0, "in_call");
+    let queued = calls_to(&d, "3001", 1, 300, "uac_call.xml");
+    assert_eq!(queued.code, 0, "{}", queued.errors);
+    let grouped = calls_to(&d, "2003", 1, 300, "uac_call.xml");
+    assert_eq!(grouped.code, 0, "{}", grouped.errors);
+    assert_eq!(direct.join().unwrap().code, 0);
+    assert_eq!(busy.wait().code, 0, "1004 got only its direct call");
+    let r = records(&d);
+    let queue_call = r
+        .iter()
+        .find(|x| x["callee"] == "1005" && !x["queues"].is_null())
+        .expect("queue call");
+    assert_eq!(agent_of(queue_call), "1005");
+    assert!(
+        r.iter().any(|x| x["callee"] == "1005" && x["queues"].is_null()),
+        "the group call went to 1005: {r:#?}"
+    );
+}
+
+#[test]
+fn without_the_limit_after_call_work_lasts_until_the_agent_ends_it() {
+    let d = Daemon::start_with_demo_tail(&with_queue("members = [\"1004\"]"));
+    let _phone = callee(&d, "1004", "uas_answer.xml", &["-m", "1"]);
+    let run = calls_to(&d, "3001", 1, 300, "uac_call.xml");
+    assert_eq!(run.code, 0, "{}", run.errors);
+    d.wait_for_log("agent state aor=1004@pbx.test state=acw");
+    // A second caller waits: 1004 is in after-call work.
+    let waiting = std::thread::spawn({
+        let target = d.target();
+        move || {
+            let mp = free_port().to_string();
+            Sipp::new("uac_call.xml", free_port())
+                .target(&target)
+                .args(&[
+                    "-s", "3001", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-d", "1500", "-mp", &mp,
+                ])
+                .file("audio.al", &tone_alaw(1))
+                .run()
+        }
+    });
+    assert_eq!(waiting.join().unwrap().code, 0);
+    assert_eq!(agent_state(&d, "1004@pbx.test").0, "acw", "still in after-call work");
+    feature_code(&d, "*52");
+    assert_eq!(agent_state(&d, "1004@pbx.test").0, "ready");
+    let r = records(&d);
+    assert_eq!(
+        r.iter().filter(|x| x["queues"][0]["outcome"] == "abandoned").count(),
+        1,
+        "{r:#?}"
+    );
+}
