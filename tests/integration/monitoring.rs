@@ -153,3 +153,18 @@ fn agents_may_not_monitor() {
         .run();
     assert!(run.logs.contains("final 403"), "{}", run.logs);
 }
+
+#[test]
+fn a_supervisor_of_another_group_is_refused() {
+    // 1003 supervises group 2001 (1002, 1004); 1001 is in none of its groups.
+    let d = Daemon::start("");
+    let mp = free_port().to_string();
+    let run = Sipp::new("uac_fail.xml", free_port())
+        .target(&d.target())
+        .args(&[
+            "-s", "*811001", "-au", "1003", "-ap", "demo1003", "-key", "caller", "1003", "-mp", &mp,
+        ])
+        .run();
+    assert!(run.logs.contains("final 403"), "{}", run.logs);
+    d.saw_log("monitoring refused");
+}

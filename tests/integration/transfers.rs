@@ -416,3 +416,63 @@ fn an_agent_transfers_blind_by_dialling_hash_hash_number_hash() {
         (Some("1004"), Some("1003"))
     );
 }
+
+#[test]
+fn baresip_transfers_blind_and_the_target_hears_the_transferee() {
+    let d = Daemon::start("");
+    let wav = tempfile::tempdir().unwrap();
+    let silence = crate::baresip_peer::silence_wav(wav.path(), 20);
+    let ctrl = free_port();
+    let server = format!("127.0.0.1:{}", d.port);
+    let (agent, _) = crate::baresip_peer::start_baresip_via(
+        &server,
+        &format!("module ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
+        "1003",
+        &silence,
+        true,
+        &[],
+    );
+    d.wait_for_log("registered aor=1003@pbx.test");
+    let (target, _) = crate::baresip_peer::start_baresip_via(&server, "", "1004", &silence, true, &[]);
+    d.wait_for_log("registered aor=1004@pbx.test");
+    let customer = std::thread::spawn({
+        let target = d.target();
+        move || {
+            let mp = free_port().to_string();
+            crate::harness::Sipp::new("uac_call.xml", free_port())
+                .target(&target)
+                .args(&[
+                    "-s", "1003", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-d", "5000", "-mp", &mp,
+                ])
+                .file("audio.al", &crate::calls::tone_alaw(10))
+                .run()
+        }
+    });
+    d.wait_for_log("call answered");
+    let answer = baresip_command(ctrl, "transfer", &format!("sip:1004@{server}"));
+    assert!(answer.contains("\"ok\":true") || answer.contains("CALL_"), "{answer}");
+    d.wait_for_log("blind transfer");
+    let customer = customer.join().unwrap();
+    assert_eq!(customer.code, 0, "{}", customer.errors);
+    d.wait_for_log("call ended");
+    drop(agent);
+    let dir = target.stop();
+    let heard = crate::baresip_peer::received_audio(dir.path());
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    let tone = crate::baresip_peer::rms(&crate::baresip_peer::sox(&[
+        heard[0].to_str().unwrap(),
+        "-n",
+        "trim",
+        "0.5",
+        "2",
+        "sinc",
+        "420-460",
+        "stat",
+    ]));
+    assert!(tone > 0.05, "the target heard the transferee's 440 Hz ({tone})");
+    let r = records(&d);
+    assert_eq!(
+        (r[1]["callee"].as_str(), r[1]["transfer"]["by"].as_str(), r[1]["transfer"]["outcome"].as_str()),
+        (Some("1004"), Some("1003"), Some("connected"))
+    );
+}
