@@ -187,6 +187,8 @@ struct Conversation {
     transferred_to: Option<String>,
     /// A supervisor's call monitoring an agent.
     monitor: Option<crate::cdr::MonitorRecord>,
+    /// Monitors of a transferred call, joining whoever takes it.
+    follow_monitors: Vec<(LegId, bridge::Role)>,
     /// Who ended it, and the caller's final status when unanswered.
     hangup_side: &'static str,
     final_code: u16,
@@ -227,6 +229,7 @@ impl Conversation {
             referred_by: None,
             transferred_to: None,
             monitor: None,
+            follow_monitors: Vec::new(),
             hangup_side: "system",
             final_code: 480,
         }

@@ -17,7 +17,7 @@
 //!
 //! `Referred-By` (RFC 3892) is passed on to the transfer target.
 
-use super::bridge::Source;
+use super::bridge::{Role, Source};
 use super::ending::Ending;
 use super::leg::LegId;
 use super::{CallEngine, CallRef, ClientPurpose, Conversation, Output};
@@ -186,6 +186,14 @@ impl CallEngine {
         referred_by: Option<String>,
         now: Now,
     ) -> CallRef {
+        // The call's monitors follow it to whoever takes it.
+        let monitors: Vec<(LegId, Role)> = self
+            .legs
+            .get(&y)
+            .and_then(|l| l.bridge)
+            .and_then(|b| self.bridges.get(&b))
+            .map(|b| b.members.iter().filter(|(_, r)| *r != Role::Talk).copied().collect())
+            .unwrap_or_default();
         let _ = self.leave(y);
         let old = self.legs[&y].conversation;
         let id = self.next_id();
@@ -215,6 +223,7 @@ impl CallEngine {
         c.answer_ms = Some(now.unix_ms);
         c.transfer = Some(transfer);
         c.referred_by = referred_by;
+        c.follow_monitors = monitors;
         self.calls.insert(id, c);
         self.legs.get_mut(&y).expect("exists").conversation = id;
         id
@@ -379,10 +388,27 @@ impl CallEngine {
         self.announce_and_end(id, TRANSFER_FAILED, now);
     }
 
-    /// Sets how conversation `id`'s transfer ended, if it is one.
+    /// Sets how conversation `id`'s transfer ended, if it is one; when
+    /// someone took the call, the monitors that followed it join its
+    /// bridge (a whisper now reaches whoever took it).
     pub(super) fn transfer_outcome(&mut self, id: CallRef, outcome: &str) {
-        if let Some(t) = self.calls.get_mut(&id).and_then(|c| c.transfer.as_mut()) {
-            t.outcome = outcome.to_string();
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(t) = c.transfer.as_mut() else { return };
+        t.outcome = outcome.to_string();
+        if outcome != "connected" {
+            return;
+        }
+        let monitors = std::mem::take(&mut c.follow_monitors);
+        let (origin, taker) = (c.origin, c.connected);
+        let Some(bridge) = self.bridge_of(origin) else { return };
+        for (leg, role) in monitors {
+            let role = match (role, taker) {
+                (Role::Whisper(_), Some(t)) => Role::Whisper(t),
+                (r, _) => r,
+            };
+            if self.legs.contains_key(&leg) {
+                let _ = self.join(leg, bridge, role);
+            }
         }
     }
 }

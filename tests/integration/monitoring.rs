@@ -168,3 +168,54 @@ fn a_supervisor_of_another_group_is_refused() {
     assert!(run.logs.contains("final 403"), "{}", run.logs);
     d.saw_log("monitoring refused");
 }
+
+#[test]
+fn a_listener_follows_the_call_when_the_agent_transfers_it() {
+    let d = Daemon::start("");
+    let wav = tempfile::tempdir().unwrap();
+    let server = format!("127.0.0.1:{}", d.port);
+    let ctrl = free_port();
+    // Agent 1004 (group 2001, supervised by 1003) plays 1000 Hz; 1002, the
+    // transfer's target and also of group 2001, plays 1500 Hz.
+    let (agent, _) = start_baresip_via(
+        &server,
+        &format!("module ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
+        "1004",
+        &tone(wav.path(), 1000),
+        true,
+        &[],
+    );
+    d.wait_for_log("registered aor=1004@pbx.test");
+    let (target, _) = start_baresip_via(&server, "", "1002", &tone(wav.path(), 1500), true, &[]);
+    d.wait_for_log("registered aor=1002@pbx.test");
+    let mp = free_port().to_string();
+    let customer = Sipp::new("uac_call.xml", free_port())
+        .target(&d.target())
+        .args(&[
+            "-s", "1004", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-d", "9000", "-mp", &mp,
+        ])
+        .file("audio.al", &tone_alaw(10))
+        .spawn();
+    d.wait_for_log("call answered");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let dial = format!("/dial sip:*811004@{server}");
+    let (supervisor, _) = start_baresip_via(&server, "", "1003", &tone(wav.path(), 2000), false, &["-e", &dial]);
+    d.wait_for_log("monitoring");
+    let joined = Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    crate::transfers::baresip_command(ctrl, "transfer", &format!("sip:1002@{server}"));
+    d.wait_for_log("blind transfer");
+    d.wait_for_log("call answered");
+    let taken = joined.elapsed().as_secs_f64();
+    assert_eq!(customer.wait().code, 0);
+    let sup = supervisor.stop();
+    drop((agent, target));
+    let rec = received_audio(sup.path());
+    assert_eq!(rec.len(), 1);
+    let after = |b| band(&rec[0], taken + 0.5, 2.0, b);
+    let (customer_band, target_band) = (after(CUSTOMER), after((1450, 1550)));
+    assert!(
+        customer_band > HEARD && target_band > HEARD,
+        "after the transfer the supervisor hears the customer ({customer_band}) and the new agent ({target_band})"
+    );
+}

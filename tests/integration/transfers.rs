@@ -356,7 +356,7 @@ fn an_invite_with_replaces_takes_over_a_call() {
 }
 
 /// Sends a command to a baresip's ctrl_tcp socket (netstring JSON).
-fn baresip_command(port: u16, command: &str, params: &str) -> String {
+pub fn baresip_command(port: u16, command: &str, params: &str) -> String {
     use std::io::{Read, Write};
     let json = format!("{{\"command\":\"{command}\",\"params\":\"{params}\",\"token\":\"t\"}}");
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("baresip ctrl_tcp");
