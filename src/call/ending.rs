@@ -186,7 +186,12 @@ impl CallEngine {
         let mut call = self.calls.remove(&id).expect("exists");
         // Monitors waiting to follow a transfer that never connected go.
         for (leg, _) in std::mem::take(&mut call.follow_monitors) {
-            if let Some(other) = self.legs.get(&leg).filter(|l| l.bridge.is_none()).map(|l| l.conversation) {
+            if let Some(other) = self
+                .legs
+                .get(&leg)
+                .filter(|l| l.bridge.is_none())
+                .map(|l| l.conversation)
+            {
                 self.end_leg(leg, &Ending::system(200, "Monitored call ended"), now);
                 self.settle(other, now);
             }

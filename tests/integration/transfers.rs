@@ -472,7 +472,11 @@ fn baresip_transfers_blind_and_the_target_hears_the_transferee() {
     assert!(tone > 0.05, "the target heard the transferee's 440 Hz ({tone})");
     let r = records(&d);
     assert_eq!(
-        (r[1]["callee"].as_str(), r[1]["transfer"]["by"].as_str(), r[1]["transfer"]["outcome"].as_str()),
+        (
+            r[1]["callee"].as_str(),
+            r[1]["transfer"]["by"].as_str(),
+            r[1]["transfer"]["outcome"].as_str()
+        ),
         (Some("1004"), Some("1003"), Some("connected"))
     );
 }
