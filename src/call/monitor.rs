@@ -65,6 +65,49 @@ impl CallEngine {
         Ok(())
     }
 
+    /// A supervisor monitoring a call presses 1 (listen), 2 (whisper) or 3
+    /// (barge): its role changes at once. True if the digit was taken.
+    pub(super) fn switch_monitor_mode(&mut self, leg: LegId, digit: char) -> bool {
+        let mode = match digit {
+            '1' => MonitorMode::Listen,
+            '2' => MonitorMode::Whisper,
+            '3' => MonitorMode::Barge,
+            _ => return false,
+        };
+        let Some(l) = self.legs.get(&leg) else { return false };
+        let Some(agent) = self
+            .calls
+            .get(&l.conversation)
+            .and_then(|c| c.monitor.as_ref())
+            .map(|m| m.agent.clone())
+        else {
+            return false;
+        };
+        let Some(bridge) = l.bridge else { return false };
+        let agent_leg = self.bridges[&bridge]
+            .members
+            .iter()
+            .find(|(m, r)| *r == Role::Talk && *m != leg && self.legs.get(m).is_some_and(|x| x.party == agent))
+            .map(|(m, _)| *m);
+        let Some(agent_leg) = agent_leg else { return false };
+        let role = match mode {
+            MonitorMode::Listen => Role::Listen,
+            MonitorMode::Whisper => Role::Whisper(agent_leg),
+            MonitorMode::Barge => Role::Talk,
+        };
+        let b = self.bridges.get_mut(&bridge).expect("the leg's bridge");
+        if let Some(member) = b.members.iter_mut().find(|(m, _)| *m == leg) {
+            member.1 = role;
+        }
+        self.relink(bridge);
+        let conversation = self.legs[&leg].conversation;
+        if let Some(m) = self.calls.get_mut(&conversation).and_then(|c| c.monitor.as_mut()) {
+            m.mode = mode.name().to_string();
+        }
+        tracing::info!(agent = %agent, mode = mode.name(), "monitoring mode switched");
+        true
+    }
+
     /// Legs of other conversations that go with conversation `id`'s legs:
     /// the partner a transfer joined them to, and their monitors.
     pub(super) fn companions_elsewhere(&self, id: CallRef, legs: &[LegId]) -> Vec<LegId> {

@@ -532,3 +532,40 @@ fn a_monitor_is_mixed_in_by_role_and_hung_up_with_the_call() {
     assert!(m.calls.is_empty());
     assert!(media.0.lock().unwrap().mixes.is_empty());
 }
+
+#[test]
+fn a_monitor_switches_mode_with_a_digit() {
+    let cfg = config();
+    let (mut m, media) = engine(&cfg);
+    let now = Instant::now();
+    let (id, _, _) = connected(&mut m, &cfg, now, invite());
+    let agent = m.calls[&id].connected.unwrap();
+    let sup = started(
+        &mut m,
+        &cfg,
+        "1003",
+        invite_from("1003", "sup", "*811002"),
+        Now::at(now),
+    );
+    m.monitor(sup, agent, MonitorMode::Listen, Now::at(now)).unwrap();
+    let sup_leg = m.calls[&sup].origin;
+    let agent_hears = |media: &FakeMedia| {
+        let log = media.0.lock().unwrap();
+        let mix = log.mixes.values().next().unwrap().clone();
+        mix.into_iter().find(|(e, _)| *e == agent.endpoint()).unwrap().1
+    };
+    assert!(
+        !agent_hears(&media).contains(&sup_leg.endpoint()),
+        "listening: not heard"
+    );
+    m.on_dtmf(sup_leg.endpoint(), '2', "##", Now::at(now));
+    assert!(
+        agent_hears(&media).contains(&sup_leg.endpoint()),
+        "whispering: heard by the agent"
+    );
+    m.on_dtmf(sup_leg.endpoint(), '1', "##", Now::at(now));
+    assert!(!agent_hears(&media).contains(&sup_leg.endpoint()), "listening again");
+    // A digit from a leg that is not monitoring changes nothing.
+    m.on_dtmf(agent.endpoint(), '3', "##", Now::at(now));
+    assert!(!agent_hears(&media).contains(&sup_leg.endpoint()));
+}

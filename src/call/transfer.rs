@@ -282,6 +282,9 @@ impl CallEngine {
     /// partner there, blind, and hangs the party up.
     pub fn on_dtmf(&mut self, endpoint: crate::media::EndpointId, digit: char, blind_code: &str, now: Now) {
         let x = LegId(endpoint.0);
+        if self.switch_monitor_mode(x, digit) {
+            return;
+        }
         let Some(leg) = self.legs.get_mut(&x) else { return };
         leg.dtmf.push(digit);
         if leg.dtmf.len() > 32 {

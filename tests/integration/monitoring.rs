@@ -219,3 +219,50 @@ fn a_listener_follows_the_call_when_the_agent_transfers_it() {
         "after the transfer the supervisor hears the customer ({customer_band}) and the new agent ({target_band})"
     );
 }
+
+#[test]
+fn a_listening_supervisor_barges_in_by_pressing_3() {
+    let d = Daemon::start("");
+    let wav = tempfile::tempdir().unwrap();
+    let server = format!("127.0.0.1:{}", d.port);
+    let (agent, _) = start_baresip_via(&server, "", "1004", &tone(wav.path(), 1000), true, &[]);
+    d.wait_for_log("registered aor=1004@pbx.test");
+    let mp = free_port().to_string();
+    let customer = Sipp::new("uac_call.xml", free_port())
+        .target(&d.target())
+        .args(&[
+            "-s", "1004", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-d", "8000", "-mp", &mp,
+        ])
+        .file("audio.al", &tone_alaw(10))
+        .spawn();
+    d.wait_for_log("call answered");
+    let answered = Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let ctrl = free_port();
+    let dial = format!("/dial sip:*811004@{server}");
+    let (supervisor, _) = start_baresip_via(
+        &server,
+        &format!("module ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
+        "1003",
+        &tone(wav.path(), 2000),
+        false,
+        &["-e", &dial],
+    );
+    d.wait_for_log("monitoring");
+    let joined = answered.elapsed().as_secs_f64();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    crate::transfers::baresip_command(ctrl, "sndcode", "3");
+    d.wait_for_log("monitoring mode switched");
+    let switched = answered.elapsed().as_secs_f64();
+    assert_eq!(customer.wait().code, 0);
+    drop(supervisor);
+    let dir = agent.stop();
+    let rec = received_audio(dir.path());
+    assert_eq!(rec.len(), 1);
+    let before = band(&rec[0], joined + 0.3, 1.0, SUPERVISOR);
+    let after = band(&rec[0], switched + 0.5, 2.0, SUPERVISOR);
+    assert!(
+        before < NOT_HEARD && after > HEARD,
+        "the agent hears the supervisor only after 3: {before} then {after}"
+    );
+}
