@@ -61,9 +61,12 @@ impl CallEngine {
             rtp_packets: stats.packets,
             rtp_seq_gaps: stats.seq_gaps,
         };
-        let call_id = leg.conversation;
+        let (call_id, unanswered) = (leg.conversation, leg.answer_ms.is_none());
         if self.is_offer(id) {
             self.offer_failed(id, code);
+        }
+        if unanswered {
+            self.consult_target_gone(id, now);
         }
         self.announce(id, LegPhase::Terminated);
         let _ = self.leave(id);
@@ -129,6 +132,11 @@ impl CallEngine {
     /// and so does a two-party call it was in: its other talker is hung
     /// up. Legs elsewhere in the conversation are not touched.
     pub(super) fn hung_up_by_party(&mut self, id: LegId, ok: (crate::sip::transaction::TxKey, SipMessage), now: Now) {
+        // An agent hanging up an answered consult completes the transfer
+        // (it has left the bridge: nobody else is hung up).
+        if self.legs.contains_key(&id) {
+            self.consult_hangup(id, now);
+        }
         let Some(leg) = self.legs.get(&id) else { return };
         let call_id = leg.conversation;
         // A BYE in an early dialog (§15): the INVITE still gets its 487.

@@ -129,6 +129,7 @@ impl CallEngine {
                 remote_media: Some(offer),
                 local_sdp: None,
                 holding: false,
+                remote_sdp: None,
                 dtmf: String::new(),
                 local_media,
                 bridge: None,

@@ -118,6 +118,8 @@ pub struct Leg {
     /// The last SDP we sent the party (our answer to its INVITE, our
     /// offer, or a relayed one).
     pub local_sdp: Option<bytes::Bytes>,
+    /// The party's SDP answer to our INVITE (outbound legs).
+    pub remote_sdp: Option<bytes::Bytes>,
     /// The party put the call on hold (a re-INVITE we answered ourselves):
     /// the other party hears music meanwhile.
     pub holding: bool,

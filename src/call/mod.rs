@@ -19,6 +19,7 @@
 mod actions;
 pub mod bridge;
 pub mod caller_id;
+mod consult;
 mod ending;
 mod hunt;
 mod in_dialog;
@@ -41,6 +42,7 @@ mod trunk_tests;
 pub use inbound::Caller;
 pub use monitor::MonitorMode;
 pub use originate::{user_contacts, Contact, DialRequest};
+pub use transfer::DtmfCodes;
 
 use crate::cdr::CallRecord;
 use crate::config::CallSettings;
@@ -100,6 +102,13 @@ pub enum Output {
         reply: Reply,
     },
     Event(DomainEvent),
+    /// An agent asked to consult `number` (attended transfer by DTMF): the
+    /// driver answers with [`CallEngine::consult`].
+    Consult {
+        call: CallRef,
+        account: String,
+        number: String,
+    },
     /// A queue offer to `agent` (an extension of `account`) is over.
     OfferEnded {
         call: CallRef,
@@ -189,6 +198,10 @@ struct Conversation {
     monitor: Option<crate::cdr::MonitorRecord>,
     /// Monitors of a transferred call, joining whoever takes it.
     follow_monitors: Vec<(LegId, bridge::Role)>,
+    /// An attended transfer being prepared by DTMF.
+    consult: Option<consult::Consult>,
+    /// Outbound legs offer this leg's SDP instead of the origin's.
+    offer_from: Option<LegId>,
     /// Who ended it, and the caller's final status when unanswered.
     hangup_side: &'static str,
     final_code: u16,
@@ -230,6 +243,8 @@ impl Conversation {
             transferred_to: None,
             monitor: None,
             follow_monitors: Vec::new(),
+            consult: None,
+            offer_from: None,
             hangup_side: "system",
             final_code: 480,
         }

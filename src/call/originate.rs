@@ -208,8 +208,10 @@ impl CallEngine {
         self.next_id += 1;
         // A caller we answered ourselves (in a queue) is offered on as we
         // answered it: the codec it already sends.
-        let caller_sdp = match &origin.local_sdp {
-            Some(ours) if origin.state.is_answered() && origin.bridge.is_none() => ours,
+        let from_other = call.offer_from.and_then(|l| self.negotiated_sdp(l));
+        let caller_sdp = match (&from_other, &origin.local_sdp) {
+            (Some(other), _) => other,
+            (None, Some(ours)) if origin.state.is_answered() && origin.bridge.is_none() => ours,
             _ => &origin.invite.body,
         };
         let offer = match sdp::rewrite(caller_sdp, local_media) {
@@ -283,6 +285,7 @@ impl CallEngine {
             remote_media: None,
             local_sdp: Some(invite.body.clone()),
             holding: false,
+            remote_sdp: None,
             dtmf: String::new(),
             local_media,
             bridge: None,
@@ -405,6 +408,15 @@ impl CallEngine {
         let peer = leg.dialog.peer;
         self.out.push_back(Output::Stateless { msg: ack, to: peer });
         let (call_id, state) = (leg.conversation, leg.state);
+        if state != LegState::Cancelling && self.is_consult_target(call_id, id) {
+            let info = sdp::media_info(&resp.body).ok();
+            self.media.set_remote(id.endpoint(), info.as_ref().and_then(|i| i.rtp));
+            let leg = self.legs.get_mut(&id).expect("exists");
+            leg.remote_media = info;
+            leg.remote_sdp = Some(resp.body.clone());
+            self.consult_answered(call_id, id, now);
+            return;
+        }
         let connected = self.calls.get(&call_id).map(|c| c.connected);
         let origin = self.calls.get(&call_id).map(|c| c.origin);
         let origin_pending = origin
@@ -428,6 +440,7 @@ impl CallEngine {
         self.media.set_remote(id.endpoint(), info.as_ref().and_then(|i| i.rtp));
         let leg = self.legs.get_mut(&id).expect("exists");
         leg.remote_media = info;
+        leg.remote_sdp = Some(resp.body.clone());
         leg.answer_ms = Some(now.unix_ms);
         let answer = sdp::rewrite(&resp.body, self.legs[&origin].local_media).unwrap_or_default();
         let call = self.calls.get_mut(&call_id).expect("exists");

@@ -533,6 +533,11 @@ fn a_monitor_is_mixed_in_by_role_and_hung_up_with_the_call() {
     assert!(media.0.lock().unwrap().mixes.is_empty());
 }
 
+const CODES: crate::call::DtmfCodes<'static> = crate::call::DtmfCodes {
+    blind: "##",
+    attended: "*2",
+};
+
 #[test]
 fn a_monitor_switches_mode_with_a_digit() {
     let cfg = config();
@@ -558,14 +563,71 @@ fn a_monitor_switches_mode_with_a_digit() {
         !agent_hears(&media).contains(&sup_leg.endpoint()),
         "listening: not heard"
     );
-    m.on_dtmf(sup_leg.endpoint(), '2', "##", Now::at(now));
+    m.on_dtmf(sup_leg.endpoint(), '2', CODES, Now::at(now));
     assert!(
         agent_hears(&media).contains(&sup_leg.endpoint()),
         "whispering: heard by the agent"
     );
-    m.on_dtmf(sup_leg.endpoint(), '1', "##", Now::at(now));
+    m.on_dtmf(sup_leg.endpoint(), '1', CODES, Now::at(now));
     assert!(!agent_hears(&media).contains(&sup_leg.endpoint()), "listening again");
     // A digit from a leg that is not monitoring changes nothing.
-    m.on_dtmf(agent.endpoint(), '3', "##", Now::at(now));
+    m.on_dtmf(agent.endpoint(), '3', CODES, Now::at(now));
     assert!(!agent_hears(&media).contains(&sup_leg.endpoint()));
+}
+
+#[test]
+fn a_consult_that_fails_or_is_cancelled_returns_the_agent_to_the_customer() {
+    let cfg = config();
+    let (mut m, media) = engine(&cfg);
+    let now = Instant::now();
+    let (id, _, _) = connected(&mut m, &cfg, now, invite());
+    let (customer, agent) = (m.calls[&id].origin, m.calls[&id].connected.unwrap());
+    let press = |m: &mut CallEngine, keys: &str| {
+        for k in keys.chars() {
+            m.on_dtmf(agent.endpoint(), k, CODES, Now::at(now));
+        }
+    };
+    let reg = registrar_with_1002(Now::at(now).unix_s());
+    for ending in ["busy", "cancelled"] {
+        press(&mut m, "*21002#");
+        let out = effects(&mut m);
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Consult { number, .. } if number == "1002")),
+            "{out:?}"
+        );
+        {
+            let log = media.0.lock().unwrap();
+            assert!(
+                log.looping.contains(&customer.endpoint()),
+                "the customer waits with music"
+            );
+            assert!(!log.links.contains_key(&agent.endpoint()));
+        }
+        m.consult(
+            id,
+            user_contacts(&reg, &cfg.accounts[0], "1002"),
+            Duration::from_secs(20),
+            Now::at(now),
+        );
+        let invite = effects(&mut m)
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Request { req, .. } if req.method() == Some(&Method::Invite) => Some(req),
+                _ => None,
+            })
+            .expect("the consult rings");
+        let key = client_key(&invite).unwrap();
+        if ending == "busy" {
+            m.on_response(&key, respond_from_callee(&invite, 486, None), Now::at(now));
+        } else {
+            m.on_response(&key, respond_from_callee(&invite, 200, Some(SDP)), Now::at(now));
+            press(&mut m, "*0");
+        }
+        effects(&mut m);
+        let log = media.0.lock().unwrap();
+        assert!(log.looping.is_empty(), "{ending}: the music stopped");
+        assert_eq!(log.links.get(&agent.endpoint()), Some(&customer.endpoint()), "{ending}");
+        assert_eq!(log.links.get(&customer.endpoint()), Some(&agent.endpoint()), "{ending}");
+    }
 }

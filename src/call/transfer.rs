@@ -36,6 +36,26 @@ const RINGBACK: &str = "sounds/ringback.wav";
 /// What the transferee hears when a blind transfer fails.
 pub(super) const TRANSFER_FAILED: &str = "sounds/transfer_failed.wav";
 
+/// The in-call DTMF codes of an account.
+#[derive(Debug, Clone, Copy)]
+pub struct DtmfCodes<'a> {
+    /// `<blind><number>#`: blind transfer.
+    pub blind: &'a str,
+    /// `<attended><number>#`: consult, then `<attended>` again completes.
+    pub attended: &'a str,
+}
+
+/// The number of `<code><digits>` at the end of `typed`.
+fn code_number(typed: &str, code: &str) -> Option<String> {
+    if code.is_empty() {
+        return None;
+    }
+    typed
+        .rfind(code)
+        .map(|at| typed[at + code.len()..].to_string())
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
 /// The dialog a `Replaces` names: Call-ID and the two tags.
 #[derive(Debug, PartialEq, Eq)]
 struct Replaces {
@@ -280,7 +300,8 @@ impl CallEngine {
     /// A digit the relay heard from the party of `endpoint` (RFC 4733).
     /// `<blind_code><number>#` (e.g. `##2001#`) transfers the party's
     /// partner there, blind, and hangs the party up.
-    pub fn on_dtmf(&mut self, endpoint: crate::media::EndpointId, digit: char, blind_code: &str, now: Now) {
+    pub fn on_dtmf(&mut self, endpoint: crate::media::EndpointId, digit: char, codes: DtmfCodes<'_>, now: Now) {
+        let blind_code = codes.blind;
         let x = LegId(endpoint.0);
         if self.switch_monitor_mode(x, digit) {
             return;
@@ -290,15 +311,22 @@ impl CallEngine {
         if leg.dtmf.len() > 32 {
             leg.dtmf.remove(0);
         }
-        if digit != '#' || blind_code.is_empty() {
+        if self.consult_keys(x, codes.attended, now) {
             return;
         }
-        let typed = &leg.dtmf[..leg.dtmf.len() - 1];
-        let Some(number) = typed
-            .rfind(blind_code)
-            .map(|at| typed[at + blind_code.len()..].to_string())
-            .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-        else {
+        let leg = self.legs.get_mut(&x).expect("exists");
+        if digit != '#' {
+            return;
+        }
+        let typed = leg.dtmf[..leg.dtmf.len() - 1].to_string();
+        if let Some(number) = code_number(&typed, codes.attended) {
+            leg.dtmf.clear();
+            return self.start_consult(x, number);
+        }
+        if blind_code.is_empty() {
+            return;
+        }
+        let Some(number) = code_number(&typed, blind_code) else {
             return;
         };
         leg.dtmf.clear();

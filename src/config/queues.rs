@@ -105,6 +105,7 @@ pub struct FeatureCodes {
     pub whisper: String,
     pub barge: String,
     pub blind_transfer: String,
+    pub attended_transfer: String,
 }
 
 /// The music file used when a queue names none.
@@ -155,6 +156,7 @@ impl Validator<'_> {
             whisper: raw.whisper,
             barge: raw.barge,
             blind_transfer: raw.blind_transfer,
+            attended_transfer: raw.attended_transfer,
         }
     }
 

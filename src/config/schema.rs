@@ -514,6 +514,11 @@ pub struct FeatureCodesSection {
     /// other party there, blind. Default "##"; "" switches it off.
     #[serde(default = "default_code_blind_transfer")]
     pub blind_transfer: String,
+    /// Dialled during a call: `*2<number>#` consults `number` while the
+    /// other party waits with music; `*2` again (or hanging up) completes
+    /// the transfer, `*0` cancels it. Default "*2"; "" switches it off.
+    #[serde(default = "default_code_attended_transfer")]
+    pub attended_transfer: String,
 }
 
 impl Default for FeatureCodesSection {
@@ -526,6 +531,7 @@ impl Default for FeatureCodesSection {
             whisper: default_code_whisper(),
             barge: default_code_barge(),
             blind_transfer: default_code_blind_transfer(),
+            attended_transfer: default_code_attended_transfer(),
         }
     }
 }
@@ -550,6 +556,9 @@ fn default_code_barge() -> String {
 }
 fn default_code_blind_transfer() -> String {
     "##".into()
+}
+fn default_code_attended_transfer() -> String {
+    "*2".into()
 }
 
 /// A call queue: callers wait hearing music and are offered to its

@@ -480,3 +480,55 @@ fn baresip_transfers_blind_and_the_target_hears_the_transferee() {
         (Some("1004"), Some("1003"), Some("connected"))
     );
 }
+
+#[test]
+fn an_agent_transfers_attended_by_dialling_star_2() {
+    let d = Daemon::start("");
+    let wav = tempfile::tempdir().unwrap();
+    let silence = crate::baresip_peer::silence_wav(wav.path(), 20);
+    let ctrl = free_port();
+    let server = format!("127.0.0.1:{}", d.port);
+    let (agent, _) = crate::baresip_peer::start_baresip_via(
+        &server,
+        &format!("module ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
+        "1003",
+        &silence,
+        true,
+        &[],
+    );
+    d.wait_for_log("registered aor=1003@pbx.test");
+    let target = callee(&d, "1002", "uas_answer.xml", &[]);
+    let customer = std::thread::spawn({
+        let target = d.target();
+        move || {
+            let mp = free_port().to_string();
+            crate::harness::Sipp::new("uac_call.xml", free_port())
+                .target(&target)
+                .args(&[
+                    "-s", "1003", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-d", "6000", "-mp", &mp,
+                ])
+                .file("audio.al", &crate::calls::tone_alaw(10))
+                .run()
+        }
+    });
+    d.wait_for_log("call answered");
+    let keys = |keys: &[&str]| {
+        for key in keys {
+            baresip_command(ctrl, "sndcode", key);
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    };
+    // Consult 1002 (the customer waits with music), then complete.
+    keys(&["*", "2", "1", "0", "0", "2", "#"]);
+    d.wait_for_log("consult for an attended transfer");
+    d.wait_for_log("consult answered");
+    keys(&["*", "2"]);
+    d.wait_for_log("attended transfer completed");
+    let customer = customer.join().unwrap();
+    assert_eq!(customer.code, 0, "{}", customer.errors);
+    assert_eq!(target.wait().code, 0, "the customer's BYE reached 1002");
+    drop(agent);
+    let r = records(&d);
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert_eq!(r[0]["transferred_to"], "1002", "{}", r[0]);
+}

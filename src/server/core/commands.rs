@@ -266,14 +266,23 @@ impl Core {
             Command::PlaybackDone(endpoint) => self.engines.calls.playback_done(endpoint, Now::read()),
             Command::Dtmf { endpoint, digit } => {
                 tracing::debug!(endpoint = endpoint.0, %digit, "DTMF heard");
-                let code = self
+                let codes = self
                     .engines
                     .calls
                     .account_of_leg(endpoint)
                     .and_then(|d| self.config.account(&d))
-                    .map(|a| a.feature_codes.blind_transfer.clone())
+                    .map(|a| {
+                        (
+                            a.feature_codes.blind_transfer.clone(),
+                            a.feature_codes.attended_transfer.clone(),
+                        )
+                    })
                     .unwrap_or_default();
-                self.engines.calls.on_dtmf(endpoint, digit, &code, Now::read());
+                let codes = crate::call::DtmfCodes {
+                    blind: &codes.0,
+                    attended: &codes.1,
+                };
+                self.engines.calls.on_dtmf(endpoint, digit, codes, Now::read());
             }
             Command::Calls(reply) => {
                 let _ = reply.send(self.engines.calls.views(Now::read()));

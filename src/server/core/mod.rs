@@ -393,6 +393,7 @@ impl Core {
                 }
             }
             CallOutput::Event(event) => self.on_domain_event(event),
+            CallOutput::Consult { call, account, number } => self.on_consult(call, &account, &number),
             CallOutput::OfferEnded {
                 call,
                 account,

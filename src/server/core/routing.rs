@@ -316,6 +316,22 @@ impl Core {
         }
     }
 
+    /// An agent's `*2<number>#`: the target's devices ring (a user's; a
+    /// queue may not be consulted: queues take blind transfers only).
+    pub(super) fn on_consult(&mut self, call: CallRef, domain: &str, number: &str) {
+        let now = Now::read();
+        let contacts = match self.config.account(domain) {
+            Some(a) if a.queue(number).is_some() => {
+                tracing::info!(call, number, "consult refused: queues accept blind transfers only");
+                Vec::new()
+            }
+            Some(a) => crate::call::user_contacts(&self.engines.registrar, a, number),
+            None => Vec::new(),
+        };
+        let timeout = self.config.calls.ring_timeout;
+        self.engines.calls.consult(call, contacts, timeout, now);
+    }
+
     /// `agent_state(ext [, state, reason])` of the dialplan.
     pub(super) fn dialplan_agent_state(&mut self, call: CallRef, ext: &str, set: Option<(String, Option<String>)>) {
         let Some(account) = self.account_of(call) else {
