@@ -125,6 +125,9 @@ pub struct CallConfig {
     pub timers: TimerConfig,
     pub user_agent: String,
     pub listen: crate::sip::dialog::LocalAddrs,
+    /// Users (`ext@domain`) who stay on the calls they transfer blind, as
+    /// listeners.
+    pub monitor_after_transfer: foldhash::HashSet<String>,
 }
 
 /// What the dialplan waits for on a conversation.

@@ -114,6 +114,7 @@ pub(super) fn engine(cfg: &Config) -> (CallEngine, FakeMedia) {
                 timers: cfg.sip.timers,
                 user_agent: cfg.sip.user_agent.clone(),
                 listen: cfg.local_addrs(),
+                monitor_after_transfer: ["1002@pbx.test".to_string()].into_iter().collect(),
             },
             Box::new(media.clone()),
         ),
@@ -630,4 +631,57 @@ fn a_consult_that_fails_or_is_cancelled_returns_the_agent_to_the_customer() {
         assert_eq!(log.links.get(&agent.endpoint()), Some(&customer.endpoint()), "{ending}");
         assert_eq!(log.links.get(&customer.endpoint()), Some(&agent.endpoint()), "{ending}");
     }
+}
+
+#[test]
+fn an_agent_who_stays_after_a_blind_transfer_listens_to_the_new_call() {
+    let cfg = config();
+    let (mut m, media) = engine(&cfg);
+    let now = Instant::now();
+    let (id, _, _) = connected(&mut m, &cfg, now, invite());
+    let (customer, agent) = (m.calls[&id].origin, m.calls[&id].connected.unwrap());
+    for k in "##1002#".chars() {
+        m.on_dtmf(agent.endpoint(), k, CODES, Now::at(now));
+    }
+    let out = effects(&mut m);
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Request { req, .. } if req.method() == Some(&Method::Bye))),
+        "1002 stays (monitor_after_transfer): {out:?}"
+    );
+    let new = m.legs[&customer].conversation;
+    assert_ne!(new, id);
+    // The new conversation's dialplan dials; the target answers.
+    let reg = registrar_with_1002(Now::at(now).unix_s());
+    let req = DialRequest {
+        targets: vec!["1002".into()],
+        timeout: None,
+        external: false,
+        trunks: Vec::new(),
+        trunk_named: false,
+        account: &cfg.accounts[0],
+        registrar: &reg,
+    };
+    m.dial(new, req, Now::at(now));
+    let invite = effects(&mut m)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Request { req, .. } if req.method() == Some(&Method::Invite) => Some(req),
+            _ => None,
+        })
+        .unwrap();
+    m.on_response(
+        &client_key(&invite).unwrap(),
+        respond_from_callee(&invite, 200, Some(SDP)),
+        Now::at(now),
+    );
+    effects(&mut m);
+    let taker = m.calls[&new].connected.unwrap();
+    let log = media.0.lock().unwrap();
+    let mix = log.mixes.values().next().expect("mixed: the agent listens");
+    let mut heard = mix.iter().find(|(e, _)| *e == agent.endpoint()).unwrap().1.clone();
+    heard.sort();
+    let mut both = vec![customer.endpoint(), taker.endpoint()];
+    both.sort();
+    assert_eq!(heard, both);
 }

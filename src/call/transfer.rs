@@ -147,15 +147,47 @@ impl CallEngine {
 
     fn blind(&mut self, x: LegId, y: LegId, target: String, key: TxKey, req: &SipMessage, now: Now) {
         let referred_by = req.header(&HeaderName::ReferredBy).map(str::to_string);
-        self.blind_transfer(x, y, target, referred_by, now);
+        let id = self.blind_transfer(x, y, target, referred_by, now);
+        if self.stays_to_listen(x, id) {
+            self.out.push_back(Output::Respond {
+                key,
+                resp: response_to(req, 202, None, ""),
+            });
+            self.notify_refer(x, "SIP/2.0 100 Trying", "active;expires=60");
+            self.notify_refer(x, "SIP/2.0 200 OK", "terminated;reason=noresource");
+            return;
+        }
         self.accept_and_release(x, key, req, now);
+    }
+
+    /// A user with `monitor_after_transfer` stays on the call they
+    /// transferred (conversation `id` now) as a listener: parked until
+    /// someone takes it, then in its bridge. True if `x` stays.
+    fn stays_to_listen(&mut self, x: LegId, id: CallRef) -> bool {
+        let Some(l) = self.legs.get(&x) else { return false };
+        let Some(account) = self.calls.get(&l.conversation).map(|c| c.account.clone()) else {
+            return false;
+        };
+        if !self
+            .config
+            .monitor_after_transfer
+            .contains(&format!("{}@{account}", l.party))
+        {
+            return false;
+        }
+        let _ = self.leave(x);
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.follow_monitors.push((x, Role::Listen));
+        }
+        tracing::info!(agent = %self.legs[&x].party, "the transferring agent stays on the call to listen");
+        true
     }
 
     /// `x`'s party sends its partner `y` to `target` (REFER or the `##`
     /// code): `y` moves to a conversation of its own that runs the
     /// dialplan for `target`, hearing ringback meanwhile. Ending `x` is
     /// the caller's business.
-    fn blind_transfer(&mut self, x: LegId, y: LegId, target: String, referred_by: Option<String>, now: Now) {
+    fn blind_transfer(&mut self, x: LegId, y: LegId, target: String, referred_by: Option<String>, now: Now) -> CallRef {
         let old = self.legs[&x].conversation;
         let referrer = self.legs[&x].party.clone();
         let referred_by = referred_by.unwrap_or_else(|| format!("<sip:{referrer}@{}>", self.calls[&old].account));
@@ -194,6 +226,7 @@ impl CallEngine {
             account,
             info,
         });
+        id
     }
 
     /// Takes leg `y` out of its conversation (which keeps a record of it up
@@ -333,7 +366,10 @@ impl CallEngine {
         let Some(y) = self.partner(x).filter(|y| self.legs[y].state.is_answered()) else {
             return;
         };
-        self.blind_transfer(x, y, number, None, now);
+        let id = self.blind_transfer(x, y, number, None, now);
+        if self.stays_to_listen(x, id) {
+            return;
+        }
         let old = self.legs[&x].conversation;
         self.end_leg(x, &Ending::system(200, "Transferred"), now);
         self.settle(old, now);

@@ -70,6 +70,7 @@ pub struct User {
     pub role: Role,
     pub outbound: bool,
     pub caller_ids: Vec<String>,
+    pub monitor_after_transfer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -616,6 +617,7 @@ impl Validator<'_> {
                     role: u.role,
                     outbound: u.outbound,
                     caller_ids: u.caller_ids,
+                    monitor_after_transfer: u.monitor_after_transfer,
                 });
             }
             let mut groups: Vec<Group> = Vec::new();

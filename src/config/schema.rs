@@ -733,6 +733,10 @@ pub struct UserSection {
     /// Caller IDs this user may choose from (where the account allows it).
     #[serde(default)]
     pub caller_ids: Vec<String>,
+    /// After transferring a call blind, stay on it as a listener (hearing
+    /// the transferee and whoever takes it) until hanging up. Default false.
+    #[serde(default)]
+    pub monitor_after_transfer: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]

@@ -58,6 +58,16 @@ pub fn call_config(config: &Config) -> crate::call::CallConfig {
         timers: config.sip.timers,
         user_agent: config.sip.user_agent.clone(),
         listen: config.local_addrs(),
+        monitor_after_transfer: config
+            .accounts
+            .iter()
+            .flat_map(|a| {
+                a.users
+                    .iter()
+                    .filter(|u| u.monitor_after_transfer)
+                    .map(move |u| format!("{}@{}", u.extension, a.domain))
+            })
+            .collect(),
     }
 }
 
