@@ -21,17 +21,10 @@ impl CallEngine {
         total: Duration,
         now: Now,
     ) {
-        let parked = self.origin_parked(id);
-        let Some(call) = self.calls.get_mut(&id) else {
-            return self.reply(id, Reply::CallEnded);
-        };
-        let origin_pending = self.legs.get(&call.origin).is_some_and(|l| l.state.is_pending());
-        if !(origin_pending || parked) || call.owed.is_some() {
-            return self.reply(
-                id,
-                Reply::Failed("dial: the call is already answered or dialling".into()),
-            );
+        if !self.may_dial(id) {
+            return;
         }
+        let call = self.calls.get_mut(&id).expect("checked");
         call.callee = callee.to_string();
         let mut steps: VecDeque<Vec<Contact>> = steps.into_iter().filter(|s| !s.is_empty()).collect();
         let Some(first) = steps.pop_front() else {

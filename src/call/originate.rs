@@ -80,21 +80,34 @@ pub fn user_contacts(registrar: &Registrar, account: &Account, ext: &str) -> Vec
 }
 
 impl CallEngine {
+    /// Whether conversation `id` may dial now: its caller still waits for
+    /// an answer, or waits parked (after a queue or a transfer), and no
+    /// other action is pending. Otherwise the dialplan is told why.
+    pub(super) fn may_dial(&mut self, id: CallRef) -> bool {
+        let parked = self.origin_parked(id);
+        let Some(call) = self.calls.get(&id) else {
+            self.reply(id, Reply::CallEnded);
+            return false;
+        };
+        let origin_pending = self.legs.get(&call.origin).is_some_and(|l| l.state.is_pending());
+        if !(origin_pending || parked) || call.owed.is_some() {
+            self.reply(
+                id,
+                Reply::Failed("dial: the call is already answered or dialling".into()),
+            );
+            return false;
+        }
+        true
+    }
+
     /// `dial(targets)`: originates a leg to every registered contact of
     /// every target; the reply comes when all fail, or when the answered
     /// call ends.
     pub fn dial(&mut self, id: CallRef, req: DialRequest<'_>, now: Now) {
-        let parked = self.origin_parked(id);
-        let Some(call) = self.calls.get_mut(&id) else {
-            return self.reply(id, Reply::CallEnded);
-        };
-        let origin_pending = self.legs.get(&call.origin).is_some_and(|l| l.state.is_pending());
-        if !(origin_pending || parked) || call.owed.is_some() {
-            return self.reply(
-                id,
-                Reply::Failed("dial: the call is already answered or dialling".into()),
-            );
+        if !self.may_dial(id) {
+            return;
         }
+        let call = self.calls.get_mut(&id).expect("checked");
         call.callee = req.targets.join(",");
         if req.external {
             call.external = true;

@@ -93,6 +93,52 @@ pub fn start_baresip_via(
     (Baresip { child, dir }, port)
 }
 
+/// Starts baresip as `user` of daemon `d` with its ctrl_tcp socket open
+/// (for [`baresip_command`]) and waits for its registration; returns it
+/// and the socket's port.
+pub fn start_baresip_with_keys(d: &Daemon, user: &str, source: &Path, answer: bool) -> (Baresip, u16) {
+    let ctrl = free_port();
+    let server = format!("127.0.0.1:{}", d.port);
+    let extra = format!("module ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n");
+    let (phone, _) = start_baresip_via(&server, &extra, user, source, answer, &[]);
+    d.wait_for_log(&format!("registered aor={user}@pbx.test"));
+    (phone, ctrl)
+}
+
+/// Sends a command to a baresip's ctrl_tcp socket (netstring JSON) and
+/// returns its answer.
+pub fn baresip_command(port: u16, command: &str, params: &str) -> String {
+    use std::io::{Read, Write};
+    let json = format!("{{\"command\":\"{command}\",\"params\":\"{params}\",\"token\":\"t\"}}");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("baresip ctrl_tcp");
+    s.write_all(format!("{}:{json},", json.len()).as_bytes()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 2000];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Presses `keys` on a baresip phone (RFC 4733), a quarter second apart.
+pub fn press_keys(ctrl: u16, keys: &str) {
+    for key in keys.chars() {
+        let answer = baresip_command(ctrl, "sndcode", &key.to_string());
+        assert!(answer.contains("\"ok\":true") || answer.contains("CALL_"), "{answer}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// RMS of `file` from `start` s for `len` s, and of the shipped music:
+/// the first should be the second, give or take a factor of two.
+pub fn music_levels(file: &str, start: &str, len: &str) -> (f64, f64) {
+    let heard = rms(&sox(&[file, "-n", "trim", start, len, "stat"]));
+    let original = rms(&sox(&[
+        concat!(env!("CARGO_MANIFEST_DIR"), "/sounds/moh.wav"),
+        "-n",
+        "stat",
+    ]));
+    (heard, original)
+}
+
 /// The WAV files baresip's sndfile module wrote of what it received.
 pub fn received_audio(dir: &Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir.join("rec"))
@@ -241,12 +287,7 @@ fn a_party_put_on_hold_hears_music_then_the_caller_again() {
         "the tone before ({before}) and after ({after}) the hold"
     );
     assert!(held < before * 0.3, "no tone while held ({held} vs {before})");
-    let music = rms(&sox(&[file, "-n", "trim", "2.0", "1.2", "stat"]));
-    let original = rms(&sox(&[
-        concat!(env!("CARGO_MANIFEST_DIR"), "/sounds/moh.wav"),
-        "-n",
-        "stat",
-    ]));
+    let (music, original) = music_levels(file, "2.0", "1.2");
     assert!(
         music > original * 0.5 && music < original * 2.0,
         "the held party heard the music (RMS {music}, the file's {original})"

@@ -25,8 +25,9 @@ pub fn callee(d: &Daemon, user: &str, scenario: &str, extra: &[&str]) -> crate::
     Sipp::new(scenario, port).args(&["-mp", &mp]).args(extra).spawn()
 }
 
-/// Places a call from `caller` to `to` holding it for `hold_ms`.
-pub fn caller(d: &Daemon, caller: &str, to: &str, hold_ms: u32, scenario: &str) -> crate::harness::SippRun {
+/// A SIPp call from `caller` to `to` with `scenario`, held `hold_ms` once
+/// answered, streaming a 440 Hz tone (`audio.al`).
+fn caller_sipp(d: &Daemon, caller: &str, to: &str, hold_ms: u32, scenario: &str) -> Sipp {
     let mp = free_port().to_string();
     let hold = hold_ms.to_string();
     let pass = format!("demo{caller}");
@@ -35,8 +36,17 @@ pub fn caller(d: &Daemon, caller: &str, to: &str, hold_ms: u32, scenario: &str) 
         .args(&[
             "-s", to, "-au", caller, "-ap", &pass, "-key", "caller", caller, "-d", &hold, "-mp", &mp,
         ])
-        .file("audio.al", &tone_alaw(2))
-        .run()
+        .file("audio.al", &tone_alaw(10))
+}
+
+/// Places a call from `caller` to `to` holding it for `hold_ms`.
+pub fn caller(d: &Daemon, caller: &str, to: &str, hold_ms: u32, scenario: &str) -> crate::harness::SippRun {
+    caller_sipp(d, caller, to, hold_ms, scenario).run()
+}
+
+/// The same call (`uac_call.xml`), left running: `wait()` for its end.
+pub fn caller_in_background(d: &Daemon, caller: &str, to: &str, hold_ms: u32) -> crate::harness::SippChild {
+    caller_sipp(d, caller, to, hold_ms, "uac_call.xml").spawn()
 }
 
 pub fn records(d: &Daemon) -> Vec<serde_json::Value> {

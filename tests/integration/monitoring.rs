@@ -4,7 +4,6 @@
 //! who heard whom.
 
 use crate::baresip_peer::{received_audio, rms, sox, start_baresip_via};
-use crate::calls::tone_alaw;
 use crate::harness::{free_port, Daemon, Sipp};
 use std::path::Path;
 use std::time::Instant;
@@ -51,14 +50,7 @@ fn monitored(code: &str) -> (f64, f64, f64, f64) {
     let server = format!("127.0.0.1:{}", d.port);
     let (agent, _) = start_baresip_via(&server, "", "1004", &tone(wav.path(), 1000), true, &[]);
     d.wait_for_log("registered aor=1004@pbx.test");
-    let mp = free_port().to_string();
-    let customer = Sipp::new("uac_call.xml", free_port())
-        .target(&d.target())
-        .args(&[
-            "-s", "1004", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-d", "7000", "-mp", &mp,
-        ])
-        .file("audio.al", &tone_alaw(10))
-        .spawn();
+    let customer = crate::calls::caller_in_background(&d, "1001", "1004", 7000);
     d.wait_for_log("call answered");
     let answered = Instant::now();
     // The supervisor comes in a moment later, as in life (and baresip's
@@ -174,28 +166,12 @@ fn a_listener_follows_the_call_when_the_agent_transfers_it() {
     let d = Daemon::start("");
     let wav = tempfile::tempdir().unwrap();
     let server = format!("127.0.0.1:{}", d.port);
-    let ctrl = free_port();
     // Agent 1004 (group 2001, supervised by 1003) plays 1000 Hz; 1002, the
     // transfer's target and also of group 2001, plays 1500 Hz.
-    let (agent, _) = start_baresip_via(
-        &server,
-        &format!("module ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
-        "1004",
-        &tone(wav.path(), 1000),
-        true,
-        &[],
-    );
-    d.wait_for_log("registered aor=1004@pbx.test");
+    let (agent, ctrl) = crate::baresip_peer::start_baresip_with_keys(&d, "1004", &tone(wav.path(), 1000), true);
     let (target, _) = start_baresip_via(&server, "", "1002", &tone(wav.path(), 1500), true, &[]);
     d.wait_for_log("registered aor=1002@pbx.test");
-    let mp = free_port().to_string();
-    let customer = Sipp::new("uac_call.xml", free_port())
-        .target(&d.target())
-        .args(&[
-            "-s", "1004", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-d", "9000", "-mp", &mp,
-        ])
-        .file("audio.al", &tone_alaw(10))
-        .spawn();
+    let customer = crate::calls::caller_in_background(&d, "1001", "1004", 9000);
     d.wait_for_log("call answered");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let dial = format!("/dial sip:*811004@{server}");
@@ -203,7 +179,7 @@ fn a_listener_follows_the_call_when_the_agent_transfers_it() {
     d.wait_for_log("monitoring");
     let joined = Instant::now();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    crate::transfers::baresip_command(ctrl, "transfer", &format!("sip:1002@{server}"));
+    crate::baresip_peer::baresip_command(ctrl, "transfer", &format!("sip:1002@{server}"));
     d.wait_for_log("blind transfer");
     d.wait_for_log("call answered");
     let taken = joined.elapsed().as_secs_f64();
@@ -227,14 +203,7 @@ fn a_listening_supervisor_barges_in_by_pressing_3() {
     let server = format!("127.0.0.1:{}", d.port);
     let (agent, _) = start_baresip_via(&server, "", "1004", &tone(wav.path(), 1000), true, &[]);
     d.wait_for_log("registered aor=1004@pbx.test");
-    let mp = free_port().to_string();
-    let customer = Sipp::new("uac_call.xml", free_port())
-        .target(&d.target())
-        .args(&[
-            "-s", "1004", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-d", "8000", "-mp", &mp,
-        ])
-        .file("audio.al", &tone_alaw(10))
-        .spawn();
+    let customer = crate::calls::caller_in_background(&d, "1001", "1004", 8000);
     d.wait_for_log("call answered");
     let answered = Instant::now();
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -251,7 +220,7 @@ fn a_listening_supervisor_barges_in_by_pressing_3() {
     d.wait_for_log("monitoring");
     let joined = answered.elapsed().as_secs_f64();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    crate::transfers::baresip_command(ctrl, "sndcode", "3");
+    crate::baresip_peer::baresip_command(ctrl, "sndcode", "3");
     d.wait_for_log("monitoring mode switched");
     let switched = answered.elapsed().as_secs_f64();
     assert_eq!(customer.wait().code, 0);

@@ -198,12 +198,7 @@ fn a_caller_hears_the_music_then_talks_to_the_agent_who_goes_through_after_call_
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     let file = recorded[0].to_str().unwrap();
     // 0.5–1.5 s: the queue's music, as loud as the file itself.
-    let music = rms(&sox(&[file, "-n", "trim", "0.5", "1", "stat"]));
-    let original = rms(&sox(&[
-        concat!(env!("CARGO_MANIFEST_DIR"), "/sounds/moh.wav"),
-        "-n",
-        "stat",
-    ]));
+    let (music, original) = crate::baresip_peer::music_levels(file, "0.5", "1");
     assert!(
         music > original * 0.5 && music < original * 2.0,
         "the caller heard the music (RMS {music}, the file's {original})"
@@ -438,26 +433,14 @@ fn an_agent_talking_on_a_direct_call_is_offered_no_queue_or_group_call() {
     let busy = callee(&d, "1004", "uas_answer.xml", &["-m", "1"]);
     let _free = callee(&d, "1005", "uas_answer.xml", &["-m", "2"]);
     // 1002 talks with 1004 directly for 4 s.
-    let direct = std::thread::spawn({
-        let target = d.target();
-        move || {
-            let mp = free_port().to_string();
-            Sipp::new("uac_call.xml", free_port())
-                .target(&target)
-                .args(&[
-                    "-s", "1004", "-au", "1002", "-ap", "demo1002", "-key", "caller", "1002", "-d", "4000", "-mp", &mp,
-                ])
-                .file("audio.al", &tone_alaw(1))
-                .run()
-        }
-    });
+    let direct = crate::calls::caller_in_background(&d, "1002", "1004", 4000);
     d.wait_for_log("call answered");
     assert_eq!(agent_state(&d, "1004@pbx.test").0, "in_call");
     let queued = calls_to(&d, "3001", 1, 300, "uac_call.xml");
     assert_eq!(queued.code, 0, "{}", queued.errors);
     let grouped = calls_to(&d, "2003", 1, 300, "uac_call.xml");
     assert_eq!(grouped.code, 0, "{}", grouped.errors);
-    assert_eq!(direct.join().unwrap().code, 0);
+    assert_eq!(direct.wait().code, 0);
     assert_eq!(busy.wait().code, 0, "1004 got only its direct call");
     let r = records(&d);
     let queue_call = r
@@ -479,20 +462,8 @@ fn without_the_limit_after_call_work_lasts_until_the_agent_ends_it() {
     assert_eq!(run.code, 0, "{}", run.errors);
     d.wait_for_log("agent state aor=1004@pbx.test state=acw");
     // A second caller waits: 1004 is in after-call work.
-    let waiting = std::thread::spawn({
-        let target = d.target();
-        move || {
-            let mp = free_port().to_string();
-            Sipp::new("uac_call.xml", free_port())
-                .target(&target)
-                .args(&[
-                    "-s", "3001", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-d", "1500", "-mp", &mp,
-                ])
-                .file("audio.al", &tone_alaw(1))
-                .run()
-        }
-    });
-    assert_eq!(waiting.join().unwrap().code, 0);
+    let waiting = crate::calls::caller_in_background(&d, "1001", "3001", 1500);
+    assert_eq!(waiting.wait().code, 0);
     assert_eq!(agent_state(&d, "1004@pbx.test").0, "acw", "still in after-call work");
     feature_code(&d, "*52");
     assert_eq!(agent_state(&d, "1004@pbx.test").0, "ready");

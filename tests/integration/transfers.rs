@@ -3,6 +3,7 @@
 //! transferees and targets. Who ended up talking to whom is read from the
 //! peers' own scenarios (who got which request) and the call records.
 
+use crate::baresip_peer::{baresip_command, press_keys, start_baresip_with_keys};
 use crate::calls::{callee, caller, records};
 use crate::harness::{free_port, Daemon};
 use crate::raw_client::RawClient;
@@ -355,57 +356,19 @@ fn an_invite_with_replaces_takes_over_a_call() {
     );
 }
 
-/// Sends a command to a baresip's ctrl_tcp socket (netstring JSON).
-pub fn baresip_command(port: u16, command: &str, params: &str) -> String {
-    use std::io::{Read, Write};
-    let json = format!("{{\"command\":\"{command}\",\"params\":\"{params}\",\"token\":\"t\"}}");
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("baresip ctrl_tcp");
-    s.write_all(format!("{}:{json},", json.len()).as_bytes()).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
-    let mut buf = [0u8; 2000];
-    let n = s.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
 #[test]
 fn an_agent_transfers_blind_by_dialling_hash_hash_number_hash() {
     let d = Daemon::start("");
     let wav = tempfile::tempdir().unwrap();
     let silence = crate::baresip_peer::silence_wav(wav.path(), 20);
-    let ctrl = free_port();
-    let server = format!("127.0.0.1:{}", d.port);
-    let (agent, _) = crate::baresip_peer::start_baresip_via(
-        &server,
-        &format!("module ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
-        "1003",
-        &silence,
-        true,
-        &[],
-    );
-    d.wait_for_log("registered aor=1003@pbx.test");
+    let (agent, ctrl) = start_baresip_with_keys(&d, "1003", &silence, true);
     let target = callee(&d, "1004", "uas_answer.xml", &[]);
-    let customer = std::thread::spawn({
-        let target = d.target();
-        move || {
-            let mp = free_port().to_string();
-            crate::harness::Sipp::new("uac_call.xml", free_port())
-                .target(&target)
-                .args(&[
-                    "-s", "1003", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-d", "5000", "-mp", &mp,
-                ])
-                .file("audio.al", &crate::calls::tone_alaw(10))
-                .run()
-        }
-    });
+    let customer = crate::calls::caller_in_background(&d, "1001", "1003", 5000);
     d.wait_for_log("call answered");
     // RFC 4733 digits from the agent's phone, a key at a time.
-    for key in ["#", "#", "1", "0", "0", "4", "#"] {
-        let answer = baresip_command(ctrl, "sndcode", key);
-        assert!(answer.contains("\"ok\":true") || answer.contains("CALL_"), "{answer}");
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    press_keys(ctrl, "##1004#");
     d.wait_for_log("blind transfer");
-    let customer = customer.join().unwrap();
+    let customer = customer.wait();
     assert_eq!(customer.code, 0, "{}", customer.errors);
     assert_eq!(target.wait().code, 0, "the customer's BYE reached 1004");
     drop(agent);
@@ -422,37 +385,16 @@ fn baresip_transfers_blind_and_the_target_hears_the_transferee() {
     let d = Daemon::start("");
     let wav = tempfile::tempdir().unwrap();
     let silence = crate::baresip_peer::silence_wav(wav.path(), 20);
-    let ctrl = free_port();
+    let (agent, ctrl) = start_baresip_with_keys(&d, "1003", &silence, true);
     let server = format!("127.0.0.1:{}", d.port);
-    let (agent, _) = crate::baresip_peer::start_baresip_via(
-        &server,
-        &format!("module ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
-        "1003",
-        &silence,
-        true,
-        &[],
-    );
-    d.wait_for_log("registered aor=1003@pbx.test");
     let (target, _) = crate::baresip_peer::start_baresip_via(&server, "", "1004", &silence, true, &[]);
     d.wait_for_log("registered aor=1004@pbx.test");
-    let customer = std::thread::spawn({
-        let target = d.target();
-        move || {
-            let mp = free_port().to_string();
-            crate::harness::Sipp::new("uac_call.xml", free_port())
-                .target(&target)
-                .args(&[
-                    "-s", "1003", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-d", "5000", "-mp", &mp,
-                ])
-                .file("audio.al", &crate::calls::tone_alaw(10))
-                .run()
-        }
-    });
+    let customer = crate::calls::caller_in_background(&d, "1001", "1003", 5000);
     d.wait_for_log("call answered");
     let answer = baresip_command(ctrl, "transfer", &format!("sip:1004@{server}"));
     assert!(answer.contains("\"ok\":true") || answer.contains("CALL_"), "{answer}");
     d.wait_for_log("blind transfer");
-    let customer = customer.join().unwrap();
+    let customer = customer.wait();
     assert_eq!(customer.code, 0, "{}", customer.errors);
     d.wait_for_log("call ended");
     drop(agent);
@@ -486,45 +428,17 @@ fn an_agent_transfers_attended_by_dialling_star_2() {
     let d = Daemon::start("");
     let wav = tempfile::tempdir().unwrap();
     let silence = crate::baresip_peer::silence_wav(wav.path(), 20);
-    let ctrl = free_port();
-    let server = format!("127.0.0.1:{}", d.port);
-    let (agent, _) = crate::baresip_peer::start_baresip_via(
-        &server,
-        &format!("module ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n"),
-        "1003",
-        &silence,
-        true,
-        &[],
-    );
-    d.wait_for_log("registered aor=1003@pbx.test");
+    let (agent, ctrl) = start_baresip_with_keys(&d, "1003", &silence, true);
     let target = callee(&d, "1002", "uas_answer.xml", &[]);
-    let customer = std::thread::spawn({
-        let target = d.target();
-        move || {
-            let mp = free_port().to_string();
-            crate::harness::Sipp::new("uac_call.xml", free_port())
-                .target(&target)
-                .args(&[
-                    "-s", "1003", "-au", "1001", "-ap", "demo1001", "-key", "caller", "1001", "-d", "6000", "-mp", &mp,
-                ])
-                .file("audio.al", &crate::calls::tone_alaw(10))
-                .run()
-        }
-    });
+    let customer = crate::calls::caller_in_background(&d, "1001", "1003", 6000);
     d.wait_for_log("call answered");
-    let keys = |keys: &[&str]| {
-        for key in keys {
-            baresip_command(ctrl, "sndcode", key);
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
-    };
     // Consult 1002 (the customer waits with music), then complete.
-    keys(&["*", "2", "1", "0", "0", "2", "#"]);
+    press_keys(ctrl, "*21002#");
     d.wait_for_log("consult for an attended transfer");
     d.wait_for_log("consult answered");
-    keys(&["*", "2"]);
+    press_keys(ctrl, "*2");
     d.wait_for_log("attended transfer completed");
-    let customer = customer.join().unwrap();
+    let customer = customer.wait();
     assert_eq!(customer.code, 0, "{}", customer.errors);
     assert_eq!(target.wait().code, 0, "the customer's BYE reached 1002");
     drop(agent);
