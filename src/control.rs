@@ -150,6 +150,25 @@ pub enum Command {
         query: crate::chat::queries::ChatQuery,
         reply: oneshot::Sender<Result<serde_json::Value, String>>,
     },
+    /// The domain events after `since` the daemon still keeps (oldest
+    /// first), or the oldest it keeps when some after `since` are gone.
+    EventsSince {
+        since: u64,
+        reply: oneshot::Sender<Result<Vec<std::sync::Arc<crate::events::Sequenced>>, u64>>,
+    },
+    /// A new API token for `user` (`ext` or `ext@domain`): the secret and
+    /// what is kept.
+    TokenCreate {
+        user: String,
+        label: String,
+        reply: oneshot::Sender<Result<(String, crate::auth::tokens::TokenInfo), String>>,
+    },
+    Tokens(oneshot::Sender<Vec<crate::auth::tokens::TokenInfo>>),
+    /// Revokes the token with this id: false if there is none.
+    TokenRevoke {
+        id: String,
+        reply: oneshot::Sender<bool>,
+    },
     CallRecords {
         user: Option<String>,
         limit: usize,

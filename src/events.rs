@@ -84,6 +84,17 @@ pub enum DomainEvent {
     },
 }
 
+/// A domain event as the API's event stream sends it: numbered, so a
+/// client that reconnects can ask for what it missed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sequenced {
+    pub seq: u64,
+    /// Unix time, milliseconds.
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub event: DomainEvent,
+}
+
 impl DomainEvent {
     /// The user (`ext@domain`) whose state this event may change.
     pub fn user(&self) -> Option<String> {

@@ -23,7 +23,7 @@ const FLOORS: &[(u8, &[&str])] = &[
             "acd",
         ],
     ),
-    (4, &["server", "ctl"]),
+    (4, &["server", "ctl", "api"]),
 ];
 
 fn floor_of(module: &str) -> Option<u8> {

@@ -2,6 +2,7 @@
 //! wires the modules together; see DESIGN.md for the architecture.
 
 pub mod acd;
+pub mod api;
 pub mod auth;
 pub mod call;
 pub mod cdr;

@@ -99,6 +99,12 @@ enum CtlCmd {
     /// Queues: callers waiting, longest wait, agents by state, today's
     /// answered / abandoned / timed out, service level (JSON).
     Queues,
+    /// API tokens: `create USER [LABEL]` (prints the secret once),
+    /// `list`, `revoke ID` (JSON).
+    Token {
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+    },
     /// Sets an agent ready, or not ready with a reason (JSON).
     Agent {
         /// The extension (default account) or ext@domain.
@@ -354,6 +360,10 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
         CtlCmd::Trunks => "trunks".to_string(),
         CtlCmd::Agents => "agents".to_string(),
         CtlCmd::Queues => "queues".to_string(),
+        CtlCmd::Token { args } => match args.first().map(String::as_str) {
+            Some("list") => "tokens".to_string(),
+            _ => format!("token {}", args.join(" ")),
+        },
         CtlCmd::Agent { user, choice } => format!("agent {user} {}", choice.join(" ")),
         CtlCmd::Directory { domain } => format!("directory {}", domain.as_deref().unwrap_or(""))
             .trim_end()
@@ -372,7 +382,12 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
     if json
         || matches!(
             what,
-            CtlCmd::Chat { .. } | CtlCmd::Directory { .. } | CtlCmd::Agents | CtlCmd::Agent { .. } | CtlCmd::Queues
+            CtlCmd::Chat { .. }
+                | CtlCmd::Directory { .. }
+                | CtlCmd::Agents
+                | CtlCmd::Agent { .. }
+                | CtlCmd::Queues
+                | CtlCmd::Token { .. }
         )
     {
         println!("{}", serde_json::to_string_pretty(&data)?);
@@ -388,7 +403,12 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
             "{}",
             switchboard::ctl::format_calls(&serde_json::from_value::<Vec<_>>(data)?)
         ),
-        CtlCmd::Chat { .. } | CtlCmd::Directory { .. } | CtlCmd::Agents | CtlCmd::Agent { .. } | CtlCmd::Queues => {}
+        CtlCmd::Chat { .. }
+        | CtlCmd::Directory { .. }
+        | CtlCmd::Agents
+        | CtlCmd::Agent { .. }
+        | CtlCmd::Queues
+        | CtlCmd::Token { .. } => {}
         CtlCmd::Bans => {
             let list: Vec<String> = serde_json::from_value(data)?;
             if list.is_empty() {

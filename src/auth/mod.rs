@@ -4,6 +4,7 @@
 
 mod authenticator;
 mod failure_guard;
+pub mod tokens;
 
 pub use authenticator::{AuthVerdict, Authenticator};
 pub use failure_guard::{FailureGuard, GuardPolicy, GuardVerdict};

@@ -366,6 +366,7 @@ impl CallEngine {
             .filter_map(|c| {
                 let origin = self.legs.get(&c.origin)?;
                 Some(CallView {
+                    account: c.account.clone(),
                     call_id: origin.dialog.call_id.clone(),
                     caller: c.caller.clone(),
                     callee: c.callee.clone(),

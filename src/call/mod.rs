@@ -293,6 +293,9 @@ enum Timer {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct CallView {
     pub call_id: String,
+    /// The account (domain) of the call.
+    #[serde(default)]
+    pub account: String,
     pub caller: String,
     pub callee: String,
     pub state: String,

@@ -232,6 +232,8 @@ pub struct Config {
     pub dialplan_limits: DialplanLimits,
     pub chat: ChatSettings,
     pub tls: Option<TlsSettings>,
+    /// Where the HTTP API listens, when switched on.
+    pub api: Option<SocketAddr>,
     pub trunks: Vec<Trunk>,
     /// Name servers for trunk lookups (empty: the system's).
     pub dns_servers: Vec<SocketAddr>,
@@ -499,6 +501,16 @@ impl Validator<'_> {
             },
             media,
             tls,
+            api: raw.api.as_ref().map(|a| match &a.listen {
+                None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+                Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
+                    self.error(
+                        l.span(),
+                        format!("invalid api.listen {:?}: expected IP:PORT", l.get_ref()),
+                    );
+                    SocketAddr::from(([127, 0, 0, 1], 8080))
+                }),
+            }),
             trunks,
             dns_servers,
             chat: ChatSettings {

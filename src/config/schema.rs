@@ -29,6 +29,9 @@ pub struct RawConfig {
     pub chat: ChatSection,
     #[serde(default)]
     pub tls: Option<TlsSection>,
+    /// The HTTP API: on when this section is present.
+    #[serde(default)]
+    pub api: Option<ApiSection>,
     #[serde(default)]
     pub trunks: Vec<TrunkSection>,
     #[serde(default)]
@@ -156,6 +159,15 @@ pub struct DidSection {
     /// An extension of the account, or "dialplan" (the account's dialplan
     /// runs with the DID as the called number).
     pub to: Spanned<String>,
+}
+
+/// The HTTP API and event stream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// `IP:PORT` to listen on. Default "127.0.0.1:8080".
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
 }
 
 /// SIP over TLS (RFC 3261 §26.2): on when this section is present.

@@ -78,6 +78,21 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
         "trunks" => ask(commands, Command::Trunks).await,
         "agents" => ask(commands, Command::Agents).await,
         "queues" => ask(commands, Command::Queues).await,
+        "tokens" => ask(commands, Command::Tokens).await,
+        create if create.starts_with("token create ") => {
+            // "token create USER [LABEL...]"
+            let mut words = create.split_whitespace().skip(2);
+            let user = words.next().unwrap_or("").to_string();
+            let label = words.collect::<Vec<_>>().join(" ");
+            match ask_fallible(commands, |reply| Command::TokenCreate { user, label, reply }).await {
+                Ok(v) => Ok(serde_json::json!({ "token": v[0], "info": v[1] })),
+                Err(e) => Err(e),
+            }
+        }
+        revoke if revoke.starts_with("token revoke ") => {
+            let id = revoke["token revoke ".len()..].trim().to_string();
+            ask(commands, |reply| Command::TokenRevoke { id, reply }).await
+        }
         agent if agent.starts_with("agent ") => {
             // "agent USER ready" | "agent USER not_ready [REASON...]"
             let mut words = agent.split_whitespace().skip(1);

@@ -232,15 +232,29 @@ where
         .enable_all()
         .build()
         .map_err(RunError::DialplanThreads)?;
-    let core = self::core::Core::new(
-        config.clone(),
-        engines,
-        handlers(),
+    let tokens = crate::auth::tokens::from_rows(crate::store::all_rows(backend.as_ref(), crate::store::Table::Token)?);
+    let api = self::core::ApiLink {
+        config: Arc::new(arc_swap::ArcSwap::new(config.clone())),
+        tokens: Arc::new(std::sync::RwLock::new(tokens)),
+        events: tokio::sync::broadcast::channel(4096).0,
+    };
+    if let Some(listen) = config.api {
+        let state = crate::api::ApiState::new(
+            cmd_tx.clone(),
+            api.config.clone(),
+            api.tokens.clone(),
+            api.events.clone(),
+        );
+        crate::api::serve(listen, state).await.map_err(RunError::Listen)?;
+    }
+    let io = self::core::CoreIo {
         transports,
         store,
-        cmd_tx.clone(),
-        dialplan_runtime.handle().clone(),
-    );
+        commands: cmd_tx.clone(),
+        dialplan_runtime: dialplan_runtime.handle().clone(),
+        api,
+    };
+    let core = self::core::Core::new(config.clone(), engines, handlers(), io);
     let core_task = tokio::spawn(core.run(in_rx, cmd_rx));
     tracing::info!(listen = ?config.listen, control = %config.control_socket.display(), "switchboard ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

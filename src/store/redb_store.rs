@@ -16,6 +16,7 @@ const READ: TableDefinition<&str, u64> = TableDefinition::new("chat_read");
 const MUTED: TableDefinition<&str, u8> = TableDefinition::new("chat_muted");
 const LIVE: TableDefinition<u64, &[u8]> = TableDefinition::new("live_calls");
 const AGENT: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_states");
+const TOKEN: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
 
 pub struct RedbStore {
     db: Database,
@@ -45,6 +46,7 @@ impl RedbStore {
         txn.open_table(MUTED).map_err(backend)?;
         txn.open_table(LIVE).map_err(backend)?;
         txn.open_table(AGENT).map_err(backend)?;
+        txn.open_table(TOKEN).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(RedbStore { db })
     }
@@ -67,14 +69,16 @@ impl RedbStore {
             let mut muted = txn.open_table(MUTED).map_err(backend)?;
             let mut live = txn.open_table(LIVE).map_err(backend)?;
             let mut agent = txn.open_table(AGENT).map_err(backend)?;
+            let mut token = txn.open_table(TOKEN).map_err(backend)?;
             for row in rows {
                 let bad = || StoreError::Backend(format!("row of the wrong shape for {:?}", row.table));
                 match (row.table, &row.key, &row.value) {
-                    (Table::Location | Table::Cdr | Table::Agent, Key::Text(k), value) => {
+                    (Table::Location | Table::Cdr | Table::Agent | Table::Token, Key::Text(k), value) => {
                         let table = match row.table {
                             Table::Location => &mut location,
                             Table::Cdr => &mut cdr,
-                            _ => &mut agent,
+                            Table::Agent => &mut agent,
+                            _ => &mut token,
                         };
                         match value {
                             Some(Value::Bytes(v)) => table.insert(k.as_str(), v.as_slice()).map(drop),
@@ -158,6 +162,7 @@ impl StoreBackend for RedbStore {
             Table::Location => scan_text(&txn.open_table(LOCATION).map_err(backend)?, &scan, bytes, visit),
             Table::Cdr => scan_text(&txn.open_table(CDR).map_err(backend)?, &scan, bytes, visit),
             Table::Agent => scan_text(&txn.open_table(AGENT).map_err(backend)?, &scan, bytes, visit),
+            Table::Token => scan_text(&txn.open_table(TOKEN).map_err(backend)?, &scan, bytes, visit),
             Table::Pending => scan_text(&txn.open_table(PENDING).map_err(backend)?, &scan, number, visit),
             Table::Read => scan_text(&txn.open_table(READ).map_err(backend)?, &scan, number, visit),
             Table::Muted => scan_text(

@@ -27,10 +27,12 @@ pub enum Table {
     Live,
     /// Agents' own choice of state (`ext@domain` → JSON).
     Agent,
+    /// API tokens (id → JSON with the token's SHA-256).
+    Token,
 }
 
 // Their index is the table byte of the binary form: append, never reorder.
-const TABLES: [Table; 8] = [
+const TABLES: [Table; 9] = [
     Table::Location,
     Table::Cdr,
     Table::Chat,
@@ -39,6 +41,7 @@ const TABLES: [Table; 8] = [
     Table::Muted,
     Table::Live,
     Table::Agent,
+    Table::Token,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

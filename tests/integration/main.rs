@@ -1,6 +1,7 @@
 //! Integration tests: the real daemon on loopback, driven by real SIP
 //! peers (SIPp, baresip) and a raw socket client for malformed input.
 
+mod api;
 mod attacks;
 mod baresip_peer;
 mod calls;

@@ -195,6 +195,7 @@ impl Core {
                     self.transports.set_dialable(crate::server::trunk_dialables(&config));
                 }
                 self.dialplans.invalidate();
+                self.api.config.store(config.clone());
                 self.config = config;
                 tracing::info!("configuration reloaded; registrations and calls kept");
             }
@@ -233,6 +234,44 @@ impl Core {
                     agent_view(aor, &state)
                 });
                 let _ = reply.send(r);
+            }
+            Command::EventsSince { since, reply } => {
+                let _ = reply.send(self.event_log.since(since));
+            }
+            Command::TokenCreate { user, label, reply } => {
+                let r = crate::config::user_named(&self.config.accounts, &user).and_then(|(account, user)| {
+                    let aor = format!("{}@{}", user.extension, account.domain);
+                    let (secret, info) = crate::auth::tokens::new_token(&aor, &label, Now::read().unix_ms);
+                    self.store
+                        .write(&[crate::auth::tokens::stored(&info)])
+                        .map_err(|_| "could not store the token".to_string())?;
+                    self.api
+                        .tokens
+                        .write()
+                        .expect("tokens lock")
+                        .insert(info.hash.clone(), info.clone());
+                    tracing::info!(user = %aor, id = %info.id, "API token created");
+                    Ok((secret, info))
+                });
+                let _ = reply.send(r);
+            }
+            Command::Tokens(reply) => {
+                let mut list: Vec<_> = self.api.tokens.read().expect("tokens lock").values().cloned().collect();
+                list.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+                let _ = reply.send(list);
+            }
+            Command::TokenRevoke { id, reply } => {
+                let found = {
+                    let tokens = self.api.tokens.read().expect("tokens lock");
+                    tokens.values().find(|t| t.id == id).map(|t| t.hash.clone())
+                };
+                if let Some(hash) = &found {
+                    if self.store.write(&[crate::auth::tokens::revoked(&id)]).is_ok() {
+                        self.api.tokens.write().expect("tokens lock").remove(hash);
+                        tracing::info!(id = %id, "API token revoked");
+                    }
+                }
+                let _ = reply.send(found.is_some());
             }
             Command::Queues(reply) => {
                 let _ = reply.send(self.engines.queues.views(&self.engines.agents, Now::read()));

@@ -4,6 +4,7 @@
 //! the signalling path: everything here is owned by this one task.
 
 mod commands;
+mod event_log;
 mod routing;
 
 use super::handler::{Engines, Outcome, RequestContext, RequestHandler};
@@ -52,19 +53,43 @@ pub struct Core {
     /// Records of queue calls whose agent is in after-call work, by agent:
     /// stored again with its length when it ends.
     acw_records: HashMap<String, (crate::cdr::CallRecord, Instant)>,
+    /// What the HTTP API shares with the core.
+    api: ApiLink,
+    event_log: event_log::EventLog,
+}
+
+/// The core's side of the HTTP API: the configuration it reads (replaced
+/// on reload), the tokens it checks (the core adds and revokes them), and
+/// the domain events it streams.
+pub struct ApiLink {
+    pub config: Arc<arc_swap::ArcSwap<Config>>,
+    pub tokens: crate::auth::tokens::Tokens,
+    pub events: tokio::sync::broadcast::Sender<Arc<crate::events::Sequenced>>,
+}
+
+/// The handles the core reaches the rest of the daemon through.
+pub struct CoreIo {
+    pub transports: TransportHandle,
+    pub store: StoreHandle,
+    /// Its own command queue (dialplans send their actions there).
+    pub commands: mpsc::Sender<Command>,
+    /// Where dialplans run.
+    pub dialplan_runtime: tokio::runtime::Handle,
+    pub api: ApiLink,
 }
 
 impl Core {
-    pub fn new(
-        config: Arc<Config>,
-        engines: Engines,
-        handlers: Vec<Box<dyn RequestHandler>>,
-        transports: TransportHandle,
-        store: StoreHandle,
-        commands: mpsc::Sender<Command>,
-        dialplan_runtime: tokio::runtime::Handle,
-    ) -> Core {
+    pub fn new(config: Arc<Config>, engines: Engines, handlers: Vec<Box<dyn RequestHandler>>, io: CoreIo) -> Core {
+        let CoreIo {
+            transports,
+            store,
+            commands,
+            dialplan_runtime,
+            api,
+        } = io;
         Core {
+            event_log: event_log::EventLog::new(api.events.clone()),
+            api,
             txl: TransactionLayer::new(config.sip.timers),
             config,
             engines,
@@ -408,6 +433,7 @@ impl Core {
     fn on_domain_event(&mut self, event: DomainEvent) {
         tracing::debug!(?event, "domain event");
         let now = Instant::now();
+        self.event_log.push(event.clone(), now, crate::unix_now() * 1000);
         self.engines.agents.on_event(&event, now);
         self.engines.queues.on_event(&event, now);
         if let DomainEvent::AgentState { aor, state } = &event {

@@ -1,0 +1,437 @@
+//! The HTTP API (`/api/v1`, JSON, HTTP/1.1 with axum) and its event stream
+//! (server-sent events), for CRMs and wallboards. Requests carry a user's
+//! token (`Authorization: Bearer`, made with `ctl token create`); what a
+//! token sees follows its user's role ([`viewer`]). Handlers ask the core
+//! through the same commands as `switchboard ctl`: the core stays the one
+//! owner of the state, with no lock on the signalling path. Errors are
+//! RFC 9457 problem details.
+
+mod problem;
+pub mod viewer;
+
+use crate::config::Config;
+use crate::control::{AgentChoice, Command};
+use crate::events::Sequenced;
+use arc_swap::ArcSwap;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use problem::Problem;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use viewer::Viewer;
+
+/// Largest request body taken (413 beyond).
+const MAX_BODY: usize = 16 * 1024;
+/// Failed authentications from one address within the window before it
+/// gets 429 for the rest of it.
+const MAX_AUTH_FAILURES: u32 = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub commands: mpsc::Sender<Command>,
+    pub config: Arc<ArcSwap<Config>>,
+    pub tokens: crate::auth::tokens::Tokens,
+    pub events: broadcast::Sender<Arc<Sequenced>>,
+    failures: Arc<Mutex<HashMap<IpAddr, (u32, Instant)>>>,
+}
+
+impl ApiState {
+    pub fn new(
+        commands: mpsc::Sender<Command>,
+        config: Arc<ArcSwap<Config>>,
+        tokens: crate::auth::tokens::Tokens,
+        events: broadcast::Sender<Arc<Sequenced>>,
+    ) -> ApiState {
+        ApiState {
+            commands,
+            config,
+            tokens,
+            events,
+            failures: Arc::default(),
+        }
+    }
+
+    /// The viewer a request's token names: 401 without a valid token, 429
+    /// after too many failures from its address.
+    fn viewer(&self, headers: &HeaderMap, from: IpAddr) -> Result<Viewer, Problem> {
+        let now = Instant::now();
+        {
+            let failures = self.failures.lock().expect("failures lock");
+            if let Some((n, since)) = failures.get(&from) {
+                if *n >= MAX_AUTH_FAILURES && now.duration_since(*since) < FAILURE_WINDOW {
+                    return Err(Problem::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many failed authentications; try again later",
+                    ));
+                }
+            }
+        }
+        let secret = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let user = secret.and_then(|s| {
+            let tokens = self.tokens.read().expect("tokens lock");
+            tokens.get(&crate::auth::tokens::hash(s)).map(|t| t.user.clone())
+        });
+        let viewer = user.and_then(|u| Viewer::of(&u, &self.config.load()));
+        match viewer {
+            Some(v) => Ok(v),
+            None => {
+                let mut failures = self.failures.lock().expect("failures lock");
+                let entry = failures.entry(from).or_insert((0, now));
+                if now.duration_since(entry.1) >= FAILURE_WINDOW {
+                    *entry = (0, now);
+                }
+                entry.0 += 1;
+                tracing::info!(source = %from, "API authentication failed");
+                Err(Problem::unauthorized(if secret.is_some() {
+                    "unknown or revoked token"
+                } else {
+                    "an Authorization: Bearer token is required"
+                }))
+            }
+        }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Problem> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| Problem::unavailable())?;
+        rx.await.map_err(|_| Problem::unavailable())
+    }
+}
+
+/// The router of `/api/v1` and `/metrics`.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/directory", get(directory))
+        .route("/api/v1/agents", get(agents))
+        .route("/api/v1/agents/:ext/state", put(set_agent_state))
+        .route("/api/v1/queues", get(queues))
+        .route("/api/v1/calls", get(calls))
+        .route("/api/v1/history", get(history))
+        .route("/api/v1/events", get(events))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { Problem::not_found("no such resource") })
+        .with_state(state)
+}
+
+/// Serves the API on `listen` until the process ends.
+pub async fn serve(listen: SocketAddr, state: ApiState) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(listen = %listen, "HTTP API listening");
+    tokio::spawn(async move {
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP API stopped");
+        }
+    });
+    Ok(())
+}
+
+type Peer = ConnectInfo<SocketAddr>;
+
+async fn me(State(s): State<ApiState>, ConnectInfo(from): Peer, headers: HeaderMap) -> Result<Json<Value>, Problem> {
+    let v = s.viewer(&headers, from.ip())?;
+    Ok(Json(json!({ "extension": v.ext, "domain": v.domain, "role": v.role })))
+}
+
+async fn directory(
+    State(s): State<ApiState>,
+    ConnectInfo(from): Peer,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Problem> {
+    let v = s.viewer(&headers, from.ip())?;
+    let domain = Some(v.domain.clone());
+    let entries = s
+        .ask(|reply| Command::Directory { domain, reply })
+        .await?
+        .map_err(|e| Problem::not_found(&e))?;
+    Ok(Json(json!(entries)))
+}
+
+/// Agent views of the viewer's account that it may see.
+async fn visible_agents(s: &ApiState, v: &Viewer) -> Result<Vec<crate::control::AgentView>, Problem> {
+    let all = s.ask(Command::Agents).await?;
+    Ok(all
+        .into_iter()
+        .filter(|a| a.aor.split_once('@').is_some_and(|(e, d)| v.sees_user(d, e)))
+        .collect())
+}
+
+async fn agents(
+    State(s): State<ApiState>,
+    ConnectInfo(from): Peer,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Problem> {
+    let v = s.viewer(&headers, from.ip())?;
+    Ok(Json(json!(visible_agents(&s, &v).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateChange {
+    state: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `PUT /api/v1/agents/{ext}/state` `{"state": "ready" | "not_ready" |
+/// "end_acw", "reason": …}`: the same rules as feature codes; the agent
+/// themself, their supervisors, owners and admins.
+async fn set_agent_state(
+    State(s): State<ApiState>,
+    ConnectInfo(from): Peer,
+    Path(ext): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, Problem> {
+    let v = s.viewer(&headers, from.ip())?;
+    if body.len() > MAX_BODY {
+        return Err(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large"));
+    }
+    // Malformed JSON and unknown fields are 400; a value of the wrong
+    // type or out of range, 422.
+    let change: StateChange = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data if !e.to_string().contains("unknown field") => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+        _ => Problem::new(StatusCode::BAD_REQUEST, format!("malformed request: {e}")),
+    })?;
+    let config = s.config.load();
+    if config.account(&v.domain).and_then(|a| a.user(&ext)).is_none() {
+        return Err(Problem::not_found(&format!("no user {ext}")));
+    }
+    if !v.sees_user(&v.domain, &ext) {
+        return Err(Problem::forbidden("not your agent"));
+    }
+    let choice = match change.state.as_str() {
+        "ready" => AgentChoice::Ready,
+        "not_ready" => AgentChoice::NotReady(change.reason.unwrap_or_else(|| "not ready".into())),
+        "end_acw" => AgentChoice::EndAcw,
+        other => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("state {other:?}: expected ready, not_ready or end_acw"),
+            ))
+        }
+    };
+    let user = format!("{ext}@{}", v.domain);
+    let view = s
+        .ask(|reply| Command::SetAgent { user, choice, reply })
+        .await?
+        .map_err(|e| Problem::not_found(&e))?;
+    Ok(Json(json!(view)))
+}
+
+async fn queues(
+    State(s): State<ApiState>,
+    ConnectInfo(from): Peer,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Problem> {
+    let v = s.viewer(&headers, from.ip())?;
+    if !(v.is_admin() || v.role == crate::config::Role::Supervisor) {
+        return Err(Problem::forbidden("queues are for supervisors, admins and owners"));
+    }
+    let all = s.ask(Command::Queues).await?;
+    Ok(Json(json!(all
+        .into_iter()
+        .filter(|q| q.domain == v.domain)
+        .collect::<Vec<_>>())))
+}
+
+async fn calls(State(s): State<ApiState>, ConnectInfo(from): Peer, headers: HeaderMap) -> Result<Json<Value>, Problem> {
+    let v = s.viewer(&headers, from.ip())?;
+    let all = s.ask(Command::Calls).await?;
+    Ok(Json(json!(all
+        .into_iter()
+        .filter(|c| v.sees_call(&c.account, &c.caller, &c.callee))
+        .collect::<Vec<_>>())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+    /// Only calls from or to this number.
+    #[serde(default)]
+    number: Option<String>,
+}
+
+/// Call records the viewer may see, newest last.
+async fn history(
+    State(s): State<ApiState>,
+    ConnectInfo(from): Peer,
+    headers: HeaderMap,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, Problem> {
+    let v = s.viewer(&headers, from.ip())?;
+    let Query(q) = query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    // Read more than asked: some are filtered out by role.
+    let records = s
+        .ask(|reply| Command::CallRecords {
+            user: None,
+            limit: limit * 20,
+            reply,
+        })
+        .await?
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let mut visible: Vec<_> = records
+        .into_iter()
+        .filter(|r| v.sees_call(&r.account, &r.caller, &r.callee))
+        .filter(|r| q.number.as_ref().is_none_or(|n| r.involves(n)))
+        .collect();
+    let skip = visible.len().saturating_sub(limit);
+    visible.drain(..skip);
+    Ok(Json(json!(visible)))
+}
+
+#[derive(Deserialize)]
+struct Since {
+    #[serde(default)]
+    since: Option<u64>,
+}
+
+/// `GET /api/v1/events[?since=N]`: server-sent events, each `{seq, …}`,
+/// filtered by what the token may see. With `since`, the events after N
+/// that the daemon still keeps come first, or a `resync` event when some
+/// are gone.
+async fn events(
+    State(s): State<ApiState>,
+    ConnectInfo(from): Peer,
+    headers: HeaderMap,
+    Query(q): Query<Since>,
+) -> Result<Response, Problem> {
+    let v = s.viewer(&headers, from.ip())?;
+    // Subscribe first, so nothing falls between the backlog and the stream.
+    let rx = s.events.subscribe();
+    let mut backlog = Vec::new();
+    let mut resync = false;
+    if let Some(since) = q.since {
+        match s.ask(|reply| Command::EventsSince { since, reply }).await? {
+            Ok(list) => backlog = list,
+            Err(_) => resync = true,
+        }
+    }
+    let last = backlog.last().map_or(q.since.unwrap_or(0), |e| e.seq);
+    let first = resync.then(|| Event::default().event("resync").data("{}"));
+    let missed: Vec<Event> = backlog
+        .iter()
+        .filter(|e| v.sees_event(&e.event))
+        .map(|e| sse(e))
+        .collect();
+    let head = futures_util::stream::iter(first.into_iter().chain(missed).map(Ok::<_, std::convert::Infallible>));
+    let live = futures_util::stream::unfold((rx, v, last), |(mut rx, v, last)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) if e.seq > last && v.sees_event(&e.event) => {
+                    let ev = sse(&e);
+                    return Some((Ok(ev), (rx, v, e.seq)));
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    return Some((Ok(Event::default().event("resync").data("{}")), (rx, v, last)));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    use futures_util::StreamExt;
+    Ok(Sse::new(head.chain(live))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn sse(e: &Sequenced) -> Event {
+    Event::default()
+        .id(e.seq.to_string())
+        .data(serde_json::to_string(e).unwrap_or_default())
+}
+
+/// `GET /metrics`: Prometheus text format (no token: keep the API on a
+/// loopback or internal address).
+async fn metrics(State(s): State<ApiState>) -> Result<Response, Problem> {
+    use std::fmt::Write;
+    let status = s.ask(Command::Status).await?;
+    let queues = s.ask(Command::Queues).await?;
+    let agents = s.ask(Command::Agents).await?;
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: usize| {
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} gauge\nswitchboard_{name} {value}"
+        );
+    };
+    gauge("registrations", "Registered contacts.", status.bindings);
+    gauge("calls", "Live conversations.", status.calls);
+    gauge("legs", "Live call legs.", status.tables.first().copied().unwrap_or(0));
+    gauge("transactions", "SIP transactions in progress.", status.transactions);
+    gauge(
+        "relay_ports_in_use",
+        "RTP and RTCP ports held by calls.",
+        status.relay_ports_in_use,
+    );
+    gauge(
+        "dialplans_running",
+        "Dialplan scripts running.",
+        status.dialplans_running,
+    );
+    gauge(
+        "banned_sources",
+        "Source addresses banned for failed logins.",
+        status.banned.len(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_agents Agents by state.\n# TYPE switchboard_agents gauge"
+    );
+    let mut by_state: std::collections::BTreeMap<String, usize> = Default::default();
+    for a in agents {
+        *by_state.entry(a.state).or_default() += 1;
+    }
+    for (state, n) in by_state {
+        let _ = writeln!(out, "switchboard_agents{{state=\"{state}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_queue_waiting Callers waiting per queue.\n# TYPE switchboard_queue_waiting gauge"
+    );
+    for q in &queues {
+        let _ = writeln!(
+            out,
+            "switchboard_queue_waiting{{account=\"{}\",queue=\"{}\"}} {}",
+            q.domain, q.number, q.waiting
+        );
+    }
+    let _ = writeln!(out, "# HELP switchboard_queue_calls_today Queue calls today by outcome.\n# TYPE switchboard_queue_calls_today gauge");
+    for q in &queues {
+        for (outcome, n) in [
+            ("answered", q.answered),
+            ("abandoned", q.abandoned),
+            ("timed_out", q.timed_out),
+        ] {
+            let _ = writeln!(
+                out,
+                "switchboard_queue_calls_today{{account=\"{}\",queue=\"{}\",outcome=\"{outcome}\"}} {n}",
+                q.domain, q.number
+            );
+        }
+    }
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
