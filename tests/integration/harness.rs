@@ -18,15 +18,27 @@ pub fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A port free for both UDP and TCP on 127.0.0.1 and ::1.
+/// A port free for both UDP and TCP on 127.0.0.1 and ::1, with the three
+/// above it free on UDP (SIPp's media and RTCP ports, baresip's TLS port
+/// sit there). Drawn at random from 10000-19999 (below the daemons' relay
+/// range and the kernel's ephemeral range, where sockets bound to port 0
+/// land) and never handed out twice in one run: tests run in parallel,
+/// and a port found free can be taken by another test before it is bound.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        let ok = TcpListener::bind(("127.0.0.1", port)).is_ok()
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    for _ in 0..1000 {
+        let port = 10000 + (rand::random::<u32>() % 9996) as u16;
+        let mut taken = HANDED_OUT.lock().unwrap();
+        if taken.iter().any(|t| t.abs_diff(port) < 4) {
+            continue;
+        }
+        let free = |p: u16| UdpSocket::bind(("127.0.0.1", p)).is_ok();
+        let ok = (port..port + 4).all(free)
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
             && UdpSocket::bind(("::1", port)).is_ok()
             && TcpListener::bind(("::1", port)).is_ok();
         if ok {
+            taken.push(port);
             return port;
         }
     }
@@ -388,7 +400,7 @@ impl Sipp {
                 "30s",
                 "-timeout_error",
                 "-recv_timeout",
-                "10000",
+                "20000",
                 "-nostdin",
             ])
             .args(["-trace_err", "-trace_logs", "-trace_msg"])
