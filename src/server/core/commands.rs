@@ -351,15 +351,19 @@ impl Core {
                 trunk,
             } => self.route_dial(call, targets, timeout_s, external, trunk, now),
             Action::Queue { number, max_wait_s } => {
-                match calls.account_of(call).and_then(|d| self.config.account(&d).cloned()) {
-                    Some(account) => self.route_queue(call, &account, &number, max_wait_s, now),
+                let config = self.config.clone();
+                match calls.account_of(call).and_then(|d| config.account(&d)) {
+                    Some(account) => self.route_queue(call, account, &number, max_wait_s, now),
                     None => self.reply_now(call, Reply::CallEnded),
                 }
             }
-            Action::Group(number) => match calls.account_of(call).and_then(|d| self.config.account(&d).cloned()) {
-                Some(account) => self.route_group(call, &account, &number, now),
-                None => self.reply_now(call, Reply::CallEnded),
-            },
+            Action::Group(number) => {
+                let config = self.config.clone();
+                match calls.account_of(call).and_then(|d| config.account(&d)) {
+                    Some(account) => self.route_group(call, account, &number, now),
+                    None => self.reply_now(call, Reply::CallEnded),
+                }
+            }
             Action::AgentState { ext, set } => self.dialplan_agent_state(call, &ext, set),
             Action::Answer => calls.answer(call, now),
             Action::Playback(file) => calls.playback(call, &file, now),
@@ -369,11 +373,12 @@ impl Core {
     }
 
     pub(super) fn start_dialplan(&mut self, call: CallRef, account: &str, info: crate::dialplan::CallInfo) {
-        let Some(acct) = self.config.account(account).cloned() else {
+        let config = self.config.clone();
+        let Some(acct) = config.account(account) else {
             return;
         };
         // Feature codes of users are handled here, before any dialplan.
-        if info.trunk.is_none() && self.feature_code(call, &acct, &info.from, &info.to) {
+        if info.trunk.is_none() && self.feature_code(call, acct, &info.from, &info.to) {
             return;
         }
         let path = acct.dialplan.clone();

@@ -27,15 +27,18 @@ impl Core {
         trunk: Option<String>,
         now: Now,
     ) {
-        let Some(account) = self.account_of(call) else {
+        // The configuration of this moment (a cheap Arc: an account is
+        // never cloned on the call path, it holds every user).
+        let config = self.config.clone();
+        let Some(account) = self.engines.calls.account_of(call).and_then(|d| config.account(&d)) else {
             return self.reply_now(call, Reply::CallEnded);
         };
         if let ([only], false) = (targets.as_slice(), external) {
             if account.queue(only).is_some() {
-                return self.route_queue(call, &account, only, None, now);
+                return self.route_queue(call, account, only, None, now);
             }
             if account.group(only).is_some() {
-                return self.route_group(call, &account, only, now);
+                return self.route_group(call, account, only, now);
             }
         }
         // The trunk the script names, else the account's, in order.
@@ -46,7 +49,7 @@ impl Core {
         };
         let trunks = names
             .iter()
-            .filter_map(|n| self.config.trunks.iter().find(|t| &t.name == n).cloned())
+            .filter_map(|n| config.trunks.iter().find(|t| &t.name == n).cloned())
             .collect();
         let req = crate::call::DialRequest {
             targets,
@@ -54,15 +57,10 @@ impl Core {
             external,
             trunks,
             trunk_named,
-            account: &account,
+            account,
             registrar: &self.engines.registrar,
         };
         self.engines.calls.dial(call, req, now);
-    }
-
-    fn account_of(&self, call: CallRef) -> Option<Account> {
-        let domain = self.engines.calls.account_of(call)?;
-        self.config.account(&domain).cloned()
     }
 
     /// Answers the dialplan's pending action now (no engine involved).
@@ -182,12 +180,13 @@ impl Core {
                 agents,
                 timeout,
             } => {
-                let Some(account) = self.config.account(&domain).cloned() else {
+                let config = self.config.clone();
+                let Some(account) = config.account(&domain) else {
                     return;
                 };
                 let mut contacts = Vec::new();
                 for agent in agents {
-                    let found = crate::call::user_contacts(&self.engines.registrar, &account, &agent);
+                    let found = crate::call::user_contacts(&self.engines.registrar, account, &agent);
                     if found.is_empty() {
                         let aor = format!("{agent}@{domain}");
                         self.engines.queues.offer_ended(call, &aor, OfferOutcome::Failed, now);
@@ -334,7 +333,8 @@ impl Core {
 
     /// `agent_state(ext [, state, reason])` of the dialplan.
     pub(super) fn dialplan_agent_state(&mut self, call: CallRef, ext: &str, set: Option<(String, Option<String>)>) {
-        let Some(account) = self.account_of(call) else {
+        let config = self.config.clone();
+        let Some(account) = self.engines.calls.account_of(call).and_then(|d| config.account(&d)) else {
             return self.reply_now(call, Reply::CallEnded);
         };
         if account.user(ext).is_none() {
