@@ -219,14 +219,16 @@ impl CallEngine {
         let leg_id = LegId(self.next_id);
         let local_media = self.media.open(leg_id.endpoint(), contact.peer.addr.ip(), now.mono)?;
         self.next_id += 1;
-        // A caller we answered ourselves (in a queue) is offered on as we
-        // answered it: the codec it already sends.
-        let from_other = call.offer_from.and_then(|l| self.negotiated_sdp(l));
-        let caller_sdp = match (&from_other, &origin.local_sdp) {
-            (Some(other), _) => other,
-            (None, Some(ours)) if origin.state.is_answered() && origin.bridge.is_none() => ours,
-            _ => &origin.invite.body,
+        // A caller already answered and waiting parked (in a queue, or
+        // moved by a transfer) is offered on with what it agreed to: the
+        // codec it already sends (the relay does not transcode).
+        let parked = origin.state.is_answered() && origin.bridge.is_none();
+        let agreed = match call.offer_from {
+            Some(leg) => self.negotiated_sdp(leg),
+            None if parked => self.negotiated_sdp(origin.id),
+            None => None,
         };
+        let caller_sdp = agreed.as_ref().unwrap_or(&origin.invite.body);
         let offer = match sdp::rewrite(caller_sdp, local_media) {
             Ok(b) => bytes::Bytes::from(b),
             Err(e) => {

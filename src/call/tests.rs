@@ -685,3 +685,51 @@ fn an_agent_who_stays_after_a_blind_transfer_listens_to_the_new_call() {
     both.sort();
     assert_eq!(heard, both);
 }
+
+#[test]
+fn a_transferred_party_is_offered_on_with_the_codec_it_agreed_to() {
+    let cfg = config();
+    let (mut m, _media) = engine(&cfg);
+    let now = Instant::now();
+    // The caller offers PCMU and PCMA; the callee answers PCMA only.
+    let (key, mut inv) = invite();
+    inv.body = Bytes::from(SDP.replace("RTP/AVP 0 101", "RTP/AVP 0 8 101"));
+    let (id, _, b_invite) = dialled_as(&mut m, &cfg, now, (key, inv));
+    let answer = SDP.replace("RTP/AVP 0 101", "RTP/AVP 8 101");
+    m.on_response(
+        &client_key(&b_invite).unwrap(),
+        respond_from_callee(&b_invite, 200, Some(&answer)),
+        Now::at(now),
+    );
+    effects(&mut m);
+    let (caller, callee) = (m.calls[&id].origin, m.calls[&id].connected.unwrap());
+    // The caller sends the callee elsewhere by DTMF.
+    for k in "##1002#".chars() {
+        m.on_dtmf(caller.endpoint(), k, CODES, Now::at(now));
+    }
+    effects(&mut m);
+    let moved = m.legs[&callee].conversation;
+    let reg = registrar_with_1002(Now::at(now).unix_s());
+    let req = DialRequest {
+        targets: vec!["1002".into()],
+        timeout: None,
+        external: false,
+        trunks: Vec::new(),
+        trunk_named: false,
+        account: &cfg.accounts[0],
+        registrar: &reg,
+    };
+    m.dial(moved, req, Now::at(now));
+    let offer = effects(&mut m)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Request { req, .. } if req.method() == Some(&Method::Invite) => Some(req),
+            _ => None,
+        })
+        .unwrap();
+    let body = String::from_utf8_lossy(&offer.body).to_string();
+    assert!(
+        body.contains("RTP/AVP 8 101") && !body.contains("RTP/AVP 0 8"),
+        "{body}"
+    );
+}
