@@ -403,11 +403,18 @@ impl AcceptLoop {
                                     addr,
                                 };
                                 stream_connection(stream, peer, limits, inbound, streams, None).await;
+                                drop(place);
                             }
-                            Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "tls handshake failed"),
-                            Err(_) => tracing::debug!(peer = %addr, "tls handshake timed out"),
+                            // The place is free before the line is logged.
+                            Ok(Err(e)) => {
+                                drop(place);
+                                tracing::debug!(peer = %addr, error = %e, "tls handshake failed");
+                            }
+                            Err(_) => {
+                                drop(place);
+                                tracing::debug!(peer = %addr, "tls handshake timed out");
+                            }
                         }
-                        drop(place);
                     });
                 }
                 Err(e) => {
