@@ -9,15 +9,6 @@ use crate::events::OfferOutcome;
 use crate::sip::HeaderName;
 use std::time::{Duration, Instant};
 
-fn offer_invite(out: &[Output]) -> SipMessage {
-    out.iter()
-        .find_map(|o| match o {
-            Output::Request { req, .. } if req.method() == Some(&crate::sip::Method::Invite) => Some(req.clone()),
-            _ => None,
-        })
-        .expect("an INVITE to the agent")
-}
-
 fn offers_ended(out: &[Output]) -> Vec<(String, OfferOutcome)> {
     out.iter()
         .filter_map(|o| match o {
@@ -45,7 +36,7 @@ fn waiting_with_offer(m: &mut CallEngine, cfg: &crate::config::Config, now: Now)
         Duration::from_secs(15),
         now,
     );
-    (id, offer_invite(&effects(m)))
+    (id, first_invite(&effects(m)))
 }
 
 #[test]

@@ -611,13 +611,7 @@ fn a_consult_that_fails_or_is_cancelled_returns_the_agent_to_the_customer() {
             Duration::from_secs(20),
             Now::at(now),
         );
-        let invite = effects(&mut m)
-            .into_iter()
-            .find_map(|o| match o {
-                Output::Request { req, .. } if req.method() == Some(&Method::Invite) => Some(req),
-                _ => None,
-            })
-            .expect("the consult rings");
+        let invite = first_invite(&effects(&mut m));
         let key = client_key(&invite).unwrap();
         if ending == "busy" {
             m.on_response(&key, respond_from_callee(&invite, 486, None), Now::at(now));
@@ -652,24 +646,7 @@ fn an_agent_who_stays_after_a_blind_transfer_listens_to_the_new_call() {
     let new = m.legs[&customer].conversation;
     assert_ne!(new, id);
     // The new conversation's dialplan dials; the target answers.
-    let reg = registrar_with_1002(Now::at(now).unix_s());
-    let req = DialRequest {
-        targets: vec!["1002".into()],
-        timeout: None,
-        external: false,
-        trunks: Vec::new(),
-        trunk_named: false,
-        account: &cfg.accounts[0],
-        registrar: &reg,
-    };
-    m.dial(new, req, Now::at(now));
-    let invite = effects(&mut m)
-        .into_iter()
-        .find_map(|o| match o {
-            Output::Request { req, .. } if req.method() == Some(&Method::Invite) => Some(req),
-            _ => None,
-        })
-        .unwrap();
+    let invite = dial_1002(&mut m, &cfg, new, now);
     m.on_response(
         &client_key(&invite).unwrap(),
         respond_from_callee(&invite, 200, Some(SDP)),
@@ -709,6 +686,16 @@ fn a_transferred_party_is_offered_on_with_the_codec_it_agreed_to() {
     }
     effects(&mut m);
     let moved = m.legs[&callee].conversation;
+    let offer = dial_1002(&mut m, &cfg, moved, now);
+    let body = String::from_utf8_lossy(&offer.body).to_string();
+    assert!(
+        body.contains("RTP/AVP 8 101") && !body.contains("RTP/AVP 0 8"),
+        "{body}"
+    );
+}
+
+/// Dials 1002 (registered) for conversation `id`; the INVITE that goes out.
+fn dial_1002(m: &mut CallEngine, cfg: &Config, id: CallRef, now: Instant) -> SipMessage {
     let reg = registrar_with_1002(Now::at(now).unix_s());
     let req = DialRequest {
         targets: vec!["1002".into()],
@@ -719,17 +706,17 @@ fn a_transferred_party_is_offered_on_with_the_codec_it_agreed_to() {
         account: &cfg.accounts[0],
         registrar: &reg,
     };
-    m.dial(moved, req, Now::at(now));
-    let offer = effects(&mut m)
-        .into_iter()
+    m.dial(id, req, Now::at(now));
+    first_invite(&effects(m))
+}
+
+/// The first INVITE among `outputs`.
+pub(super) fn first_invite(outputs: &[Output]) -> SipMessage {
+    outputs
+        .iter()
         .find_map(|o| match o {
-            Output::Request { req, .. } if req.method() == Some(&Method::Invite) => Some(req),
+            Output::Request { req, .. } if req.method() == Some(&Method::Invite) => Some(req.clone()),
             _ => None,
         })
-        .unwrap();
-    let body = String::from_utf8_lossy(&offer.body).to_string();
-    assert!(
-        body.contains("RTP/AVP 8 101") && !body.contains("RTP/AVP 0 8"),
-        "{body}"
-    );
+        .expect("an INVITE goes out")
 }

@@ -236,7 +236,7 @@ impl Core {
                 let _ = reply.send(r);
             }
             Command::EventsSince { since, reply } => {
-                let _ = reply.send(self.event_log.since(since));
+                let _ = reply.send(self.event_log.as_ref().map_or(Ok(Vec::new()), |l| l.since(since)));
             }
             Command::TokenCreate { user, label, reply } => {
                 let r = crate::config::user_named(&self.config.accounts, &user).and_then(|(account, user)| {

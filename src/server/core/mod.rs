@@ -55,7 +55,8 @@ pub struct Core {
     acw_records: HashMap<String, (crate::cdr::CallRecord, Instant)>,
     /// What the HTTP API shares with the core.
     api: ApiLink,
-    event_log: event_log::EventLog,
+    /// Only while the API is on: nothing else reads it.
+    event_log: Option<event_log::EventLog>,
 }
 
 /// The core's side of the HTTP API: the configuration it reads (replaced
@@ -88,7 +89,7 @@ impl Core {
             api,
         } = io;
         Core {
-            event_log: event_log::EventLog::new(api.events.clone()),
+            event_log: config.api.map(|_| event_log::EventLog::new(api.events.clone())),
             api,
             txl: TransactionLayer::new(config.sip.timers),
             config,
@@ -433,7 +434,9 @@ impl Core {
     fn on_domain_event(&mut self, event: DomainEvent) {
         tracing::debug!(?event, "domain event");
         let now = Instant::now();
-        self.event_log.push(event.clone(), now, crate::unix_now() * 1000);
+        if let Some(log) = &mut self.event_log {
+            log.push(event.clone(), now, crate::unix_now() * 1000);
+        }
         self.engines.agents.on_event(&event, now);
         self.engines.queues.on_event(&event, now);
         if let DomainEvent::AgentState { aor, state } = &event {
