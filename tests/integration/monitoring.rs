@@ -203,7 +203,7 @@ fn a_listening_supervisor_barges_in_by_pressing_3() {
     let server = format!("127.0.0.1:{}", d.port);
     let (agent, _) = start_baresip_via(&server, "", "1004", &tone(wav.path(), 1000), true, &[]);
     d.wait_for_log("registered aor=1004@pbx.test");
-    let customer = crate::calls::caller_in_background(&d, "1001", "1004", 8000);
+    let customer = crate::calls::caller_in_background(&d, "1001", "1004", 10000);
     d.wait_for_log("call answered");
     let answered = Instant::now();
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -219,7 +219,10 @@ fn a_listening_supervisor_barges_in_by_pressing_3() {
     );
     d.wait_for_log("monitoring");
     let joined = answered.elapsed().as_secs_f64();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // A recording loses the time of late or lost packets, so its clock runs
+    // behind the wall clock under load: the listen-only window ends well
+    // before the switch (a CI run saw 6 ms of barge inside a 0.2 s margin).
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     crate::baresip_peer::baresip_command(ctrl, "sndcode", "3");
     d.wait_for_log("monitoring mode switched");
     let switched = answered.elapsed().as_secs_f64();
@@ -228,7 +231,7 @@ fn a_listening_supervisor_barges_in_by_pressing_3() {
     let dir = agent.stop();
     let rec = received_audio(dir.path());
     assert_eq!(rec.len(), 1);
-    let before = band(&rec[0], joined + 0.3, 1.0, SUPERVISOR);
+    let before = band(&rec[0], joined + 0.3, 0.8, SUPERVISOR);
     let after = band(&rec[0], switched + 0.5, 2.0, SUPERVISOR);
     assert!(
         before < NOT_HEARD && after > HEARD,
