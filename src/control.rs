@@ -89,6 +89,37 @@ pub enum AgentChoice {
     EndAcw,
 }
 
+/// A request about contact cards (the API's `/contacts`), each within one
+/// account.
+#[derive(Debug, Clone)]
+pub enum ContactRequest {
+    Search {
+        text: String,
+        tag: Option<String>,
+        after: u64,
+        limit: usize,
+    },
+    Get(u64),
+    Lookup(String),
+    Create {
+        by: String,
+        fields: crate::contacts::ContactFields,
+    },
+    Update {
+        id: u64,
+        fields: crate::contacts::ContactFields,
+    },
+    Delete {
+        id: u64,
+        by: String,
+        admin: bool,
+    },
+}
+
+/// The cards a [`ContactRequest`] found or changed (none for a delete or a
+/// lookup that found nothing).
+pub type ContactReply = Result<Vec<Arc<crate::contacts::Contact>>, crate::contacts::ContactError>;
+
 /// Requests to the core from other tasks.
 pub enum Command {
     Registrations(oneshot::Sender<Vec<RegistrationView>>),
@@ -168,6 +199,11 @@ pub enum Command {
     TokenRevoke {
         id: String,
         reply: oneshot::Sender<bool>,
+    },
+    Contacts {
+        account: String,
+        request: ContactRequest,
+        reply: oneshot::Sender<ContactReply>,
     },
     CallRecords {
         user: Option<String>,

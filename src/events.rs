@@ -70,6 +70,10 @@ pub enum DomainEvent {
         leg: u64,
         conversation: u64,
         phase: LegPhase,
+        /// While a leg we placed to a phone rings: who is calling, with
+        /// their contact card when their number is on one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        caller: Option<std::sync::Arc<Caller>>,
     },
     /// Every leg of a conversation has ended; its record is written.
     ConversationEnded { account: String, conversation: u64 },
@@ -82,6 +86,16 @@ pub enum DomainEvent {
         status: String,
         code: Option<u16>,
     },
+}
+
+/// Who is calling a ringing phone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Caller {
+    pub number: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contact: Option<std::sync::Arc<crate::contacts::Contact>>,
 }
 
 /// A domain event as the API's event stream sends it: numbered, so a

@@ -9,7 +9,7 @@ use std::path::Path;
 /// Floors, lowest first. `main.rs` (floor 5) names the crate as a library.
 const FLOORS: &[(u8, &[&str])] = &[
     (1, &["sip", "media", "store", "recv_batch", "clock"]),
-    (2, &["config", "auth", "cdr", "events"]),
+    (2, &["config", "auth", "cdr", "events", "contacts"]),
     (
         3,
         &[

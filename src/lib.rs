@@ -9,6 +9,7 @@ pub mod cdr;
 pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod contacts;
 pub mod control;
 pub mod ctl;
 pub mod dialplan;

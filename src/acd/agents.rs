@@ -238,6 +238,7 @@ mod tests {
             leg,
             conversation: 1,
             phase,
+            caller: None,
         }
     }
 

@@ -45,6 +45,7 @@ fn ended(leg: u64) -> DomainEvent {
         leg,
         conversation: 0,
         phase: LegPhase::Terminated,
+        caller: None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! owner of the state, with no lock on the signalling path. Errors are
 //! RFC 9457 problem details.
 
+mod contacts;
 mod problem;
 pub mod viewer;
 
@@ -125,6 +126,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/calls", get(calls))
         .route("/api/v1/history", get(history))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/contacts", get(contacts::search).post(contacts::create))
+        .route("/api/v1/contacts/lookup", get(contacts::lookup))
+        .route(
+            "/api/v1/contacts/:id",
+            get(contacts::read).patch(contacts::update).delete(contacts::delete),
+        )
         .route("/metrics", get(metrics))
         .fallback(|| async { Problem::not_found("no such resource") })
         .with_state(state)
@@ -182,6 +189,26 @@ async fn agents(
     Ok(Json(json!(visible_agents(&s, &v).await?)))
 }
 
+/// A request body as `T`: 413 when too large; malformed JSON and unknown
+/// fields 400; a value of the wrong type or out of range, 422.
+fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
+    if body.len() > MAX_BODY {
+        return Err(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large"));
+    }
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data if !e.to_string().contains("unknown field") => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+        _ => Problem::new(StatusCode::BAD_REQUEST, format!("malformed request: {e}")),
+    })
+}
+
+/// Query parameters as `T`, 400 when they do not fit.
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, Problem> {
+    q.map(|Query(v)| v)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StateChange {
@@ -201,17 +228,7 @@ async fn set_agent_state(
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
     let v = s.viewer(&headers, from.ip())?;
-    if body.len() > MAX_BODY {
-        return Err(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large"));
-    }
-    // Malformed JSON and unknown fields are 400; a value of the wrong
-    // type or out of range, 422.
-    let change: StateChange = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data if !e.to_string().contains("unknown field") => {
-            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-        }
-        _ => Problem::new(StatusCode::BAD_REQUEST, format!("malformed request: {e}")),
-    })?;
+    let change: StateChange = json_body(&body)?;
     let config = s.config.load();
     if config.account(&v.domain).and_then(|a| a.user(&ext)).is_none() {
         return Err(Problem::not_found(&format!("no user {ext}")));
@@ -281,7 +298,7 @@ async fn history(
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
     let v = s.viewer(&headers, from.ip())?;
-    let Query(q) = query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let q = self::query(query)?;
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     // Read more than asked: some are filtered out by role.
     let records = s

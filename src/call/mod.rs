@@ -47,7 +47,7 @@ pub use transfer::DtmfCodes;
 use crate::cdr::CallRecord;
 use crate::config::CallSettings;
 use crate::dialplan::{CallInfo, Reply};
-use crate::events::DomainEvent;
+use crate::events::{DomainEvent, LegPhase};
 use crate::media::{DirectionStats, MediaControl};
 use crate::sip::transaction::{Peer, TimerConfig, TxKey};
 use crate::sip::SipMessage;
@@ -58,6 +58,7 @@ use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A conversation's id (the dialplan's handle on its call).
@@ -327,6 +328,8 @@ pub struct CallEngine {
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     next_id: u64,
     out: VecDeque<Output>,
+    /// The CRM's contact cards: a phone offered a call sees the caller's.
+    contacts: crate::contacts::ContactBook,
 }
 
 impl CallEngine {
@@ -343,7 +346,16 @@ impl CallEngine {
             timers: BinaryHeap::new(),
             next_id: 1,
             out: VecDeque::new(),
+            contacts: Default::default(),
         }
+    }
+
+    pub fn contacts(&self) -> &crate::contacts::ContactBook {
+        &self.contacts
+    }
+
+    pub fn contacts_mut(&mut self) -> &mut crate::contacts::ContactBook {
+        &mut self.contacts
     }
 
     pub fn reconfigure(&mut self, config: CallConfig) {
@@ -470,12 +482,21 @@ impl CallEngine {
         let Some(c) = self.calls.get(&l.conversation) else {
             return;
         };
+        let ringing = matches!(phase, LegPhase::Trying | LegPhase::Early);
+        let caller = (ringing && l.direction == leg::Direction::Outbound && l.trunk.is_none()).then(|| {
+            Arc::new(crate::events::Caller {
+                number: c.caller_number.clone(),
+                name: c.caller_name.clone().filter(|n| !n.is_empty()),
+                contact: self.contacts.lookup(&c.account, &c.caller_number),
+            })
+        });
         self.out.push_back(Output::Event(DomainEvent::LegState {
             account: c.account.clone(),
             party: l.party.clone(),
             leg: id.0,
             conversation: l.conversation,
             phase,
+            caller,
         }));
     }
 

@@ -257,8 +257,16 @@ impl CallEngine {
             ),
             _ => (call.caller_number.as_str(), call.caller_name.as_deref(), domain, domain),
         };
+        // A phone (not a provider) is shown the caller's contact card:
+        // its name, and its tags in X-Contact-Tags.
+        let card = contact
+            .trunk
+            .is_none()
+            .then(|| self.contacts.lookup(&call.account, &call.caller_number))
+            .flatten();
+        let from_name = card.as_ref().map(|c| c.name.as_str()).or(from_name);
         // A queue offer shows the queue and the caller: "Support: Ana".
-        let offered = self.offer_display(id);
+        let offered = self.offer_display(id, from_name);
         let from_name = offered.as_ref().map(|(d, _)| d.as_str()).or(from_name);
         let (mut invite, dlg) = CalleeInvite {
             target_uri: &contact.uri,
@@ -276,6 +284,9 @@ impl CallEngine {
         .build();
         for (name, value) in shown.into_iter().flat_map(|s| s.headers) {
             invite.push_header(name, value);
+        }
+        if let Some(tags) = card.as_ref().filter(|c| !c.tags.is_empty()) {
+            invite.push_header(HeaderName::Other("X-Contact-Tags".into()), tags.tags.join(","));
         }
         if let Some((_, queue)) = offered {
             invite.push_header(HeaderName::Other("X-Queue".into()), queue);

@@ -239,15 +239,12 @@ impl CallEngine {
         self.end_offer(leg, outcome);
     }
 
-    /// The display name queue offers show the agent: `Queue: caller`.
-    pub(super) fn offer_display(&self, id: CallRef) -> Option<(String, String)> {
+    /// The display name queue offers show the agent, `Queue: caller`
+    /// (`name` if given, else the caller's number), and the queue's number.
+    pub(super) fn offer_display(&self, id: CallRef, name: Option<&str>) -> Option<(String, String)> {
         let c = self.calls.get(&id)?;
         let q = c.queue.as_ref()?;
-        let who = c
-            .caller_name
-            .as_deref()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(&c.caller_number);
+        let who = name.filter(|n| !n.is_empty()).unwrap_or(&c.caller_number);
         Some((format!("{}: {who}", q.name), q.number.clone()))
     }
 

@@ -183,6 +183,10 @@ where
         agents: crate::acd::Agents::new(),
         queues: crate::acd::Queues::new(&config.accounts),
     };
+    *engines.calls.contacts_mut() = crate::contacts::ContactBook::from_rows(crate::store::all_rows(
+        backend.as_ref(),
+        crate::store::Table::Contact,
+    )?);
     // Agents' own choices (not ready, with a reason) survive a restart.
     let stored = crate::store::all_rows(backend.as_ref(), crate::store::Table::Agent)?;
     for (aor, reason) in crate::acd::agents::choices_from_rows(stored) {

@@ -17,6 +17,7 @@ const MUTED: TableDefinition<&str, u8> = TableDefinition::new("chat_muted");
 const LIVE: TableDefinition<u64, &[u8]> = TableDefinition::new("live_calls");
 const AGENT: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_states");
 const TOKEN: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
+const CONTACT: TableDefinition<&str, &[u8]> = TableDefinition::new("contacts");
 
 pub struct RedbStore {
     db: Database,
@@ -47,6 +48,7 @@ impl RedbStore {
         txn.open_table(LIVE).map_err(backend)?;
         txn.open_table(AGENT).map_err(backend)?;
         txn.open_table(TOKEN).map_err(backend)?;
+        txn.open_table(CONTACT).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(RedbStore { db })
     }
@@ -70,14 +72,20 @@ impl RedbStore {
             let mut live = txn.open_table(LIVE).map_err(backend)?;
             let mut agent = txn.open_table(AGENT).map_err(backend)?;
             let mut token = txn.open_table(TOKEN).map_err(backend)?;
+            let mut contact = txn.open_table(CONTACT).map_err(backend)?;
             for row in rows {
                 let bad = || StoreError::Backend(format!("row of the wrong shape for {:?}", row.table));
                 match (row.table, &row.key, &row.value) {
-                    (Table::Location | Table::Cdr | Table::Agent | Table::Token, Key::Text(k), value) => {
+                    (
+                        Table::Location | Table::Cdr | Table::Agent | Table::Token | Table::Contact,
+                        Key::Text(k),
+                        value,
+                    ) => {
                         let table = match row.table {
                             Table::Location => &mut location,
                             Table::Cdr => &mut cdr,
                             Table::Agent => &mut agent,
+                            Table::Contact => &mut contact,
                             _ => &mut token,
                         };
                         match value {
@@ -163,6 +171,7 @@ impl StoreBackend for RedbStore {
             Table::Cdr => scan_text(&txn.open_table(CDR).map_err(backend)?, &scan, bytes, visit),
             Table::Agent => scan_text(&txn.open_table(AGENT).map_err(backend)?, &scan, bytes, visit),
             Table::Token => scan_text(&txn.open_table(TOKEN).map_err(backend)?, &scan, bytes, visit),
+            Table::Contact => scan_text(&txn.open_table(CONTACT).map_err(backend)?, &scan, bytes, visit),
             Table::Pending => scan_text(&txn.open_table(PENDING).map_err(backend)?, &scan, number, visit),
             Table::Read => scan_text(&txn.open_table(READ).map_err(backend)?, &scan, number, visit),
             Table::Muted => scan_text(

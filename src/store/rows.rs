@@ -29,10 +29,12 @@ pub enum Table {
     Agent,
     /// API tokens (id → JSON with the token's SHA-256).
     Token,
+    /// Contact cards (zero-padded id → JSON).
+    Contact,
 }
 
 // Their index is the table byte of the binary form: append, never reorder.
-const TABLES: [Table; 9] = [
+const TABLES: [Table; 10] = [
     Table::Location,
     Table::Cdr,
     Table::Chat,
@@ -42,6 +44,7 @@ const TABLES: [Table; 9] = [
     Table::Live,
     Table::Agent,
     Table::Token,
+    Table::Contact,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

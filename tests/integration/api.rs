@@ -9,14 +9,14 @@ use serde_json::Value;
 use std::io::BufRead;
 use std::time::Duration;
 
-struct Api {
-    d: Daemon,
-    base: String,
-    http: Client,
+pub struct Api {
+    pub d: Daemon,
+    pub base: String,
+    pub http: Client,
 }
 
 impl Api {
-    fn start() -> Api {
+    pub fn start() -> Api {
         let port = free_port();
         let d = Daemon::start_with(
             "",
@@ -31,14 +31,14 @@ impl Api {
     }
 
     /// A token for `user`, from `ctl token create`.
-    fn token(&self, user: &str) -> String {
+    pub fn token(&self, user: &str) -> String {
         let out = self.d.ctl(&["token", "create", user, "tests"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         v["token"].as_str().unwrap().to_string()
     }
 
-    fn get(&self, path: &str, token: &str) -> (u16, Value) {
+    pub fn get(&self, path: &str, token: &str) -> (u16, Value) {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -49,10 +49,16 @@ impl Api {
         (status, r.json().unwrap_or(Value::Null))
     }
 
-    fn put(&self, path: &str, token: &str, body: &str) -> (u16, String, Value) {
+    pub fn put(&self, path: &str, token: &str, body: &str) -> (u16, String, Value) {
+        self.send(reqwest::Method::PUT, path, token, body)
+    }
+
+    /// `method` on `path` with a JSON `body`: status, content type, the
+    /// JSON answer (null if none).
+    pub fn send(&self, method: reqwest::Method, path: &str, token: &str, body: &str) -> (u16, String, Value) {
         let r = self
             .http
-            .put(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .bearer_auth(token)
             .header("content-type", "application/json")
             .body(body.to_string())
@@ -171,7 +177,7 @@ fn tokens_roles_and_bad_input_answered_with_problem_details() {
 
 /// Reads server-sent events until one whose data contains `needle`; none
 /// before it may contain `absent`.
-fn next_event(lines: &mut impl Iterator<Item = std::io::Result<String>>, needle: &str, absent: &str) -> Value {
+pub fn next_event(lines: &mut impl Iterator<Item = std::io::Result<String>>, needle: &str, absent: &str) -> Value {
     for line in lines {
         let line = line.unwrap();
         if let Some(data) = line.strip_prefix("data:") {

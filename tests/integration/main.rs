@@ -2,6 +2,7 @@
 //! peers (SIPp, baresip) and a raw socket client for malformed input.
 
 mod api;
+mod api_contacts;
 mod attacks;
 mod baresip_peer;
 mod calls;

@@ -41,6 +41,43 @@ impl Core {
         });
     }
 
+    /// Contact cards: reads from the book in memory; a change is stored,
+    /// then made part of the book (so a ringing call shows it at once).
+    fn on_contacts(&mut self, account: &str, request: crate::control::ContactRequest) -> crate::control::ContactReply {
+        use crate::contacts::ContactError;
+        use crate::control::ContactRequest;
+        let now = Now::read().unix_ms;
+        let book = self.engines.calls.contacts();
+        let (id, card, op) = match request {
+            ContactRequest::Search {
+                text,
+                tag,
+                after,
+                limit,
+            } => return Ok(book.search(account, &text, tag.as_deref(), after, limit)),
+            ContactRequest::Get(id) => return book.get(account, id).map(|c| vec![c]),
+            ContactRequest::Lookup(number) => return Ok(book.lookup(account, &number).into_iter().collect()),
+            ContactRequest::Create { by, fields } => {
+                let (c, op) = book.create(account, &by, fields, now)?;
+                (c.id, Some(c), op)
+            }
+            ContactRequest::Update { id, fields } => {
+                let (c, op) = book.update(account, id, fields, now)?;
+                (id, Some(c), op)
+            }
+            ContactRequest::Delete { id, by, admin } => (id, None, book.delete(account, id, &by, admin)?),
+        };
+        self.store.write(&[op]).map_err(|_| ContactError::Store)?;
+        tracing::info!(
+            account,
+            id,
+            kind = if card.is_some() { "saved" } else { "deleted" },
+            "contact card"
+        );
+        self.engines.calls.contacts_mut().applied(id, card.clone());
+        Ok(card.map(|c| vec![std::sync::Arc::new(c)]).unwrap_or_default())
+    }
+
     /// Banned sources as `ctl` shows them.
     /// Users, groups and remote extensions of an account, by number.
     fn directory(&self, domain: Option<&str>) -> Result<Vec<crate::control::DirectoryEntry>, String> {
@@ -327,6 +364,13 @@ impl Core {
                 let _ = reply.send(self.engines.calls.views(Now::read()));
             }
             Command::Chat { query, reply } => self.on_chat_query(query, reply),
+            Command::Contacts {
+                account,
+                request,
+                reply,
+            } => {
+                let _ = reply.send(self.on_contacts(&account, request));
+            }
             Command::CallRecords { user, limit, reply } => {
                 // Reads do not wait for the writer; redb serves them from a snapshot.
                 let backend = self.store.backend().clone();
