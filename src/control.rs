@@ -120,6 +120,9 @@ pub enum ContactRequest {
 /// lookup that found nothing).
 pub type ContactReply = Result<Vec<Arc<crate::contacts::Contact>>, crate::contacts::ContactError>;
 
+/// Whether the asking user may see a call record.
+pub type RecordCheck = Box<dyn Fn(&CallRecord) -> bool + Send + Sync>;
+
 /// Requests to the core from other tasks.
 pub enum Command {
     Registrations(oneshot::Sender<Vec<RegistrationView>>),
@@ -204,6 +207,23 @@ pub enum Command {
         account: String,
         request: ContactRequest,
         reply: oneshot::Sender<ContactReply>,
+    },
+    /// A page of call history (see [`crate::cdr::history::page`]).
+    History {
+        filter: crate::cdr::history::Filter,
+        visible: RecordCheck,
+        before: Option<String>,
+        limit: usize,
+        reply: oneshot::Sender<Result<(Vec<crate::cdr::history::Entry>, Option<String>), String>>,
+    },
+    /// Tags and notes a user adds to a call record they may see.
+    Annotate {
+        id: String,
+        visible: RecordCheck,
+        tags: Option<Vec<String>>,
+        notes: Option<String>,
+        by: String,
+        reply: oneshot::Sender<Result<crate::cdr::history::Entry, crate::cdr::history::AnnotateError>>,
     },
     CallRecords {
         user: Option<String>,

@@ -7,6 +7,7 @@
 //! RFC 9457 problem details.
 
 mod contacts;
+mod history;
 mod problem;
 pub mod viewer;
 
@@ -124,7 +125,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/agents/:ext/state", put(set_agent_state))
         .route("/api/v1/queues", get(queues))
         .route("/api/v1/calls", get(calls))
-        .route("/api/v1/history", get(history))
+        .route("/api/v1/history", get(history::list))
+        .route("/api/v1/history/:id", axum::routing::patch(history::annotate))
         .route("/api/v1/events", get(events))
         .route("/api/v1/contacts", get(contacts::search).post(contacts::create))
         .route("/api/v1/contacts/lookup", get(contacts::lookup))
@@ -278,45 +280,6 @@ async fn calls(State(s): State<ApiState>, ConnectInfo(from): Peer, headers: Head
         .into_iter()
         .filter(|c| v.sees_call(&c.account, &c.caller, &c.callee))
         .collect::<Vec<_>>())))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HistoryQuery {
-    #[serde(default)]
-    limit: Option<usize>,
-    /// Only calls from or to this number.
-    #[serde(default)]
-    number: Option<String>,
-}
-
-/// Call records the viewer may see, newest last.
-async fn history(
-    State(s): State<ApiState>,
-    ConnectInfo(from): Peer,
-    headers: HeaderMap,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, Problem> {
-    let v = s.viewer(&headers, from.ip())?;
-    let q = self::query(query)?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    // Read more than asked: some are filtered out by role.
-    let records = s
-        .ask(|reply| Command::CallRecords {
-            user: None,
-            limit: limit * 20,
-            reply,
-        })
-        .await?
-        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let mut visible: Vec<_> = records
-        .into_iter()
-        .filter(|r| v.sees_call(&r.account, &r.caller, &r.callee))
-        .filter(|r| q.number.as_ref().is_none_or(|n| r.involves(n)))
-        .collect();
-    let skip = visible.len().saturating_sub(limit);
-    visible.drain(..skip);
-    Ok(Json(json!(visible)))
 }
 
 #[derive(Deserialize)]

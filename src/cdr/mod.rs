@@ -2,6 +2,8 @@
 //! inside, written to the store when its last leg ends (durably, so
 //! finished calls survive `kill -9`).
 
+pub mod history;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,8 +163,9 @@ impl CallRecord {
         format!("{:015}-{}", self.end_ms, self.call_id)
     }
 
+    /// Whether `user` (or a number) took part: see [`CallRecord::parties`].
     pub fn involves(&self, user: &str) -> bool {
-        self.caller == user || self.callee == user
+        self.parties().any(|p| p == user)
     }
 }
 

@@ -18,6 +18,7 @@ const LIVE: TableDefinition<u64, &[u8]> = TableDefinition::new("live_calls");
 const AGENT: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_states");
 const TOKEN: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
 const CONTACT: TableDefinition<&str, &[u8]> = TableDefinition::new("contacts");
+const CDR_NOTE: TableDefinition<&str, &[u8]> = TableDefinition::new("cdr_notes");
 
 pub struct RedbStore {
     db: Database,
@@ -49,6 +50,7 @@ impl RedbStore {
         txn.open_table(AGENT).map_err(backend)?;
         txn.open_table(TOKEN).map_err(backend)?;
         txn.open_table(CONTACT).map_err(backend)?;
+        txn.open_table(CDR_NOTE).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(RedbStore { db })
     }
@@ -73,11 +75,12 @@ impl RedbStore {
             let mut agent = txn.open_table(AGENT).map_err(backend)?;
             let mut token = txn.open_table(TOKEN).map_err(backend)?;
             let mut contact = txn.open_table(CONTACT).map_err(backend)?;
+            let mut cdr_note = txn.open_table(CDR_NOTE).map_err(backend)?;
             for row in rows {
                 let bad = || StoreError::Backend(format!("row of the wrong shape for {:?}", row.table));
                 match (row.table, &row.key, &row.value) {
                     (
-                        Table::Location | Table::Cdr | Table::Agent | Table::Token | Table::Contact,
+                        Table::Location | Table::Cdr | Table::Agent | Table::Token | Table::Contact | Table::CdrNote,
                         Key::Text(k),
                         value,
                     ) => {
@@ -86,6 +89,7 @@ impl RedbStore {
                             Table::Cdr => &mut cdr,
                             Table::Agent => &mut agent,
                             Table::Contact => &mut contact,
+                            Table::CdrNote => &mut cdr_note,
                             _ => &mut token,
                         };
                         match value {
@@ -172,6 +176,7 @@ impl StoreBackend for RedbStore {
             Table::Agent => scan_text(&txn.open_table(AGENT).map_err(backend)?, &scan, bytes, visit),
             Table::Token => scan_text(&txn.open_table(TOKEN).map_err(backend)?, &scan, bytes, visit),
             Table::Contact => scan_text(&txn.open_table(CONTACT).map_err(backend)?, &scan, bytes, visit),
+            Table::CdrNote => scan_text(&txn.open_table(CDR_NOTE).map_err(backend)?, &scan, bytes, visit),
             Table::Pending => scan_text(&txn.open_table(PENDING).map_err(backend)?, &scan, number, visit),
             Table::Read => scan_text(&txn.open_table(READ).map_err(backend)?, &scan, number, visit),
             Table::Muted => scan_text(

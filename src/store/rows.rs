@@ -31,10 +31,12 @@ pub enum Table {
     Token,
     /// Contact cards (zero-padded id → JSON).
     Contact,
+    /// Tags and notes users add to call records (record key → JSON).
+    CdrNote,
 }
 
 // Their index is the table byte of the binary form: append, never reorder.
-const TABLES: [Table; 10] = [
+const TABLES: [Table; 11] = [
     Table::Location,
     Table::Cdr,
     Table::Chat,
@@ -45,6 +47,7 @@ const TABLES: [Table; 10] = [
     Table::Agent,
     Table::Token,
     Table::Contact,
+    Table::CdrNote,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -243,17 +243,22 @@ fn history_and_live_calls_follow_the_role_and_metrics_count() {
     c2.wait();
     let (agent, owner) = (api.token("1004"), api.token("1001"));
     let mine = api.get("/api/v1/history", &agent).1;
-    let callees: Vec<&str> = mine
+    let callees: Vec<&str> = mine["records"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r["callee"].as_str().unwrap())
         .collect();
     assert_eq!(callees, ["1004"], "an agent sees only their calls");
-    assert_eq!(api.get("/api/v1/history", &owner).1.as_array().unwrap().len(), 2);
     assert_eq!(
-        api.get("/api/v1/history?number=1002", &owner)
-            .1
+        api.get("/api/v1/history", &owner).1["records"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        api.get("/api/v1/history?number=1002", &owner).1["records"]
             .as_array()
             .unwrap()
             .len(),

@@ -3,6 +3,7 @@
 
 mod api;
 mod api_contacts;
+mod api_history;
 mod attacks;
 mod baresip_peer;
 mod calls;

@@ -371,6 +371,40 @@ impl Core {
             } => {
                 let _ = reply.send(self.on_contacts(&account, request));
             }
+            Command::History {
+                filter,
+                visible,
+                before,
+                limit,
+                reply,
+            } => {
+                let backend = self.store.backend().clone();
+                tokio::task::spawn_blocking(move || {
+                    let r = crate::cdr::history::page(backend.as_ref(), &filter, &*visible, before.as_deref(), limit)
+                        .map_err(|e| e.to_string());
+                    let _ = reply.send(r);
+                });
+            }
+            Command::Annotate {
+                id,
+                visible,
+                tags,
+                notes,
+                by,
+                reply,
+            } => {
+                // On this task, so that two changes of one record are
+                // applied one after the other.
+                use crate::cdr::history::{annotate, AnnotateError};
+                let now = Now::read().unix_ms;
+                let r = annotate(self.store.backend().as_ref(), &id, &*visible, tags, notes, &by, now).and_then(
+                    |(entry, op)| {
+                        self.store.write(&[op]).map_err(|_| AnnotateError::Store)?;
+                        Ok(entry)
+                    },
+                );
+                let _ = reply.send(r);
+            }
             Command::CallRecords { user, limit, reply } => {
                 // Reads do not wait for the writer; redb serves them from a snapshot.
                 let backend = self.store.backend().clone();
