@@ -120,6 +120,9 @@ pub enum ContactRequest {
 /// lookup that found nothing).
 pub type ContactReply = Result<Vec<Arc<crate::contacts::Contact>>, crate::contacts::ContactError>;
 
+/// A page of history and the cursor of the next.
+pub type HistoryPage = (Vec<crate::cdr::history::Entry>, Option<String>);
+
 /// Whether the asking user may see a call record.
 pub type RecordCheck = Box<dyn Fn(&CallRecord) -> bool + Send + Sync>;
 
@@ -214,7 +217,7 @@ pub enum Command {
         visible: RecordCheck,
         before: Option<String>,
         limit: usize,
-        reply: oneshot::Sender<Result<(Vec<crate::cdr::history::Entry>, Option<String>), String>>,
+        reply: oneshot::Sender<Result<HistoryPage, String>>,
     },
     /// Tags and notes a user adds to a call record they may see.
     Annotate {
