@@ -228,6 +228,20 @@ pub enum Command {
         by: String,
         reply: oneshot::Sender<Result<crate::cdr::history::Entry, crate::cdr::history::AnnotateError>>,
     },
+    /// Whether `user` (`ext@domain`) muted chat notifications.
+    ChatMuted {
+        user: String,
+        reply: oneshot::Sender<bool>,
+    },
+    /// A chat message from `user` (`ext@domain`) to user or group `to`,
+    /// sent through the API: stored and pushed like a MESSAGE. An error is
+    /// the status a MESSAGE would have got, and why.
+    ChatSend {
+        user: String,
+        to: String,
+        text: String,
+        reply: oneshot::Sender<Result<crate::chat::ChatMessage, (u16, String)>>,
+    },
     CallRecords {
         user: Option<String>,
         limit: usize,

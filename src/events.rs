@@ -77,6 +77,18 @@ pub enum DomainEvent {
     },
     /// Every leg of a conversation has ended; its record is written.
     ConversationEnded { account: String, conversation: u64 },
+    /// A chat message was stored: from `from` to user or group `to`;
+    /// `recipients` are the extensions it is pushed to (not the muted).
+    ChatMessage {
+        account: String,
+        id: u64,
+        from: String,
+        to: String,
+        group: bool,
+        /// The start of its text.
+        preview: String,
+        recipients: Vec<String>,
+    },
     /// An agent's state changed (`aor` is `ext@domain`).
     AgentState { aor: String, state: AgentState },
     /// A trunk's registration changed: "registering", "registered",
@@ -117,7 +129,9 @@ impl DomainEvent {
             DomainEvent::LegState { account, party, .. } => Some(format!("{party}@{account}")),
             // Presence documents show the agent's state (note).
             DomainEvent::AgentState { aor, .. } => Some(aor.clone()),
-            DomainEvent::ConversationEnded { .. } | DomainEvent::TrunkStatus { .. } => None,
+            DomainEvent::ConversationEnded { .. }
+            | DomainEvent::TrunkStatus { .. }
+            | DomainEvent::ChatMessage { .. } => None,
         }
     }
 }

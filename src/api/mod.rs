@@ -6,6 +6,7 @@
 //! owner of the state, with no lock on the signalling path. Errors are
 //! RFC 9457 problem details.
 
+mod chat;
 mod contacts;
 mod history;
 mod problem;
@@ -128,6 +129,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/history", get(history::list))
         .route("/api/v1/history/:id", axum::routing::patch(history::annotate))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/chat", get(chat::conversations))
+        .route("/api/v1/chat/mute", put(chat::mute))
+        .route("/api/v1/chat/:peer", get(chat::history).post(chat::send))
+        .route("/api/v1/chat/:peer/read", axum::routing::post(chat::read))
         .route("/api/v1/contacts", get(contacts::search).post(contacts::create))
         .route("/api/v1/contacts/lookup", get(contacts::lookup))
         .route(

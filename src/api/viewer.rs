@@ -62,6 +62,14 @@ impl Viewer {
             DomainEvent::LegState { account, party, .. } => self.sees_user(account, party),
             DomainEvent::ConversationEnded { account, .. } => self.is_admin() && *account == self.domain,
             DomainEvent::TrunkStatus { .. } => self.is_admin(),
+            // The sender and those it is pushed to: no one else's chat, and
+            // nothing for the muted.
+            DomainEvent::ChatMessage {
+                account,
+                from,
+                recipients,
+                ..
+            } => *account == self.domain && (*from == self.ext || recipients.contains(&self.ext)),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod stored;
 mod tests;
 
 use crate::config::{Account, Group, Role, User};
+use crate::events::DomainEvent;
 use crate::registrar::Registrar;
 use crate::sip::dialog::Dialog;
 use crate::sip::response::random_token;
@@ -113,8 +114,12 @@ pub struct ChatService {
     muted: HashSet<String>,
     sent: HashMap<String, VecDeque<Instant>>,
     out: VecDeque<Delivery>,
+    events: VecDeque<DomainEvent>,
     local: crate::sip::dialog::LocalAddrs,
 }
+
+/// How much of a message's text its event carries (the seed's notifications).
+const PREVIEW_CHARS: usize = 80;
 
 impl ChatService {
     pub fn new(local: crate::sip::dialog::LocalAddrs) -> ChatService {
@@ -125,6 +130,7 @@ impl ChatService {
             muted: HashSet::new(),
             sent: HashMap::new(),
             out: VecDeque::new(),
+            events: VecDeque::new(),
             local,
         }
     }
@@ -174,16 +180,6 @@ impl ChatService {
         limits: crate::config::ChatSettings,
         now: crate::clock::Now,
     ) -> Result<Accepted, SipError> {
-        let (now, now_ms) = (now.mono, now.unix_ms);
-        if !account.chat {
-            return Err(SipError::with_reason(403, "Chat is disabled for this account"));
-        }
-        if req.body.len() > limits.max_message_bytes {
-            return Err(SipError::with_reason(
-                413,
-                format!("Message larger than {} bytes", limits.max_message_bytes),
-            ));
-        }
         let ctype = req
             .header(&crate::sip::HeaderName::ContentType)
             .unwrap_or("text/plain")
@@ -197,6 +193,30 @@ impl ChatService {
         }
         let body =
             String::from_utf8(req.body.to_vec()).map_err(|_| SipError::with_reason(400, "Message is not UTF-8"))?;
+        self.accept_text(account, sender, to, body, limits, now)
+    }
+
+    /// Checks and stores a plain-text message from `sender`: from a
+    /// MESSAGE, or sent through the API.
+    pub fn accept_text(
+        &mut self,
+        account: &Account,
+        sender: &User,
+        to: &str,
+        body: String,
+        limits: crate::config::ChatSettings,
+        now: crate::clock::Now,
+    ) -> Result<Accepted, SipError> {
+        let (now, now_ms) = (now.mono, now.unix_ms);
+        if !account.chat {
+            return Err(SipError::with_reason(403, "Chat is disabled for this account"));
+        }
+        if body.len() > limits.max_message_bytes {
+            return Err(SipError::with_reason(
+                413,
+                format!("Message larger than {} bytes", limits.max_message_bytes),
+            ));
+        }
         let (group, recipients) = if let Some(g) = account.group(to) {
             if !may_use_group(g, sender) {
                 return Err(SipError::with_reason(
@@ -233,7 +253,7 @@ impl ChatService {
             from: sender.extension.clone(),
             to: to.to_string(),
             group,
-            content_type: ctype,
+            content_type: "text/plain".into(),
             body,
         };
         let mut ops = vec![stored::message(&message)];
@@ -265,11 +285,29 @@ impl ChatService {
     /// its recipients' devices. (Before that nothing is pushed, so a
     /// message is never delivered without being kept.)
     pub fn commit(&mut self, accepted: &Accepted) {
-        let id = accepted.message.id;
-        self.next_id = self.next_id.max(id + 1);
+        let m = &accepted.message;
+        self.next_id = self.next_id.max(m.id + 1);
         for aor in &accepted.recipients {
-            self.pending.insert((aor.clone(), id));
+            self.pending.insert((aor.clone(), m.id));
         }
+        self.events.push_back(DomainEvent::ChatMessage {
+            account: m.account.clone(),
+            id: m.id,
+            from: m.from.clone(),
+            to: m.to.clone(),
+            group: m.group,
+            preview: m.body.chars().take(PREVIEW_CHARS).collect(),
+            recipients: accepted
+                .recipients
+                .iter()
+                .map(|aor| aor.split('@').next().unwrap_or("").to_string())
+                .collect(),
+        });
+    }
+
+    /// The next domain event (a message was stored).
+    pub fn poll_event(&mut self) -> Option<DomainEvent> {
+        self.events.pop_front()
     }
 
     /// The message to push to `aor` now, if any: one in flight per user,

@@ -22,7 +22,7 @@ pub fn send(d: &Daemon, from: &str, to: &str, text: &str) -> String {
 }
 
 /// Registers `user` from a port and starts a receiver for `n` messages there.
-fn receiver(d: &Daemon, user: &str, n: usize) -> SippChild {
+pub fn receiver(d: &Daemon, user: &str, n: usize) -> SippChild {
     let port = free_port();
     assert_eq!(sipp_register(d, user, &format!("demo{user}"), 600, port, &[]).code, 0);
     Sipp::new("message_recv.xml", port)
@@ -30,7 +30,7 @@ fn receiver(d: &Daemon, user: &str, n: usize) -> SippChild {
         .spawn()
 }
 
-fn got(run: &SippRun) -> Vec<String> {
+pub fn got(run: &SippRun) -> Vec<String> {
     run.logs
         .lines()
         .filter_map(|l| l.strip_prefix("got "))

@@ -78,6 +78,35 @@ impl Core {
         Ok(card.map(|c| vec![std::sync::Arc::new(c)]).unwrap_or_default())
     }
 
+    /// A message sent through the API: checked, stored, then pushed, as
+    /// the MESSAGE handler does it.
+    fn on_chat_send(&mut self, user: &str, to: &str, text: String) -> Result<crate::chat::ChatMessage, (u16, String)> {
+        let config = self.config.clone();
+        let (account, sender) = crate::config::user_named(&config.accounts, user).map_err(|e| (404, e))?;
+        let status = |e: crate::sip::SipError| (e.status, e.reason.map(|r| r.to_string()).unwrap_or_default());
+        let accepted = self
+            .engines
+            .chat
+            .accept_text(account, sender, to, text, config.chat, Now::read())
+            .map_err(status)?;
+        self.store
+            .write(&accepted.ops)
+            .map_err(|_| (500, "the message could not be stored".to_string()))?;
+        tracing::info!(id = accepted.message.id, from = %sender.extension, to, group = accepted.message.group, "chat message stored (API)");
+        self.engines.chat.commit(&accepted);
+        for aor in &accepted.recipients {
+            super::super::chat_handler::push_next(
+                &mut self.engines,
+                &self.store,
+                account,
+                aor,
+                Some(&accepted.message),
+                &config.sip.user_agent,
+            );
+        }
+        Ok(accepted.message)
+    }
+
     /// Banned sources as `ctl` shows them.
     /// Users, groups and remote extensions of an account, by number.
     fn directory(&self, domain: Option<&str>) -> Result<Vec<crate::control::DirectoryEntry>, String> {
@@ -364,6 +393,12 @@ impl Core {
                 let _ = reply.send(self.engines.calls.views(Now::read()));
             }
             Command::Chat { query, reply } => self.on_chat_query(query, reply),
+            Command::ChatMuted { user, reply } => {
+                let _ = reply.send(self.engines.chat.is_muted(&user));
+            }
+            Command::ChatSend { user, to, text, reply } => {
+                let _ = reply.send(self.on_chat_send(&user, &to, text));
+            }
             Command::Contacts {
                 account,
                 request,

@@ -186,6 +186,10 @@ impl Core {
                 progressed = true;
                 self.on_domain_event(event);
             }
+            while let Some(event) = self.engines.chat.poll_event() {
+                progressed = true;
+                self.on_domain_event(event);
+            }
             while let Some(event) = self.engines.agents.poll_output() {
                 progressed = true;
                 self.on_domain_event(event);
