@@ -228,6 +228,14 @@ pub enum Command {
         by: String,
         reply: oneshot::Sender<Result<crate::cdr::history::Entry, crate::cdr::history::AnnotateError>>,
     },
+    /// Click-to-call: ring `user`'s (`ext@domain`) phones, then call
+    /// `target` from the one that answers. The conversation's number, or
+    /// the status and why not.
+    ClickToCall {
+        user: String,
+        target: String,
+        reply: oneshot::Sender<Result<u64, (u16, String)>>,
+    },
     /// Whether `user` (`ext@domain`) muted chat notifications.
     ChatMuted {
         user: String,

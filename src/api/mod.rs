@@ -6,6 +6,7 @@
 //! owner of the state, with no lock on the signalling path. Errors are
 //! RFC 9457 problem details.
 
+mod calls;
 mod chat;
 mod contacts;
 mod history;
@@ -125,7 +126,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/agents/:ext/state", put(set_agent_state))
         .route("/api/v1/queues", get(queues))
-        .route("/api/v1/calls", get(calls))
+        .route("/api/v1/calls", get(calls::list).post(calls::click_to_call))
         .route("/api/v1/history", get(history::list))
         .route("/api/v1/history/:id", axum::routing::patch(history::annotate))
         .route("/api/v1/events", get(events))
@@ -275,15 +276,6 @@ async fn queues(
     Ok(Json(json!(all
         .into_iter()
         .filter(|q| q.domain == v.domain)
-        .collect::<Vec<_>>())))
-}
-
-async fn calls(State(s): State<ApiState>, ConnectInfo(from): Peer, headers: HeaderMap) -> Result<Json<Value>, Problem> {
-    let v = s.viewer(&headers, from.ip())?;
-    let all = s.ask(Command::Calls).await?;
-    Ok(Json(json!(all
-        .into_iter()
-        .filter(|c| v.sees_call(&c.account, &c.caller, &c.callee))
         .collect::<Vec<_>>())))
 }
 

@@ -362,10 +362,11 @@ impl CallEngine {
     pub fn views(&self, now: Now) -> Vec<CallView> {
         let mut v: Vec<CallView> = self
             .calls
-            .values()
-            .filter_map(|c| {
+            .iter()
+            .filter_map(|(id, c)| {
                 let origin = self.legs.get(&c.origin)?;
                 Some(CallView {
+                    conversation: *id,
                     account: c.account.clone(),
                     call_id: origin.dialog.call_id.clone(),
                     caller: c.caller.clone(),

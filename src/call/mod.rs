@@ -19,6 +19,9 @@
 mod actions;
 pub mod bridge;
 pub mod caller_id;
+#[cfg(test)]
+mod click_tests;
+mod click_to_call;
 mod consult;
 mod ending;
 mod hunt;
@@ -39,6 +42,7 @@ mod trunk_legs;
 #[cfg(test)]
 mod trunk_tests;
 
+pub use click_to_call::ClickToCall;
 pub use inbound::Caller;
 pub use monitor::MonitorMode;
 pub use originate::{user_contacts, Contact, DialRequest};
@@ -206,6 +210,8 @@ struct Conversation {
     consult: Option<consult::Consult>,
     /// Outbound legs offer this leg's SDP instead of the origin's.
     offer_from: Option<LegId>,
+    /// Click-to-call: the number to call once the user's phone answers.
+    click: Option<String>,
     /// Who ended it, and the caller's final status when unanswered.
     hangup_side: &'static str,
     final_code: u16,
@@ -249,6 +255,7 @@ impl Conversation {
             follow_monitors: Vec::new(),
             consult: None,
             offer_from: None,
+            click: None,
             hangup_side: "system",
             final_code: 480,
         }
@@ -293,6 +300,9 @@ enum Timer {
 /// A live conversation as shown by `ctl calls`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct CallView {
+    /// The conversation's number (its call record carries it too).
+    #[serde(default)]
+    pub conversation: u64,
     pub call_id: String,
     /// The account (domain) of the call.
     #[serde(default)]

@@ -297,6 +297,23 @@ impl CallEngine {
         if let Some(route) = contact.trunk.as_ref().and_then(|t| t.proxy_route()) {
             invite.push_header(HeaderName::Route, route);
         }
+        Ok(self.place_leg(id, leg_id, contact, invite, dlg, local_media, now))
+    }
+
+    /// Makes leg `leg_id` of conversation `id`, whose INVITE to `contact`
+    /// is `invite` (dialog `dlg`, relay endpoint `local_media`), one of the
+    /// conversation's ringing legs, and sends the INVITE.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn place_leg(
+        &mut self,
+        id: CallRef,
+        leg_id: LegId,
+        contact: &Contact,
+        invite: SipMessage,
+        dlg: dialog::Dialog,
+        local_media: std::net::SocketAddr,
+        now: Now,
+    ) -> LegId {
         let leg = Leg {
             id: leg_id,
             local_tag: dialog::tag_of(&dlg.local).unwrap_or_default(),
@@ -334,7 +351,7 @@ impl CallEngine {
         call.ringing.push(leg_id);
         self.announce(leg_id, crate::events::LegPhase::Trying);
         self.send_request(invite, peer, ClientPurpose::Originate { leg: leg_id });
-        Ok(leg_id)
+        leg_id
     }
 
     /// A response to one of our client transactions.
@@ -410,6 +427,9 @@ impl CallEngine {
                 if code == status {
                     call.last_failure = Some((status, reason));
                 }
+                if self.click_pending(call_id) {
+                    return self.click_leg_failed(call_id, now);
+                }
                 // The provider failed, not the number: the next trunk tries.
                 if through_trunk && (status == 408 || status >= 500) && self.fail_over(call_id, now) {
                     return;
@@ -434,6 +454,9 @@ impl CallEngine {
         let peer = leg.dialog.peer;
         self.out.push_back(Output::Stateless { msg: ack, to: peer });
         let (call_id, state) = (leg.conversation, leg.state);
+        if state != LegState::Cancelling && self.click_pending(call_id) {
+            return self.click_answered(call_id, id, &resp, now);
+        }
         if state != LegState::Cancelling && self.is_consult_target(call_id, id) {
             let info = sdp::media_info(&resp.body).ok();
             self.media.set_remote(id.endpoint(), info.as_ref().and_then(|i| i.rtp));
@@ -536,6 +559,9 @@ impl CallEngine {
 
     /// The ring timeout fired: cancel what still rings, report no-answer.
     pub(super) fn dial_failed_by_timeout(&mut self, id: CallRef, now: Now) {
+        if self.click_pending(id) {
+            return self.end_conversation(id, super::ending::Ending::system(480, "No Answer"), now);
+        }
         let Some(call) = self.calls.get_mut(&id) else { return };
         if !call.hunt.is_empty() {
             // This member rang out: the next one rings.

@@ -216,27 +216,42 @@ pub fn answer_preferring(
             .starts_with("telephone-event/8000")
             .then(|| num.trim().parse::<u8>().ok())?
     });
+    Some(our_sdp(relay, &[pt], dtmf))
+}
+
+/// Our own offer, for a call the PBX places first (click-to-call): PCMU
+/// and PCMA, and telephone-event as 101.
+pub fn offer(relay: SocketAddr) -> Vec<u8> {
+    our_sdp(relay, &[0, 8], Some(101))
+}
+
+/// A session with one audio stream at `relay`: G.711 payload types
+/// `codecs` (0 PCMU, 8 PCMA), and RFC 4733 events as `dtmf`.
+fn our_sdp(relay: SocketAddr, codecs: &[u8], dtmf: Option<u8>) -> Vec<u8> {
     let (ver, ip) = match relay.ip() {
         IpAddr::V4(a) => ("IP4", a.to_string()),
         IpAddr::V6(a) => ("IP6", a.to_string()),
     };
     let session: u32 = rand::random();
     let mut s = format!(
-        "v=0\r\no=switchboard {session} {session} IN {ver} {ip}\r\ns=switchboard\r\nc=IN {ver} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {pt}",
+        "v=0\r\no=switchboard {session} {session} IN {ver} {ip}\r\ns=switchboard\r\nc=IN {ver} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP",
         relay.port()
     );
-    if let Some(d) = dtmf {
-        s.push_str(&format!(" {d}"));
+    for pt in codecs.iter().chain(&dtmf) {
+        s.push_str(&format!(" {pt}"));
     }
-    s.push_str(&format!(
-        "\r\na=rtpmap:{pt} {}/8000\r\n",
-        if pt == 0 { "PCMU" } else { "PCMA" }
-    ));
+    s.push_str("\r\n");
+    for pt in codecs {
+        s.push_str(&format!(
+            "a=rtpmap:{pt} {}/8000\r\n",
+            if *pt == 0 { "PCMU" } else { "PCMA" }
+        ));
+    }
     if let Some(d) = dtmf {
         s.push_str(&format!("a=rtpmap:{d} telephone-event/8000\r\na=fmtp:{d} 0-16\r\n"));
     }
     s.push_str("a=ptime:20\r\na=sendrecv\r\n");
-    Some(s.into_bytes())
+    s.into_bytes()
 }
 
 #[cfg(test)]

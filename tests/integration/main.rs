@@ -2,6 +2,7 @@
 //! peers (SIPp, baresip) and a raw socket client for malformed input.
 
 mod api;
+mod api_calls;
 mod api_chat;
 mod api_contacts;
 mod api_history;

@@ -393,6 +393,27 @@ impl Core {
                 let _ = reply.send(self.engines.calls.views(Now::read()));
             }
             Command::Chat { query, reply } => self.on_chat_query(query, reply),
+            Command::ClickToCall { user, target, reply } => {
+                let config = self.config.clone();
+                let r = crate::config::user_named(&config.accounts, &user)
+                    .map_err(|e| (404, e))
+                    .and_then(|(account, u)| {
+                        let devices = crate::call::user_contacts(&self.engines.registrar, account, &u.extension);
+                        let click = crate::call::ClickToCall {
+                            account: &account.domain,
+                            user: &u.extension,
+                            name: &u.display_name,
+                            may_call_out: account.outbound_calls && u.outbound,
+                            devices,
+                            target: &target,
+                        };
+                        self.engines
+                            .calls
+                            .click_to_call(click, Now::read())
+                            .map_err(|e| (409, e))
+                    });
+                let _ = reply.send(r);
+            }
             Command::ChatMuted { user, reply } => {
                 let _ = reply.send(self.engines.chat.is_muted(&user));
             }

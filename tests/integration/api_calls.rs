@@ -1,0 +1,98 @@
+//! Click-to-call through the API: the user's phone (SIPp) rings first,
+//! showing whom it is about to call; once it answers, the target is called
+//! and the two are bridged; the record is the user's outgoing call. A
+//! phone that refuses ends the call unanswered.
+
+use crate::api::Api;
+use crate::calls::{callee, records};
+use reqwest::Method;
+
+#[test]
+fn click_to_call_rings_the_users_phone_then_calls_the_target() {
+    let api = Api::start();
+    let (agent, supervisor) = (api.token("1004"), api.token("1003"));
+    // Bad requests first: nothing is rung.
+    assert_eq!(
+        api.send(Method::POST, "/api/v1/calls", &agent, r#"{"to": "sales"}"#).0,
+        422
+    );
+    assert_eq!(
+        api.send(Method::POST, "/api/v1/calls", &agent, r#"{"to": "1002", "ring": 1}"#)
+            .0,
+        400
+    );
+    let (status, _, p) = api.send(
+        Method::POST,
+        "/api/v1/calls",
+        &supervisor,
+        r#"{"to": "1002", "from": "1001"}"#,
+    );
+    assert_eq!(status, 403, "1001 is not the supervisor's agent: {p}");
+    let (status, _, p) = api.send(Method::POST, "/api/v1/calls", &agent, r#"{"to": "1002"}"#);
+    assert_eq!(status, 409, "no phone of 1004 is registered: {p}");
+
+    let phone = callee(&api.d, "1004", "uas_hangup.xml", &["-m", "1", "-d", "2000"]);
+    let target = callee(&api.d, "1002", "uas_answer.xml", &["-m", "1"]);
+    let (status, _, started) = api.send(Method::POST, "/api/v1/calls", &agent, r#"{"to": "1002"}"#);
+    assert_eq!(status, 202, "{started}");
+    let conversation = started["conversation"].as_u64().unwrap();
+    api.d.wait_for_log("click-to-call answered");
+    api.d.wait_for_log("call answered");
+    let live = api.get("/api/v1/calls", &agent).1;
+    let call = live
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["conversation"].as_u64() == Some(conversation))
+        .unwrap_or_else(|| panic!("{live}"));
+    assert_eq!(
+        (call["caller"].as_str(), call["callee"].as_str(), call["state"].as_str()),
+        (Some("1004"), Some("1002"), Some("connected"))
+    );
+    let phone = phone.wait();
+    assert_eq!(phone.code, 0, "the phone answered and hung up: {}", phone.errors);
+    assert!(
+        phone.messages.contains("From: \"Call to 1002\" <sip:1002@pbx.test>"),
+        "{}",
+        phone.messages
+    );
+    assert_eq!(target.wait().code, 0, "the target was called and hung up on");
+    api.d.wait_for_log("call ended");
+    let r = records(&api.d);
+    let rec = r
+        .iter()
+        .find(|x| x["conversation"].as_u64() == Some(conversation))
+        .unwrap();
+    assert_eq!(
+        (
+            rec["caller"].as_str(),
+            rec["callee"].as_str(),
+            rec["disposition"].as_str()
+        ),
+        (Some("1004"), Some("1002"), Some("answered"))
+    );
+    let outgoing = api.get("/api/v1/history?kind=outgoing", &agent).1;
+    assert_eq!(outgoing["records"][0]["conversation"].as_u64(), Some(conversation));
+
+    // A phone that refuses ends it unanswered: nobody else is called.
+    let busy = callee(&api.d, "1003", "uas_busy.xml", &["-m", "1"]);
+    let (status, _, refused) = api.send(Method::POST, "/api/v1/calls", &supervisor, r#"{"to": "1002"}"#);
+    assert_eq!(status, 202);
+    assert_eq!(busy.wait().code, 0);
+    let conversation = refused["conversation"].as_u64().unwrap();
+    // Its record is stored before the core reads the next command.
+    api.d.wait_for_log("call ended");
+    let r = records(&api.d);
+    let ended = r
+        .iter()
+        .find(|x| x["conversation"].as_u64() == Some(conversation))
+        .unwrap();
+    assert_eq!(
+        (
+            ended["caller"].as_str(),
+            ended["disposition"].as_str(),
+            ended["legs"].as_array().map(Vec::len)
+        ),
+        (Some("1003"), Some("busy"), Some(1))
+    );
+}
