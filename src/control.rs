@@ -236,6 +236,18 @@ pub enum Command {
         target: String,
         reply: oneshot::Sender<Result<u64, (u16, String)>>,
     },
+    /// Ends conversation `conversation` (false: no such call).
+    EndCall {
+        conversation: u64,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Sends the partner of `party` on `conversation` to `target`, blind.
+    TransferCall {
+        conversation: u64,
+        party: String,
+        target: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Whether `user` (`ext@domain`) muted chat notifications.
     ChatMuted {
         user: String,

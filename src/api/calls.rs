@@ -5,12 +5,25 @@
 use super::{json_body, ApiState, Peer, Problem};
 use crate::control::Command;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+/// A number to call: digits, `+`, `*` and `#`; 422 otherwise.
+fn number(raw: &str) -> Result<String, Problem> {
+    let to = raw.trim();
+    let valid = !to.is_empty() && to.len() <= 64 && to.chars().all(|c| c.is_ascii_digit() || "+*#".contains(c));
+    if !valid {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("to: {to:?} is not a number (digits, + * #)"),
+        ));
+    }
+    Ok(to.to_string())
+}
 
 pub(super) async fn list(
     State(s): State<ApiState>,
@@ -46,14 +59,7 @@ pub(super) async fn click_to_call(
 ) -> Result<Response, Problem> {
     let v = s.viewer(&headers, from.ip())?;
     let req: ClickToCall = json_body(&body)?;
-    let to = req.to.trim().to_string();
-    let valid = !to.is_empty() && to.len() <= 64 && to.chars().all(|c| c.is_ascii_digit() || "+*#".contains(c));
-    if !valid {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("to: {to:?} is not a number (digits, + * #)"),
-        ));
-    }
+    let to = number(&req.to)?;
     let ext = req.from.unwrap_or_else(|| v.ext.clone());
     let known = s
         .config
@@ -83,4 +89,69 @@ pub(super) async fn click_to_call(
             Problem::new(status, why)
         })?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "conversation": conversation }))).into_response())
+}
+
+/// The live call `raw` names, if the viewer sees it.
+async fn visible_call(s: &ApiState, v: &super::Viewer, raw: &str) -> Result<crate::call::CallView, Problem> {
+    let missing = || Problem::not_found(&format!("no call {raw}"));
+    let conversation: u64 = raw.parse().map_err(|_| missing())?;
+    let all = s.ask(Command::Calls).await?;
+    all.into_iter()
+        .find(|c| c.conversation == conversation && v.sees_call(&c.account, &c.caller, &c.callee))
+        .ok_or_else(missing)
+}
+
+/// `DELETE /calls/{conversation}`: hangs the whole call up (204).
+pub(super) async fn end(
+    State(s): State<ApiState>,
+    ConnectInfo(from): Peer,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let v = s.viewer(&headers, from.ip())?;
+    let call = visible_call(&s, &v, &raw).await?;
+    let conversation = call.conversation;
+    if !s.ask(|reply| Command::EndCall { conversation, reply }).await? {
+        return Err(Problem::not_found(&format!("no call {raw}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Transfer {
+    to: String,
+    /// Who transfers: the token's user unless given (one they may act for).
+    #[serde(default)]
+    party: Option<String>,
+}
+
+/// `POST /calls/{conversation}/transfer` `{"to": …}`: the party's partner
+/// goes to `to`, blind, by the same rules as a REFER (a failed transfer
+/// does not come back); the party is released. 202.
+pub(super) async fn transfer(
+    State(s): State<ApiState>,
+    ConnectInfo(from): Peer,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, Problem> {
+    let v = s.viewer(&headers, from.ip())?;
+    let req: Transfer = json_body(&body)?;
+    let target = number(&req.to)?;
+    let party = req.party.unwrap_or_else(|| v.ext.clone());
+    if !v.sees_user(&v.domain, &party) {
+        return Err(Problem::forbidden(&format!("not your agent: {party}")));
+    }
+    let call = visible_call(&s, &v, &raw).await?;
+    let conversation = call.conversation;
+    s.ask(|reply| Command::TransferCall {
+        conversation,
+        party,
+        target,
+        reply,
+    })
+    .await?
+    .map_err(|e| Problem::new(StatusCode::CONFLICT, e))?;
+    Ok(StatusCode::ACCEPTED)
 }

@@ -127,6 +127,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/agents/:ext/state", put(set_agent_state))
         .route("/api/v1/queues", get(queues))
         .route("/api/v1/calls", get(calls::list).post(calls::click_to_call))
+        .route("/api/v1/calls/:id", axum::routing::delete(calls::end))
+        .route("/api/v1/calls/:id/transfer", axum::routing::post(calls::transfer))
         .route("/api/v1/history", get(history::list))
         .route("/api/v1/history/:id", axum::routing::patch(history::annotate))
         .route("/api/v1/events", get(events))

@@ -85,6 +85,16 @@ impl CallEngine {
         self.end_conversation(id, Ending::system(code, crate::sip::response::reason_phrase(code)), now);
     }
 
+    /// Ends a whole conversation from outside (the API): its legs are
+    /// hung up or cancelled, its record written.
+    pub fn end_call(&mut self, id: CallRef, now: Now) -> bool {
+        if !self.calls.contains_key(&id) {
+            return false;
+        }
+        self.end_conversation(id, Ending::system(480, "Ended by the PBX"), now);
+        true
+    }
+
     pub fn set_caller_id(&mut self, id: CallRef, number: String, name: Option<String>) {
         let r = match self.calls.get_mut(&id) {
             // The caller's own number, or one the caller-ID rules allow;

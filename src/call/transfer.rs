@@ -366,13 +366,44 @@ impl CallEngine {
         let Some(y) = self.partner(x).filter(|y| self.legs[y].state.is_answered()) else {
             return;
         };
-        let id = self.blind_transfer(x, y, number, None, now);
+        self.transfer_and_release(x, y, number, now);
+    }
+
+    /// `x`'s partner `y` goes to `target`, blind; `x` is hung up (or stays
+    /// to listen).
+    fn transfer_and_release(&mut self, x: LegId, y: LegId, target: String, now: Now) {
+        let id = self.blind_transfer(x, y, target, None, now);
         if self.stays_to_listen(x, id) {
             return;
         }
         let old = self.legs[&x].conversation;
         self.end_leg(x, &Ending::system(200, "Transferred"), now);
         self.settle(old, now);
+    }
+
+    /// A blind transfer asked through the API: the partner of `party`
+    /// (talking on conversation `id`) goes to `target`, by the same rules
+    /// as a REFER; `party` is released.
+    pub fn transfer_partner_of(&mut self, id: CallRef, party: &str, target: String, now: Now) -> Result<(), String> {
+        let x = self
+            .calls
+            .get(&id)
+            .ok_or("no such call")?
+            .legs
+            .iter()
+            .copied()
+            .find(|l| {
+                self.legs
+                    .get(l)
+                    .is_some_and(|l| l.party == party && l.state.is_answered())
+            })
+            .ok_or_else(|| format!("{party} is not talking on this call"))?;
+        let y = self
+            .partner(x)
+            .filter(|y| self.legs[y].state.is_answered())
+            .ok_or("nobody to transfer: the call is not connected")?;
+        self.transfer_and_release(x, y, target, now);
+        Ok(())
     }
 
     /// Our leg in the dialog `r` names (its tags either way round).

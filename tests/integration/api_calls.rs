@@ -96,3 +96,82 @@ fn click_to_call_rings_the_users_phone_then_calls_the_target() {
         (Some("1003"), Some("busy"), Some(1))
     );
 }
+
+/// The conversation of the live call between `caller` and `callee`.
+fn live_call(api: &Api, token: &str, callee: &str) -> u64 {
+    let live = api.get("/api/v1/calls", token).1;
+    live.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["callee"] == callee && c["state"] == "connected")
+        .and_then(|c| c["conversation"].as_u64())
+        .unwrap_or_else(|| panic!("no connected call to {callee}: {live}"))
+}
+
+#[test]
+fn an_agent_transfers_a_call_and_an_admin_hangs_one_up_through_the_api() {
+    let api = Api::start();
+    let (agent, supervisor, admin) = (api.token("1004"), api.token("1003"), api.token("1002"));
+    // A customer (1001) talking with agent 1004 is sent to 1002.
+    let phone = callee(&api.d, "1004", "uas_answer.xml", &["-m", "1"]);
+    let target = callee(&api.d, "1002", "uas_answer.xml", &["-m", "1"]);
+    let customer = crate::calls::caller_in_background(&api.d, "1001", "1004", 3000);
+    api.d.wait_for_log("call answered");
+    let conversation = live_call(&api, &agent, "1004");
+    let path = format!("/api/v1/calls/{conversation}/transfer");
+    assert_eq!(api.send(Method::POST, &path, &agent, r#"{"to": "x"}"#).0, 422);
+    assert_eq!(
+        api.send(Method::POST, &path, &supervisor, r#"{"to": "1002", "party": "1001"}"#)
+            .0,
+        403,
+        "1001 is not the supervisor's agent"
+    );
+    let (status, _, p) = api.send(Method::POST, &path, &agent, r#"{"to": "1002"}"#);
+    assert_eq!(status, 202, "{p}");
+    assert_eq!(phone.wait().code, 0, "the agent's phone was released with a BYE");
+    api.d.wait_for_log("call answered");
+    assert_eq!(customer.wait().code, 0);
+    assert_eq!(
+        target.wait().code,
+        0,
+        "the target talked with the customer until they hung up"
+    );
+    api.d.wait_for_log("call ended");
+    let r = records(&api.d);
+    let moved = r
+        .iter()
+        .find(|x| x["transfer"]["from_conversation"].as_u64() == Some(conversation))
+        .unwrap_or_else(|| panic!("{r:#?}"));
+    assert_eq!(
+        (
+            moved["transfer"]["by"].as_str(),
+            moved["transfer"]["outcome"].as_str(),
+            moved["callee"].as_str()
+        ),
+        (Some("1004"), Some("connected"), Some("1002"))
+    );
+
+    // An admin ends a call: both phones get a BYE. The agent does not
+    // see that call.
+    let phone = callee(&api.d, "1002", "uas_answer.xml", &["-m", "1"]);
+    let customer = crate::calls::caller_sipp(&api.d, "1001", "1002", 0, "uac_wait_bye.xml").spawn();
+    api.d.wait_for_log("call answered");
+    let conversation = live_call(&api, &admin, "1002");
+    assert_eq!(
+        api.send(Method::DELETE, &format!("/api/v1/calls/{conversation}"), &agent, "")
+            .0,
+        404,
+        "not a call the agent may see"
+    );
+    assert_eq!(
+        api.send(Method::DELETE, &format!("/api/v1/calls/{conversation}"), &admin, "")
+            .0,
+        204
+    );
+    assert_eq!((phone.wait().code, customer.wait().code), (0, 0));
+    assert_eq!(
+        api.send(Method::DELETE, &format!("/api/v1/calls/{conversation}"), &admin, "")
+            .0,
+        404
+    );
+}

@@ -27,7 +27,7 @@ pub fn callee(d: &Daemon, user: &str, scenario: &str, extra: &[&str]) -> crate::
 
 /// A SIPp call from `caller` to `to` with `scenario`, held `hold_ms` once
 /// answered, streaming a 440 Hz tone (`audio.al`).
-fn caller_sipp(d: &Daemon, caller: &str, to: &str, hold_ms: u32, scenario: &str) -> Sipp {
+pub fn caller_sipp(d: &Daemon, caller: &str, to: &str, hold_ms: u32, scenario: &str) -> Sipp {
     let mp = free_port().to_string();
     let hold = hold_ms.to_string();
     let pass = format!("demo{caller}");

@@ -414,6 +414,21 @@ impl Core {
                     });
                 let _ = reply.send(r);
             }
+            Command::EndCall { conversation, reply } => {
+                let _ = reply.send(self.engines.calls.end_call(conversation, Now::read()));
+            }
+            Command::TransferCall {
+                conversation,
+                party,
+                target,
+                reply,
+            } => {
+                let r = self
+                    .engines
+                    .calls
+                    .transfer_partner_of(conversation, &party, target, Now::read());
+                let _ = reply.send(r);
+            }
             Command::ChatMuted { user, reply } => {
                 let _ = reply.send(self.engines.chat.is_muted(&user));
             }
