@@ -123,6 +123,18 @@ pub type ContactReply = Result<Vec<Arc<crate::contacts::Contact>>, crate::contac
 /// A page of history and the cursor of the next.
 pub type HistoryPage = (Vec<crate::cdr::history::Entry>, Option<String>);
 
+/// What a desk phone asking for the phonebook gets.
+#[derive(Debug)]
+pub enum PhonebookReply {
+    Entries(Vec<DirectoryEntry>),
+    /// `WWW-Authenticate` values to answer 401 with.
+    Challenge(Vec<String>),
+    Rejected,
+    /// Too many failures from its address (or it is banned).
+    Throttled,
+    NoAccount,
+}
+
 /// Whether the asking user may see a call record.
 pub type RecordCheck = Box<dyn Fn(&CallRecord) -> bool + Send + Sync>;
 
@@ -247,6 +259,15 @@ pub enum Command {
         party: String,
         target: String,
         reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// The directory for a desk phone's remote phonebook, if its HTTP
+    /// digest `authorization` for `target` (path and query) holds.
+    Phonebook {
+        domain: Option<String>,
+        authorization: Option<String>,
+        target: String,
+        source: std::net::IpAddr,
+        reply: oneshot::Sender<PhonebookReply>,
     },
     /// Whether `user` (`ext@domain`) muted chat notifications.
     ChatMuted {

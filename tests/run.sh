@@ -13,6 +13,7 @@ command -v baresip >/dev/null || need+=(baresip baresip-core)
 command -v sox >/dev/null || need+=(sox)
 command -v svwar >/dev/null || need+=(sipvicious)
 command -v kamailio >/dev/null || need+=(kamailio)
+command -v curl >/dev/null || need+=(curl ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

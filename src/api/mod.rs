@@ -10,6 +10,7 @@ mod calls;
 mod chat;
 mod contacts;
 mod history;
+mod phonebook;
 mod problem;
 pub mod viewer;
 
@@ -143,6 +144,7 @@ pub fn router(state: ApiState) -> Router {
             get(contacts::read).patch(contacts::update).delete(contacts::delete),
         )
         .route("/metrics", get(metrics))
+        .route("/phonebook.xml", get(phonebook::phonebook))
         .fallback(|| async { Problem::not_found("no such resource") })
         .with_state(state)
 }

@@ -84,6 +84,48 @@ impl Authenticator {
         let Some(creds) = creds else {
             return AuthVerdict::Challenge { stale: false };
         };
+        let uri_ok = uri_names_request(&creds.uri, req.request_uri().unwrap_or(""));
+        let method = req.method().map(|m| m.as_str()).unwrap_or("");
+        self.check(&creds, method, uri_ok, account, source, now, now_unix)
+    }
+
+    /// Verifies HTTP digest credentials (RFC 7616), the `Authorization`
+    /// value of a request with `method` for `target` (its path and query,
+    /// which the digest `uri` must repeat), against `account`'s users, with
+    /// the same nonces, failure guard and bans as SIP.
+    #[allow(clippy::too_many_arguments)]
+    pub fn verify_http<'a>(
+        &mut self,
+        authorization: Option<&str>,
+        method: &str,
+        target: &str,
+        account: &'a Account,
+        source: IpAddr,
+        now: Instant,
+        now_unix: u64,
+    ) -> AuthVerdict<'a> {
+        let creds = authorization
+            .and_then(Credentials::parse)
+            .filter(|c| c.realm.eq_ignore_ascii_case(&account.domain));
+        let Some(creds) = creds else {
+            return AuthVerdict::Challenge { stale: false };
+        };
+        let uri_ok = creds.uri == target;
+        self.check(&creds, method, uri_ok, account, source, now, now_unix)
+    }
+
+    /// The checks both protocols share, once the credentials are found.
+    #[allow(clippy::too_many_arguments)]
+    fn check<'a>(
+        &mut self,
+        creds: &Credentials<'_>,
+        method: &str,
+        uri_ok: bool,
+        account: &'a Account,
+        source: IpAddr,
+        now: Instant,
+        now_unix: u64,
+    ) -> AuthVerdict<'a> {
         match self.guard.check(source, &creds.username, now) {
             GuardVerdict::Allow => {}
             GuardVerdict::Throttle => return AuthVerdict::Throttled,
@@ -100,7 +142,7 @@ impl Authenticator {
         if creds.qop.is_none() && !self.allow_legacy_digest {
             return AuthVerdict::Rejected;
         }
-        if !uri_names_request(&creds.uri, req.request_uri().unwrap_or("")) {
+        if !uri_ok {
             return AuthVerdict::Rejected;
         }
         match self.nonces.check(&creds.nonce, creds.nc.as_deref(), now_unix, source) {
@@ -111,8 +153,7 @@ impl Authenticator {
         }
         let user = account.user(&creds.username);
         let password = user.map_or(self.decoy_password.as_str(), |u| u.password.as_str());
-        let method = req.method().map(|m| m.as_str()).unwrap_or("");
-        let expected = digest::compute_response(alg, &creds.username, &creds.realm, password, method, &creds);
+        let expected = digest::compute_response(alg, &creds.username, &creds.realm, password, method, creds);
         match user {
             Some(u) if digest::constant_time_eq(&expected, &creds.response) => AuthVerdict::Authenticated(u),
             _ => {

@@ -6,6 +6,7 @@ mod api_calls;
 mod api_chat;
 mod api_contacts;
 mod api_history;
+mod api_phonebook;
 mod attacks;
 mod baresip_peer;
 mod calls;

@@ -107,6 +107,44 @@ impl Core {
         Ok(accepted.message)
     }
 
+    /// `/phonebook.xml`: the directory for a desk phone that proves it
+    /// holds an account's SIP credentials (HTTP digest, with SIP's nonces,
+    /// failure guard and bans).
+    fn phonebook(
+        &mut self,
+        domain: Option<&str>,
+        authorization: Option<&str>,
+        target: &str,
+        source: std::net::IpAddr,
+    ) -> crate::control::PhonebookReply {
+        use crate::auth::AuthVerdict;
+        use crate::control::PhonebookReply;
+        let config = self.config.clone();
+        let Some(account) = crate::config::account_or_default(&config.accounts, domain) else {
+            return PhonebookReply::NoAccount;
+        };
+        let now_unix = crate::unix_now();
+        let verdict =
+            self.engines
+                .auth
+                .verify_http(authorization, "GET", target, account, source, Instant::now(), now_unix);
+        match verdict {
+            AuthVerdict::Authenticated(user) => {
+                tracing::debug!(user = %user.extension, "phonebook read");
+                PhonebookReply::Entries(self.directory(Some(&account.domain)).unwrap_or_default())
+            }
+            AuthVerdict::Challenge { stale } => PhonebookReply::Challenge(self.engines.auth.challenges(
+                &account.domain,
+                stale,
+                now_unix,
+                rand::random(),
+                source,
+            )),
+            AuthVerdict::Rejected => PhonebookReply::Rejected,
+            AuthVerdict::Throttled | AuthVerdict::Banned => PhonebookReply::Throttled,
+        }
+    }
+
     /// Banned sources as `ctl` shows them.
     /// Users, groups and remote extensions of an account, by number.
     fn directory(&self, domain: Option<&str>) -> Result<Vec<crate::control::DirectoryEntry>, String> {
@@ -142,6 +180,10 @@ impl Core {
                 .iter()
                 .map(|g| entry(&g.number, &g.name, "group", g.members.join(","), None)),
         );
+        out.extend(account.queues.iter().map(|q| {
+            let members: Vec<&str> = q.members.iter().map(|m| m.extension.as_str()).collect();
+            entry(&q.number, &q.name, "queue", members.join(","), None)
+        }));
         out.extend(account.remote_extensions.iter().map(|r| {
             let target = match &r.target {
                 RemoteTarget::Uri { uri, .. } => uri.clone(),
@@ -428,6 +470,15 @@ impl Core {
                     .calls
                     .transfer_partner_of(conversation, &party, target, Now::read());
                 let _ = reply.send(r);
+            }
+            Command::Phonebook {
+                domain,
+                authorization,
+                target,
+                source,
+                reply,
+            } => {
+                let _ = reply.send(self.phonebook(domain.as_deref(), authorization.as_deref(), &target, source));
             }
             Command::ChatMuted { user, reply } => {
                 let _ = reply.send(self.engines.chat.is_muted(&user));
