@@ -149,17 +149,66 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listen` until the process ends.
-pub async fn serve(listen: SocketAddr, state: ApiState) -> std::io::Result<()> {
+/// Serves the API on `listen` until the process ends: over HTTPS when
+/// `tls` is given (HTTP/2 or HTTP/1.1, chosen by ALPN), else plain
+/// HTTP/1.1 and HTTP/2 with prior knowledge.
+pub async fn serve(
+    listen: SocketAddr,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    state: ApiState,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(listen = %listen, "HTTP API listening");
-    tokio::spawn(async move {
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP API stopped");
+    tracing::info!(listen = %listen, https = tls.is_some(), "HTTP API listening");
+    let app = router(state);
+    match tls {
+        None => {
+            tokio::spawn(async move {
+                let app = app.into_make_service_with_connect_info::<SocketAddr>();
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "HTTP API stopped");
+                }
+            });
         }
-    });
+        Some(config) => {
+            let mut config = (*config).clone();
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            tokio::spawn(serve_https(listener, acceptor, app));
+        }
+    }
     Ok(())
+}
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_https(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, app: Router) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors, most likely: let some close.
+                tracing::warn!(error = %e, "HTTP API accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "API TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "API TLS handshake timed out"),
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(ConnectInfo(peer))));
+            let served = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "API connection ended");
+            }
+        });
+    }
 }
 
 type Peer = ConnectInfo<SocketAddr>;

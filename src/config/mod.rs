@@ -233,11 +233,25 @@ pub struct Config {
     pub chat: ChatSettings,
     pub tls: Option<TlsSettings>,
     /// Where the HTTP API listens, when switched on.
-    pub api: Option<SocketAddr>,
+    pub api: Option<ApiSettings>,
     pub trunks: Vec<Trunk>,
     /// Name servers for trunk lookups (empty: the system's).
     pub dns_servers: Vec<SocketAddr>,
     pub accounts: Vec<Account>,
+}
+
+/// The HTTP API (`[api]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    /// HTTPS with this certificate and key (read at start).
+    pub tls: Option<ApiTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTls {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
 }
 
 /// SIP over TLS: where and with which certificate.
@@ -501,16 +515,7 @@ impl Validator<'_> {
             },
             media,
             tls,
-            api: raw.api.as_ref().map(|a| match &a.listen {
-                None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-                Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
-                    self.error(
-                        l.span(),
-                        format!("invalid api.listen {:?}: expected IP:PORT", l.get_ref()),
-                    );
-                    SocketAddr::from(([127, 0, 0, 1], 8080))
-                }),
-            }),
+            api: raw.api.as_ref().map(|a| self.api(a)),
             trunks,
             dns_servers,
             chat: ChatSettings {
@@ -525,6 +530,45 @@ impl Validator<'_> {
             },
             accounts,
         }
+    }
+
+    /// The API section; a certificate and key are read and checked now.
+    fn api(&mut self, a: &schema::ApiSection) -> ApiSettings {
+        let listen = match &a.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
+                self.error(
+                    l.span(),
+                    format!("invalid api.listen {:?}: expected IP:PORT", l.get_ref()),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }),
+        };
+        let tls = match (&a.certificate, &a.private_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => {
+                let (certificate, private_key) = (PathBuf::from(c.get_ref()), PathBuf::from(k.get_ref()));
+                if let Err(e) = crate::sip::tls::server_config(&certificate, &private_key) {
+                    let span = match e.file {
+                        crate::sip::tls::PemFile::Certificate => c.span(),
+                        crate::sip::tls::PemFile::PrivateKey => k.span(),
+                    };
+                    self.error(span, e.to_string());
+                }
+                Some(ApiTls {
+                    certificate,
+                    private_key,
+                })
+            }
+            (Some(one), None) | (None, Some(one)) => {
+                self.error(
+                    one.span(),
+                    "api: certificate and private_key go together (HTTPS needs both)".to_string(),
+                );
+                None
+            }
+        };
+        ApiSettings { listen, tls }
     }
 
     /// The TLS section, with its certificate and key read and checked now

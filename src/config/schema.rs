@@ -168,6 +168,11 @@ pub struct ApiSection {
     /// `IP:PORT` to listen on. Default "127.0.0.1:8080".
     #[serde(default)]
     pub listen: Option<Spanned<String>>,
+    /// PEM files: with both, the API is served over HTTPS only.
+    #[serde(default)]
+    pub certificate: Option<Spanned<String>>,
+    #[serde(default)]
+    pub private_key: Option<Spanned<String>>,
 }
 
 /// SIP over TLS (RFC 3261 §26.2): on when this section is present.

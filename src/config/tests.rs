@@ -166,6 +166,34 @@ fn tls_files_are_read_at_load_and_a_bad_one_names_its_line() {
 }
 
 #[test]
+fn the_apis_certificate_is_read_at_load_and_goes_with_a_key() {
+    let e = errors(&format!("[api]\ncertificate = \"/nonexistent/api.pem\"\n{ACCOUNT}"));
+    assert!(
+        e.len() == 1 && e[0].starts_with("t.toml:2:15: ") && e[0].contains("go together"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "[api]\ncertificate = \"/nonexistent/api.pem\"\nprivate_key = \"/nonexistent/api.key\"\n{ACCOUNT}"
+    ));
+    assert!(
+        e.len() == 1 && e[0].starts_with("t.toml:2:15: /nonexistent/api.pem: cannot read"),
+        "{e:?}"
+    );
+    let cfg = Config::parse(
+        Path::new("t.toml"),
+        &format!("[api]\nlisten = \"127.0.0.1:9443\"\n{ACCOUNT}"),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.api,
+        Some(ApiSettings {
+            listen: "127.0.0.1:9443".parse().unwrap(),
+            tls: None
+        })
+    );
+}
+
+#[test]
 fn trunks_dids_and_remote_extensions_are_checked() {
     let text = "[[trunks]]\nname = \"main\"\naddress = \"127.0.0.1:5099\"\ntransport = \"sctp\"\n\
 [[accounts]]\ndomain = \"pbx.test\"\ntrunks = [\"main\", \"nope\"]\n\

@@ -242,14 +242,20 @@ where
         tokens: Arc::new(std::sync::RwLock::new(tokens)),
         events: tokio::sync::broadcast::channel(4096).0,
     };
-    if let Some(listen) = config.api {
+    if let Some(settings) = &config.api {
         let state = crate::api::ApiState::new(
             cmd_tx.clone(),
             api.config.clone(),
             api.tokens.clone(),
             api.events.clone(),
         );
-        crate::api::serve(listen, state).await.map_err(RunError::Listen)?;
+        let tls = match &settings.tls {
+            Some(t) => Some(crate::sip::tls::server_config(&t.certificate, &t.private_key).map_err(RunError::Tls)?),
+            None => None,
+        };
+        crate::api::serve(settings.listen, tls, state)
+            .await
+            .map_err(RunError::Listen)?;
     }
     let io = self::core::CoreIo {
         transports,

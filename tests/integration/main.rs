@@ -7,6 +7,7 @@ mod api_chat;
 mod api_contacts;
 mod api_history;
 mod api_phonebook;
+mod api_transport;
 mod attacks;
 mod baresip_peer;
 mod calls;

@@ -89,7 +89,10 @@ impl Core {
             api,
         } = io;
         Core {
-            event_log: config.api.map(|_| event_log::EventLog::new(api.events.clone())),
+            event_log: config
+                .api
+                .as_ref()
+                .map(|_| event_log::EventLog::new(api.events.clone())),
             api,
             txl: TransactionLayer::new(config.sip.timers),
             config,
