@@ -1,7 +1,7 @@
 //! Contact cards through the API: kept (across `kill -9`), checked, found
 //! by number however it is written, and shown to a ringing phone (display
 //! name and `X-Contact-Tags` in its INVITE, the card in the stream's
-//! ringing event).
+//! ringing event; baresip shows the name).
 
 use crate::api::{next_event, Api};
 use crate::calls::{callee, caller};
@@ -103,4 +103,33 @@ fn contact_cards_are_kept_checked_found_by_number_and_shown_to_a_ringing_phone()
     assert_eq!(api.send(Method::DELETE, &path, &owner, "").0, 204);
     assert_eq!(api.get(&path, &agent).0, 404);
     assert_eq!(api.get("/api/v1/contacts/lookup?number=1001", &agent).0, 404);
+}
+
+#[test]
+fn a_baresip_agent_is_shown_the_contacts_name() {
+    let api = Api::start();
+    let agent = api.token("1004");
+    let card = r#"{"name": "Ana Garcia", "phones": ["1001"], "tags": ["vip"]}"#;
+    assert_eq!(api.send(Method::POST, "/api/v1/contacts", &agent, card).0, 201);
+    let wav = tempfile::tempdir().unwrap();
+    let source = crate::baresip_peer::silence_wav(wav.path(), 5);
+    let (phone, ctrl) = crate::baresip_peer::start_baresip_with_keys(&api.d, "1004", &source, false);
+    let stream = api
+        .http
+        .get(format!("{}/api/v1/events", api.base))
+        .bearer_auth(&agent)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(stream).lines();
+    let customer = crate::calls::caller_in_background(&api.d, "1001", "1004", 300);
+    // The phone rings (it sent 180), showing who calls; it is answered.
+    next_event(&mut lines, "\"phase\":\"early\"", "never");
+    crate::baresip_peer::baresip_command(ctrl, "accept", "");
+    assert_eq!(customer.wait().code, 0, "baresip answered");
+    let printed = phone.printed();
+    assert!(
+        printed.contains("Incoming call from: Ana Garcia sip:1001@"),
+        "{printed}"
+    );
 }

@@ -12,6 +12,11 @@ pub struct Baresip {
 }
 
 impl Baresip {
+    /// What baresip printed so far.
+    pub fn printed(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
     /// SIGTERM lets baresip hang up and close its recordings.
     pub fn stop(mut self) -> tempfile::TempDir {
         let _ = Command::new("kill")
@@ -81,12 +86,14 @@ pub fn start_baresip_via(
         format!("\"peer\" <sip:{contact}@{server}>\n"),
     )
     .unwrap();
+    // What it prints ("Incoming call from: NAME URI") is kept in `stdout.log`.
+    let log = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
     let child = Command::new("baresip")
         .arg("-f")
         .arg(dir.path())
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(log)
         .stderr(Stdio::null())
         .spawn()
         .expect("baresip installed (README test command installs it)");

@@ -404,6 +404,8 @@ impl Sipp {
                 "-nostdin",
             ])
             .args(["-trace_err", "-trace_logs", "-trace_msg"])
+            // Message traces carry wall-clock times: in UTC, whatever the machine's zone.
+            .env("TZ", "UTC")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

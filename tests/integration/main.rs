@@ -5,6 +5,7 @@ mod api;
 mod api_calls;
 mod api_chat;
 mod api_contacts;
+mod api_events;
 mod api_history;
 mod api_phonebook;
 mod api_transport;
