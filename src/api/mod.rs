@@ -9,6 +9,9 @@
 mod calls;
 mod chat;
 mod contacts;
+mod fanout;
+
+pub use fanout::Fanout;
 mod history;
 mod phonebook;
 mod problem;
@@ -16,12 +19,10 @@ pub mod viewer;
 
 use crate::config::Config;
 use crate::control::{AgentChoice, Command};
-use crate::events::Sequenced;
 use arc_swap::ArcSwap;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
@@ -32,7 +33,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use viewer::Viewer;
 
 /// Largest request body taken (413 beyond).
@@ -48,7 +49,7 @@ pub struct ApiState {
     pub commands: mpsc::Sender<Command>,
     pub config: Arc<ArcSwap<Config>>,
     pub tokens: crate::auth::tokens::Tokens,
-    pub events: broadcast::Sender<Arc<Sequenced>>,
+    fanout: Fanout,
     failures: Arc<Mutex<HashMap<IpAddr, (u32, Instant)>>>,
 }
 
@@ -57,13 +58,13 @@ impl ApiState {
         commands: mpsc::Sender<Command>,
         config: Arc<ArcSwap<Config>>,
         tokens: crate::auth::tokens::Tokens,
-        events: broadcast::Sender<Arc<Sequenced>>,
+        fanout: Fanout,
     ) -> ApiState {
         ApiState {
             commands,
             config,
             tokens,
-            events,
+            fanout,
             failures: Arc::default(),
         }
     }
@@ -341,7 +342,9 @@ struct Since {
 /// `GET /api/v1/events[?since=N]`: server-sent events, each `{seq, …}`,
 /// filtered by what the token may see. With `since`, the events after N
 /// that the daemon still keeps come first, or a `resync` event when some
-/// are gone.
+/// are gone. A client that falls too far behind is disconnected (it
+/// reconnects with `since`). A comment line every 15 s keeps proxies from
+/// closing a quiet stream.
 async fn events(
     State(s): State<ApiState>,
     ConnectInfo(from): Peer,
@@ -350,49 +353,53 @@ async fn events(
 ) -> Result<Response, Problem> {
     let v = s.viewer(&headers, from.ip())?;
     // Subscribe first, so nothing falls between the backlog and the stream.
-    let rx = s.events.subscribe();
-    let mut backlog = Vec::new();
-    let mut resync = false;
+    let (subscription, rx) = s.fanout.subscribe(v.clone());
+    let mut head = Vec::new();
+    let mut last = q.since.unwrap_or(0);
     if let Some(since) = q.since {
         match s.ask(|reply| Command::EventsSince { since, reply }).await? {
-            Ok(list) => backlog = list,
-            Err(_) => resync = true,
+            Ok(list) => {
+                for e in list.iter().filter(|e| v.sees_event(&e.event)) {
+                    head.extend_from_slice(&fanout::frame(e));
+                }
+                last = list.last().map_or(last, |e| e.seq);
+            }
+            Err(_) => head.extend_from_slice(RESYNC),
         }
     }
-    let last = backlog.last().map_or(q.since.unwrap_or(0), |e| e.seq);
-    let first = resync.then(|| Event::default().event("resync").data("{}"));
-    let missed: Vec<Event> = backlog
-        .iter()
-        .filter(|e| v.sees_event(&e.event))
-        .map(|e| sse(e))
-        .collect();
-    let head = futures_util::stream::iter(first.into_iter().chain(missed).map(Ok::<_, std::convert::Infallible>));
-    let live = futures_util::stream::unfold((rx, v, last), |(mut rx, v, last)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(e) if e.seq > last && v.sees_event(&e.event) => {
-                    let ev = sse(&e);
-                    return Some((Ok(ev), (rx, v, e.seq)));
-                }
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    return Some((Ok(Event::default().event("resync").data("{}")), (rx, v, last)));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+    let first = (!head.is_empty()).then(|| Ok::<_, std::convert::Infallible>(Bytes::from(head)));
+    let live = futures_util::stream::unfold((rx, subscription, last), |(mut rx, sub, last)| async move {
+        let first = match tokio::time::timeout(KEEP_ALIVE, rx.recv()).await {
+            Err(_) => return Some((Ok(Bytes::from_static(b":\n\n")), (rx, sub, last))),
+            Ok(None) => return None,
+            Ok(Some(e)) => e,
+        };
+        // Whatever else is waiting goes in the same write.
+        let mut out = Vec::new();
+        let mut seq = last;
+        for e in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            if e.seq > seq {
+                out.extend_from_slice(&e.frame);
+                seq = e.seq;
             }
         }
+        Some((Ok(Bytes::from(out)), (rx, sub, seq)))
     });
     use futures_util::StreamExt;
-    Ok(Sse::new(head.chain(live))
-        .keep_alive(KeepAlive::default())
+    let body = axum::body::Body::from_stream(futures_util::stream::iter(first).chain(live));
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/event-stream"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
         .into_response())
 }
 
-fn sse(e: &Sequenced) -> Event {
-    Event::default()
-        .id(e.seq.to_string())
-        .data(serde_json::to_string(e).unwrap_or_default())
-}
+/// Tells a client to read the state afresh: events it asked for are gone.
+const RESYNC: &[u8] = b"event: resync\ndata: {}\n\n";
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// `GET /metrics`: Prometheus text format (no token: keep the API on a
 /// loopback or internal address).

@@ -240,14 +240,14 @@ where
     let api = self::core::ApiLink {
         config: Arc::new(arc_swap::ArcSwap::new(config.clone())),
         tokens: Arc::new(std::sync::RwLock::new(tokens)),
-        events: tokio::sync::broadcast::channel(4096).0,
+        fanout: crate::api::Fanout::default(),
     };
     if let Some(settings) = &config.api {
         let state = crate::api::ApiState::new(
             cmd_tx.clone(),
             api.config.clone(),
             api.tokens.clone(),
-            api.events.clone(),
+            api.fanout.clone(),
         );
         let tls = match &settings.tls {
             Some(t) => Some(crate::sip::tls::server_config(&t.certificate, &t.private_key).map_err(RunError::Tls)?),

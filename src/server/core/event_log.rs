@@ -1,12 +1,12 @@
-//! The domain events the API streams: numbered, broadcast to the API's
-//! subscribers as they happen, and the last ones kept (a bounded number,
-//! for a bounded time) for a client that reconnects with `?since=N`.
+//! The domain events the API streams: numbered, handed to the API's
+//! subscribers as they happen (on this task: no hop through another), and
+//! the last ones kept (a bounded number, for a bounded time) for a client
+//! that reconnects with `?since=N`.
 
 use crate::events::{DomainEvent, Sequenced};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
 
 /// Events kept for reconnecting clients: at most this many...
 const KEEP: usize = 10_000;
@@ -16,15 +16,15 @@ const KEEP_FOR: Duration = Duration::from_secs(600);
 pub struct EventLog {
     next: u64,
     kept: VecDeque<(Instant, Arc<Sequenced>)>,
-    tx: broadcast::Sender<Arc<Sequenced>>,
+    fanout: crate::api::Fanout,
 }
 
 impl EventLog {
-    pub fn new(tx: broadcast::Sender<Arc<Sequenced>>) -> EventLog {
+    pub fn new(fanout: crate::api::Fanout) -> EventLog {
         EventLog {
             next: 1,
             kept: VecDeque::new(),
-            tx,
+            fanout,
         }
     }
 
@@ -35,8 +35,7 @@ impl EventLog {
             event,
         });
         self.next += 1;
-        // No subscriber is not an error: the event is kept all the same.
-        let _ = self.tx.send(e.clone());
+        self.fanout.deliver(&e);
         self.kept.push_back((now, e));
         while self.kept.len() > KEEP
             || self
@@ -70,8 +69,15 @@ mod tests {
 
     #[test]
     fn a_reconnecting_client_gets_what_it_missed_or_is_told_to_resync() {
-        let (tx, mut rx) = broadcast::channel(16);
-        let mut log = EventLog::new(tx);
+        let fanout = crate::api::Fanout::default();
+        let owner = crate::api::viewer::Viewer {
+            ext: "1".into(),
+            domain: "a".into(),
+            role: crate::config::Role::Owner,
+            members: Default::default(),
+        };
+        let (_sub, mut rx) = fanout.subscribe(owner);
+        let mut log = EventLog::new(fanout);
         let now = Instant::now();
         let ev = |n: usize| DomainEvent::Registration {
             aor: "1@a".into(),

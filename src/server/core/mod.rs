@@ -65,7 +65,7 @@ pub struct Core {
 pub struct ApiLink {
     pub config: Arc<arc_swap::ArcSwap<Config>>,
     pub tokens: crate::auth::tokens::Tokens,
-    pub events: tokio::sync::broadcast::Sender<Arc<crate::events::Sequenced>>,
+    pub fanout: crate::api::Fanout,
 }
 
 /// The handles the core reaches the rest of the daemon through.
@@ -92,7 +92,7 @@ impl Core {
             event_log: config
                 .api
                 .as_ref()
-                .map(|_| event_log::EventLog::new(api.events.clone())),
+                .map(|_| event_log::EventLog::new(api.fanout.clone())),
             api,
             txl: TransactionLayer::new(config.sip.timers),
             config,
