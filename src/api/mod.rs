@@ -374,7 +374,10 @@ async fn events(
             Ok(None) => return None,
             Ok(Some(e)) => e,
         };
-        // Whatever else is waiting goes in the same write.
+        // What follows within a moment (a call's next leg state, often)
+        // goes in the same write: a write and a wake-up per client cost
+        // more than the event itself.
+        tokio::time::sleep(GATHER).await;
         let mut out = Vec::new();
         let mut seq = last;
         for e in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
@@ -400,6 +403,8 @@ async fn events(
 /// Tells a client to read the state afresh: events it asked for are gone.
 const RESYNC: &[u8] = b"event: resync\ndata: {}\n\n";
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long an event waits for others to share its write.
+const GATHER: Duration = Duration::from_millis(10);
 
 /// `GET /metrics`: Prometheus text format (no token: keep the API on a
 /// loopback or internal address).
