@@ -40,7 +40,7 @@ pub struct TrunkView {
 
 /// One entry of an account's directory (the seed's contact list): a user,
 /// a group or a remote extension.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DirectoryEntry {
     pub number: String,
     pub name: String,
@@ -53,7 +53,7 @@ pub struct DirectoryEntry {
 }
 
 /// An agent and its state (`ctl agents`).
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AgentView {
     pub aor: String,
     pub state: String,

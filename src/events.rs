@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 /// Where a leg stands, as watchers see it (RFC 4235 §3.7.1 names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LegPhase {
     /// INVITE sent or received, no answer yet.
@@ -19,7 +19,7 @@ pub enum LegPhase {
 }
 
 /// Where an agent stands (the ACD engine follows it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum AgentState {
     Offline,
@@ -58,7 +58,7 @@ pub enum OfferOutcome {
     Failed,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum DomainEvent {
     /// The bindings of `aor` (`ext@domain`) changed; `contacts` remain.
@@ -101,7 +101,7 @@ pub enum DomainEvent {
 }
 
 /// Who is calling a ringing phone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Caller {
     pub number: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,7 +112,7 @@ pub struct Caller {
 
 /// A domain event as the API's event stream sends it: numbered, so a
 /// client that reconnects can ask for what it missed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Sequenced {
     pub seq: u64,
     /// Unix time, milliseconds.

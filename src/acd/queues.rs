@@ -114,7 +114,7 @@ enum AcdTimer {
 }
 
 /// A queue as `ctl queues` shows it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct QueueView {
     pub number: String,
     pub name: String,

@@ -38,6 +38,8 @@ fn aor(v: &Viewer) -> String {
     format!("{}@{}", v.ext, v.domain)
 }
 
+#[utoipa::path(get, path = "/api/v1/chat", tag = "chat",
+    responses((status = 200, body = crate::api::openapi::Conversations), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 /// `GET /chat`: each conversation with unread count and last message id,
 /// and whether the user muted notifications.
 pub(super) async fn conversations(
@@ -51,7 +53,8 @@ pub(super) async fn conversations(
     Ok(Json(json!({ "conversations": unread, "muted": muted })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HistoryQuery {
     #[serde(default)]
@@ -61,6 +64,9 @@ pub(super) struct HistoryQuery {
     before: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/chat/{peer}", tag = "chat",
+    params(("peer" = String, Path, description = "a user's extension or a group's number"), HistoryQuery),
+    responses((status = 200, body = crate::api::openapi::ChatHistory), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "not a conversation of the user", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such user or group", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 /// `GET /chat/{peer}?limit&before`: messages with a user or in a group,
 /// oldest first, the newest `limit` before `before`.
 pub(super) async fn history(
@@ -86,12 +92,16 @@ pub(super) async fn history(
     Ok(Json(json!({ "messages": messages })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = ChatText)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Send {
     text: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/chat/{peer}", tag = "chat",
+    params(("peer" = String, Path, description = "a user's extension or a group's number")), request_body = Send,
+    responses((status = 201, body = crate::chat::ChatMessage), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "may not write there", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such user or group", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 413, description = "message too large", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "empty text", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 429, description = "sending too fast", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 /// `POST /chat/{peer}` `{"text": …}`: 201 and the stored message, pushed
 /// to the recipients' phones like a MESSAGE.
 pub(super) async fn send(
@@ -138,6 +148,9 @@ pub(super) async fn send(
     Ok((StatusCode::CREATED, Json(json!(message))).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/chat/{peer}/read", tag = "chat",
+    params(("peer" = String, Path, description = "a user's extension or a group's number")),
+    responses((status = 200, body = crate::api::openapi::ReadMark), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such user or group", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 /// `POST /chat/{peer}/read`: the conversation is read up to its last message.
 pub(super) async fn read(
     State(s): State<ApiState>,
@@ -150,12 +163,15 @@ pub(super) async fn read(
     Ok(Json(ask(&s, ChatQuery::Read { user: aor(&v), peer }).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = MuteChange)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Mute {
     muted: bool,
 }
 
+#[utoipa::path(put, path = "/api/v1/chat/mute", tag = "chat", request_body = Mute,
+    responses((status = 200, body = crate::api::openapi::Muted), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "not a boolean", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 /// `PUT /chat/mute` `{"muted": true|false}`: whether new messages are
 /// pushed to the user's phones and stream (they are kept either way).
 pub(super) async fn mute(

@@ -54,7 +54,8 @@ fn one(mut cards: Vec<std::sync::Arc<crate::contacts::Contact>>, what: &str) -> 
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SearchQuery {
     #[serde(default)]
@@ -68,6 +69,8 @@ pub(super) struct SearchQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/v1/contacts", tag = "contacts", params(SearchQuery),
+    responses((status = 200, body = crate::api::openapi::ContactPage), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 /// `GET /contacts?q=&tag=&after=&limit=`: `{"contacts": [...], "next": id}`
 /// in id order; `next` is the `after` of the next page, absent on the last.
 pub(super) async fn search(
@@ -95,12 +98,15 @@ pub(super) async fn search(
     Ok(Json(json!({ "contacts": page, "next": next })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LookupQuery {
     number: String,
 }
 
+#[utoipa::path(get, path = "/api/v1/contacts/lookup", tag = "contacts", params(LookupQuery),
+    responses((status = 200, body = crate::contacts::Contact), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no card has the number", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 /// `GET /contacts/lookup?number=`: the card with that number, however it is
 /// written.
 pub(super) async fn lookup(
@@ -115,6 +121,9 @@ pub(super) async fn lookup(
     one(ask(&s, &v, ContactRequest::Lookup(number)).await?, &what)
 }
 
+#[utoipa::path(get, path = "/api/v1/contacts/{id}", tag = "contacts",
+    params(("id" = u64, Path)),
+    responses((status = 200, body = crate::contacts::Contact), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such card", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 pub(super) async fn read(
     State(s): State<ApiState>,
     ConnectInfo(from): Peer,
@@ -126,6 +135,8 @@ pub(super) async fn read(
     one(ask(&s, &v, ContactRequest::Get(id)).await?, "")
 }
 
+#[utoipa::path(post, path = "/api/v1/contacts", tag = "contacts", request_body = ContactFields,
+    responses((status = 201, body = crate::contacts::Contact), (status = 400, description = "malformed JSON or unknown fields", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 413, description = "body over 16 KiB", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "a field not allowed", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 /// `POST /contacts` with the fields (`name` required): 201 and the card.
 pub(super) async fn create(
     State(s): State<ApiState>,
@@ -148,6 +159,9 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, card).into_response())
 }
 
+#[utoipa::path(patch, path = "/api/v1/contacts/{id}", tag = "contacts",
+    params(("id" = u64, Path)), request_body = ContactFields,
+    responses((status = 200, body = crate::contacts::Contact), (status = 400, description = "malformed JSON or unknown fields", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such card", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "a field not allowed", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 /// `PATCH /contacts/{id}` with the fields to change.
 pub(super) async fn update(
     State(s): State<ApiState>,
@@ -162,6 +176,9 @@ pub(super) async fn update(
     one(ask(&s, &v, ContactRequest::Update { id, fields }).await?, "")
 }
 
+#[utoipa::path(delete, path = "/api/v1/contacts/{id}", tag = "contacts",
+    params(("id" = u64, Path)),
+    responses((status = 204, description = "deleted"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "not its creator, an admin or an owner", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such card", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 /// `DELETE /contacts/{id}`: 204.
 pub(super) async fn delete(
     State(s): State<ApiState>,

@@ -13,7 +13,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HistoryQuery {
     /// Whose calls (an extension the viewer may see); with `kind`, the
@@ -44,6 +45,8 @@ fn check(v: &Viewer) -> RecordCheck {
     Box::new(move |r: &CallRecord| r.parties().any(|p| v.sees_user(&r.account, p)))
 }
 
+#[utoipa::path(get, path = "/api/v1/history", tag = "history", params(HistoryQuery),
+    responses((status = 200, body = crate::api::openapi::HistoryPage), (status = 400, description = "unknown parameters", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "not the token's agent", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "a date that is not one", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 /// `GET /history?…`: `{"records": [...], "next": id}`; `next` is the
 /// `before` of the next page, null on the last.
 pub(super) async fn list(
@@ -98,7 +101,8 @@ pub(super) async fn list(
     Ok(Json(json!({ "records": records, "next": next })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = AnnotationChange)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Annotation {
     #[serde(default)]
@@ -107,6 +111,10 @@ pub(super) struct Annotation {
     notes: Option<String>,
 }
 
+#[utoipa::path(patch, path = "/api/v1/history/{id}", tag = "history",
+    params(("id" = String, Path, description = "the record's id")),
+    request_body = Annotation,
+    responses((status = 200, body = crate::cdr::history::Entry), (status = 400, description = "malformed JSON or unknown fields", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such record the token sees", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "bad tags or notes", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 /// `PATCH /history/{id}` `{"tags": [...], "notes": "..."}` (either): the
 /// record as it now reads.
 pub(super) async fn annotate(

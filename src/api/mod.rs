@@ -13,6 +13,7 @@ mod fanout;
 
 pub use fanout::Fanout;
 mod history;
+mod openapi;
 mod phonebook;
 mod problem;
 pub mod viewer;
@@ -120,34 +121,59 @@ impl ApiState {
     }
 }
 
-/// The router of `/api/v1` and `/metrics`.
+/// Every route: method, path (axum's syntax), handler. The router is
+/// built from it, and a test holds the OpenAPI document to it.
+fn routes() -> Vec<(&'static str, &'static str, axum::routing::MethodRouter<ApiState>)> {
+    use axum::routing::{delete, patch, post};
+    vec![
+        ("GET", "/api/v1/me", get(me)),
+        ("GET", "/api/v1/openapi.json", get(openapi_json)),
+        ("GET", "/api/v1/directory", get(directory)),
+        ("GET", "/api/v1/agents", get(agents)),
+        ("PUT", "/api/v1/agents/:ext/state", put(set_agent_state)),
+        ("GET", "/api/v1/queues", get(queues)),
+        ("GET", "/api/v1/calls", get(calls::list)),
+        ("POST", "/api/v1/calls", post(calls::click_to_call)),
+        ("DELETE", "/api/v1/calls/:conversation", delete(calls::end)),
+        ("POST", "/api/v1/calls/:conversation/transfer", post(calls::transfer)),
+        ("GET", "/api/v1/history", get(history::list)),
+        ("PATCH", "/api/v1/history/:id", patch(history::annotate)),
+        ("GET", "/api/v1/events", get(events)),
+        ("GET", "/api/v1/chat", get(chat::conversations)),
+        ("PUT", "/api/v1/chat/mute", put(chat::mute)),
+        ("GET", "/api/v1/chat/:peer", get(chat::history)),
+        ("POST", "/api/v1/chat/:peer", post(chat::send)),
+        ("POST", "/api/v1/chat/:peer/read", post(chat::read)),
+        ("GET", "/api/v1/contacts", get(contacts::search)),
+        ("POST", "/api/v1/contacts", post(contacts::create)),
+        ("GET", "/api/v1/contacts/lookup", get(contacts::lookup)),
+        ("GET", "/api/v1/contacts/:id", get(contacts::read)),
+        ("PATCH", "/api/v1/contacts/:id", patch(contacts::update)),
+        ("DELETE", "/api/v1/contacts/:id", delete(contacts::delete)),
+        ("GET", "/metrics", get(metrics)),
+        ("GET", "/phonebook.xml", get(phonebook::phonebook)),
+    ]
+}
+
+/// The router of `/api/v1`, `/metrics` and `/phonebook.xml`.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/api/v1/me", get(me))
-        .route("/api/v1/directory", get(directory))
-        .route("/api/v1/agents", get(agents))
-        .route("/api/v1/agents/:ext/state", put(set_agent_state))
-        .route("/api/v1/queues", get(queues))
-        .route("/api/v1/calls", get(calls::list).post(calls::click_to_call))
-        .route("/api/v1/calls/:id", axum::routing::delete(calls::end))
-        .route("/api/v1/calls/:id/transfer", axum::routing::post(calls::transfer))
-        .route("/api/v1/history", get(history::list))
-        .route("/api/v1/history/:id", axum::routing::patch(history::annotate))
-        .route("/api/v1/events", get(events))
-        .route("/api/v1/chat", get(chat::conversations))
-        .route("/api/v1/chat/mute", put(chat::mute))
-        .route("/api/v1/chat/:peer", get(chat::history).post(chat::send))
-        .route("/api/v1/chat/:peer/read", axum::routing::post(chat::read))
-        .route("/api/v1/contacts", get(contacts::search).post(contacts::create))
-        .route("/api/v1/contacts/lookup", get(contacts::lookup))
-        .route(
-            "/api/v1/contacts/:id",
-            get(contacts::read).patch(contacts::update).delete(contacts::delete),
-        )
-        .route("/metrics", get(metrics))
-        .route("/phonebook.xml", get(phonebook::phonebook))
-        .fallback(|| async { Problem::not_found("no such resource") })
+    let mut r = Router::new();
+    for (_, path, handler) in routes() {
+        r = r.route(path, handler);
+    }
+    r.fallback(|| async { Problem::not_found("no such resource") })
         .with_state(state)
+}
+
+/// `GET /api/v1/openapi.json`: this API's OpenAPI 3.1 document (no token).
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "the OpenAPI document", body = Object)))]
+async fn openapi_json() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        openapi::json(),
+    )
+        .into_response()
 }
 
 /// Serves the API on `listen` until the process ends: over HTTPS when
@@ -214,11 +240,27 @@ async fn serve_https(listener: tokio::net::TcpListener, acceptor: tokio_rustls::
 
 type Peer = ConnectInfo<SocketAddr>;
 
-async fn me(State(s): State<ApiState>, ConnectInfo(from): Peer, headers: HeaderMap) -> Result<Json<Value>, Problem> {
+#[utoipa::path(get, path = "/api/v1/me", tag = "directory",
+    responses((status = 200, body = crate::api::openapi::Me), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+async fn me(
+    State(s): State<ApiState>,
+    ConnectInfo(from): Peer,
+    headers: HeaderMap,
+) -> Result<Json<openapi::Me>, Problem> {
     let v = s.viewer(&headers, from.ip())?;
-    Ok(Json(json!({ "extension": v.ext, "domain": v.domain, "role": v.role })))
+    let role = serde_json::to_value(v.role)
+        .ok()
+        .and_then(|r| r.as_str().map(str::to_string))
+        .unwrap_or_default();
+    Ok(Json(openapi::Me {
+        extension: v.ext,
+        domain: v.domain,
+        role,
+    }))
 }
 
+#[utoipa::path(get, path = "/api/v1/directory", tag = "directory",
+    responses((status = 200, body = Vec<crate::control::DirectoryEntry>), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 async fn directory(
     State(s): State<ApiState>,
     ConnectInfo(from): Peer,
@@ -242,6 +284,8 @@ async fn visible_agents(s: &ApiState, v: &Viewer) -> Result<Vec<crate::control::
         .collect())
 }
 
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
+    responses((status = 200, body = Vec<crate::control::AgentView>), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 async fn agents(
     State(s): State<ApiState>,
     ConnectInfo(from): Peer,
@@ -271,7 +315,7 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StateChange {
     state: String,
@@ -279,6 +323,10 @@ struct StateChange {
     reason: Option<String>,
 }
 
+#[utoipa::path(put, path = "/api/v1/agents/{ext}/state", tag = "agents",
+    params(("ext" = String, Path, description = "the agent's extension")),
+    request_body = StateChange,
+    responses((status = 200, body = crate::control::AgentView), (status = 400, description = "malformed JSON or unknown fields", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "not the token's agent", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such user", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "no such state", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 /// `PUT /api/v1/agents/{ext}/state` `{"state": "ready" | "not_ready" |
 /// "end_acw", "reason": …}`: the same rules as feature codes; the agent
 /// themself, their supervisors, owners and admins.
@@ -317,6 +365,8 @@ async fn set_agent_state(
     Ok(Json(json!(view)))
 }
 
+#[utoipa::path(get, path = "/api/v1/queues", tag = "agents",
+    responses((status = 200, body = Vec<crate::acd::QueueView>), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "agents do not see queues", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 async fn queues(
     State(s): State<ApiState>,
     ConnectInfo(from): Peer,
@@ -339,6 +389,9 @@ struct Since {
     since: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    params(("since" = Option<u64>, Query, description = "the last event's number the client has")),
+    responses((status = 200, description = "server-sent events, each `data:` a JSON Sequenced", content_type = "text/event-stream", body = crate::events::Sequenced), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 /// `GET /api/v1/events[?since=N]`: server-sent events, each `{seq, …}`,
 /// filtered by what the token may see. With `since`, the events after N
 /// that the daemon still keeps come first, or a `resync` event when some
@@ -406,6 +459,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How long an event waits for others to share its write.
 const GATHER: Duration = Duration::from_millis(10);
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 /// `GET /metrics`: Prometheus text format (no token: keep the API on a
 /// loopback or internal address).
 async fn metrics(State(s): State<ApiState>) -> Result<Response, Problem> {

@@ -11,7 +11,8 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PhonebookQuery {
     #[serde(default)]
@@ -60,6 +61,8 @@ fn document(format: &str, entries: &[DirectoryEntry]) -> String {
     out
 }
 
+#[utoipa::path(get, path = "/phonebook.xml", tag = "operations", security(()), params(PhonebookQuery),
+    responses((status = 200, description = "Yealink or Cisco XML directory", content_type = "text/xml", body = String), (status = 401, description = "HTTP digest with a user's SIP credentials required", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "wrong credentials", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
 pub(super) async fn phonebook(
     State(s): State<ApiState>,
     ConnectInfo(from): Peer,

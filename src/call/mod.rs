@@ -298,7 +298,7 @@ enum Timer {
 }
 
 /// A live conversation as shown by `ctl calls`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CallView {
     /// The conversation's number (its call record carries it too).
     #[serde(default)]
@@ -315,7 +315,7 @@ pub struct CallView {
 }
 
 /// Relay counters of a two-party call.
-#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 pub struct MediaStats {
     /// Received from the caller's leg.
     pub from_caller: DirectionStats,

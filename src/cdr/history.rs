@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 const MAX_SCANNED: usize = 100_000;
 
 /// What a call was for one user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Came to the user (or to a group or queue that offered it to them)
@@ -92,7 +92,7 @@ impl Filter {
 }
 
 /// What a user added to a record after the call.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Annotation {
     #[serde(default)]
     pub tags: Vec<String>,
@@ -106,7 +106,7 @@ pub struct Annotation {
 
 /// A record as history shows it: its id (the store key, the cursor of
 /// paging) and what users added to it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub id: String,
     #[serde(flatten)]

@@ -6,7 +6,7 @@ pub mod history;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallRecord {
     /// Call-ID of the leg that started the conversation.
     pub call_id: String,
@@ -66,7 +66,7 @@ pub struct CallRecord {
 }
 
 /// A supervisor's call that monitored an agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MonitorRecord {
     pub agent: String,
     /// "listen", "whisper" or "barge".
@@ -74,7 +74,7 @@ pub struct MonitorRecord {
 }
 
 /// How a conversation began as a transfer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransferRecord {
     /// Who transferred the call (the REFER's sender).
     pub by: String,
@@ -89,7 +89,7 @@ pub struct TransferRecord {
 }
 
 /// A conversation's stay in one queue, as its call record keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueRecord {
     pub queue: String,
     /// Seconds from entering the queue to an agent's answer (or to leaving).
@@ -105,7 +105,7 @@ pub struct QueueRecord {
 }
 
 /// One leg of a conversation: one dialog with one party.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LegRecord {
     pub leg: u64,
     pub call_id: String,

@@ -18,7 +18,7 @@ pub fn conversation_for(account: &Account, user: &User, peer: &str) -> Option<St
         .map(|_| private_conversation(&account.domain, &user.extension, peer))
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Unread {
     /// Extension or group number.
     pub conversation: String,

@@ -25,7 +25,7 @@ const MAX_LIST: usize = 20;
 const MAX_NOTES: usize = 4000;
 
 /// One contact card.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Contact {
     pub id: u64,
     pub account: String,
@@ -50,7 +50,7 @@ pub struct Contact {
 
 /// The fields a client sets: all on creation (name required), any on a
 /// change (absent ones stay).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactFields {
     pub name: Option<String>,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 pub struct EndpointId(pub u64);
 
 /// Packet counters of one endpoint: what its party sent into the relay.
-#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 pub struct DirectionStats {
     pub packets: u64,
     pub bytes: u64,

@@ -72,3 +72,45 @@ fn the_api_speaks_https_with_http2_and_plain_http2_with_prior_knowledge() {
     );
     assert_eq!((code, version.as_str()), (0, "2"), "{body}");
 }
+
+#[test]
+fn the_openapi_document_is_served_and_reads_as_openapi_3_1() {
+    let api = Api::start();
+    let r = api
+        .http
+        .get(format!("{}/api/v1/openapi.json", api.base))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "served without a token");
+    let text = r.text().unwrap();
+    let spec = oas3::from_json(&text).unwrap_or_else(|e| panic!("not an OpenAPI 3.1 document: {e}"));
+    assert!(spec.openapi.starts_with("3.1"), "{}", spec.openapi);
+    let paths = spec.paths.unwrap_or_default();
+    for (path, methods) in [
+        ("/api/v1/contacts/{id}", 3),
+        ("/api/v1/calls", 2),
+        ("/api/v1/history/{id}", 1),
+        ("/api/v1/chat/{peer}", 2),
+        ("/phonebook.xml", 1),
+    ] {
+        let item = paths.get(path).unwrap_or_else(|| panic!("{path} missing"));
+        assert_eq!(item.methods().into_iter().count(), methods, "{path}");
+    }
+    // Every documented GET without a path parameter answers (never the
+    // router's "no such resource").
+    let token = api.token("1001");
+    for (path, item) in &paths {
+        if path.contains('{') || item.get.is_none() || path.ends_with("/events") {
+            continue;
+        }
+        let r = api
+            .http
+            .get(format!("{}{path}", api.base))
+            .bearer_auth(&token)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().unwrap_or_default();
+        assert!(!body.contains("no such resource"), "{path}: {status} {body}");
+    }
+}
