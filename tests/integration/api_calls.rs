@@ -175,3 +175,40 @@ fn an_agent_transfers_a_call_and_an_admin_hangs_one_up_through_the_api() {
         404
     );
 }
+
+#[test]
+fn after_click_to_call_the_agent_and_the_target_hear_each_other() {
+    use crate::monitoring::{band, tone};
+    let api = Api::start();
+    let agent = api.token("1004");
+    let wav = tempfile::tempdir().unwrap();
+    let server = format!("127.0.0.1:{}", api.d.port);
+    // Both phones answer by themselves: the agent's plays 1000 Hz, the target's 1500 Hz.
+    let (phone, _) = crate::baresip_peer::start_baresip_via(&server, "", "1004", &tone(wav.path(), 1000), true, &[]);
+    api.d.wait_for_log("registered aor=1004@pbx.test");
+    let (target, _) = crate::baresip_peer::start_baresip_via(&server, "", "1002", &tone(wav.path(), 1500), true, &[]);
+    api.d.wait_for_log("registered aor=1002@pbx.test");
+    let (status, _, started) = api.send(Method::POST, "/api/v1/calls", &agent, r#"{"to": "1002"}"#);
+    assert_eq!(status, 202, "{started}");
+    api.d.wait_for_log("click-to-call answered");
+    api.d.wait_for_log("call answered");
+    // The call lasts three seconds; then the agent's CRM hangs it up.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let conversation = started["conversation"].as_u64().unwrap();
+    assert_eq!(
+        api.send(Method::DELETE, &format!("/api/v1/calls/{conversation}"), &agent, "")
+            .0,
+        204
+    );
+    api.d.wait_for_log("call ended");
+    let (agent_dir, target_dir) = (phone.stop(), target.stop());
+    let heard_by_agent = crate::baresip_peer::received_audio(agent_dir.path());
+    let heard_by_target = crate::baresip_peer::received_audio(target_dir.path());
+    assert_eq!((heard_by_agent.len(), heard_by_target.len()), (1, 1));
+    let at_agent = band(&heard_by_agent[0], 0.5, 1.5, (1450, 1550));
+    let at_target = band(&heard_by_target[0], 0.5, 1.5, (950, 1050));
+    assert!(
+        at_agent > 0.05 && at_target > 0.05,
+        "agent heard the target {at_agent}, target heard the agent {at_target}"
+    );
+}

@@ -8,7 +8,7 @@ use crate::harness::{free_port, Daemon, Sipp};
 use std::path::Path;
 use std::time::Instant;
 
-fn tone(dir: &Path, hz: u32) -> std::path::PathBuf {
+pub fn tone(dir: &Path, hz: u32) -> std::path::PathBuf {
     let path = dir.join(format!("tone{hz}.wav"));
     let (p, f) = (path.to_str().unwrap().to_string(), hz.to_string());
     sox(&[
@@ -18,7 +18,7 @@ fn tone(dir: &Path, hz: u32) -> std::path::PathBuf {
 }
 
 /// RMS of a recording's `band` (Hz) from `start` s for `len` s.
-fn band(file: &Path, start: f64, len: f64, band: (u32, u32)) -> f64 {
+pub fn band(file: &Path, start: f64, len: f64, band: (u32, u32)) -> f64 {
     let (s, l, b) = (
         format!("{start:.2}"),
         format!("{len:.2}"),
