@@ -26,7 +26,7 @@ fn number(raw: &str) -> Result<String, Problem> {
 }
 
 #[utoipa::path(get, path = "/api/v1/calls", tag = "calls",
-    responses((status = 200, body = Vec<crate::call::CallView>), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = Vec<crate::call::CallView>), (status = 401, response = crate::api::openapi::ProblemReply)))]
 pub(super) async fn list(
     State(s): State<ApiState>,
     ConnectInfo(from): Peer,
@@ -52,7 +52,7 @@ pub(super) struct ClickToCall {
 }
 
 #[utoipa::path(post, path = "/api/v1/calls", tag = "calls", request_body = ClickToCall,
-    responses((status = 202, body = crate::api::openapi::Started), (status = 400, description = "malformed JSON or unknown fields", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "not the token's agent", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such user", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 409, description = "no registered phone", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "not a number", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 202, body = crate::api::openapi::Started), (status = 400, response = crate::api::openapi::ProblemReply), (status = 401, response = crate::api::openapi::ProblemReply), (status = 403, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply), (status = 409, response = crate::api::openapi::ProblemReply), (status = 422, response = crate::api::openapi::ProblemReply)))]
 /// `POST /calls` `{"to": …, "from": …}`: 202 with the conversation's
 /// number; the call shows in `GET /calls` and in the event stream.
 pub(super) async fn click_to_call(
@@ -107,7 +107,7 @@ async fn visible_call(s: &ApiState, v: &super::Viewer, raw: &str) -> Result<crat
 
 #[utoipa::path(delete, path = "/api/v1/calls/{conversation}", tag = "calls",
     params(("conversation" = u64, Path, description = "the call's conversation number")),
-    responses((status = 204, description = "hung up"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such call the token sees", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 204, description = "hung up"), (status = 401, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply)))]
 /// `DELETE /calls/{conversation}`: hangs the whole call up (204).
 pub(super) async fn end(
     State(s): State<ApiState>,
@@ -136,7 +136,7 @@ pub(super) struct Transfer {
 #[utoipa::path(post, path = "/api/v1/calls/{conversation}/transfer", tag = "calls",
     params(("conversation" = u64, Path, description = "the call's conversation number")),
     request_body = Transfer,
-    responses((status = 202, description = "the partner is on its way to the target"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "not the token's agent", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such call the token sees", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 409, description = "the party is not talking on the call", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "not a number", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 202, description = "the partner is on its way to the target"), (status = 401, response = crate::api::openapi::ProblemReply), (status = 403, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply), (status = 409, response = crate::api::openapi::ProblemReply), (status = 422, response = crate::api::openapi::ProblemReply)))]
 /// `POST /calls/{conversation}/transfer` `{"to": …}`: the party's partner
 /// goes to `to`, blind, by the same rules as a REFER (a failed transfer
 /// does not come back); the party is released. 202.

@@ -39,7 +39,7 @@ fn aor(v: &Viewer) -> String {
 }
 
 #[utoipa::path(get, path = "/api/v1/chat", tag = "chat",
-    responses((status = 200, body = crate::api::openapi::Conversations), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = crate::api::openapi::Conversations), (status = 401, response = crate::api::openapi::ProblemReply)))]
 /// `GET /chat`: each conversation with unread count and last message id,
 /// and whether the user muted notifications.
 pub(super) async fn conversations(
@@ -66,7 +66,7 @@ pub(super) struct HistoryQuery {
 
 #[utoipa::path(get, path = "/api/v1/chat/{peer}", tag = "chat",
     params(("peer" = String, Path, description = "a user's extension or a group's number"), HistoryQuery),
-    responses((status = 200, body = crate::api::openapi::ChatHistory), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "not a conversation of the user", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such user or group", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = crate::api::openapi::ChatHistory), (status = 401, response = crate::api::openapi::ProblemReply), (status = 403, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply)))]
 /// `GET /chat/{peer}?limit&before`: messages with a user or in a group,
 /// oldest first, the newest `limit` before `before`.
 pub(super) async fn history(
@@ -101,7 +101,7 @@ pub(super) struct Send {
 
 #[utoipa::path(post, path = "/api/v1/chat/{peer}", tag = "chat",
     params(("peer" = String, Path, description = "a user's extension or a group's number")), request_body = Send,
-    responses((status = 201, body = crate::chat::ChatMessage), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "may not write there", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such user or group", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 413, description = "message too large", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "empty text", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 429, description = "sending too fast", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 201, body = crate::chat::ChatMessage), (status = 401, response = crate::api::openapi::ProblemReply), (status = 403, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply), (status = 413, response = crate::api::openapi::ProblemReply), (status = 422, response = crate::api::openapi::ProblemReply), (status = 429, response = crate::api::openapi::ProblemReply)))]
 /// `POST /chat/{peer}` `{"text": …}`: 201 and the stored message, pushed
 /// to the recipients' phones like a MESSAGE.
 pub(super) async fn send(
@@ -150,7 +150,7 @@ pub(super) async fn send(
 
 #[utoipa::path(post, path = "/api/v1/chat/{peer}/read", tag = "chat",
     params(("peer" = String, Path, description = "a user's extension or a group's number")),
-    responses((status = 200, body = crate::api::openapi::ReadMark), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such user or group", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = crate::api::openapi::ReadMark), (status = 401, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply)))]
 /// `POST /chat/{peer}/read`: the conversation is read up to its last message.
 pub(super) async fn read(
     State(s): State<ApiState>,
@@ -171,7 +171,7 @@ pub(super) struct Mute {
 }
 
 #[utoipa::path(put, path = "/api/v1/chat/mute", tag = "chat", request_body = Mute,
-    responses((status = 200, body = crate::api::openapi::Muted), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "not a boolean", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = crate::api::openapi::Muted), (status = 401, response = crate::api::openapi::ProblemReply), (status = 422, response = crate::api::openapi::ProblemReply)))]
 /// `PUT /chat/mute` `{"muted": true|false}`: whether new messages are
 /// pushed to the user's phones and stream (they are kept either way).
 pub(super) async fn mute(

@@ -70,7 +70,7 @@ pub(super) struct SearchQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/contacts", tag = "contacts", params(SearchQuery),
-    responses((status = 200, body = crate::api::openapi::ContactPage), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = crate::api::openapi::ContactPage), (status = 401, response = crate::api::openapi::ProblemReply)))]
 /// `GET /contacts?q=&tag=&after=&limit=`: `{"contacts": [...], "next": id}`
 /// in id order; `next` is the `after` of the next page, absent on the last.
 pub(super) async fn search(
@@ -106,7 +106,7 @@ pub(super) struct LookupQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/contacts/lookup", tag = "contacts", params(LookupQuery),
-    responses((status = 200, body = crate::contacts::Contact), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no card has the number", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = crate::contacts::Contact), (status = 401, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply)))]
 /// `GET /contacts/lookup?number=`: the card with that number, however it is
 /// written.
 pub(super) async fn lookup(
@@ -123,7 +123,7 @@ pub(super) async fn lookup(
 
 #[utoipa::path(get, path = "/api/v1/contacts/{id}", tag = "contacts",
     params(("id" = u64, Path)),
-    responses((status = 200, body = crate::contacts::Contact), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such card", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = crate::contacts::Contact), (status = 401, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply)))]
 pub(super) async fn read(
     State(s): State<ApiState>,
     ConnectInfo(from): Peer,
@@ -136,7 +136,7 @@ pub(super) async fn read(
 }
 
 #[utoipa::path(post, path = "/api/v1/contacts", tag = "contacts", request_body = ContactFields,
-    responses((status = 201, body = crate::contacts::Contact), (status = 400, description = "malformed JSON or unknown fields", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 413, description = "body over 16 KiB", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "a field not allowed", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 201, body = crate::contacts::Contact), (status = 400, response = crate::api::openapi::ProblemReply), (status = 401, response = crate::api::openapi::ProblemReply), (status = 413, response = crate::api::openapi::ProblemReply), (status = 422, response = crate::api::openapi::ProblemReply)))]
 /// `POST /contacts` with the fields (`name` required): 201 and the card.
 pub(super) async fn create(
     State(s): State<ApiState>,
@@ -161,7 +161,7 @@ pub(super) async fn create(
 
 #[utoipa::path(patch, path = "/api/v1/contacts/{id}", tag = "contacts",
     params(("id" = u64, Path)), request_body = ContactFields,
-    responses((status = 200, body = crate::contacts::Contact), (status = 400, description = "malformed JSON or unknown fields", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such card", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "a field not allowed", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = crate::contacts::Contact), (status = 400, response = crate::api::openapi::ProblemReply), (status = 401, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply), (status = 422, response = crate::api::openapi::ProblemReply)))]
 /// `PATCH /contacts/{id}` with the fields to change.
 pub(super) async fn update(
     State(s): State<ApiState>,
@@ -178,7 +178,7 @@ pub(super) async fn update(
 
 #[utoipa::path(delete, path = "/api/v1/contacts/{id}", tag = "contacts",
     params(("id" = u64, Path)),
-    responses((status = 204, description = "deleted"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "not its creator, an admin or an owner", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such card", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 204, description = "deleted"), (status = 401, response = crate::api::openapi::ProblemReply), (status = 403, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply)))]
 /// `DELETE /contacts/{id}`: 204.
 pub(super) async fn delete(
     State(s): State<ApiState>,

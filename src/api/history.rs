@@ -46,7 +46,7 @@ fn check(v: &Viewer) -> RecordCheck {
 }
 
 #[utoipa::path(get, path = "/api/v1/history", tag = "history", params(HistoryQuery),
-    responses((status = 200, body = crate::api::openapi::HistoryPage), (status = 400, description = "unknown parameters", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "not the token's agent", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "a date that is not one", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = crate::api::openapi::HistoryPage), (status = 400, response = crate::api::openapi::ProblemReply), (status = 401, response = crate::api::openapi::ProblemReply), (status = 403, response = crate::api::openapi::ProblemReply), (status = 422, response = crate::api::openapi::ProblemReply)))]
 /// `GET /history?…`: `{"records": [...], "next": id}`; `next` is the
 /// `before` of the next page, null on the last.
 pub(super) async fn list(
@@ -114,7 +114,7 @@ pub(super) struct Annotation {
 #[utoipa::path(patch, path = "/api/v1/history/{id}", tag = "history",
     params(("id" = String, Path, description = "the record's id")),
     request_body = Annotation,
-    responses((status = 200, body = crate::cdr::history::Entry), (status = 400, description = "malformed JSON or unknown fields", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such record the token sees", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "bad tags or notes", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = crate::cdr::history::Entry), (status = 400, response = crate::api::openapi::ProblemReply), (status = 401, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply), (status = 422, response = crate::api::openapi::ProblemReply)))]
 /// `PATCH /history/{id}` `{"tags": [...], "notes": "..."}` (either): the
 /// record as it now reads.
 pub(super) async fn annotate(

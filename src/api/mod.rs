@@ -241,7 +241,7 @@ async fn serve_https(listener: tokio::net::TcpListener, acceptor: tokio_rustls::
 type Peer = ConnectInfo<SocketAddr>;
 
 #[utoipa::path(get, path = "/api/v1/me", tag = "directory",
-    responses((status = 200, body = crate::api::openapi::Me), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = crate::api::openapi::Me), (status = 401, response = crate::api::openapi::ProblemReply)))]
 async fn me(
     State(s): State<ApiState>,
     ConnectInfo(from): Peer,
@@ -260,7 +260,7 @@ async fn me(
 }
 
 #[utoipa::path(get, path = "/api/v1/directory", tag = "directory",
-    responses((status = 200, body = Vec<crate::control::DirectoryEntry>), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = Vec<crate::control::DirectoryEntry>), (status = 401, response = crate::api::openapi::ProblemReply)))]
 async fn directory(
     State(s): State<ApiState>,
     ConnectInfo(from): Peer,
@@ -285,7 +285,7 @@ async fn visible_agents(s: &ApiState, v: &Viewer) -> Result<Vec<crate::control::
 }
 
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
-    responses((status = 200, body = Vec<crate::control::AgentView>), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = Vec<crate::control::AgentView>), (status = 401, response = crate::api::openapi::ProblemReply)))]
 async fn agents(
     State(s): State<ApiState>,
     ConnectInfo(from): Peer,
@@ -326,7 +326,7 @@ struct StateChange {
 #[utoipa::path(put, path = "/api/v1/agents/{ext}/state", tag = "agents",
     params(("ext" = String, Path, description = "the agent's extension")),
     request_body = StateChange,
-    responses((status = 200, body = crate::control::AgentView), (status = 400, description = "malformed JSON or unknown fields", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "not the token's agent", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 404, description = "no such user", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 422, description = "no such state", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = crate::control::AgentView), (status = 400, response = crate::api::openapi::ProblemReply), (status = 401, response = crate::api::openapi::ProblemReply), (status = 403, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply), (status = 422, response = crate::api::openapi::ProblemReply)))]
 /// `PUT /api/v1/agents/{ext}/state` `{"state": "ready" | "not_ready" |
 /// "end_acw", "reason": …}`: the same rules as feature codes; the agent
 /// themself, their supervisors, owners and admins.
@@ -366,7 +366,7 @@ async fn set_agent_state(
 }
 
 #[utoipa::path(get, path = "/api/v1/queues", tag = "agents",
-    responses((status = 200, body = Vec<crate::acd::QueueView>), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "agents do not see queues", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, body = Vec<crate::acd::QueueView>), (status = 401, response = crate::api::openapi::ProblemReply), (status = 403, response = crate::api::openapi::ProblemReply)))]
 async fn queues(
     State(s): State<ApiState>,
     ConnectInfo(from): Peer,
@@ -391,7 +391,7 @@ struct Since {
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     params(("since" = Option<u64>, Query, description = "the last event's number the client has")),
-    responses((status = 200, description = "server-sent events, each `data:` a JSON Sequenced", content_type = "text/event-stream", body = crate::events::Sequenced), (status = 401, description = "no valid token", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, description = "server-sent events, each `data:` a JSON Sequenced", content_type = "text/event-stream", body = crate::events::Sequenced), (status = 401, response = crate::api::openapi::ProblemReply)))]
 /// `GET /api/v1/events[?since=N]`: server-sent events, each `{seq, …}`,
 /// filtered by what the token may see. With `since`, the events after N
 /// that the daemon still keeps come first, or a `resync` event when some

@@ -73,6 +73,15 @@ pub struct ProblemDocument {
     pub detail: String,
 }
 
+/// An error answer: a problem document whose `detail` says why.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "an RFC 9457 problem document; its detail says why",
+    content_type = "application/problem+json"
+)]
+#[allow(dead_code)] // a description for the document, never built
+pub struct ProblemReply(#[to_schema] ProblemDocument);
+
 struct Bearer;
 
 impl Modify for Bearer {
@@ -120,7 +129,10 @@ impl Modify for Bearer {
         super::chat::read,
         super::phonebook::phonebook,
     ),
-    components(schemas(ProblemDocument, crate::events::Sequenced, crate::cdr::history::Kind)),
+    components(
+        schemas(ProblemDocument, crate::events::Sequenced, crate::cdr::history::Kind),
+        responses(ProblemReply)
+    ),
     modifiers(&Bearer),
     security(("bearer" = []))
 )]
@@ -185,8 +197,12 @@ mod tests {
         refs(&doc, &mut all);
         assert!(!all.is_empty());
         for r in all {
-            let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r}"));
-            assert!(doc["components"]["schemas"][name].is_object(), "{r} does not resolve");
+            let target = r
+                .strip_prefix("#/")
+                .unwrap_or_else(|| panic!("{r}"))
+                .split('/')
+                .fold(&doc, |at, part| &at[part]);
+            assert!(target.is_object(), "{r} does not resolve");
         }
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     }

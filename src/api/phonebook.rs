@@ -62,7 +62,7 @@ fn document(format: &str, entries: &[DirectoryEntry]) -> String {
 }
 
 #[utoipa::path(get, path = "/phonebook.xml", tag = "operations", security(()), params(PhonebookQuery),
-    responses((status = 200, description = "Yealink or Cisco XML directory", content_type = "text/xml", body = String), (status = 401, description = "HTTP digest with a user's SIP credentials required", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json"), (status = 403, description = "wrong credentials", body = crate::api::openapi::ProblemDocument, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Yealink or Cisco XML directory", content_type = "text/xml", body = String), (status = 401, response = crate::api::openapi::ProblemReply), (status = 403, response = crate::api::openapi::ProblemReply)))]
 pub(super) async fn phonebook(
     State(s): State<ApiState>,
     ConnectInfo(from): Peer,

@@ -3,7 +3,7 @@
 //! starts), the others are cancelled; the target is offered the codec the
 //! device chose and bridged when it answers; no answer ends the call.
 
-use super::tests::{config, effects, engine, peer, registrar_with_1002, respond_from_callee, SDP_TEXT};
+use super::tests::{config, dial_1002, effects, engine, peer, respond_from_callee, SDP_TEXT};
 use super::*;
 use crate::clock::Now;
 use crate::media::sdp;
@@ -81,25 +81,10 @@ fn the_device_that_answers_becomes_the_caller_and_the_target_gets_its_codec() {
     };
     assert_eq!((info.from.as_str(), info.to.as_str()), ("1001", "1002"));
     // The dialplan dials the target: it is offered what the device chose.
-    let registrar = registrar_with_1002(crate::unix_now());
-    let account = &cfg.accounts[0];
-    let req = DialRequest {
-        targets: vec!["1002".into()],
-        timeout: Some(Duration::from_secs(20)),
-        external: false,
-        trunks: Vec::new(),
-        trunk_named: false,
-        account,
-        registrar: &registrar,
-    };
-    m.dial(id, req, Now::at(now));
-    let e = effects(&mut m);
-    let [Output::Request { req: target, .. }] = &e[..] else {
-        panic!("{e:?}")
-    };
+    let target = dial_1002(&mut m, &cfg, id, now);
     assert_eq!(sdp::media_info(&target.body).unwrap().payload_types, [0]);
-    let key = client_key(target).unwrap();
-    m.on_response(&key, respond_from_callee(target, 200, Some(SDP_TEXT)), Now::at(now));
+    let key = client_key(&target).unwrap();
+    m.on_response(&key, respond_from_callee(&target, 200, Some(SDP_TEXT)), Now::at(now));
     effects(&mut m);
     let links = media.0.lock().unwrap().links.len();
     assert_eq!(links, 2, "device and target bridged both ways");

@@ -695,7 +695,7 @@ fn a_transferred_party_is_offered_on_with_the_codec_it_agreed_to() {
 }
 
 /// Dials 1002 (registered) for conversation `id`; the INVITE that goes out.
-fn dial_1002(m: &mut CallEngine, cfg: &Config, id: CallRef, now: Instant) -> SipMessage {
+pub(super) fn dial_1002(m: &mut CallEngine, cfg: &Config, id: CallRef, now: Instant) -> SipMessage {
     let reg = registrar_with_1002(Now::at(now).unix_s());
     let req = DialRequest {
         targets: vec!["1002".into()],
