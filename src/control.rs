@@ -269,6 +269,13 @@ pub enum Command {
         source: std::net::IpAddr,
         reply: oneshot::Sender<PhonebookReply>,
     },
+    /// Holds (`on`) or resumes the partner of `party` on `conversation`.
+    HoldCall {
+        conversation: u64,
+        party: String,
+        on: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Whether `user` (`ext@domain`) muted chat notifications.
     ChatMuted {
         user: String,

@@ -166,3 +166,45 @@ pub(super) async fn transfer(
     .map_err(|e| Problem::new(StatusCode::CONFLICT, e))?;
     Ok(StatusCode::ACCEPTED)
 }
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Hold {
+    /// true: hold; false: resume.
+    on: bool,
+    /// Who holds: the token's user unless given (one they may act for).
+    #[serde(default)]
+    party: Option<String>,
+}
+
+#[utoipa::path(put, path = "/api/v1/calls/{conversation}/hold", tag = "calls",
+    params(("conversation" = u64, Path, description = "the call's conversation number")),
+    request_body = Hold,
+    responses((status = 204, description = "held or resumed"), (status = 401, response = crate::api::openapi::ProblemReply), (status = 403, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply), (status = 409, response = crate::api::openapi::ProblemReply)))]
+/// `PUT /calls/{conversation}/hold` `{"on": bool}`: the party's partner
+/// hears the hold music (the party, silence) until `{"on": false}`; the
+/// party's phone is not told.
+pub(super) async fn hold(
+    State(s): State<ApiState>,
+    ConnectInfo(from): Peer,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, Problem> {
+    let v = s.viewer(&headers, from.ip())?;
+    let Hold { on, party } = json_body(&body)?;
+    let party = party.unwrap_or_else(|| v.ext.clone());
+    if !v.sees_user(&v.domain, &party) {
+        return Err(Problem::forbidden(&format!("not your agent: {party}")));
+    }
+    let conversation = visible_call(&s, &v, &raw).await?.conversation;
+    s.ask(|reply| Command::HoldCall {
+        conversation,
+        party,
+        on,
+        reply,
+    })
+    .await?
+    .map_err(|e| Problem::new(StatusCode::CONFLICT, e))?;
+    Ok(StatusCode::NO_CONTENT)
+}

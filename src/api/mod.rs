@@ -136,6 +136,7 @@ fn routes() -> Vec<(&'static str, &'static str, axum::routing::MethodRouter<ApiS
         ("POST", "/api/v1/calls", post(calls::click_to_call)),
         ("DELETE", "/api/v1/calls/:conversation", delete(calls::end)),
         ("POST", "/api/v1/calls/:conversation/transfer", post(calls::transfer)),
+        ("PUT", "/api/v1/calls/:conversation/hold", put(calls::hold)),
         ("GET", "/api/v1/history", get(history::list)),
         ("PATCH", "/api/v1/history/:id", patch(history::annotate)),
         ("GET", "/api/v1/events", get(events)),

@@ -114,6 +114,7 @@ impl Modify for Bearer {
         super::calls::click_to_call,
         super::calls::end,
         super::calls::transfer,
+        super::calls::hold,
         super::history::list,
         super::history::annotate,
         super::contacts::search,

@@ -91,7 +91,15 @@ impl CallEngine {
         ok.push_header(HeaderName::ContentType, "application/sdp");
         ok.body = answer.into();
         self.send_2xx_in_dialog(id, key, &req, ok, now);
-        if hold {
+        self.set_hold(id, partner, hold);
+        Ok(())
+    }
+
+    /// `id` holds (`on`) or resumes its call with `partner`: on hold their
+    /// media is unlinked and the partner hears the hold music; on resume
+    /// the bridge's links return (linking stops the music).
+    fn set_hold(&mut self, id: LegId, partner: LegId, on: bool) {
+        if on {
             self.media.unlink(id.endpoint());
             self.media.unlink(partner.endpoint());
             let music = self.config.calls.hold_music.display().to_string();
@@ -101,11 +109,47 @@ impl CallEngine {
             }
             tracing::info!(call = %self.legs[&id].dialog.call_id, "call put on hold");
         } else if let Some(bridge) = self.legs[&id].bridge {
-            // The links return; linking stops the music.
             self.relink(bridge);
             tracing::info!(call = %self.legs[&id].dialog.call_id, "call taken off hold");
         }
+    }
+
+    /// Hold asked through the API: the partner of `party` on conversation
+    /// `id` hears the hold music and `party` nothing (`on`), or the two
+    /// talk again. The party's phone is sent nothing (no re-INVITE); a
+    /// re-INVITE from it that resumes, resumes.
+    pub fn hold_partner_of(&mut self, id: super::CallRef, party: &str, on: bool) -> Result<(), String> {
+        let (x, y) = self.party_and_partner(id, party)?;
+        let leg = self.legs.get_mut(&x).expect("found");
+        if leg.holding == on {
+            return Err(format!("the call is {}on hold", if on { "already " } else { "not " }));
+        }
+        leg.holding = on;
+        self.set_hold(x, y, on);
         Ok(())
+    }
+
+    /// The answered leg of `party` on conversation `id` and its answered
+    /// partner: a call the API may act on.
+    pub(super) fn party_and_partner(&self, id: super::CallRef, party: &str) -> Result<(LegId, LegId), String> {
+        let x = self
+            .calls
+            .get(&id)
+            .ok_or("no such call")?
+            .legs
+            .iter()
+            .copied()
+            .find(|l| {
+                self.legs
+                    .get(l)
+                    .is_some_and(|l| l.party == party && l.state.is_answered())
+            })
+            .ok_or_else(|| format!("{party} is not talking on this call"))?;
+        let y = self
+            .partner(x)
+            .filter(|y| self.legs[y].state.is_answered())
+            .ok_or("nobody to act on: the call is not connected")?;
+        Ok((x, y))
     }
 
     /// Answers a re-INVITE of leg `id` with a 2xx, retransmitted until its

@@ -493,13 +493,15 @@ impl CallEngine {
             return;
         };
         let ringing = matches!(phase, LegPhase::Trying | LegPhase::Early);
-        let caller = (ringing && l.direction == leg::Direction::Outbound && l.trunk.is_none()).then(|| {
-            Arc::new(crate::events::Caller {
-                number: c.caller_number.clone(),
-                name: c.caller_name.clone().filter(|n| !n.is_empty()),
-                contact: self.contacts.lookup(&c.account, &c.caller_number),
-            })
-        });
+        // (Not the user's own phones ringing for a click-to-call.)
+        let caller = (ringing && l.direction == leg::Direction::Outbound && l.trunk.is_none() && c.click.is_none())
+            .then(|| {
+                Arc::new(crate::events::Caller {
+                    number: c.caller_number.clone(),
+                    name: c.caller_name.clone().filter(|n| !n.is_empty()),
+                    contact: self.contacts.lookup(&c.account, &c.caller_number),
+                })
+            });
         self.out.push_back(Output::Event(DomainEvent::LegState {
             account: c.account.clone(),
             party: l.party.clone(),

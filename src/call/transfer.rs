@@ -385,23 +385,7 @@ impl CallEngine {
     /// (talking on conversation `id`) goes to `target`, by the same rules
     /// as a REFER; `party` is released.
     pub fn transfer_partner_of(&mut self, id: CallRef, party: &str, target: String, now: Now) -> Result<(), String> {
-        let x = self
-            .calls
-            .get(&id)
-            .ok_or("no such call")?
-            .legs
-            .iter()
-            .copied()
-            .find(|l| {
-                self.legs
-                    .get(l)
-                    .is_some_and(|l| l.party == party && l.state.is_answered())
-            })
-            .ok_or_else(|| format!("{party} is not talking on this call"))?;
-        let y = self
-            .partner(x)
-            .filter(|y| self.legs[y].state.is_answered())
-            .ok_or("nobody to transfer: the call is not connected")?;
+        let (x, y) = self.party_and_partner(id, party)?;
         self.transfer_and_release(x, y, target, now);
         Ok(())
     }

@@ -212,3 +212,63 @@ fn after_click_to_call_the_agent_and_the_target_hear_each_other() {
         "agent heard the target {at_agent}, target heard the agent {at_target}"
     );
 }
+
+#[test]
+fn an_agent_holds_a_call_through_the_api_and_the_customer_hears_music_then_the_agent() {
+    use crate::baresip_peer::{music_levels, received_audio, rms, silence_wav, sox};
+    let api = Api::start();
+    let agent = api.token("1001");
+    let wav = tempfile::tempdir().unwrap();
+    // The customer (baresip, 1004) answers and records; the agent (SIPp,
+    // 1001) plays 440 Hz for eight seconds.
+    let server = format!("127.0.0.1:{}", api.d.port);
+    let (customer, _) =
+        crate::baresip_peer::start_baresip_via(&server, "", "1004", &silence_wav(wav.path(), 20), true, &[]);
+    api.d.wait_for_log("registered aor=1004@pbx.test");
+    let call = crate::calls::caller_in_background(&api.d, "1001", "1004", 8000);
+    api.d.wait_for_log("call answered");
+    let answered = std::time::Instant::now();
+    let conversation = live_call(&api, &agent, "1004");
+    let path = format!("/api/v1/calls/{conversation}/hold");
+    // Held from 2 s to 4.5 s after the answer: the timeline of the call.
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    assert_eq!(api.send(Method::PUT, &path, &agent, r#"{"on": true}"#).0, 204);
+    let held_at = answered.elapsed().as_secs_f64();
+    assert_eq!(
+        api.send(Method::PUT, &path, &agent, r#"{"on": true}"#).0,
+        409,
+        "already on hold"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(api.send(Method::PUT, &path, &agent, r#"{"on": false}"#).0, 204);
+    let resumed_at = answered.elapsed().as_secs_f64();
+    assert_eq!(call.wait().code, 0);
+    api.d.wait_for_log("call ended");
+    let dir = customer.stop();
+    let recorded = received_audio(dir.path());
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let file = recorded[0].to_str().unwrap();
+    let tone = |start: f64| {
+        rms(&sox(&[
+            file,
+            "-n",
+            "trim",
+            &format!("{start:.2}"),
+            "0.8",
+            "sinc",
+            "420-460",
+            "stat",
+        ]))
+    };
+    let (before, held, after) = (tone(0.5), tone(held_at + 0.6), tone(resumed_at + 0.6));
+    assert!(
+        before > 0.05 && after > 0.05,
+        "the agent before ({before}) and after ({after}) the hold"
+    );
+    assert!(held < before * 0.3, "not the agent while held ({held} vs {before})");
+    let (music, original) = music_levels(file, &format!("{:.2}", held_at + 0.5), "1.2");
+    assert!(
+        music > original * 0.5 && music < original * 2.0,
+        "the customer heard the music (RMS {music}, the file's {original})"
+    );
+}

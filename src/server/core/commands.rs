@@ -480,6 +480,14 @@ impl Core {
             } => {
                 let _ = reply.send(self.phonebook(domain.as_deref(), authorization.as_deref(), &target, source));
             }
+            Command::HoldCall {
+                conversation,
+                party,
+                on,
+                reply,
+            } => {
+                let _ = reply.send(self.engines.calls.hold_partner_of(conversation, &party, on));
+            }
             Command::ChatMuted { user, reply } => {
                 let _ = reply.send(self.engines.chat.is_muted(&user));
             }
