@@ -105,6 +105,21 @@ async fn visible_call(s: &ApiState, v: &super::Viewer, raw: &str) -> Result<crat
         .ok_or_else(missing)
 }
 
+/// Who acts on call `raw` (`party`, or the viewer), if the viewer may act
+/// for them on a call it sees: the conversation and the party.
+async fn acting_party(
+    s: &ApiState,
+    v: &super::Viewer,
+    party: Option<String>,
+    raw: &str,
+) -> Result<(u64, String), Problem> {
+    let party = party.unwrap_or_else(|| v.ext.clone());
+    if !v.sees_user(&v.domain, &party) {
+        return Err(Problem::forbidden(&format!("not your agent: {party}")));
+    }
+    Ok((visible_call(s, v, raw).await?.conversation, party))
+}
+
 #[utoipa::path(delete, path = "/api/v1/calls/{conversation}", tag = "calls",
     params(("conversation" = u64, Path, description = "the call's conversation number")),
     responses((status = 204, description = "hung up"), (status = 401, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply)))]
@@ -150,12 +165,7 @@ pub(super) async fn transfer(
     let v = s.viewer(&headers, from.ip())?;
     let req: Transfer = json_body(&body)?;
     let target = number(&req.to)?;
-    let party = req.party.unwrap_or_else(|| v.ext.clone());
-    if !v.sees_user(&v.domain, &party) {
-        return Err(Problem::forbidden(&format!("not your agent: {party}")));
-    }
-    let call = visible_call(&s, &v, &raw).await?;
-    let conversation = call.conversation;
+    let (conversation, party) = acting_party(&s, &v, req.party, &raw).await?;
     s.ask(|reply| Command::TransferCall {
         conversation,
         party,
@@ -193,11 +203,7 @@ pub(super) async fn hold(
 ) -> Result<StatusCode, Problem> {
     let v = s.viewer(&headers, from.ip())?;
     let Hold { on, party } = json_body(&body)?;
-    let party = party.unwrap_or_else(|| v.ext.clone());
-    if !v.sees_user(&v.domain, &party) {
-        return Err(Problem::forbidden(&format!("not your agent: {party}")));
-    }
-    let conversation = visible_call(&s, &v, &raw).await?.conversation;
+    let (conversation, party) = acting_party(&s, &v, party, &raw).await?;
     s.ask(|reply| Command::HoldCall {
         conversation,
         party,

@@ -53,6 +53,19 @@ impl Api {
         self.send(reqwest::Method::PUT, path, token, body)
     }
 
+    /// The event stream as `token` sees it (from `query`, e.g. `?since=3`).
+    pub fn events(&self, token: &str, query: &str) -> reqwest::blocking::Response {
+        let r = self
+            .http
+            .get(format!("{}/api/v1/events{query}", self.base))
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r
+    }
+
     /// `method` on `path` with a JSON `body`: status, content type, the
     /// JSON answer (null if none).
     pub fn send(&self, method: reqwest::Method, path: &str, token: &str, body: &str) -> (u16, String, Value) {
@@ -200,13 +213,7 @@ fn the_event_stream_shows_what_the_token_may_see_and_replays_on_reconnect() {
         );
     }
     let supervisor = api.token("1003");
-    let r = api
-        .http
-        .get(format!("{}/api/v1/events", api.base))
-        .bearer_auth(&supervisor)
-        .timeout(Duration::from_secs(20))
-        .send()
-        .unwrap();
+    let r = api.events(&supervisor, "");
     assert_eq!(r.status().as_u16(), 200);
     let mut lines = std::io::BufReader::new(r).lines();
     // 1001 is not the supervisor's: its change is not streamed; 1004's is.
@@ -220,13 +227,7 @@ fn the_event_stream_shows_what_the_token_may_see_and_replays_on_reconnect() {
     );
     let seq = e["seq"].as_u64().unwrap();
     // Reconnecting after an earlier event replays what came since.
-    let r = api
-        .http
-        .get(format!("{}/api/v1/events?since={}", api.base, seq - 1))
-        .bearer_auth(&supervisor)
-        .timeout(Duration::from_secs(20))
-        .send()
-        .unwrap();
+    let r = api.events(&supervisor, &format!("?since={}", seq - 1));
     let mut again = std::io::BufReader::new(r).lines();
     let replayed = next_event(&mut again, "1004@pbx.test", "1001@pbx.test");
     assert_eq!(replayed["seq"].as_u64(), Some(seq));

@@ -7,20 +7,13 @@ use crate::api::{next_event, Api};
 use crate::chat::{got, receiver, send};
 use reqwest::Method;
 use std::io::BufRead;
-use std::time::Duration;
 
 #[test]
 fn chat_through_the_api_reaches_phones_and_streams_and_reads_what_phones_sent() {
     let api = Api::start();
     let (agent, admin) = (api.token("1004"), api.token("1002"));
     let phone = receiver(&api.d, "1002", 1);
-    let stream = api
-        .http
-        .get(format!("{}/api/v1/events", api.base))
-        .bearer_auth(&admin)
-        .timeout(Duration::from_secs(20))
-        .send()
-        .unwrap();
+    let stream = api.events(&admin, "");
     let mut events = std::io::BufReader::new(stream).lines();
     let (status, _, sent) = api.send(
         Method::POST,

@@ -7,7 +7,6 @@ use crate::api::{next_event, Api};
 use crate::calls::{callee, caller};
 use reqwest::Method;
 use std::io::BufRead;
-use std::time::Duration;
 
 #[test]
 fn contact_cards_are_kept_checked_found_by_number_and_shown_to_a_ringing_phone() {
@@ -69,13 +68,7 @@ fn contact_cards_are_kept_checked_found_by_number_and_shown_to_a_ringing_phone()
 
     // A call from 1001 (one of the card's numbers) to 1004: the phone is
     // shown the card's name and tags, the stream's ringing event the card.
-    let stream = api
-        .http
-        .get(format!("{}/api/v1/events", api.base))
-        .bearer_auth(&supervisor)
-        .timeout(Duration::from_secs(20))
-        .send()
-        .unwrap();
+    let stream = api.events(&supervisor, "");
     let mut lines = std::io::BufReader::new(stream).lines();
     let phone = callee(&api.d, "1004", "uas_answer.xml", &[]);
     assert_eq!(caller(&api.d, "1001", "1004", 200, "uac_call.xml").code, 0);
@@ -114,13 +107,7 @@ fn a_baresip_agent_is_shown_the_contacts_name() {
     let wav = tempfile::tempdir().unwrap();
     let source = crate::baresip_peer::silence_wav(wav.path(), 5);
     let (phone, ctrl) = crate::baresip_peer::start_baresip_with_keys(&api.d, "1004", &source, false);
-    let stream = api
-        .http
-        .get(format!("{}/api/v1/events", api.base))
-        .bearer_auth(&agent)
-        .timeout(Duration::from_secs(20))
-        .send()
-        .unwrap();
+    let stream = api.events(&agent, "");
     let mut lines = std::io::BufReader::new(stream).lines();
     let customer = crate::calls::caller_in_background(&api.d, "1001", "1004", 300);
     // The phone rings (it sent 180), showing who calls; it is answered.

@@ -57,13 +57,7 @@ fn a_calls_events_stream_in_order_within_100_ms_of_its_sip_messages() {
     let owner = api.token("1001");
     let card = r#"{"name": "Known Caller", "phones": ["1002"], "tags": ["vip"]}"#;
     assert_eq!(api.send(Method::POST, "/api/v1/contacts", &owner, card).0, 201);
-    let stream = api
-        .http
-        .get(format!("{}/api/v1/events", api.base))
-        .bearer_auth(&owner)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .unwrap();
+    let stream = api.events(&owner, "");
     // Each event with the time it reached this client.
     let (tx, rx) = mpsc::channel::<(i64, Value)>();
     std::thread::spawn(move || {
