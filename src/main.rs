@@ -113,7 +113,15 @@ enum CtlCmd {
         #[arg(num_args = 1..)]
         choice: Vec<String>,
     },
-    /// An account's users, groups and remote extensions (JSON).
+    /// Click-to-call: rings USER's phones, then calls NUMBER from the one
+    /// that answers, as if dialled there; `call 1003 *811004` has
+    /// supervisor 1003 listen to agent 1004's call (JSON).
+    Call {
+        /// The extension (default account) or ext@domain.
+        user: String,
+        number: String,
+    },
+    /// An account's users, groups, queues and remote extensions (JSON).
     Directory {
         /// The account's domain (default: the default account).
         domain: Option<String>,
@@ -369,6 +377,7 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
             .trim_end()
             .to_string(),
         CtlCmd::Unban { ip } => format!("unban {ip}"),
+        CtlCmd::Call { user, number } => format!("call {user} {number}"),
         CtlCmd::Chat { args } => format!("chat {}", args.join(" ")),
         CtlCmd::Cdr { user, limit } => match user {
             Some(u) => format!("cdr {limit} {u}"),
@@ -383,6 +392,7 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
         || matches!(
             what,
             CtlCmd::Chat { .. }
+                | CtlCmd::Call { .. }
                 | CtlCmd::Directory { .. }
                 | CtlCmd::Agents
                 | CtlCmd::Agent { .. }
@@ -404,6 +414,7 @@ fn ctl(config: PathBuf, socket: Option<PathBuf>, json: bool, what: CtlCmd) -> an
             switchboard::ctl::format_calls(&serde_json::from_value::<Vec<_>>(data)?)
         ),
         CtlCmd::Chat { .. }
+        | CtlCmd::Call { .. }
         | CtlCmd::Directory { .. }
         | CtlCmd::Agents
         | CtlCmd::Agent { .. }

@@ -113,6 +113,19 @@ async fn answer(command: &str, commands: &mpsc::Sender<Command>) -> CtlReply {
                 Err(e) => Err(e),
             }
         }
+        call if call.starts_with("call ") => {
+            // "call USER NUMBER": click-to-call.
+            let mut words = call.split_whitespace().skip(1);
+            let (user, target) = (
+                words.next().unwrap_or("").to_string(),
+                words.next().unwrap_or("").to_string(),
+            );
+            match round_trip(commands, |reply| Command::ClickToCall { user, target, reply }).await {
+                Ok(Ok(conversation)) => Ok(serde_json::json!({ "conversation": conversation })),
+                Ok(Err((_, why))) => Err(why),
+                Err(e) => Err(e),
+            }
+        }
         dir if dir == "directory" || dir.starts_with("directory ") => {
             let domain = dir.split_whitespace().nth(1).map(str::to_string);
             ask_fallible(commands, |reply| Command::Directory { domain, reply }).await

@@ -238,3 +238,36 @@ fn a_listening_supervisor_barges_in_by_pressing_3() {
         "the agent hears the supervisor only after 3: {before} then {after}"
     );
 }
+
+#[test]
+fn ctl_call_has_a_supervisor_listen_to_an_agents_call() {
+    // `ctl call 1003 *811004`: the supervisor's phone rings, and once it
+    // answers it listens to agent 1004's call, until that call ends.
+    let d = Daemon::start("");
+    let agent = crate::calls::callee(&d, "1004", "uas_answer.xml", &["-m", "1"]);
+    let supervisor = crate::calls::callee(&d, "1003", "uas_answer.xml", &["-m", "1"]);
+    let customer = crate::calls::caller_in_background(&d, "1001", "1004", 3000);
+    d.wait_for_log("call answered");
+    let out = d.ctl(&["call", "1003", "*811004"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let started: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(started["conversation"].as_u64().is_some(), "{started}");
+    d.wait_for_log("monitoring");
+    assert_eq!(customer.wait().code, 0);
+    assert_eq!(agent.wait().code, 0);
+    assert_eq!(
+        supervisor.wait().code,
+        0,
+        "the supervisor's leg ended with the call it listened to"
+    );
+    d.wait_for_log("call ended");
+    let records = crate::calls::records(&d);
+    assert!(
+        records
+            .iter()
+            .any(|x| x["caller"] == "1003" && x["monitor"]["agent"] == "1004" && x["monitor"]["mode"] == "listen"),
+        "{records:#?}"
+    );
+    let refused = d.ctl(&["call", "1002", "1001"]);
+    assert!(!refused.status.success(), "1002 has no registered phone");
+}
