@@ -79,6 +79,21 @@ pub struct StatusView {
     /// transactions, its timers, bridges, and digest nonces tracked.
     pub tables: Vec<usize>,
     pub banned: Vec<String>,
+    /// Counters since the start: RTP packets received by the relay and
+    /// their sequence gaps, failed authentications, store commits and
+    /// the nanoseconds they took, dialplan runs that failed.
+    #[serde(default)]
+    pub relay_packets: u64,
+    #[serde(default)]
+    pub relay_seq_gaps: u64,
+    #[serde(default)]
+    pub auth_failures: u64,
+    #[serde(default)]
+    pub store_commits: u64,
+    #[serde(default)]
+    pub store_commit_nanos: u64,
+    #[serde(default)]
+    pub dialplan_errors: u64,
 }
 
 /// What an agent (or `ctl agent`) may choose.

@@ -495,6 +495,39 @@ async fn metrics(State(s): State<ApiState>) -> Result<Response, Problem> {
         "Source addresses banned for failed logins.",
         status.banned.len(),
     );
+    let mut counter = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} counter\nswitchboard_{name} {value}"
+        );
+    };
+    counter(
+        "relay_packets_total",
+        "RTP packets the relay received from parties.",
+        status.relay_packets,
+    );
+    counter(
+        "relay_seq_gaps_total",
+        "Sequence gaps in the RTP the relay received (a loss indicator).",
+        status.relay_seq_gaps,
+    );
+    counter(
+        "auth_failures_total",
+        "Failed authentications (SIP digest and the phonebook's HTTP digest).",
+        status.auth_failures,
+    );
+    counter(
+        "dialplan_errors_total",
+        "Dialplan runs that ended in an error.",
+        status.dialplan_errors,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_store_commit_seconds Time of store commits.\n# TYPE switchboard_store_commit_seconds summary\n\
+         switchboard_store_commit_seconds_sum {:.6}\nswitchboard_store_commit_seconds_count {}",
+        status.store_commit_nanos as f64 / 1e9,
+        status.store_commits
+    );
     let _ = writeln!(
         out,
         "# HELP switchboard_agents Agents by state.\n# TYPE switchboard_agents gauge"

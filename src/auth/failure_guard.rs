@@ -60,6 +60,8 @@ pub struct FailureGuard {
     policy: GuardPolicy,
     sources: HashMap<IpAddr, SourceRecord>,
     users: HashMap<(IpAddr, String), UserRecord>,
+    /// Failures recorded since the start (trusted sources left out).
+    failures_total: u64,
 }
 
 impl FailureGuard {
@@ -68,6 +70,7 @@ impl FailureGuard {
             policy,
             sources: HashMap::new(),
             users: HashMap::new(),
+            failures_total: 0,
         }
     }
 
@@ -117,10 +120,16 @@ impl FailureGuard {
 
     /// Records a failed authentication of `user` from `ip`; returns true
     /// if the source IP is now banned.
+    /// Failed authentications recorded since the start.
+    pub fn failures_total(&self) -> u64 {
+        self.failures_total
+    }
+
     pub fn record_failure(&mut self, ip: IpAddr, user: &str, now: Instant) -> bool {
         if self.trusted(ip) {
             return false;
         }
+        self.failures_total += 1;
         let policy = self.policy.clone();
         let u = self.users.entry((ip, user.to_string())).or_default();
         prune(&mut u.failures, now, policy.window, |t| *t);

@@ -49,6 +49,8 @@ impl CallEngine {
             return;
         }
         let stats = self.media.stats(id.endpoint());
+        self.ended_media.0 += stats.packets;
+        self.ended_media.1 += stats.seq_gaps;
         let record = LegRecord {
             leg: id.0,
             call_id: leg.dialog.call_id.clone(),
@@ -357,6 +359,15 @@ impl CallEngine {
             tracing::info!(call = id, "media timeout: no RTP; hanging up");
             self.end_conversation(id, Ending::system(408, "Media timeout"), now);
         }
+    }
+
+    /// RTP packets the relay received from parties since the start, and
+    /// the sequence gaps seen in them (ended legs and live ones).
+    pub fn media_totals(&self) -> (u64, u64) {
+        self.legs.keys().fold(self.ended_media, |(p, g), id| {
+            let s = self.media.stats(id.endpoint());
+            (p + s.packets, g + s.seq_gaps)
+        })
     }
 
     pub fn views(&self, now: Now) -> Vec<CallView> {

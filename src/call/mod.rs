@@ -340,6 +340,8 @@ pub struct CallEngine {
     out: VecDeque<Output>,
     /// The CRM's contact cards: a phone offered a call sees the caller's.
     contacts: crate::contacts::ContactBook,
+    /// RTP packets and sequence gaps of legs that have ended.
+    ended_media: (u64, u64),
 }
 
 impl CallEngine {
@@ -357,6 +359,7 @@ impl CallEngine {
             next_id: 1,
             out: VecDeque::new(),
             contacts: Default::default(),
+            ended_media: (0, 0),
         }
     }
 

@@ -66,21 +66,46 @@ pub fn all_rows(backend: &dyn StoreBackend, table: Table) -> Result<Vec<(Key, Va
 #[derive(Clone)]
 pub struct StoreHandle {
     backend: std::sync::Arc<dyn StoreBackend>,
+    timing: std::sync::Arc<WriteTiming>,
+}
+
+/// Commits made through a [`StoreHandle`] and the time they took.
+#[derive(Default)]
+pub struct WriteTiming {
+    pub commits: std::sync::atomic::AtomicU64,
+    pub nanos: std::sync::atomic::AtomicU64,
 }
 
 impl StoreHandle {
     pub fn new(backend: std::sync::Arc<dyn StoreBackend>) -> StoreHandle {
-        StoreHandle { backend }
+        StoreHandle {
+            backend,
+            timing: Default::default(),
+        }
+    }
+
+    /// Commits so far, and the nanoseconds they took in all.
+    pub fn write_timing(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.timing.commits.load(Relaxed), self.timing.nanos.load(Relaxed))
     }
 
     /// Commits `ops`; once it returns Ok they survive `kill -9`. A failure
     /// is logged here.
     pub fn write(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let r = if fault::failing() {
             Err(StoreError::Backend("fault injection: writes fail".into()))
         } else {
             self.backend.commit(ops)
         };
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.timing.commits.fetch_add(1, Relaxed);
+            self.timing
+                .nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        }
         if let Err(e) = &r {
             tracing::error!(error = %e, ops = ops.len(), "store commit failed");
         }

@@ -276,4 +276,30 @@ fn history_and_live_calls_follow_the_role_and_metrics_count() {
         .unwrap();
     assert!(metrics.contains("switchboard_registrations 2"), "{metrics}");
     assert!(metrics.contains("switchboard_calls 0"), "{metrics}");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    // The two callers streamed 0.2 s of tone each (20 ms packets) through
+    // the relay; the calls were stored.
+    assert!(value("switchboard_relay_packets_total") >= 18.0, "{metrics}");
+    assert!(value("switchboard_store_commit_seconds_count") >= 2.0, "{metrics}");
+    assert!(value("switchboard_store_commit_seconds_sum") > 0.0, "{metrics}");
+    assert_eq!(value("switchboard_dialplan_errors_total"), 0.0);
+    assert_eq!(value("switchboard_auth_failures_total"), 0.0);
+    // A wrong password counts.
+    let run = crate::harness::sipp_register(&api.d, "1002", "wrong", 600, free_port(), &[]);
+    assert_ne!(run.code, 0);
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("switchboard_auth_failures_total 1\n"), "{metrics}");
 }

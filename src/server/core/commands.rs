@@ -262,6 +262,8 @@ impl Core {
                 let _ = reply.send(list);
             }
             Command::Status(reply) => {
+                let (relay_packets, relay_seq_gaps) = self.engines.calls.media_totals();
+                let (store_commits, store_commit_nanos) = self.store.write_timing();
                 let _ = reply.send(StatusView {
                     bindings: self.engines.registrar.binding_count(),
                     transactions: self.txl.len(),
@@ -275,6 +277,12 @@ impl Core {
                         vec![legs, client_tx, timers, bridges, self.engines.auth.nonces_tracked()]
                     },
                     banned: self.banned_list(),
+                    relay_packets,
+                    relay_seq_gaps,
+                    auth_failures: self.engines.auth.guard().failures_total(),
+                    store_commits,
+                    store_commit_nanos,
+                    dialplan_errors: self.dialplan_errors,
                 });
             }
             Command::Reload(mut config) => {
@@ -313,6 +321,9 @@ impl Core {
             Command::Dialplan { call, action, reply } => self.on_dialplan_action(call, action, reply),
             Command::DialplanDone { call, result } => {
                 self.dialplan_replies.remove(&call);
+                if result.is_err() {
+                    self.dialplan_errors += 1;
+                }
                 self.engines.calls.script_done(call, result, Now::read());
             }
             Command::Bans(reply) => {

@@ -35,6 +35,8 @@ pub struct Core {
     commands: mpsc::Sender<Command>,
     dialplans: DialplanLibrary,
     dialplans_running: Arc<std::sync::atomic::AtomicUsize>,
+    /// Dialplan runs that ended in an error since the start.
+    dialplan_errors: u64,
     /// Chat pushes in flight: client transaction → (recipient, message id).
     chat_tx: HashMap<TxKey, (String, u64)>,
     /// NOTIFYs in flight: client transaction → subscription.
@@ -103,6 +105,7 @@ impl Core {
             commands,
             dialplans: DialplanLibrary::new(),
             dialplans_running: Arc::default(),
+            dialplan_errors: 0,
             chat_tx: Default::default(),
             notify_tx: HashMap::new(),
             trunk_tx: HashMap::new(),
