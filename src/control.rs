@@ -284,6 +284,14 @@ pub enum Command {
         source: std::net::IpAddr,
         reply: oneshot::Sender<PhonebookReply>,
     },
+    /// Joins the partners of `party` on `conversation` and on `consult`
+    /// (an attended transfer); `party` leaves both.
+    TransferAttended {
+        conversation: u64,
+        consult: u64,
+        party: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Holds (`on`) or resumes the partner of `party` on `conversation`.
     HoldCall {
         conversation: u64,

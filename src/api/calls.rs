@@ -142,7 +142,13 @@ pub(super) async fn end(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Transfer {
-    to: String,
+    /// Blind: the number to send the partner to.
+    #[serde(default)]
+    to: Option<String>,
+    /// Attended: the party's other (consult) call, whose partner the
+    /// partner is joined with.
+    #[serde(default)]
+    to_call: Option<u64>,
     /// Who transfers: the token's user unless given (one they may act for).
     #[serde(default)]
     party: Option<String>,
@@ -152,9 +158,11 @@ pub(super) struct Transfer {
     params(("conversation" = u64, Path, description = "the call's conversation number")),
     request_body = Transfer,
     responses((status = 202, description = "the partner is on its way to the target"), (status = 401, response = crate::api::openapi::ProblemReply), (status = 403, response = crate::api::openapi::ProblemReply), (status = 404, response = crate::api::openapi::ProblemReply), (status = 409, response = crate::api::openapi::ProblemReply), (status = 422, response = crate::api::openapi::ProblemReply)))]
-/// `POST /calls/{conversation}/transfer` `{"to": …}`: the party's partner
-/// goes to `to`, blind, by the same rules as a REFER (a failed transfer
-/// does not come back); the party is released. 202.
+/// `POST /calls/{conversation}/transfer`: `{"to": …}` sends the party's
+/// partner to `to`, blind, by the same rules as a REFER (a failed
+/// transfer does not come back); `{"to_call": n}` joins it with the
+/// party's partner on call `n` (attended; not when either call is one the
+/// party made to a queue). The party is released. 202.
 pub(super) async fn transfer(
     State(s): State<ApiState>,
     ConnectInfo(from): Peer,
@@ -164,8 +172,30 @@ pub(super) async fn transfer(
 ) -> Result<StatusCode, Problem> {
     let v = s.viewer(&headers, from.ip())?;
     let req: Transfer = json_body(&body)?;
-    let target = number(&req.to)?;
+    let target = match (&req.to, req.to_call) {
+        (Some(to), None) => Ok(number(to)?),
+        (None, Some(consult)) => Err(consult),
+        _ => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "give either to (blind) or to_call (attended)",
+            ))
+        }
+    };
     let (conversation, party) = acting_party(&s, &v, req.party, &raw).await?;
+    if let Err(consult) = target {
+        let consult = visible_call(&s, &v, &consult.to_string()).await?.conversation;
+        s.ask(|reply| Command::TransferAttended {
+            conversation,
+            consult,
+            party,
+            reply,
+        })
+        .await?
+        .map_err(|e| Problem::new(StatusCode::CONFLICT, e))?;
+        return Ok(StatusCode::ACCEPTED);
+    }
+    let target = target.expect("blind");
     s.ask(|reply| Command::TransferCall {
         conversation,
         party,

@@ -296,6 +296,18 @@ impl CallEngine {
             .leg_of_dialog(r)
             .filter(|z| *z != x && self.legs[z].party == self.legs[&x].party)
             .ok_or_else(|| SipError::with_reason(481, "Replaced dialog not found"))?;
+        self.join_attended(x, y, z, now)
+            .map_err(|why| SipError::with_reason(403, why))?;
+        self.accept_and_release(x, key, req, now);
+        Ok(())
+    }
+
+    /// An attended transfer: `x`'s partner `y` is joined with the partner
+    /// of `z`, `x`'s party's other (consult) leg, and `z` ends; ending `x`
+    /// is the caller's business. Refused (both calls stay) when either
+    /// call is one the party made to a queue, or the consult is not
+    /// connected.
+    fn join_attended(&mut self, x: LegId, y: LegId, z: LegId, now: Now) -> Result<(), &'static str> {
         // Queues take blind transfers only (the seed's rule): a call the
         // referrer made to a queue cannot be joined.
         let to_queue = |leg: LegId| {
@@ -304,12 +316,12 @@ impl CallEngine {
                 .is_some_and(|c| c.queue.is_some() && self.legs[&leg].direction == super::leg::Direction::Inbound)
         };
         if to_queue(x) || to_queue(z) {
-            return Err(SipError::with_reason(403, "Queues accept blind transfers only"));
+            return Err("Queues accept blind transfers only");
         }
         let w = self
             .partner(z)
             .filter(|w| self.legs[w].state.is_answered())
-            .ok_or_else(|| SipError::with_reason(403, "The other call is not connected"))?;
+            .ok_or("The other call is not connected")?;
         let referrer = self.legs[&x].party.clone();
         tracing::info!(by = %referrer, transferee = %self.legs[&y].party, target = %self.legs[&w].party, "attended transfer");
         let _ = self.leave(y);
@@ -322,11 +334,26 @@ impl CallEngine {
                 c.transferred_to = Some(other_party);
             }
         }
-        // The second call's leg ends quietly; the first answers the REFER.
+        // The second call's leg ends quietly.
         let second = self.legs[&z].conversation;
         self.end_leg(z, &Ending::system(200, "Transferred"), now);
         self.settle(second, now);
-        self.accept_and_release(x, key, req, now);
+        Ok(())
+    }
+
+    /// An attended transfer asked through the API: `party`, talking on
+    /// conversations `id` and `consult`, joins its partners there and
+    /// leaves both calls.
+    pub fn transfer_attended_of(&mut self, id: CallRef, consult: CallRef, party: &str, now: Now) -> Result<(), String> {
+        let (x, y) = self.party_and_partner(id, party)?;
+        let (z, _) = self.party_and_partner(consult, party)?;
+        if x == z {
+            return Err("the consult call is the call itself".into());
+        }
+        self.join_attended(x, y, z, now)?;
+        let first = self.legs[&x].conversation;
+        self.end_leg(x, &Ending::system(200, "Transferred"), now);
+        self.settle(first, now);
         Ok(())
     }
 

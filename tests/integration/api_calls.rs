@@ -272,3 +272,41 @@ fn an_agent_holds_a_call_through_the_api_and_the_customer_hears_music_then_the_a
         "the customer heard the music (RMS {music}, the file's {original})"
     );
 }
+
+#[test]
+fn an_agent_transfers_attended_through_the_api_after_a_consult_call() {
+    let api = Api::start();
+    let agent = api.token("1004");
+    // Agent 1004's phone answers two calls: a customer's, then its own
+    // consult call to 1002 (placed with click-to-call).
+    let phone = callee(&api.d, "1004", "uas_answer.xml", &["-m", "2"]);
+    let target = callee(&api.d, "1002", "uas_answer.xml", &["-m", "1"]);
+    let customer = crate::calls::caller_in_background(&api.d, "1001", "1004", 4000);
+    api.d.wait_for_log("call answered");
+    let first = live_call(&api, &agent, "1004");
+    let (status, _, consult) = api.send(Method::POST, "/api/v1/calls", &agent, r#"{"to": "1002"}"#);
+    assert_eq!(status, 202, "{consult}");
+    let consult = consult["conversation"].as_u64().unwrap();
+    api.d.wait_for_log("click-to-call answered");
+    api.d.wait_for_log("call answered");
+    let path = format!("/api/v1/calls/{first}/transfer");
+    assert_eq!(
+        api.send(Method::POST, &path, &agent, r#"{"to": "1002", "to_call": 1}"#)
+            .0,
+        422
+    );
+    let (status, _, p) = api.send(Method::POST, &path, &agent, &format!(r#"{{"to_call": {consult}}}"#));
+    assert_eq!(status, 202, "{p}");
+    api.d.wait_for_log("attended transfer");
+    assert_eq!(phone.wait().code, 0, "the agent's two calls were hung up");
+    assert_eq!(customer.wait().code, 0);
+    assert_eq!(
+        target.wait().code,
+        0,
+        "the customer and the target talked until the customer hung up"
+    );
+    api.d.wait_for_log("call ended");
+    let r = records(&api.d);
+    let customers = r.iter().find(|x| x["conversation"].as_u64() == Some(first)).unwrap();
+    assert_eq!(customers["transferred_to"], "1002", "{r:#?}");
+}

@@ -491,6 +491,18 @@ impl Core {
             } => {
                 let _ = reply.send(self.phonebook(domain.as_deref(), authorization.as_deref(), &target, source));
             }
+            Command::TransferAttended {
+                conversation,
+                consult,
+                party,
+                reply,
+            } => {
+                let r = self
+                    .engines
+                    .calls
+                    .transfer_attended_of(conversation, consult, &party, Now::read());
+                let _ = reply.send(r);
+            }
             Command::HoldCall {
                 conversation,
                 party,
