@@ -242,10 +242,6 @@ impl ContactBook {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.cards.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.cards.is_empty()
     }

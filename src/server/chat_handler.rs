@@ -39,21 +39,29 @@ fn message(req: &SipMessage, cx: &mut RequestContext<'_>) -> Result<Outcome, Sto
         .engines
         .chat
         .accept(req, account, user, &to, cx.config.chat, cx.now)?;
-    // Stored before anything is pushed or kept in memory.
-    cx.persist(&accepted.ops)?;
-    tracing::info!(id = accepted.message.id, from = %user.extension, to = %to, group = accepted.message.group, "chat message stored");
-    cx.engines.chat.commit(&accepted);
-    for aor in &accepted.recipients {
-        push_next(
-            cx.engines,
-            cx.store,
-            account,
-            aor,
-            Some(&accepted.message),
-            &cx.config.sip.user_agent,
-        );
-    }
+    store_and_push(cx.engines, cx.store, account, &accepted, &cx.config.sip.user_agent)
+        .map_err(|_| SipError::with_reason(500, "Storage Failure"))?;
     Ok(Outcome::Respond(response_to(req, 202, None, &random_token())))
+}
+
+/// A message the chat engine accepted (from a MESSAGE or the API): stored
+/// before anything is pushed or kept in memory, then taken in and pushed
+/// to its recipients whose turn it is.
+pub fn store_and_push(
+    engines: &mut Engines,
+    store: &StoreHandle,
+    account: &Account,
+    accepted: &crate::chat::Accepted,
+    user_agent: &str,
+) -> Result<(), crate::store::StoreError> {
+    store.write(&accepted.ops)?;
+    let m = &accepted.message;
+    tracing::info!(id = m.id, from = %m.from, to = %m.to, group = m.group, "chat message stored");
+    engines.chat.commit(accepted);
+    for aor in &accepted.recipients {
+        push_next(engines, store, account, aor, Some(m), user_agent);
+    }
+    Ok(())
 }
 
 /// Pushes the next message waiting for `aor` if its turn has come, its

@@ -66,6 +66,16 @@ impl Api {
         r
     }
 
+    /// `GET /metrics` (no token).
+    pub fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     /// `method` on `path` with a JSON `body`: status, content type, the
     /// JSON answer (null if none).
     pub fn send(&self, method: reqwest::Method, path: &str, token: &str, body: &str) -> (u16, String, Value) {
@@ -267,13 +277,7 @@ fn history_and_live_calls_follow_the_role_and_metrics_count() {
     );
     assert_eq!(api.get("/api/v1/history?colour=red", &owner).0, 400);
     assert_eq!(api.get("/api/v1/calls", &agent), (200, Value::Array(Vec::new())));
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = api.metrics();
     assert!(metrics.contains("switchboard_registrations 2"), "{metrics}");
     assert!(metrics.contains("switchboard_calls 0"), "{metrics}");
     let value = |name: &str| -> f64 {
@@ -295,12 +299,6 @@ fn history_and_live_calls_follow_the_role_and_metrics_count() {
     // A wrong password counts.
     let run = crate::harness::sipp_register(&api.d, "1002", "wrong", 600, free_port(), &[]);
     assert_ne!(run.code, 0);
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = api.metrics();
     assert!(metrics.contains("switchboard_auth_failures_total 1\n"), "{metrics}");
 }

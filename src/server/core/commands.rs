@@ -89,21 +89,14 @@ impl Core {
             .chat
             .accept_text(account, sender, to, text, config.chat, Now::read())
             .map_err(status)?;
-        self.store
-            .write(&accepted.ops)
-            .map_err(|_| (500, "the message could not be stored".to_string()))?;
-        tracing::info!(id = accepted.message.id, from = %sender.extension, to, group = accepted.message.group, "chat message stored (API)");
-        self.engines.chat.commit(&accepted);
-        for aor in &accepted.recipients {
-            super::super::chat_handler::push_next(
-                &mut self.engines,
-                &self.store,
-                account,
-                aor,
-                Some(&accepted.message),
-                &config.sip.user_agent,
-            );
-        }
+        super::super::chat_handler::store_and_push(
+            &mut self.engines,
+            &self.store,
+            account,
+            &accepted,
+            &config.sip.user_agent,
+        )
+        .map_err(|_| (500, "the message could not be stored".to_string()))?;
         Ok(accepted.message)
     }
 
